@@ -1,0 +1,113 @@
+//! The data record: a slice of plaintext seen in one TLS read or write call.
+
+/// Largest payload one record carries. A call that moved more bytes is sent as several records
+/// with increasing `offset`; one TLS record is at most 16 KiB, so a read fits in one.
+pub const MAX_CHUNK: usize = 16 * 1024;
+
+/// Most records a single call is split into (so at most `MAX_CHUNK * MAX_CHUNKS_PER_CALL` bytes,
+/// 1 MiB, are copied from one call). Bytes past that are not copied; the last record of such a
+/// call has [`flags::TRUNCATED`] set and `total_len` says how many bytes the call really moved.
+pub const MAX_CHUNKS_PER_CALL: u32 = 64;
+
+/// Stable record kinds (the first `u32` of every ring-buffer record).
+pub mod record_kind {
+    /// A [`super::DataRecord`]: plaintext from one TLS call.
+    pub const DATA: u32 = 1;
+    /// The TLS connection was freed (`SSL_free`): only the header is sent, `len` is 0.
+    pub const CONN_CLOSE: u32 = 2;
+}
+
+/// Bits of [`DataHeader::flags`].
+pub mod flags {
+    /// Bytes of this call beyond `offset + len` were not copied (the per-call limit).
+    pub const TRUNCATED: u32 = 1;
+    /// Copying from the target's memory failed; the payload is missing (`len` is 0).
+    pub const READ_FAILED: u32 = 2;
+}
+
+/// Which way plaintext went, from the observed process's point of view.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// The process wrote it (`SSL_write`, `SSL_write_ex`): it leaves the process.
+    Egress = 0,
+    /// The process read it (`SSL_read`, `SSL_read_ex`): it entered the process.
+    Ingress = 1,
+}
+
+impl Direction {
+    /// Decodes the wire value; anything unknown is `None`.
+    #[must_use]
+    pub const fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            0 => Some(Self::Egress),
+            1 => Some(Self::Ingress),
+            _ => None,
+        }
+    }
+}
+
+/// The fixed header in front of every ring-buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DataHeader {
+    /// One of [`record_kind`].
+    pub kind: u32,
+    /// Bits of [`flags`].
+    pub flags: u32,
+    /// Process id (thread group id) of the caller.
+    pub tgid: u32,
+    /// Thread id of the caller.
+    pub tid: u32,
+    /// Connection key inside the process: the address of the library's connection object
+    /// (`SSL *`). With `tgid` it names the connection for as long as the object lives.
+    pub conn: u64,
+    /// `CLOCK_MONOTONIC` nanoseconds: the call's entry for writes (when the program sent the
+    /// bytes), its return for reads (when the bytes had arrived).
+    pub timestamp_ns: u64,
+    /// Socket file descriptor used inside the call, or -1 when not known.
+    pub fd: i32,
+    /// A [`Direction`] as `u32`.
+    pub direction: u32,
+    /// Offset of this record's payload inside the call's data.
+    pub offset: u32,
+    /// Payload bytes that follow this header.
+    pub len: u32,
+    /// Bytes the call really transferred (the return value).
+    pub total_len: u32,
+    /// Zero; keeps the header a multiple of 8 bytes.
+    pub reserved: u32,
+}
+
+/// A header and its payload buffer, as the eBPF side builds it in a per-CPU scratch slot. Only
+/// `size_of::<DataHeader>() + len` bytes of it are sent.
+#[repr(C)]
+pub struct DataRecord {
+    /// The header.
+    pub header: DataHeader,
+    /// The payload; the first `header.len` bytes are valid.
+    pub data: [u8; MAX_CHUNK],
+}
+
+/// Arguments of a TLS call, saved on entry for its return probe.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SslArgs {
+    /// `SSL *`.
+    pub ssl: u64,
+    /// The caller's buffer.
+    pub buf: u64,
+    /// For the `_ex` variants, where the library writes the byte count; 0 otherwise.
+    pub len_out: u64,
+    /// `CLOCK_MONOTONIC` at entry.
+    pub timestamp_ns: u64,
+    /// Socket fd seen inside the call, -1 until one is seen.
+    pub fd: i32,
+    /// Zero.
+    pub reserved: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<DataHeader>() == 56);
+const _: () = assert!(core::mem::size_of::<DataHeader>() % 8 == 0);
+const _: () = assert!(core::mem::size_of::<DataRecord>() == 56 + MAX_CHUNK);
+const _: () = assert!(core::mem::size_of::<SslArgs>() == 40);

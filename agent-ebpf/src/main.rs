@@ -1,0 +1,18 @@
+//! eBPF programs of taskless-agent. One module per hook family; each probe is a thin wrapper
+//! over a `try_` function. Kept small on purpose: this code runs inside every TLS call of the
+//! observed programs, so everything user space can do is left to user space.
+#![no_std]
+#![no_main]
+
+mod maps;
+mod openssl;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,77 @@
+//! Maps and globals shared by every probe family.
+
+use agent_common::{Counter, DataRecord, SslArgs};
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid,
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+
+/// Set by the agent at load time: its own tgid, never traced.
+#[unsafe(no_mangle)]
+static AGENT_TGID: u32 = 0;
+
+/// Set by the agent at load time: 1 when every process may be traced (`--all`), 0 when only the
+/// tgids in [`TARGETS`] are.
+#[unsafe(no_mangle)]
+static TRACE_ALL: u32 = 0;
+
+/// Processes to trace (tgid → 1), maintained by the agent.
+#[map]
+pub static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(16_384, 0);
+
+/// Plaintext records to user space. The size is set by the agent at load time.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+
+/// Arguments of in-flight write calls, keyed by pid_tgid (LRU: a thread that dies mid-call
+/// cannot leak an entry).
+#[map]
+pub static WRITE_ARGS: LruHashMap<u64, SslArgs> = LruHashMap::with_max_entries(65_536, 0);
+
+/// Arguments of in-flight read calls, keyed by pid_tgid.
+#[map]
+pub static READ_ARGS: LruHashMap<u64, SslArgs> = LruHashMap::with_max_entries(65_536, 0);
+
+/// One scratch record per CPU: records do not fit on the 512-byte stack.
+#[map]
+pub static SCRATCH: PerCpuArray<DataRecord> = PerCpuArray::with_max_entries(1, 0);
+
+/// Counters indexed by [`Counter`].
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
+
+#[inline(always)]
+fn read_global(v: &u32) -> u32 {
+    // SAFETY: a global set at load time; the volatile read keeps the compiler from folding it.
+    unsafe { core::ptr::read_volatile(v) }
+}
+
+/// Whether the calling process is to be traced.
+#[inline(always)]
+pub fn is_target(tgid: u32) -> bool {
+    if tgid == read_global(&AGENT_TGID) {
+        return false;
+    }
+    if read_global(&TRACE_ALL) != 0 {
+        return true;
+    }
+    // SAFETY: the value is a plain byte, read once.
+    unsafe { TARGETS.get(&tgid).is_some() }
+}
+
+/// The caller's pid_tgid, and whether it is to be traced.
+#[inline(always)]
+pub fn current() -> (u64, bool) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    (pid_tgid, is_target((pid_tgid >> 32) as u32))
+}
+
+/// Adds one to a counter.
+#[inline(always)]
+pub fn count(counter: Counter) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: per-CPU slot, this program runs to completion on this CPU.
+        unsafe { *slot += 1 };
+    }
+}

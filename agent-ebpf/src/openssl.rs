@@ -1,0 +1,250 @@
+//! OpenSSL (and BoringSSL, which exports the same names): `SSL_write`, `SSL_read`,
+//! `SSL_write_ex`, `SSL_read_ex` entry and return, and `SSL_free` for the end of a connection.
+//!
+//! Entry probes save the arguments; return probes copy the bytes the call really moved (the return
+//! value, or `*written` / `*readbytes` for the `_ex` variants) into the ring buffer, in records of
+//! at most [`MAX_CHUNK`] bytes, without waking the reader (it polls; a wakeup per record would
+//! triple the cost of every call).
+
+use agent_common::{
+    Counter, DataHeader, DataRecord, Direction, SslArgs,
+    data::{MAX_CHUNK, MAX_CHUNKS_PER_CALL, flags},
+    record_kind,
+};
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_buf},
+    macros::{uprobe, uretprobe},
+    maps::LruHashMap,
+    programs::{ProbeContext, RetProbeContext},
+};
+
+use crate::maps::{EVENTS, READ_ARGS, SCRATCH, WRITE_ARGS, count, current};
+
+/// Wake the reader early once this much is waiting (a quarter of the default ring).
+const WAKEUP_THRESHOLD: u64 = 4 * 1024 * 1024;
+
+#[uprobe]
+pub fn ssl_write(ctx: ProbeContext) -> u32 {
+    save_args(&ctx, &WRITE_ARGS, false);
+    0
+}
+
+#[uretprobe]
+pub fn ssl_write_ret(ctx: RetProbeContext) -> u32 {
+    finish_call(&ctx, &WRITE_ARGS, Direction::Egress, false);
+    0
+}
+
+#[uprobe]
+pub fn ssl_write_ex(ctx: ProbeContext) -> u32 {
+    save_args(&ctx, &WRITE_ARGS, true);
+    0
+}
+
+#[uretprobe]
+pub fn ssl_write_ex_ret(ctx: RetProbeContext) -> u32 {
+    finish_call(&ctx, &WRITE_ARGS, Direction::Egress, true);
+    0
+}
+
+#[uprobe]
+pub fn ssl_read(ctx: ProbeContext) -> u32 {
+    save_args(&ctx, &READ_ARGS, false);
+    0
+}
+
+#[uretprobe]
+pub fn ssl_read_ret(ctx: RetProbeContext) -> u32 {
+    finish_call(&ctx, &READ_ARGS, Direction::Ingress, false);
+    0
+}
+
+#[uprobe]
+pub fn ssl_read_ex(ctx: ProbeContext) -> u32 {
+    save_args(&ctx, &READ_ARGS, true);
+    0
+}
+
+#[uretprobe]
+pub fn ssl_read_ex_ret(ctx: RetProbeContext) -> u32 {
+    finish_call(&ctx, &READ_ARGS, Direction::Ingress, true);
+    0
+}
+
+/// `SSL_free(ssl)`: the connection object is gone; user space closes the flow.
+#[uprobe]
+pub fn ssl_free(ctx: ProbeContext) -> u32 {
+    let _ = try_ssl_free(&ctx);
+    0
+}
+
+fn try_ssl_free(ctx: &ProbeContext) -> Result<(), i64> {
+    let (pid_tgid, traced) = current();
+    if !traced {
+        return Ok(());
+    }
+    let ssl: u64 = ctx.arg(0).ok_or(0i64)?;
+    let header = DataHeader {
+        kind: record_kind::CONN_CLOSE,
+        tgid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        conn: ssl,
+        // SAFETY: no preconditions.
+        timestamp_ns: unsafe { bpf_ktime_get_ns() },
+        fd: -1,
+        ..DataHeader::default()
+    };
+    if EVENTS.output::<DataHeader>(&header, wakeup_flags()).is_err() {
+        count(Counter::RingbufFull);
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn save_args(ctx: &ProbeContext, map: &LruHashMap<u64, SslArgs>, ex: bool) {
+    let (pid_tgid, traced) = current();
+    if !traced {
+        return;
+    }
+    let (Some(ssl), Some(buf)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else {
+        return;
+    };
+    let len_out = if ex { ctx.arg::<u64>(3).unwrap_or(0) } else { 0 };
+    let args = SslArgs {
+        ssl,
+        buf,
+        len_out,
+        // SAFETY: no preconditions.
+        timestamp_ns: unsafe { bpf_ktime_get_ns() },
+        fd: -1,
+        reserved: 0,
+    };
+    let _ = map.insert(&pid_tgid, &args, 0);
+}
+
+#[inline(always)]
+fn finish_call(ctx: &RetProbeContext, map: &LruHashMap<u64, SslArgs>, dir: Direction, ex: bool) {
+    let (pid_tgid, traced) = current();
+    if !traced {
+        return;
+    }
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(args) = (unsafe { map.get(&pid_tgid) }).copied() else {
+        count(Counter::UnmatchedReturn);
+        return;
+    };
+    let _ = map.remove(&pid_tgid);
+
+    let ret: i64 = ctx.ret::<i64>();
+    let total: u64 = if ex {
+        // SSL_write_ex / SSL_read_ex return 1 on success and store the count through a pointer.
+        if ret != 1 || args.len_out == 0 {
+            return;
+        }
+        // SAFETY: reading the caller's size_t through the checked helper.
+        match unsafe { bpf_probe_read_user(args.len_out as *const u64) } {
+            Ok(n) => n,
+            Err(_) => {
+                count(Counter::ReadFailed);
+                return;
+            }
+        }
+    } else {
+        if ret <= 0 {
+            return;
+        }
+        ret as u64
+    };
+    if total == 0 {
+        return;
+    }
+    count(Counter::Calls);
+
+    // For reads the bytes had arrived when the call returned; for writes they were handed over
+    // at entry.
+    let timestamp_ns = match dir {
+        // SAFETY: no preconditions.
+        Direction::Ingress => unsafe { bpf_ktime_get_ns() },
+        Direction::Egress => args.timestamp_ns,
+    };
+    emit(pid_tgid, &args, dir, total, timestamp_ns);
+}
+
+#[inline(always)]
+fn emit(pid_tgid: u64, args: &SslArgs, dir: Direction, total: u64, timestamp_ns: u64) {
+    let Some(record) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: the per-CPU scratch slot belongs to this program until it returns.
+    let record: &mut DataRecord = unsafe { &mut *record };
+    let total32 = if total > u32::MAX as u64 { u32::MAX } else { total as u32 };
+    let limit = (MAX_CHUNK as u64) * (MAX_CHUNKS_PER_CALL as u64);
+    if total > limit {
+        count(Counter::TruncatedCalls);
+    }
+
+    let mut offset: u64 = 0;
+    for _ in 0..MAX_CHUNKS_PER_CALL {
+        if offset >= total || offset >= limit {
+            break;
+        }
+        let remaining = total - offset;
+        let len = if remaining > MAX_CHUNK as u64 { MAX_CHUNK as u64 } else { remaining };
+        // The verifier needs the bound spelled out on the value it sees.
+        let len = (len as usize) & (2 * MAX_CHUNK - 1);
+        let len = if len > MAX_CHUNK { MAX_CHUNK } else { len };
+        let mut rec_flags = 0;
+        if offset + len as u64 >= limit && total > limit {
+            rec_flags |= flags::TRUNCATED;
+        }
+        let src = (args.buf + offset) as *const u8;
+        // SAFETY: `len <= MAX_CHUNK`, the size of `data`.
+        let copied =
+            unsafe { bpf_probe_read_user_buf(src, record.data.get_unchecked_mut(..len)) }.is_ok();
+        let (out_len, f) = if copied {
+            (len, rec_flags)
+        } else {
+            count(Counter::ReadFailed);
+            (0, rec_flags | flags::READ_FAILED)
+        };
+        record.header = DataHeader {
+            kind: record_kind::DATA,
+            flags: f,
+            tgid: (pid_tgid >> 32) as u32,
+            tid: pid_tgid as u32,
+            conn: args.ssl,
+            timestamp_ns,
+            fd: args.fd,
+            direction: dir as u32,
+            offset: offset as u32,
+            len: out_len as u32,
+            total_len: total32,
+            reserved: 0,
+        };
+        let size = core::mem::size_of::<DataHeader>() + out_len;
+        let size = if size > core::mem::size_of::<DataRecord>() {
+            core::mem::size_of::<DataRecord>()
+        } else {
+            size
+        };
+        // SAFETY: `size` never exceeds the record.
+        let bytes = unsafe {
+            core::slice::from_raw_parts((record as *const DataRecord).cast::<u8>(), size)
+        };
+        if EVENTS.output::<[u8]>(bytes, wakeup_flags()).is_err() {
+            count(Counter::RingbufFull);
+        }
+        offset += len as u64;
+    }
+}
+
+/// No wakeup unless a lot is waiting: the reader polls on a short timer.
+#[inline(always)]
+fn wakeup_flags() -> u64 {
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_THRESHOLD {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
