@@ -173,69 +173,77 @@ fn finish_call(ctx: &RetProbeContext, map: &LruHashMap<u64, SslArgs>, dir: Direc
 
 #[inline(always)]
 fn emit(pid_tgid: u64, args: &SslArgs, dir: Direction, total: u64, timestamp_ns: u64) {
+    let total32 = if total > u32::MAX as u64 { u32::MAX } else { total as u32 };
+    let truncated = total > (MAX_CHUNK as u64) * (MAX_CHUNKS_PER_CALL as u64);
+    if truncated {
+        count(Counter::TruncatedCalls);
+    }
+    // Each iteration's offset is derived from the index alone, so the verifier sees the same
+    // state at the top of every iteration whatever path the previous one took, and prunes.
+    let mut i: u32 = 0;
+    while i < MAX_CHUNKS_PER_CALL {
+        let offset = (i as u64) * (MAX_CHUNK as u64);
+        if offset >= total {
+            break;
+        }
+        let last = i == MAX_CHUNKS_PER_CALL - 1;
+        emit_chunk(pid_tgid, args, dir, total, total32, offset, timestamp_ns, last && truncated);
+        i += 1;
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn emit_chunk(
+    pid_tgid: u64,
+    args: &SslArgs,
+    dir: Direction,
+    total: u64,
+    total32: u32,
+    offset: u64,
+    timestamp_ns: u64,
+    truncated: bool,
+) {
     let Some(record) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
     // SAFETY: the per-CPU scratch slot belongs to this program until it returns.
     let record: &mut DataRecord = unsafe { &mut *record };
-    let total32 = if total > u32::MAX as u64 { u32::MAX } else { total as u32 };
-    let limit = (MAX_CHUNK as u64) * (MAX_CHUNKS_PER_CALL as u64);
-    if total > limit {
-        count(Counter::TruncatedCalls);
-    }
-
-    let mut offset: u64 = 0;
-    for _ in 0..MAX_CHUNKS_PER_CALL {
-        if offset >= total || offset >= limit {
-            break;
-        }
-        let remaining = total - offset;
-        let len = if remaining > MAX_CHUNK as u64 { MAX_CHUNK as u64 } else { remaining };
-        // The verifier needs the bound spelled out on the value it sees.
-        let len = (len as usize) & (2 * MAX_CHUNK - 1);
-        let len = if len > MAX_CHUNK { MAX_CHUNK } else { len };
-        let mut rec_flags = 0;
-        if offset + len as u64 >= limit && total > limit {
-            rec_flags |= flags::TRUNCATED;
-        }
-        let src = (args.buf + offset) as *const u8;
-        // SAFETY: `len <= MAX_CHUNK`, the size of `data`.
-        let copied =
-            unsafe { bpf_probe_read_user_buf(src, record.data.get_unchecked_mut(..len)) }.is_ok();
-        let (out_len, f) = if copied {
-            (len, rec_flags)
-        } else {
-            count(Counter::ReadFailed);
-            (0, rec_flags | flags::READ_FAILED)
-        };
-        record.header = DataHeader {
-            kind: record_kind::DATA,
-            flags: f,
-            tgid: (pid_tgid >> 32) as u32,
-            tid: pid_tgid as u32,
-            conn: args.ssl,
-            timestamp_ns,
-            fd: args.fd,
-            direction: dir as u32,
-            offset: offset as u32,
-            len: out_len as u32,
-            total_len: total32,
-            reserved: 0,
-        };
-        let size = core::mem::size_of::<DataHeader>() + out_len;
-        let size = if size > core::mem::size_of::<DataRecord>() {
-            core::mem::size_of::<DataRecord>()
-        } else {
-            size
-        };
-        // SAFETY: `size` never exceeds the record.
-        let bytes = unsafe {
-            core::slice::from_raw_parts((record as *const DataRecord).cast::<u8>(), size)
-        };
-        if EVENTS.output::<[u8]>(bytes, wakeup_flags()).is_err() {
-            count(Counter::RingbufFull);
-        }
-        offset += len as u64;
+    let remaining = total - offset;
+    let len = if remaining < MAX_CHUNK as u64 { remaining as usize } else { MAX_CHUNK };
+    // The verifier needs the bound spelled out on the value it sees.
+    let len = if len > MAX_CHUNK { MAX_CHUNK } else { len };
+    let src = (args.buf + offset) as *const u8;
+    // SAFETY: `len <= MAX_CHUNK`, the size of `data`.
+    let copied = unsafe { bpf_probe_read_user_buf(src, record.data.get_unchecked_mut(..len)) }.is_ok();
+    let mut f = if truncated { flags::TRUNCATED } else { 0 };
+    let out_len = if copied {
+        len
+    } else {
+        count(Counter::ReadFailed);
+        f |= flags::READ_FAILED;
+        0
+    };
+    record.header = DataHeader {
+        kind: record_kind::DATA,
+        flags: f,
+        tgid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        conn: args.ssl,
+        timestamp_ns,
+        fd: args.fd,
+        direction: dir as u32,
+        offset: offset as u32,
+        len: out_len as u32,
+        total_len: total32,
+        reserved: 0,
+    };
+    let size = core::mem::size_of::<DataHeader>() + out_len;
+    let size = if size > core::mem::size_of::<DataRecord>() { core::mem::size_of::<DataRecord>() } else { size };
+    // SAFETY: `size` never exceeds the record.
+    let bytes = unsafe { core::slice::from_raw_parts((record as *const DataRecord).cast::<u8>(), size) };
+    if EVENTS.output::<[u8]>(bytes, wakeup_flags()).is_err() {
+        count(Counter::RingbufFull);
     }
 }
 

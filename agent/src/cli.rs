@@ -1,0 +1,104 @@
+//! Command-line interface.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Watches programs' HTTPS calls to third-party APIs through eBPF and runs Taskless packs over
+/// every exchange, printing one NDJSON line per exchange on stdout. Logs go to stderr.
+#[derive(Debug, Parser)]
+#[command(name = "taskless-agent", version, about, long_about = None)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// What to do instead of watching processes.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Options for watching processes (the default mode).
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    /// Log filter for stderr (tracing's EnvFilter syntax, e.g. `info`, `taskless_agent=debug`).
+    #[arg(long, global = true, env = "TASKLESS_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Work with packs offline.
+    #[command(subcommand)]
+    Pack(PackCommand),
+}
+
+/// `pack` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PackCommand {
+    /// Run a pack over a Taskless fixture and report each test (exit 1 if any fails).
+    Check {
+        /// The fixture: a request, a response and JSONPath tests over the NDJSON output.
+        #[arg(long)]
+        fixture: PathBuf,
+        /// The pack's manifest.json.
+        #[arg(long)]
+        manifest: PathBuf,
+        /// The pack's Wasm module.
+        #[arg(long)]
+        wasm: PathBuf,
+    },
+    /// List the packs in a directory and whether they load.
+    List {
+        /// The packs directory (`<dir>/**/manifest.json`).
+        dir: PathBuf,
+    },
+}
+
+/// Options for watching processes.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Process to watch; repeat for several.
+    #[arg(long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+
+    /// Directory of packs (Taskless pre2 layout: `<dir>/**/manifest.json` with `config.json` and
+    /// `pack.wasm` beside it). Default: the packs shipped with the agent.
+    #[arg(long, value_name = "DIR", env = "TASKLESS_PACKS")]
+    pub packs: Option<PathBuf>,
+
+    /// Largest body kept per message for packs; longer bodies are cut and flagged truncated.
+    #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024)]
+    pub max_body: usize,
+
+    /// Pack worker threads (each has its own instance of every pack).
+    #[arg(long, value_name = "N", default_value_t = default_workers())]
+    pub workers: usize,
+
+    /// Events queued for each pack worker; beyond this they are dropped and counted, so a slow
+    /// pack never stalls capture.
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    pub queue: usize,
+
+    /// Kernel ring buffer size (a power of two, at least 4096).
+    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub ringbuf_size: u32,
+
+    /// Per-call time limit for a pack hook, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    pub pack_timeout_ms: u64,
+
+    /// Memory limit per pack instance, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 32)]
+    pub pack_memory_mib: u32,
+
+    /// Where the agent keeps state (the packs' compile cache). Not used when absent.
+    #[arg(long, value_name = "DIR", env = "TASKLESS_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Seconds between stats lines on stderr (0: only at exit).
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub stats_interval: u64,
+}
+
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+}
