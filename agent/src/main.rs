@@ -1,51 +1,34 @@
-use std::{
-    process::ExitCode,
-    sync::{Arc, atomic::AtomicBool},
-};
+//! The `taskless-agent` binary: parses the command line and hands over to the library.
+
+use std::process::ExitCode;
 
 use clap::Parser as _;
-use taskless_agent::{capture, cli::Cli, discovery, probes};
+use taskless_agent::{
+    cli::{Cli, Command, PackCommand},
+    pack_cmd, run,
+};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|e| {
+        eprintln!("warning: invalid --log filter {:?} ({e}); using info", cli.log);
+        tracing_subscriber::EnvFilter::new("info")
+    });
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let mut p = match probes::Probes::load(probes::LoadOptions { trace_all: false, ringbuf_bytes: cli.run.ringbuf_size }) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    for pid in &cli.run.pids {
-        let libs = match discovery::find_tls_libraries(*pid) {
-            Ok(l) => l,
+
+    match cli.command {
+        Some(Command::Pack(PackCommand::Check { fixture, manifest, wasm })) => pack_cmd::check(&fixture, &manifest, &wasm),
+        Some(Command::Pack(PackCommand::List { dir })) => pack_cmd::list(&dir),
+        None => match run::run(&cli.run) {
+            Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");
-                return ExitCode::FAILURE;
+                ExitCode::FAILURE
             }
-        };
-        for lib in libs {
-            match p.attach(*pid, &lib) {
-                Ok(n) => tracing::info!(pid, path = %lib.path.display(), probes = n, "attached"),
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::FAILURE;
-                }
-            }
-        }
+        },
     }
-    let ring = p.take_ring().unwrap();
-    let stop = AtomicBool::new(false);
-    let stats = Arc::new(capture::CaptureStats::default());
-    capture::run(ring, &stop, &stats, |r| {
-        if let capture::Record::Data(d) = &r {
-            println!("{:?} conn={:x} off={} total={} {:?}", d.direction, d.conn, d.offset, d.total_len, String::from_utf8_lossy(&d.payload[..d.payload.len().min(200)]));
-        } else {
-            println!("{r:?}");
-        }
-    }, || {});
-    ExitCode::SUCCESS
 }

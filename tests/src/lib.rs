@@ -1,1 +1,5 @@
-//! placeholder
+//! Support for the end-to-end tests and the demo: a local HTTPS API and helpers that run the
+//! agent and real client programs.
+
+pub mod harness;
+pub mod server;

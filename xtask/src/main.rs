@@ -1,1 +1,55 @@
-fn main() {}
+//! `cargo xtask <command>`: what cargo alone cannot do. Every command runs `setup` first.
+
+mod build_packs;
+mod demo;
+mod setup;
+mod test;
+mod util;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "taskless-agent project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what a fresh machine lacks (idempotent): nightly rust-src, the wasm target,
+    /// bpf-linker built against the nightly toolchain's LLVM, wasm-opt, Debian packages the
+    /// tests use.
+    Setup,
+    /// Build the shipped packs into target/packs (the agent's default pack directory).
+    BuildPacks,
+    /// Start a local HTTPS API, real clients calling it, and the agent watching them.
+    Demo {
+        /// How long to watch before stopping.
+        #[arg(long, default_value_t = 12)]
+        seconds: u64,
+    },
+    /// Run every test: formatting, lints, unit tests, pack tests and end-to-end tests with the
+    /// real eBPF programs (needs root).
+    Test {
+        /// Skip `cargo fmt --check` and `cargo clippy`.
+        #[arg(long)]
+        no_lint: bool,
+        /// Only run tests whose name contains this.
+        filter: Option<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let root = util::repo_root()?;
+    match cli.command {
+        Command::Setup => setup::ensure(),
+        Command::BuildPacks => {
+            setup::ensure()?;
+            build_packs::build_packs(&root, &root.join("target/packs")).map(|_| ())
+        }
+        Command::Demo { seconds } => demo::run(&root, seconds),
+        Command::Test { no_lint, filter } => test::run(&root, no_lint, filter.as_deref()),
+    }
+}

@@ -1,0 +1,252 @@
+//! Per-connection state: the two ordered byte streams of each TLS connection, fed to the HTTP
+//! parser, whose exchange moments are handed to the pack stage.
+//!
+//! A connection is named by `(tgid, SSL pointer)` for as long as the kernel says it lives
+//! (`SSL_free` ends it); each gets a serial number so a reused pointer is a new connection.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use agent_common::Direction;
+use taskless_http::{Assembled, Assembler, Config, Connection, Event, Flow};
+
+use crate::{
+    capture::{DataRecord, Record},
+    pipeline::{ExchangeKey, Job},
+};
+
+/// Connections idle this long are closed and forgotten.
+pub const IDLE_TIMEOUT_NS: u64 = 5 * 60 * 1_000_000_000;
+
+/// What is known about a connection's owner, carried with its exchanges.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConnMeta {
+    /// Process id.
+    pub pid: u32,
+    /// Process name.
+    pub comm: String,
+}
+
+/// Counters of the flows stage.
+#[derive(Debug, Default)]
+pub struct FlowStats {
+    /// Connections seen.
+    pub connections: AtomicU64,
+    /// Connections closed for being idle.
+    pub evicted: AtomicU64,
+    /// Times a parser skipped bytes to find the next message.
+    pub resyncs: AtomicU64,
+    /// Bytes the parsers skipped.
+    pub skipped_bytes: AtomicU64,
+    /// Bytes that were not captured (copy failures, per-call limit).
+    pub lost_bytes: AtomicU64,
+    /// Exchanges that ended without a response.
+    pub incomplete: AtomicU64,
+    /// Requests whose connection switched protocols (not parsed further).
+    pub upgrades: AtomicU64,
+}
+
+struct FlowState {
+    serial: u64,
+    http: Connection,
+    assembler: Assembler,
+    meta: Arc<ConnMeta>,
+    last_seen_ns: u64,
+}
+
+/// All live connections.
+pub struct Flows {
+    config: Config,
+    flows: HashMap<(u32, u64), FlowState>,
+    next_serial: u64,
+    stats: Arc<FlowStats>,
+    comm_cache: HashMap<u32, String>,
+    events: Vec<Event>,
+    assembled: Vec<Assembled>,
+}
+
+impl Flows {
+    /// Empty, with the parser configuration every connection gets.
+    #[must_use]
+    pub fn new(config: Config, stats: Arc<FlowStats>) -> Self {
+        Self {
+            config,
+            flows: HashMap::new(),
+            next_serial: 0,
+            stats,
+            comm_cache: HashMap::new(),
+            events: Vec::new(),
+            assembled: Vec::new(),
+        }
+    }
+
+    /// Live connections.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// Whether there are none.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    /// Handles one record, calling `dispatch` for each exchange moment it completes.
+    pub fn handle(&mut self, record: Record, dispatch: &mut impl FnMut(Job)) {
+        match record {
+            Record::Data(d) => self.data(d, dispatch),
+            Record::Close {
+                tgid,
+                conn,
+                timestamp_ns,
+            } => {
+                if let Some(mut flow) = self.flows.remove(&(tgid, conn)) {
+                    let mut events = std::mem::take(&mut self.events);
+                    flow.http.close(timestamp_ns, &mut events);
+                    self.process(&mut flow, &mut events, dispatch);
+                    self.events = events;
+                }
+            }
+        }
+    }
+
+    fn data(&mut self, d: DataRecord, dispatch: &mut impl FnMut(Job)) {
+        let key = (d.tgid, d.conn);
+        if !self.flows.contains_key(&key) {
+            let comm = self
+                .comm_cache
+                .entry(d.tgid)
+                .or_insert_with(|| crate::discovery::process_name(d.tgid))
+                .clone();
+            self.next_serial += 1;
+            self.stats.connections.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(pid = d.tgid, conn = format_args!("{:#x}", d.conn), serial = self.next_serial, "new connection");
+            self.flows.insert(
+                key,
+                FlowState {
+                    serial: self.next_serial,
+                    http: Connection::new(self.config.clone()),
+                    assembler: Assembler::new(self.config.max_body),
+                    meta: Arc::new(ConnMeta { pid: d.tgid, comm }),
+                    last_seen_ns: d.timestamp_ns,
+                },
+            );
+        }
+        let Some(mut flow) = self.flows.remove(&key) else { return };
+        flow.last_seen_ns = d.timestamp_ns;
+        let dir = match d.direction {
+            Direction::Egress => Flow::Egress,
+            Direction::Ingress => Flow::Ingress,
+        };
+        let mut events = std::mem::take(&mut self.events);
+        if d.read_failed {
+            let lost = u64::from(d.total_len.saturating_sub(d.offset)).min(agent_common::data::MAX_CHUNK as u64);
+            self.stats.lost_bytes.fetch_add(lost, Ordering::Relaxed);
+            flow.http.gap(dir, lost, d.timestamp_ns, &mut events);
+        } else {
+            flow.http.feed(dir, &d.payload, d.timestamp_ns, &mut events);
+            if d.truncated {
+                let end = u64::from(d.offset) + d.payload.len() as u64;
+                let lost = u64::from(d.total_len).saturating_sub(end);
+                self.stats.lost_bytes.fetch_add(lost, Ordering::Relaxed);
+                flow.http.gap(dir, lost, d.timestamp_ns, &mut events);
+            }
+        }
+        self.process(&mut flow, &mut events, dispatch);
+        self.events = events;
+        self.flows.insert(key, flow);
+    }
+
+    fn process(&mut self, flow: &mut FlowState, events: &mut Vec<Event>, dispatch: &mut impl FnMut(Job)) {
+        let mut assembled = std::mem::take(&mut self.assembled);
+        for event in events.drain(..) {
+            match &event {
+                Event::ResponseHead { id, head, .. } => dispatch(Job::ResponseHead {
+                    key: ExchangeKey { conn: flow.serial, id: *id },
+                    status: head.status,
+                    headers: head.headers.iter().map(|h| (h.name.clone(), h.value.clone())).collect(),
+                }),
+                Event::Resync { skipped, reason, .. } => {
+                    self.stats.resyncs.fetch_add(1, Ordering::Relaxed);
+                    self.stats.skipped_bytes.fetch_add(*skipped, Ordering::Relaxed);
+                    tracing::debug!(serial = flow.serial, skipped, ?reason, "parser resynchronised");
+                }
+                Event::Upgrade { protocol, .. } => {
+                    self.stats.upgrades.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(serial = flow.serial, protocol, "connection upgraded; no longer parsed");
+                }
+                _ => {}
+            }
+            flow.assembler.push(event, &mut assembled);
+        }
+        for a in assembled.drain(..) {
+            let job = match a {
+                Assembled::Request { id, request } => Job::Request {
+                    key: ExchangeKey { conn: flow.serial, id },
+                    request,
+                    meta: Arc::clone(&flow.meta),
+                },
+                Assembled::ResponseBody { id, data, .. } => Job::ResponseBody {
+                    key: ExchangeKey { conn: flow.serial, id },
+                    data,
+                },
+                Assembled::Complete { id, exchange } => Job::Complete {
+                    key: ExchangeKey { conn: flow.serial, id },
+                    exchange: Box::new(exchange),
+                    meta: Arc::clone(&flow.meta),
+                },
+                Assembled::Incomplete { id, request, reason } => {
+                    self.stats.incomplete.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(serial = flow.serial, id, ?reason, "exchange incomplete");
+                    Job::Incomplete {
+                        key: ExchangeKey { conn: flow.serial, id },
+                        had_request: request.is_some(),
+                    }
+                }
+            };
+            dispatch(job);
+        }
+        self.assembled = assembled;
+    }
+
+    /// Closes connections idle since before `now_ns - IDLE_TIMEOUT_NS`, and every connection of
+    /// a process that is gone.
+    pub fn evict_idle(&mut self, now_ns: u64, dispatch: &mut impl FnMut(Job)) {
+        let cutoff = now_ns.saturating_sub(IDLE_TIMEOUT_NS);
+        let stale: Vec<(u32, u64)> = self
+            .flows
+            .iter()
+            .filter(|(k, f)| f.last_seen_ns < cutoff || !crate::discovery::process_exists(k.0))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in stale {
+            if let Some(mut flow) = self.flows.remove(&key) {
+                self.stats.evicted.fetch_add(1, Ordering::Relaxed);
+                let mut events = std::mem::take(&mut self.events);
+                flow.http.close(now_ns, &mut events);
+                self.process(&mut flow, &mut events, dispatch);
+                self.events = events;
+            }
+        }
+        self.comm_cache.retain(|pid, _| crate::discovery::process_exists(*pid));
+    }
+
+    /// Closes every connection (at exit), finishing what can be finished.
+    pub fn close_all(&mut self, now_ns: u64, dispatch: &mut impl FnMut(Job)) {
+        let keys: Vec<_> = self.flows.keys().copied().collect();
+        for key in keys {
+            if let Some(mut flow) = self.flows.remove(&key) {
+                let mut events = std::mem::take(&mut self.events);
+                flow.http.close(now_ns, &mut events);
+                self.process(&mut flow, &mut events, dispatch);
+                self.events = events;
+            }
+        }
+    }
+}

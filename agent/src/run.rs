@@ -1,0 +1,269 @@
+//! Watching processes: wires discovery, probes, capture, flows, the pack stage and the sink
+//! together, and takes them down again in order on SIGINT/SIGTERM or when every watched process
+//! has exited.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use agent_common::Counter;
+use taskless_pack_runtime::{PackSet, RuntimeConfig};
+
+use crate::{
+    capture::{self, CaptureStats},
+    cli::RunArgs,
+    clock::Clock,
+    discovery::{self, DiscoveryError, TlsLibrary},
+    flows::{FlowStats, Flows},
+    pipeline::{self, PipelineStats},
+    probes::{KernelCounters, LoadOptions, ProbeError, Probes},
+    sinks,
+};
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Nothing to watch.
+    #[error("no process to watch: pass --pid PID (repeat it for several processes)")]
+    NoTargets,
+    /// Discovery failed for a process.
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
+    /// The packs directory is missing or unusable.
+    #[error("packs directory {path}: {reason}")]
+    Packs {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// No `--packs` and no shipped packs found.
+    #[error("no --packs given and no packs shipped beside the agent (looked in {looked}); pass --packs DIR")]
+    NoDefaultPacks {
+        /// Where it looked.
+        looked: String,
+    },
+    /// eBPF load or attach failed.
+    #[error(transparent)]
+    Probes(#[from] ProbeError),
+    /// The pack stage could not start.
+    #[error(transparent)]
+    Pipeline(#[from] pipeline::PipelineError),
+    /// A thread or signal handler could not be set up.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Where the shipped packs are looked for when `--packs` is not given, relative to the
+/// executable: beside it, one level up (`target/packs` for a development build), and the
+/// conventional install location.
+fn default_packs_candidates() -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+        v.push(dir.join("packs"));
+        if let Some(up) = dir.parent() {
+            v.push(up.join("packs"));
+            v.push(up.join("share/taskless-agent/packs"));
+        }
+    }
+    v.push(PathBuf::from("/usr/share/taskless-agent/packs"));
+    v
+}
+
+fn resolve_packs_dir(given: Option<&Path>) -> Result<PathBuf, RunError> {
+    if let Some(p) = given {
+        if !p.is_dir() {
+            return Err(RunError::Packs {
+                path: p.to_path_buf(),
+                reason: if p.exists() { "not a directory".into() } else { "does not exist".into() },
+            });
+        }
+        return Ok(p.to_path_buf());
+    }
+    let candidates = default_packs_candidates();
+    candidates.iter().find(|p| p.is_dir()).cloned().ok_or_else(|| RunError::NoDefaultPacks {
+        looked: candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
+    })
+}
+
+/// The runtime configuration from the command line.
+#[must_use]
+pub fn runtime_config(args: &RunArgs) -> RuntimeConfig {
+    RuntimeConfig {
+        timeout: Duration::from_millis(args.pack_timeout_ms),
+        memory_max_pages: args.pack_memory_mib.saturating_mul(16),
+        cache_dir: args.state_dir.as_ref().map(|d| d.join("compile-cache")),
+        ..RuntimeConfig::default()
+    }
+}
+
+/// Loads the packs, logging each one and each refusal.
+///
+/// # Errors
+/// When the directory is unusable.
+pub fn load_packs(args: &RunArgs) -> Result<Arc<PackSet>, RunError> {
+    let dir = resolve_packs_dir(args.packs.as_deref())?;
+    let started = Instant::now();
+    let (set, refused) = PackSet::load_dir(&dir, &runtime_config(args)).map_err(|e| RunError::Packs {
+        path: dir.clone(),
+        reason: e.to_string(),
+    })?;
+    for e in &refused {
+        tracing::warn!(dir = %e.dir.display(), pack = e.pack.as_deref().unwrap_or("?"), reason = %e.reason, "pack refused");
+    }
+    for p in set.packs() {
+        tracing::info!(pack = %p.id, wasi = p.wasi, "pack loaded");
+    }
+    if set.packs().is_empty() {
+        tracing::warn!(dir = %dir.display(), "no packs loaded: output lines will carry no dimensions");
+    }
+    tracing::debug!(elapsed_ms = started.elapsed().as_millis(), "packs compiled");
+    Ok(Arc::new(set))
+}
+
+struct Stats {
+    capture: Arc<CaptureStats>,
+    flows: Arc<FlowStats>,
+    pipeline: Arc<PipelineStats>,
+    kernel: KernelCounters,
+    packs: Arc<PackSet>,
+}
+
+impl Stats {
+    fn log(&self, what: &str) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let k = self.kernel.read();
+        let kv = |c: Counter| k[c as usize];
+        tracing::info!(
+            records = self.capture.records.load(Relaxed),
+            bytes = self.capture.bytes.load(Relaxed),
+            undecodable = self.capture.undecodable.load(Relaxed),
+            connections = self.flows.connections.load(Relaxed),
+            exchanges = self.pipeline.exchanges.load(Relaxed),
+            incomplete = self.flows.incomplete.load(Relaxed),
+            resyncs = self.flows.resyncs.load(Relaxed),
+            skipped_bytes = self.flows.skipped_bytes.load(Relaxed),
+            lost_bytes = self.flows.lost_bytes.load(Relaxed),
+            dropped_jobs = self.pipeline.dropped_jobs.load(Relaxed),
+            orphan_jobs = self.pipeline.orphan_jobs.load(Relaxed),
+            kernel_calls = kv(Counter::Calls),
+            kernel_ringbuf_full = kv(Counter::RingbufFull),
+            kernel_read_failed = kv(Counter::ReadFailed),
+            kernel_unmatched_return = kv(Counter::UnmatchedReturn),
+            kernel_truncated_calls = kv(Counter::TruncatedCalls),
+            "{what}"
+        );
+        for p in self.packs.stats() {
+            let failures = p.failures_total();
+            if failures > 0 || what == "summary" {
+                tracing::info!(pack = %p.pack, calls = p.calls, skipped_domain = p.skipped_domain, failures, "pack stats");
+            }
+        }
+    }
+}
+
+/// Watches the processes of `args` until a signal arrives or they have all exited.
+///
+/// # Errors
+/// A [`RunError`] when anything needed to start is missing; once running, problems are logged
+/// and counted instead.
+pub fn run(args: &RunArgs) -> Result<(), RunError> {
+    if args.pids.is_empty() {
+        return Err(RunError::NoTargets);
+    }
+    // Cheap checks first, so a typo fails before anything is loaded.
+    let mut targets: Vec<(u32, Vec<TlsLibrary>)> = Vec::new();
+    for &pid in &args.pids {
+        let libs = discovery::find_tls_libraries(pid)?;
+        targets.push((pid, libs));
+    }
+    let packs = load_packs(args)?;
+
+    let mut probes = Probes::load(LoadOptions {
+        trace_all: false,
+        ringbuf_bytes: args.ringbuf_size,
+    })?;
+    for (pid, libs) in &targets {
+        for lib in libs {
+            let n = probes.attach(*pid, lib)?;
+            tracing::info!(pid, comm = %discovery::process_name(*pid), library = %lib.path.display(), flavour = ?lib.flavour, probes = n, "attached");
+        }
+    }
+    let ring = probes.take_ring()?;
+    let stats = Stats {
+        capture: Arc::new(CaptureStats::default()),
+        flows: Arc::new(FlowStats::default()),
+        pipeline: Arc::new(PipelineStats::default()),
+        kernel: probes.take_counters()?,
+        packs: Arc::clone(&packs),
+    };
+
+    let (out, sink) = sinks::stdout().map_err(|e| RunError::Setup(format!("starting the output thread: {e}")))?;
+    let (dispatcher, workers) = pipeline::start(&packs, args.workers, args.queue, &out, &stats.pipeline)?;
+    drop(out);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .map_err(|e| RunError::Setup(format!("installing a signal handler: {e}")))?;
+    }
+
+    let http_config = taskless_http::Config {
+        max_body: args.max_body,
+        ..taskless_http::Config::default()
+    };
+    let mut flows = Flows::new(http_config, Arc::clone(&stats.flows));
+    let mut dispatch = |job| dispatcher.dispatch(job);
+    tracing::info!(pids = ?probes.attached_pids(), packs = packs.packs().len(), workers = args.workers.max(1), "ready");
+
+    let mut last_check = Instant::now();
+    let mut last_stats = Instant::now();
+    let stats_every = Duration::from_secs(args.stats_interval);
+    let mut live = probes.attached_pids();
+    let stop_flag = Arc::clone(&stop);
+    let mut flows_ref = &mut flows;
+    capture::run(
+        ring,
+        &stop_flag,
+        &stats.capture,
+        |record| flows_ref.handle(record, &mut dispatch),
+        || {
+            if last_check.elapsed() >= Duration::from_secs(1) {
+                last_check = Instant::now();
+                flows_ref.evict_idle(Clock::monotonic_now(), &mut dispatch);
+                live.retain(|&pid| {
+                    let alive = discovery::process_exists(pid);
+                    if !alive {
+                        tracing::info!(pid, "watched process exited");
+                        probes.detach_pid(pid);
+                    }
+                    alive
+                });
+                if live.is_empty() {
+                    tracing::info!("every watched process has exited; stopping");
+                    stop.store(true, Ordering::Release);
+                }
+            }
+            if !stats_every.is_zero() && last_stats.elapsed() >= stats_every {
+                last_stats = Instant::now();
+                stats.log("stats");
+            }
+        },
+    );
+    flows_ref = &mut flows;
+    flows_ref.close_all(Clock::monotonic_now(), &mut dispatch);
+    drop(dispatch);
+    drop(dispatcher);
+    for w in workers {
+        let _ = w.join();
+    }
+    let _ = sink.join();
+    stats.log("summary");
+    drop(probes);
+    Ok(())
+}

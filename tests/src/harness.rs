@@ -1,0 +1,301 @@
+//! Running the agent and real clients from tests.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex, mpsc},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::server::{self, Server};
+
+/// The directory holding the workspace's built binaries (`target/debug`), found from the test
+/// executable's own location (`target/debug/deps/<test>`).
+#[must_use]
+pub fn build_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+/// The agent binary: `TASKLESS_AGENT_BIN`, or the one built beside the tests.
+#[must_use]
+pub fn agent_bin() -> PathBuf {
+    std::env::var_os("TASKLESS_AGENT_BIN").map_or_else(|| build_dir().join("taskless-agent"), PathBuf::from)
+}
+
+/// The packs directory: `TASKLESS_TEST_PACKS`, or `target/packs` (what `cargo xtask build-packs`
+/// writes).
+#[must_use]
+pub fn packs_dir() -> PathBuf {
+    std::env::var_os("TASKLESS_TEST_PACKS").map_or_else(
+        || build_dir().parent().map(|t| t.join("packs")).unwrap_or_default(),
+        PathBuf::from,
+    )
+}
+
+/// Fails the test, saying why, unless it runs as root (end-to-end tests load eBPF programs).
+///
+/// # Panics
+/// Without root. End-to-end tests are never skipped silently.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert!(
+        euid == 0,
+        "end-to-end tests load eBPF programs and attach uprobes, which needs root (euid is {euid}); run them with `cargo xtask test` as root"
+    );
+    assert!(
+        Path::new("/sys/kernel/btf/vmlinux").exists(),
+        "end-to-end tests need a kernel with BTF (/sys/kernel/btf/vmlinux is missing)"
+    );
+    assert!(agent_bin().exists(), "agent binary {} not built: run `cargo xtask test`", agent_bin().display());
+}
+
+/// The local test API running on its own Tokio runtime.
+pub struct TestApi {
+    /// The server's address and controls.
+    pub server: Server,
+    runtime: tokio::runtime::Runtime,
+    _dir: TempDir,
+}
+
+impl TestApi {
+    /// Starts the API on a free loopback port.
+    ///
+    /// # Errors
+    /// When it cannot start.
+    pub fn start() -> anyhow::Result<Self> {
+        let dir = TempDir::new("testapi")?;
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let ca = dir.path().join("ca.pem");
+        let server = runtime.block_on(server::start("127.0.0.1:0".parse()?, &ca))?;
+        Ok(Self {
+            server,
+            runtime,
+            _dir: dir,
+        })
+    }
+
+    /// Waits (up to `timeout`) until `n` requests are held at `/v1/gate`.
+    ///
+    /// # Errors
+    /// On timeout.
+    pub fn wait_gate_waiters(&self, n: usize, timeout: Duration) -> anyhow::Result<()> {
+        self.runtime
+            .block_on(async { tokio::time::timeout(timeout, self.server.wait_gate_waiters(n)).await })
+            .context("timed out waiting for clients to reach the gate")
+    }
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates a fresh directory under the system temp dir.
+    ///
+    /// # Errors
+    /// When it cannot be created.
+    pub fn new(prefix: &str) -> anyhow::Result<Self> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let p = std::env::temp_dir().join(format!("taskless-{prefix}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&p)?;
+        Ok(Self(p))
+    }
+
+    /// Its path.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running agent with its output collected.
+pub struct Agent {
+    child: Child,
+    stdout: mpsc::Receiver<String>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+/// What an agent printed by the time it stopped.
+#[derive(Debug)]
+pub struct AgentOutput {
+    /// Each stdout line, parsed as JSON.
+    pub lines: Vec<serde_json::Value>,
+    /// All of stderr.
+    pub stderr: String,
+    /// The exit code.
+    pub code: Option<i32>,
+}
+
+impl Agent {
+    /// Starts the agent with `args`.
+    ///
+    /// # Errors
+    /// When it cannot be spawned.
+    pub fn start<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> anyhow::Result<Self> {
+        let mut child = Command::new(agent_bin())
+            .args(args)
+            .env("TASKLESS_LOG", "info,taskless_agent=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("spawning {}", agent_bin().display()))?;
+        let (tx, rx) = mpsc::channel();
+        let out = child.stdout.take().context("no stdout")?;
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let err = child.stderr.take().context("no stderr")?;
+        let sink = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("[agent] {line}");
+                if let Ok(mut v) = sink.lock() {
+                    v.push(line);
+                }
+            }
+        });
+        Ok(Self { child, stdout: rx, stderr })
+    }
+
+    /// Waits until a stderr line contains `needle`, failing early if the agent exits.
+    ///
+    /// # Errors
+    /// On timeout or when the agent exits first.
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.stderr.lock().is_ok_and(|v| v.iter().any(|l| l.contains(needle))) {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                std::thread::sleep(Duration::from_millis(100));
+                bail!("agent exited ({status}) before logging {needle:?}:\n{}", self.stderr_text());
+            }
+            if Instant::now() > deadline {
+                bail!("agent did not log {needle:?} within {timeout:?}:\n{}", self.stderr_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until at least `n` stdout lines have arrived (they stay queued for `stop`).
+    ///
+    /// # Errors
+    /// On timeout.
+    pub fn wait_for_lines(&mut self, n: usize, timeout: Duration, seen: &mut Vec<String>) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        while seen.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                bail!("only {} of {n} output lines within {timeout:?}: {seen:#?}", seen.len());
+            }
+            if let Ok(line) = self.stdout.recv_timeout(left.min(Duration::from_millis(100))) {
+                seen.push(line);
+            }
+        }
+        Ok(())
+    }
+
+    fn stderr_text(&self) -> String {
+        self.stderr.lock().map(|v| v.join("\n")).unwrap_or_default()
+    }
+
+    /// Sends SIGINT, waits for the exit, and returns everything printed.
+    ///
+    /// # Errors
+    /// When it does not exit in time or prints a stdout line that is not JSON.
+    pub fn stop(mut self, mut seen: Vec<String>) -> anyhow::Result<AgentOutput> {
+        let pid = i32::try_from(self.child.id())?;
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let status = loop {
+            if let Some(s) = self.child.try_wait()? {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                bail!("agent did not exit within 15 s of SIGINT:\n{}", self.stderr_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        while let Ok(line) = self.stdout.recv_timeout(Duration::from_millis(500)) {
+            seen.push(line);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let lines = seen
+            .iter()
+            .map(|l| serde_json::from_str(l).with_context(|| format!("stdout line is not JSON: {l}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(AgentOutput {
+            lines,
+            stderr: self.stderr_text(),
+            code: status.code(),
+        })
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The dimensions of one output line as a name → value map.
+#[must_use]
+pub fn dimensions(line: &serde_json::Value) -> BTreeMap<String, String> {
+    line["dimensions"]
+        .as_array()
+        .map(|dims| {
+            dims.iter()
+                .filter_map(|d| Some((d["name"].as_str()?.to_owned(), d["value"].as_str()?.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The lines whose dimensions include every `(name, value)` of `want`.
+#[must_use]
+pub fn matching<'a>(lines: &'a [serde_json::Value], want: &[(&str, &str)]) -> Vec<&'a serde_json::Value> {
+    lines
+        .iter()
+        .filter(|l| {
+            let d = dimensions(l);
+            want.iter().all(|(k, v)| d.get(*k).map(String::as_str) == Some(*v))
+        })
+        .collect()
+}
+
+/// Kills a child process on drop.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

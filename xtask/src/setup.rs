@@ -1,0 +1,186 @@
+//! `cargo xtask setup`: installs what a fresh machine lacks, says what it installs, and skips
+//! what is there. Safe to run again and again.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::util::{self, output, run, succeeds, tools_home};
+
+/// bpf-linker release known to build against the nightly toolchain's LLVM.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+/// binaryen release providing `wasm-opt` (runs under node).
+const BINARYEN_VERSION: &str = "132.0.0";
+/// Debian packages the tests and the demo run (programs observed, load generator).
+const DEBIAN_PACKAGES: &[&str] = &["curl", "ca-certificates", "wrk", "openssl"];
+
+/// Installs whatever is missing.
+pub fn ensure() -> anyhow::Result<()> {
+    eprintln!("setup: checking the toolchain and tools");
+    nightly_rust_src()?;
+    wasm_target()?;
+    bpf_linker()?;
+    debian_packages()?;
+    wasm_opt()?;
+    Ok(())
+}
+
+fn rustup() -> Command {
+    Command::new("rustup")
+}
+
+fn nightly_rust_src() -> anyhow::Result<()> {
+    let toolchains = output(rustup().args(["toolchain", "list"]))?;
+    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
+        eprintln!("setup: installing the nightly toolchain (the eBPF programs build with it)");
+        run(rustup().args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+    }
+    let comps = output(rustup().args(["component", "list", "--installed", "--toolchain", "nightly"]))?;
+    if comps.lines().any(|l| l.trim() == "rust-src") {
+        eprintln!("setup: nightly rust-src present");
+    } else {
+        eprintln!("setup: adding rust-src to nightly (build-std for the BPF target)");
+        run(rustup().args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+    }
+    Ok(())
+}
+
+fn wasm_target() -> anyhow::Result<()> {
+    let targets = output(rustup().args(["target", "list", "--installed"]))?;
+    if targets.lines().any(|l| l.trim() == "wasm32-unknown-unknown") {
+        eprintln!("setup: wasm32-unknown-unknown target present");
+    } else {
+        eprintln!("setup: adding the wasm32-unknown-unknown target (packs)");
+        run(rustup().args(["target", "add", "wasm32-unknown-unknown"]))?;
+    }
+    Ok(())
+}
+
+/// The nightly toolchain's LLVM: its major version and the shared library file.
+fn nightly_llvm() -> anyhow::Result<(u32, PathBuf)> {
+    let vv = output(Command::new("rustc").args(["+nightly", "-vV"]))?;
+    let version = vv
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .context("rustc +nightly -vV printed no LLVM version")?;
+    let major: u32 = version
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .with_context(|| format!("unparsable LLVM version {version}"))?;
+    let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?;
+    let lib = Path::new(sysroot.trim()).join("lib");
+    let prefix = format!("libLLVM.so.{major}");
+    let file = std::fs::read_dir(&lib)
+        .with_context(|| format!("reading {}", lib.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&prefix)))
+        .with_context(|| format!("no {prefix}* in the nightly toolchain's lib directory {}", lib.display()))?;
+    Ok((major, file))
+}
+
+fn bpf_linker_works() -> bool {
+    succeeds(Command::new("bpf-linker").arg("--version"))
+}
+
+fn bpf_linker() -> anyhow::Result<()> {
+    if bpf_linker_works() {
+        eprintln!("setup: bpf-linker present");
+        return Ok(());
+    }
+    let (major, lib) = nightly_llvm()?;
+    eprintln!(
+        "setup: building bpf-linker {BPF_LINKER_VERSION} against the nightly toolchain's LLVM {major} ({})",
+        lib.display()
+    );
+    // bpf-linker looks for `<prefix>/lib/libLLVM.so`; give it a prefix whose lib/ links to the
+    // toolchain's library under both names. The prefix stays: the linker finds LLVM through it
+    // at run time.
+    let prefix = tools_home()?.join(format!("llvm-{major}"));
+    let prefix_lib = prefix.join("lib");
+    std::fs::create_dir_all(&prefix_lib)?;
+    let file_name = lib.file_name().context("library without a name")?;
+    for name in [std::ffi::OsStr::new("libLLVM.so"), file_name] {
+        let link = prefix_lib.join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&lib, &link).with_context(|| format!("linking {}", link.display()))?;
+    }
+    let mut cmd = util::cargo();
+    cmd.args([
+        "install",
+        "bpf-linker",
+        "--version",
+        BPF_LINKER_VERSION,
+        "--force",
+        "--no-default-features",
+        "--features",
+        &format!("llvm-{major}"),
+    ])
+    .env("LLVM_PREFIX", &prefix)
+    .env_remove("RUSTUP_TOOLCHAIN")
+    .env_remove("CARGO_TARGET_DIR");
+    run(&mut cmd).context("building bpf-linker (is this LLVM major one bpf-linker supports?)")?;
+    if !bpf_linker_works() {
+        bail!("bpf-linker was installed but does not run; is ~/.cargo/bin on PATH?");
+    }
+    Ok(())
+}
+
+fn debian_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg-query")
+                .args(["-W", "-f", "${Status}", p])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        eprintln!("setup: Debian packages present ({})", DEBIAN_PACKAGES.join(", "));
+        return Ok(());
+    }
+    if !util::is_root() {
+        bail!("Debian packages {} are missing and installing them needs root", missing.join(", "));
+    }
+    eprintln!("setup: installing Debian packages {}", missing.join(", "));
+    run(Command::new("apt-get").args(["update", "-q"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    Ok(())
+}
+
+/// The wasm-opt command installed by setup, if any.
+pub fn wasm_opt_path() -> Option<PathBuf> {
+    let p = tools_home().ok()?.join(format!("binaryen-{BINARYEN_VERSION}/node_modules/.bin/wasm-opt"));
+    p.exists().then_some(p)
+}
+
+fn wasm_opt() -> anyhow::Result<()> {
+    if wasm_opt_path().is_some() {
+        eprintln!("setup: wasm-opt present");
+        return Ok(());
+    }
+    if !succeeds(Command::new("npm").arg("--version")) {
+        eprintln!("setup: npm not found; packs will be built without wasm-opt (larger)");
+        return Ok(());
+    }
+    let dir = tools_home()?.join(format!("binaryen-{BINARYEN_VERSION}"));
+    std::fs::create_dir_all(&dir)?;
+    eprintln!("setup: installing binaryen {BINARYEN_VERSION} (wasm-opt) from the npm registry");
+    run(Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
+        .arg(&dir)
+        .arg(format!("binaryen@{BINARYEN_VERSION}")))?;
+    if wasm_opt_path().is_none() {
+        bail!("binaryen installed but wasm-opt not found under {}", dir.display());
+    }
+    Ok(())
+}
