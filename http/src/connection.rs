@@ -208,6 +208,18 @@ impl Connection {
         }
     }
 
+    /// Bytes held in parser buffers (incomplete heads, frames, header blocks): bounded by the
+    /// configured limits whatever the input.
+    #[must_use]
+    pub fn buffered_bytes(&self) -> usize {
+        match &self.proto {
+            Proto::Detect(bufs) => bufs.iter().map(Vec::len).sum(),
+            Proto::Http1(h1) => h1.buffered_bytes(),
+            Proto::Http2(h2) => h2.buffered_bytes(),
+            Proto::Closed => 0,
+        }
+    }
+
     /// Whether HTTP parsing stopped because the connection switched protocols.
     #[must_use]
     pub fn is_upgraded(&self) -> bool {

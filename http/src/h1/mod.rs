@@ -48,6 +48,10 @@ impl Http1 {
         self.upgraded
     }
 
+    pub(crate) fn buffered_bytes(&self) -> usize {
+        self.flows.iter().map(|f| f.buf.len()).sum()
+    }
+
     fn side_of(&self, flow: Flow) -> Option<Side> {
         self.request_flow.map(|rf| {
             if rf == flow {

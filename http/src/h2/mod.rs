@@ -371,6 +371,13 @@ impl Http2 {
         }
     }
 
+    pub(crate) fn buffered_bytes(&self) -> usize {
+        self.flows
+            .iter()
+            .map(|f| f.buf.len() + f.block.as_ref().map_or(0, |b| b.buf.len()))
+            .sum()
+    }
+
     fn is_request_flow(&self, flow: Flow) -> Option<bool> {
         self.request_flow.map(|rf| rf == flow)
     }
