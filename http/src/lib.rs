@@ -1,1 +1,47 @@
-//! placeholder
+//! Sans-I/O reconstruction of HTTP exchanges from the two byte streams of one connection.
+//!
+//! A [`Connection`] is fed the bytes a process wrote ([`Flow::Egress`]) and read
+//! ([`Flow::Ingress`]) in whatever slices the TLS calls delivered, each with a timestamp. It works
+//! out whether the connection speaks HTTP/1.x or HTTP/2 and whether the process is the client or
+//! the server, and emits [`Event`]s: request and response heads, decoded body pieces as they
+//! arrive, ends, upgrades, resynchronisations and aborts. An [`Assembler`] turns those events into
+//! whole [`Exchange`]s for the pack stage.
+//!
+//! ```
+//! use taskless_http::{Assembled, Assembler, Config, Connection, Flow};
+//!
+//! let mut conn = Connection::new(Config::default());
+//! let mut events = Vec::new();
+//! conn.feed(Flow::Egress, b"GET /v1/models HTTP/1.1\r\nHost: api.example.com\r\n\r\n", 1, &mut events);
+//! conn.feed(Flow::Ingress, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", 2, &mut events);
+//!
+//! let mut assembler = Assembler::new(1 << 20);
+//! let mut ready = Vec::new();
+//! for event in events {
+//!     assembler.push(event, &mut ready);
+//! }
+//! let Some(Assembled::Complete { exchange, .. }) = ready.last() else { panic!("no exchange") };
+//! assert_eq!(exchange.request.head.target, "/v1/models");
+//! assert_eq!(exchange.response.body.data, b"{}");
+//! ```
+//!
+//! Nothing here does I/O, and every buffer is bounded by [`Config`], whatever the input.
+
+mod assembler;
+mod body;
+mod config;
+mod connection;
+pub mod decode;
+pub mod grpc;
+mod h1;
+mod h2;
+pub mod har;
+mod types;
+
+pub use assembler::{Assembled, Assembler, Body, Exchange, Request, Response};
+pub use config::{Config, ConnectionStats};
+pub use connection::Connection;
+pub use types::{
+    AbortReason, Event, ExchangeId, Flow, Header, RequestHead, ResponseHead, ResyncReason, Version,
+    header_value,
+};

@@ -1,0 +1,243 @@
+//! Turns parser events into the three moments packs care about: request complete, response body
+//! piece, exchange complete (or incomplete).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::types::{AbortReason, Event, ExchangeId, RequestHead, ResponseHead};
+
+/// A message body as kept for packs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Body {
+    /// Decoded bytes, at most the assembler's `max_body`.
+    pub data: Vec<u8>,
+    /// True decoded length.
+    pub total_len: u64,
+    /// Whether `data` holds less than `total_len`.
+    pub truncated: bool,
+}
+
+impl Body {
+    fn push(&mut self, piece: &[u8], max: usize) {
+        self.total_len += piece.len() as u64;
+        let room = max.saturating_sub(self.data.len());
+        if piece.len() > room {
+            self.truncated = true;
+        }
+        self.data.extend_from_slice(&piece[..piece.len().min(room)]);
+    }
+}
+
+/// A complete request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The head.
+    pub head: RequestHead,
+    /// The decoded body.
+    pub body: Body,
+    /// Timestamp of the head.
+    pub start_ns: u64,
+    /// Timestamp of the bytes that completed the request.
+    pub end_ns: u64,
+}
+
+/// A complete response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// The head.
+    pub head: ResponseHead,
+    /// The decoded body.
+    pub body: Body,
+    /// Timestamp of the head.
+    pub start_ns: u64,
+    /// Timestamp of the bytes that completed the response.
+    pub end_ns: u64,
+}
+
+/// A request and its response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exchange {
+    /// Exchange id.
+    pub id: ExchangeId,
+    /// The request (shared with the earlier [`Assembled::Request`]).
+    pub request: Arc<Request>,
+    /// The response.
+    pub response: Response,
+}
+
+/// What the assembler hands to the pack stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Assembled {
+    /// The request is complete (head and body): the moment to call `pre`.
+    Request {
+        /// Exchange id.
+        id: ExchangeId,
+        /// The request.
+        request: Arc<Request>,
+    },
+    /// A decoded response body piece as it arrived: the moment to call `chunk`.
+    ResponseBody {
+        /// Exchange id.
+        id: ExchangeId,
+        /// Decoded bytes.
+        data: Vec<u8>,
+        /// Timestamp of the bytes that carried it.
+        ts_ns: u64,
+    },
+    /// The response is complete: the final `chunk` and `post`.
+    Complete {
+        /// Exchange id.
+        id: ExchangeId,
+        /// The exchange.
+        exchange: Exchange,
+    },
+    /// The exchange will not complete (connection closed, aborted, upgrade).
+    Incomplete {
+        /// Exchange id.
+        id: ExchangeId,
+        /// The request, if it was complete.
+        request: Option<Arc<Request>>,
+        /// Why.
+        reason: AbortReason,
+    },
+}
+
+#[derive(Debug, Default)]
+struct Partial {
+    request_head: Option<RequestHead>,
+    request_body: Body,
+    request_start: u64,
+    request: Option<Arc<Request>>,
+    response_head: Option<ResponseHead>,
+    response_body: Body,
+    response_start: u64,
+    response_end: Option<u64>,
+}
+
+/// Streaming assembly of one connection's events.
+#[derive(Debug)]
+pub struct Assembler {
+    max_body: usize,
+    open: HashMap<ExchangeId, Partial>,
+}
+
+impl Assembler {
+    /// An assembler keeping at most `max_body` bytes of each body.
+    #[must_use]
+    pub fn new(max_body: usize) -> Self {
+        Assembler {
+            max_body,
+            open: HashMap::new(),
+        }
+    }
+
+    /// Exchanges started but not finished.
+    #[must_use]
+    pub fn open_exchanges(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Takes one event; appends what became ready to `out`.
+    pub fn push(&mut self, event: Event, out: &mut Vec<Assembled>) {
+        match event {
+            Event::RequestHead { id, head, ts_ns } => {
+                self.open.insert(
+                    id,
+                    Partial {
+                        request_head: Some(head),
+                        request_start: ts_ns,
+                        ..Partial::default()
+                    },
+                );
+            }
+            Event::RequestBody { id, data, .. } => {
+                if let Some(p) = self.open.get_mut(&id) {
+                    p.request_body.push(&data, self.max_body);
+                }
+            }
+            Event::RequestEnd { id, ts_ns } => {
+                let Some(p) = self.open.get_mut(&id) else {
+                    return;
+                };
+                let Some(head) = p.request_head.take() else {
+                    return;
+                };
+                let request = Arc::new(Request {
+                    head,
+                    body: std::mem::take(&mut p.request_body),
+                    start_ns: p.request_start,
+                    end_ns: ts_ns,
+                });
+                p.request = Some(Arc::clone(&request));
+                out.push(Assembled::Request { id, request });
+                if p.response_end.is_some() {
+                    self.complete(id, out);
+                }
+            }
+            Event::ResponseHead { id, head, ts_ns } => {
+                if let Some(p) = self.open.get_mut(&id) {
+                    p.response_head = Some(head);
+                    p.response_start = ts_ns;
+                }
+            }
+            Event::ResponseBody { id, data, ts_ns } => {
+                if let Some(p) = self.open.get_mut(&id) {
+                    p.response_body.push(&data, self.max_body);
+                    out.push(Assembled::ResponseBody { id, data, ts_ns });
+                }
+            }
+            Event::ResponseEnd { id, ts_ns } => {
+                let Some(p) = self.open.get_mut(&id) else {
+                    return;
+                };
+                p.response_end = Some(ts_ns);
+                if p.request.is_some() {
+                    self.complete(id, out);
+                }
+            }
+            Event::Upgrade { id, .. } => {
+                if let Some(p) = self.open.remove(&id) {
+                    out.push(Assembled::Incomplete {
+                        id,
+                        request: p.request,
+                        reason: AbortReason::Upgraded,
+                    });
+                }
+            }
+            Event::Aborted { id, reason } => {
+                if let Some(p) = self.open.remove(&id) {
+                    out.push(Assembled::Incomplete {
+                        id,
+                        request: p.request,
+                        reason,
+                    });
+                }
+            }
+            Event::Resync { .. } => {}
+        }
+    }
+
+    fn complete(&mut self, id: ExchangeId, out: &mut Vec<Assembled>) {
+        let Some(p) = self.open.remove(&id) else {
+            return;
+        };
+        let (Some(request), Some(head), Some(end_ns)) =
+            (p.request, p.response_head, p.response_end)
+        else {
+            return;
+        };
+        out.push(Assembled::Complete {
+            id,
+            exchange: Exchange {
+                id,
+                request,
+                response: Response {
+                    head,
+                    body: p.response_body,
+                    start_ns: p.response_start,
+                    end_ns,
+                },
+            },
+        });
+    }
+}

@@ -1,0 +1,122 @@
+//! What the HTTP/1 and HTTP/2 state machines share: the event context and a message body that
+//! decodes and emits itself piece by piece.
+
+use crate::config::{Config, ConnectionStats};
+use crate::decode::{BodyDecoder, Coding};
+use crate::types::{Event, ExchangeId, Header, header_value};
+
+/// Everything a protocol state machine needs to emit events.
+pub(crate) struct Ctx<'a> {
+    pub config: &'a Config,
+    pub stats: &'a mut ConnectionStats,
+    pub next_id: &'a mut ExchangeId,
+    pub out: &'a mut Vec<Event>,
+}
+
+impl Ctx<'_> {
+    /// Allocates the next exchange id.
+    pub fn new_exchange(&mut self) -> ExchangeId {
+        let id = *self.next_id;
+        *self.next_id += 1;
+        self.stats.exchanges += 1;
+        id
+    }
+}
+
+/// Request or response side of an exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    Request,
+    Response,
+}
+
+/// The decoder for a message whose head is `headers`; removes `content-encoding` and
+/// `content-length` from `headers` when the body will be decoded.
+pub(crate) fn decoder_for(headers: &mut Vec<Header>, ctx: &mut Ctx<'_>) -> BodyDecoder {
+    match Coding::from_header(header_value(headers, "content-encoding")) {
+        Ok(Coding::Identity) => BodyDecoder::new(Coding::Identity, u64::MAX),
+        Ok(coding) => {
+            headers.retain(|h| h.name != "content-encoding" && h.name != "content-length");
+            BodyDecoder::new(coding, ctx.config.max_decoded_body)
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "body left encoded");
+            ctx.stats.decode_errors += 1;
+            // Unknown codings are passed through as sent, headers intact.
+            BodyDecoder::new(Coding::Identity, u64::MAX)
+        }
+    }
+}
+
+/// A message body being received: decodes pieces and emits them for exchange `id` (or drops them
+/// when the message belongs to no known exchange).
+#[derive(Debug)]
+pub(crate) struct MessageBody {
+    pub id: Option<ExchangeId>,
+    pub side: Side,
+    decoder: BodyDecoder,
+    /// Set once a decoding failure has been counted.
+    failed: bool,
+}
+
+impl MessageBody {
+    pub fn new(id: Option<ExchangeId>, side: Side, decoder: BodyDecoder) -> Self {
+        MessageBody {
+            id,
+            side,
+            decoder,
+            failed: false,
+        }
+    }
+
+    /// Emits the decoded form of `data`.
+    pub fn data(&mut self, data: &[u8], ts_ns: u64, ctx: &mut Ctx<'_>) {
+        let Some(id) = self.id else { return };
+        let mut decoded = Vec::new();
+        self.decoder.push(data, &mut decoded);
+        self.emit(id, decoded, ts_ns, ctx);
+    }
+
+    /// Bytes of the body were lost: the decoded stream cannot go on for compressed bodies.
+    pub fn lost(&mut self, ctx: &mut Ctx<'_>) {
+        if self.decoder.is_transforming() && !self.failed {
+            self.decoder = BodyDecoder::failed(crate::decode::DecodeError::Corrupt {
+                coding: self.decoder.coding(),
+                message: "bytes lost".into(),
+            });
+            self.failed = true;
+            ctx.stats.decode_errors += 1;
+        }
+    }
+
+    /// The body is complete: emits the last decoded bytes and the end event.
+    pub fn end(mut self, ts_ns: u64, ctx: &mut Ctx<'_>) {
+        let Some(id) = self.id else { return };
+        let mut decoded = Vec::new();
+        self.decoder.finish(&mut decoded);
+        self.emit(id, decoded, ts_ns, ctx);
+        ctx.out.push(match self.side {
+            Side::Request => Event::RequestEnd { id, ts_ns },
+            Side::Response => Event::ResponseEnd { id, ts_ns },
+        });
+    }
+
+    fn emit(&mut self, id: ExchangeId, data: Vec<u8>, ts_ns: u64, ctx: &mut Ctx<'_>) {
+        if !self.failed {
+            if let Some(err) = self.decoder.error() {
+                self.failed = true;
+                match err {
+                    crate::decode::DecodeError::TooLarge { .. } => ctx.stats.decode_limited += 1,
+                    _ => ctx.stats.decode_errors += 1,
+                }
+            }
+        }
+        if data.is_empty() {
+            return;
+        }
+        ctx.out.push(match self.side {
+            Side::Request => Event::RequestBody { id, data, ts_ns },
+            Side::Response => Event::ResponseBody { id, data, ts_ns },
+        });
+    }
+}

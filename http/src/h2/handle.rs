@@ -1,0 +1,354 @@
+//! Handling complete HTTP/2 frames: header blocks, DATA, RST_STREAM and GOAWAY.
+
+use super::frame::{self, FrameHeader};
+use super::stream::{Part, Stream};
+use super::{Block, Http2};
+use crate::body::{Ctx, MessageBody, Side, decoder_for};
+use crate::grpc::{GrpcCounter, is_grpc};
+use crate::types::{AbortReason, Event, Flow, Header, RequestHead, ResponseHead, Version};
+
+/// Pseudo-header fields of one header block.
+#[derive(Debug, Default)]
+struct Pseudo {
+    method: Option<String>,
+    path: Option<String>,
+    authority: Option<String>,
+    scheme: Option<String>,
+    status: Option<String>,
+}
+
+/// Strips padding (and, for HEADERS, priority fields) from a frame payload.
+fn unpad<'a>(hdr: &FrameHeader, payload: &'a [u8], priority_len: usize) -> Option<&'a [u8]> {
+    let (pad, start) = if hdr.has(frame::FLAG_PADDED) {
+        (usize::from(*payload.first()?), 1)
+    } else {
+        (0, 0)
+    };
+    let start = start + priority_len;
+    let end = payload.len().checked_sub(pad)?;
+    payload.get(start..end)
+}
+
+impl Http2 {
+    pub(super) fn on_frame(
+        &mut self,
+        flow: Flow,
+        hdr: FrameHeader,
+        payload: &[u8],
+        ts_ns: u64,
+        ctx: &mut Ctx<'_>,
+    ) {
+        match hdr.kind {
+            frame::HEADERS => {
+                let priority = if hdr.has(frame::FLAG_PRIORITY) { 5 } else { 0 };
+                let Some(fragment) = unpad(&hdr, payload, priority) else {
+                    self.hpack_failed(flow, ctx);
+                    self.skip_stream(hdr.stream, ctx);
+                    return;
+                };
+                let block = Block {
+                    stream: hdr.stream,
+                    end_stream: hdr.has(frame::FLAG_END_STREAM),
+                    push: false,
+                    buf: fragment.to_vec(),
+                };
+                self.start_block(flow, block, hdr.has(frame::FLAG_END_HEADERS), ts_ns, ctx);
+            }
+            frame::PUSH_PROMISE => {
+                let Some(fragment) = unpad(&hdr, payload, 4) else {
+                    self.hpack_failed(flow, ctx);
+                    return;
+                };
+                ctx.stats.h2_streams_skipped += 1;
+                let block = Block {
+                    stream: hdr.stream,
+                    end_stream: false,
+                    push: true,
+                    buf: fragment.to_vec(),
+                };
+                self.start_block(flow, block, hdr.has(frame::FLAG_END_HEADERS), ts_ns, ctx);
+            }
+            frame::CONTINUATION => {
+                let fi = flow.index();
+                let Some(mut block) = self.flows[fi].block.take() else {
+                    // The start of this block was not seen.
+                    return;
+                };
+                if block.stream != hdr.stream
+                    || block.buf.len() + payload.len() > ctx.config.max_header_bytes
+                {
+                    self.flows[fi].block = Some(block);
+                    self.hpack_failed(flow, ctx);
+                    return;
+                }
+                block.buf.extend_from_slice(payload);
+                self.start_block(flow, block, hdr.has(frame::FLAG_END_HEADERS), ts_ns, ctx);
+            }
+            frame::RST_STREAM => {
+                if let Some(stream) = self.streams.remove(&hdr.stream) {
+                    stream.abort(AbortReason::StreamReset, ctx);
+                }
+            }
+            frame::GOAWAY if self.is_request_flow(flow) == Some(false) => {
+                // The server will not process client streams above `last`.
+                let last = payload.get(..4).map_or(u32::MAX, |b| {
+                    u32::from_be_bytes([b[0], b[1], b[2], b[3]]) & 0x7fff_ffff
+                });
+                let refused: Vec<u32> = self
+                    .streams
+                    .range(last.saturating_add(1)..)
+                    .map(|(k, _)| *k)
+                    .collect();
+                for key in refused {
+                    if let Some(stream) = self.streams.remove(&key) {
+                        stream.abort(AbortReason::StreamReset, ctx);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn start_block(
+        &mut self,
+        flow: Flow,
+        block: Block,
+        end_headers: bool,
+        ts_ns: u64,
+        ctx: &mut Ctx<'_>,
+    ) {
+        if end_headers {
+            self.finish_block(flow, block, ts_ns, ctx);
+        } else {
+            self.flows[flow.index()].block = Some(block);
+        }
+    }
+
+    /// The HPACK state of `flow` is lost: start afresh (see the module docs) and drop the stream
+    /// whose block was being collected.
+    pub(super) fn hpack_failed(&mut self, flow: Flow, ctx: &mut Ctx<'_>) {
+        ctx.stats.hpack_errors += 1;
+        let fi = flow.index();
+        self.flows[fi].hpack = super::hpack_decoder(ctx.config.max_hpack_table);
+        if let Some(block) = self.flows[fi].block.take() {
+            if !block.push {
+                self.skip_stream(block.stream, ctx);
+            }
+        }
+    }
+
+    /// Stops following a stream whose headers were lost.
+    pub(super) fn skip_stream(&mut self, stream: u32, ctx: &mut Ctx<'_>) {
+        ctx.stats.h2_streams_skipped += 1;
+        if let Some(s) = self.streams.remove(&stream) {
+            s.abort(AbortReason::Resync, ctx);
+        }
+    }
+
+    /// Aborts the streams that still expect bytes on `flow`.
+    pub(super) fn abort_open_on(&mut self, flow: Flow, reason: AbortReason, ctx: &mut Ctx<'_>) {
+        let is_request = self.is_request_flow(flow);
+        let hit: Vec<u32> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| match is_request {
+                Some(true) => !s.request.is_done(),
+                Some(false) => !s.response.is_done(),
+                None => true,
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for key in hit {
+            if let Some(stream) = self.streams.remove(&key) {
+                stream.abort(reason, ctx);
+            }
+        }
+    }
+
+    fn finish_block(&mut self, flow: Flow, block: Block, ts_ns: u64, ctx: &mut Ctx<'_>) {
+        let fi = flow.index();
+        let max_headers = ctx.config.max_headers;
+        let mut pseudo = Pseudo::default();
+        let mut headers = Vec::new();
+        let result = self.flows[fi]
+            .hpack
+            .decode_with_cb(&block.buf, |name, value| {
+                let text = || String::from_utf8_lossy(&value).into_owned();
+                match &*name {
+                    b":method" => pseudo.method = Some(text()),
+                    b":path" => pseudo.path = Some(text()),
+                    b":authority" => pseudo.authority = Some(text()),
+                    b":scheme" => pseudo.scheme = Some(text()),
+                    b":status" => pseudo.status = Some(text()),
+                    n if n.starts_with(b":") => {}
+                    _ if headers.len() < max_headers => headers.push(Header::new(&name, &value)),
+                    _ => {}
+                }
+            });
+        if let Err(e) = result {
+            tracing::debug!(?flow, stream = block.stream, error = %e, "hpack block not decodable");
+            ctx.stats.hpack_errors += 1;
+            self.flows[fi].hpack = super::hpack_decoder(ctx.config.max_hpack_table);
+            if !block.push {
+                self.skip_stream(block.stream, ctx);
+            }
+            return;
+        }
+        if block.push {
+            return;
+        }
+        if let Some(method) = pseudo.method.take() {
+            self.on_request_head(flow, &block, method, pseudo, headers, ts_ns, ctx);
+        } else if let Some(status) = pseudo.status.take() {
+            self.on_response_head(flow, &block, &status, headers, ts_ns, ctx);
+        } else if block.end_stream {
+            // Trailers end the side they follow.
+            let side = self.is_request_flow(flow);
+            if let Some(stream) = self.streams.get_mut(&block.stream) {
+                match side {
+                    Some(true) => stream.request.end(ts_ns, ctx),
+                    Some(false) => stream.response.end(ts_ns, ctx),
+                    None => {}
+                }
+            }
+            self.remove_if_complete(block.stream);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_request_head(
+        &mut self,
+        flow: Flow,
+        block: &Block,
+        method: String,
+        pseudo: Pseudo,
+        mut headers: Vec<Header>,
+        ts_ns: u64,
+        ctx: &mut Ctx<'_>,
+    ) {
+        match self.request_flow {
+            None => self.request_flow = Some(flow),
+            Some(rf) if rf != flow => {
+                ctx.stats.h2_streams_skipped += 1;
+                return;
+            }
+            Some(_) => {}
+        }
+        if self.streams.contains_key(&block.stream)
+            || self.streams.len() >= ctx.config.max_h2_streams
+        {
+            ctx.stats.h2_streams_skipped += 1;
+            return;
+        }
+        let id = ctx.new_exchange();
+        let grpc = is_grpc(crate::types::header_value(&headers, "content-type"))
+            .then(GrpcCounter::default);
+        let decoder = decoder_for(&mut headers, ctx);
+        let head = RequestHead {
+            method,
+            target: pseudo.path.unwrap_or_default(),
+            authority: pseudo.authority,
+            scheme: pseudo.scheme,
+            version: Version::Http2,
+            headers,
+        };
+        tracing::trace!(?flow, id, stream = block.stream, "http/2 request head");
+        ctx.out.push(Event::RequestHead { id, head, ts_ns });
+        let mut stream = Stream::new(id);
+        stream.request = Part::Open {
+            body: MessageBody::new(Some(id), Side::Request, decoder),
+            grpc,
+        };
+        if block.end_stream {
+            stream.request.end(ts_ns, ctx);
+        }
+        self.streams.insert(block.stream, stream);
+    }
+
+    fn on_response_head(
+        &mut self,
+        flow: Flow,
+        block: &Block,
+        status: &str,
+        mut headers: Vec<Header>,
+        ts_ns: u64,
+        ctx: &mut Ctx<'_>,
+    ) {
+        if self.request_flow.is_none() {
+            self.request_flow = Some(flow.opposite());
+        }
+        if self.request_flow == Some(flow) {
+            return;
+        }
+        let Some(stream) = self.streams.get_mut(&block.stream) else {
+            ctx.stats.orphan_responses += 1;
+            return;
+        };
+        let Ok(status) = status.parse::<u16>() else {
+            self.skip_stream(block.stream, ctx);
+            return;
+        };
+        if (100..200).contains(&status) {
+            ctx.stats.interim_responses += 1;
+            return;
+        }
+        if !matches!(stream.response, Part::Pending) {
+            return;
+        }
+        let id = stream.id;
+        let grpc = is_grpc(crate::types::header_value(&headers, "content-type"))
+            .then(GrpcCounter::default);
+        let decoder = decoder_for(&mut headers, ctx);
+        let head = ResponseHead {
+            status,
+            reason: String::new(),
+            version: Version::Http2,
+            headers,
+        };
+        ctx.out.push(Event::ResponseHead { id, head, ts_ns });
+        stream.response = Part::Open {
+            body: MessageBody::new(Some(id), Side::Response, decoder),
+            grpc,
+        };
+        if block.end_stream {
+            stream.response.end(ts_ns, ctx);
+        }
+        self.remove_if_complete(block.stream);
+    }
+
+    /// Bytes of a DATA frame; `last` is set with the frame's last data bytes.
+    pub(super) fn data(
+        &mut self,
+        flow: Flow,
+        hdr: FrameHeader,
+        bytes: &[u8],
+        last: bool,
+        ts_ns: u64,
+        ctx: &mut Ctx<'_>,
+    ) {
+        let Some(is_request) = self.is_request_flow(flow) else {
+            return;
+        };
+        let Some(stream) = self.streams.get_mut(&hdr.stream) else {
+            return;
+        };
+        let part = if is_request {
+            &mut stream.request
+        } else {
+            &mut stream.response
+        };
+        if !bytes.is_empty() {
+            part.data(bytes, ts_ns, ctx);
+        }
+        if last && hdr.has(frame::FLAG_END_STREAM) {
+            part.end(ts_ns, ctx);
+            self.remove_if_complete(hdr.stream);
+        }
+    }
+
+    fn remove_if_complete(&mut self, stream: u32) {
+        if self.streams.get(&stream).is_some_and(Stream::is_complete) {
+            self.streams.remove(&stream);
+        }
+    }
+}

@@ -1,0 +1,384 @@
+//! HTTP/2: frames, HPACK header blocks, interleaved streams, each stream its own exchange.
+//!
+//! Each flow has its own HPACK decoder. A flow joined mid-stream, or after lost bytes, starts with
+//! an empty dynamic table: the entries it learns from then on are exactly the newest entries of the
+//! peer's table, so a header block either decodes to the right fields or fails with an index out
+//! of bounds. A block that fails is dropped (its stream skipped) and the decoder starts afresh, so
+//! wrong headers are never emitted.
+
+pub(crate) mod frame;
+mod handle;
+mod stream;
+
+use std::collections::BTreeMap;
+
+use crate::body::Ctx;
+use crate::types::{Flow, ResyncReason};
+use frame::{FrameHeader, FrameSeek, HEADER_LEN, PREFACE};
+use stream::Stream;
+
+/// A header block being collected (HEADERS or PUSH_PROMISE, then CONTINUATION frames).
+#[derive(Debug)]
+struct Block {
+    stream: u32,
+    end_stream: bool,
+    /// PUSH_PROMISE blocks are decoded only to keep the HPACK state.
+    push: bool,
+    buf: Vec<u8>,
+}
+
+/// Where a flow is in its frame sequence.
+#[derive(Debug, Clone, Copy)]
+enum FrameState {
+    /// Expecting the client preface.
+    Preface,
+    /// Looking for a frame boundary.
+    Seek { reason: ResyncReason, skipped: u64 },
+    /// Expecting a frame header.
+    Header,
+    /// A DATA frame whose pad-length byte comes next.
+    DataPadLen(FrameHeader),
+    /// Inside a DATA frame: `left` data bytes, then `pad` padding bytes.
+    Data {
+        hdr: FrameHeader,
+        left: u32,
+        pad: u32,
+    },
+    /// A frame whose whole payload is needed.
+    Payload(FrameHeader),
+    /// Bytes to ignore.
+    Skip(u32),
+}
+
+struct H2Flow {
+    buf: Vec<u8>,
+    state: FrameState,
+    hpack: loona_hpack::Decoder<'static>,
+    block: Option<Block>,
+}
+
+impl std::fmt::Debug for H2Flow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("H2Flow")
+            .field("buffered", &self.buf.len())
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+fn hpack_decoder(max_table: usize) -> loona_hpack::Decoder<'static> {
+    let mut d = loona_hpack::Decoder::new();
+    d.set_max_allowed_table_size(max_table.max(4096));
+    d
+}
+
+impl H2Flow {
+    fn new(state: FrameState, max_table: usize) -> Self {
+        H2Flow {
+            buf: Vec::new(),
+            state,
+            hpack: hpack_decoder(max_table),
+            block: None,
+        }
+    }
+}
+
+/// HTTP/2 state of one connection.
+#[derive(Debug)]
+pub(crate) struct Http2 {
+    flows: [H2Flow; 2],
+    streams: BTreeMap<u32, Stream>,
+    /// Which flow carries requests, once known.
+    request_flow: Option<Flow>,
+}
+
+/// Outcome of one parsing step: bytes consumed, and whether to go on.
+struct Step {
+    used: usize,
+    more: bool,
+}
+
+const fn go(used: usize) -> Step {
+    Step { used, more: true }
+}
+
+const fn wait(used: usize) -> Step {
+    Step { used, more: false }
+}
+
+/// State after the data bytes of a DATA frame.
+fn after_data(pad: u32) -> FrameState {
+    if pad == 0 {
+        FrameState::Header
+    } else {
+        FrameState::Skip(pad)
+    }
+}
+
+impl Http2 {
+    /// A connection whose client preface was seen on `preface_flow`, or (when `None`) one joined
+    /// mid-stream.
+    pub(crate) fn new(preface_flow: Option<Flow>, max_table: usize) -> Self {
+        let mid = FrameState::Seek {
+            reason: ResyncReason::MidStream,
+            skipped: 0,
+        };
+        let (egress, ingress) = match preface_flow {
+            Some(Flow::Egress) => (FrameState::Preface, FrameState::Header),
+            Some(Flow::Ingress) => (FrameState::Header, FrameState::Preface),
+            None => (mid, mid),
+        };
+        Http2 {
+            flows: [
+                H2Flow::new(egress, max_table),
+                H2Flow::new(ingress, max_table),
+            ],
+            streams: BTreeMap::new(),
+            request_flow: preface_flow,
+        }
+    }
+
+    pub(crate) fn feed(&mut self, flow: Flow, data: &[u8], ts_ns: u64, ctx: &mut Ctx<'_>) {
+        let fi = flow.index();
+        let mut buf = std::mem::take(&mut self.flows[fi].buf);
+        if buf.is_empty() {
+            let used = self.parse(flow, data, ts_ns, ctx);
+            buf.extend_from_slice(&data[used..]);
+        } else {
+            buf.extend_from_slice(data);
+            let used = self.parse(flow, &buf, ts_ns, ctx);
+            buf.drain(..used);
+        }
+        self.flows[fi].buf = buf;
+    }
+
+    fn parse(&mut self, flow: Flow, input: &[u8], ts_ns: u64, ctx: &mut Ctx<'_>) -> usize {
+        let mut pos = 0;
+        while pos < input.len() {
+            let step = self.step(flow, &input[pos..], ts_ns, ctx);
+            pos += step.used;
+            if !step.more {
+                break;
+            }
+        }
+        pos
+    }
+
+    fn step(&mut self, flow: Flow, rest: &[u8], ts_ns: u64, ctx: &mut Ctx<'_>) -> Step {
+        let fi = flow.index();
+        match self.flows[fi].state {
+            FrameState::Preface => {
+                let n = rest.len().min(PREFACE.len());
+                if rest[..n] != PREFACE[..n] {
+                    self.lose_sync(flow, ResyncReason::Malformed, 0, ctx);
+                    return go(0);
+                }
+                if n < PREFACE.len() {
+                    return wait(0);
+                }
+                self.flows[fi].state = FrameState::Header;
+                go(n)
+            }
+            FrameState::Seek { reason, skipped } => match frame::find_frame(rest) {
+                FrameSeek::Found(at) => {
+                    let skipped = skipped + at as u64;
+                    ctx.stats.bytes_skipped += at as u64;
+                    if reason == ResyncReason::MidStream {
+                        ctx.stats.resyncs += 1;
+                    }
+                    ctx.out.push(crate::types::Event::Resync {
+                        flow,
+                        skipped,
+                        reason,
+                    });
+                    self.flows[fi].state = FrameState::Header;
+                    go(at)
+                }
+                FrameSeek::NeedMore { skip } => {
+                    ctx.stats.bytes_skipped += skip as u64;
+                    self.flows[fi].state = FrameState::Seek {
+                        reason,
+                        skipped: skipped + skip as u64,
+                    };
+                    // Never keep more than a frame's worth while confirming a boundary.
+                    wait(skip)
+                }
+            },
+            FrameState::Header => {
+                let Some(hdr) = FrameHeader::parse(rest) else {
+                    return wait(0);
+                };
+                self.on_frame_header(flow, hdr, ts_ns, ctx);
+                go(HEADER_LEN)
+            }
+            FrameState::DataPadLen(hdr) => {
+                let pad = u32::from(rest[0]);
+                if pad + 1 > hdr.len {
+                    self.lose_sync(flow, ResyncReason::Malformed, 1, ctx);
+                    return go(1);
+                }
+                let left = hdr.len - 1 - pad;
+                if left == 0 {
+                    self.flows[fi].state = after_data(pad);
+                    self.data(flow, hdr, &[], true, ts_ns, ctx);
+                } else {
+                    self.flows[fi].state = FrameState::Data { hdr, left, pad };
+                }
+                go(1)
+            }
+            FrameState::Data { hdr, left, pad } => {
+                let n = rest.len().min(left as usize);
+                let left = left - n as u32;
+                self.flows[fi].state = if left == 0 {
+                    after_data(pad)
+                } else {
+                    FrameState::Data { hdr, left, pad }
+                };
+                self.data(flow, hdr, &rest[..n], left == 0, ts_ns, ctx);
+                go(n)
+            }
+            FrameState::Payload(hdr) => {
+                let len = hdr.len as usize;
+                if rest.len() < len {
+                    return wait(0);
+                }
+                self.flows[fi].state = FrameState::Header;
+                self.on_frame(flow, hdr, &rest[..len], ts_ns, ctx);
+                go(len)
+            }
+            FrameState::Skip(left) => {
+                let n = rest.len().min(left as usize);
+                let left = left - n as u32;
+                self.flows[fi].state = if left == 0 {
+                    FrameState::Header
+                } else {
+                    FrameState::Skip(left)
+                };
+                go(n)
+            }
+        }
+    }
+
+    fn on_frame_header(&mut self, flow: Flow, hdr: FrameHeader, ts_ns: u64, ctx: &mut Ctx<'_>) {
+        let fi = flow.index();
+        let max_payload = ctx.config.max_header_bytes.max(16_384);
+        if self.flows[fi].block.is_some() && hdr.kind != frame::CONTINUATION {
+            // A header block must be followed by its CONTINUATION frames.
+            self.hpack_failed(flow, ctx);
+        }
+        self.flows[fi].state = match hdr.kind {
+            frame::DATA if hdr.stream == 0 => {
+                self.lose_sync(flow, ResyncReason::Malformed, 0, ctx);
+                return;
+            }
+            frame::DATA if hdr.has(frame::FLAG_PADDED) => {
+                if hdr.len == 0 {
+                    self.lose_sync(flow, ResyncReason::Malformed, 0, ctx);
+                    return;
+                }
+                FrameState::DataPadLen(hdr)
+            }
+            frame::DATA => {
+                if hdr.len == 0 {
+                    self.flows[fi].state = FrameState::Header;
+                    self.data(flow, hdr, &[], true, ts_ns, ctx);
+                    return;
+                }
+                FrameState::Data {
+                    hdr,
+                    left: hdr.len,
+                    pad: 0,
+                }
+            }
+            frame::HEADERS | frame::CONTINUATION | frame::PUSH_PROMISE
+                if hdr.len as usize > max_payload =>
+            {
+                self.hpack_failed(flow, ctx);
+                self.skip_stream(hdr.stream, ctx);
+                FrameState::Skip(hdr.len)
+            }
+            frame::HEADERS
+            | frame::CONTINUATION
+            | frame::PUSH_PROMISE
+            | frame::RST_STREAM
+            | frame::GOAWAY
+            | frame::SETTINGS
+            | frame::PING
+            | frame::WINDOW_UPDATE
+            | frame::PRIORITY
+                if (hdr.len as usize) <= max_payload =>
+            {
+                FrameState::Payload(hdr)
+            }
+            _ => FrameState::Skip(hdr.len),
+        };
+        if let FrameState::Skip(0) = self.flows[fi].state {
+            self.flows[fi].state = FrameState::Header;
+        }
+    }
+
+    /// This flow's position is lost: drop what is buffered, forget its HPACK state and abort the
+    /// exchanges it was carrying, then look for the next frame.
+    fn lose_sync(&mut self, flow: Flow, reason: ResyncReason, skipped: u64, ctx: &mut Ctx<'_>) {
+        tracing::debug!(?flow, ?reason, "http/2 flow lost sync");
+        ctx.stats.resyncs += 1;
+        let fi = flow.index();
+        self.flows[fi].block = None;
+        self.flows[fi].hpack = hpack_decoder(ctx.config.max_hpack_table);
+        self.flows[fi].state = FrameState::Seek { reason, skipped };
+        self.abort_open_on(flow, crate::types::AbortReason::Resync, ctx);
+    }
+
+    pub(crate) fn gap(&mut self, flow: Flow, lost: u64, _ts_ns: u64, ctx: &mut Ctx<'_>) {
+        if lost == 0 {
+            return;
+        }
+        let fi = flow.index();
+        let buffered = self.flows[fi].buf.len() as u64;
+        self.flows[fi].buf.clear();
+        ctx.stats.bytes_skipped += lost + buffered;
+        match self.flows[fi].state {
+            FrameState::Seek { reason, skipped } => {
+                self.flows[fi].state = FrameState::Seek {
+                    reason,
+                    skipped: skipped + lost + buffered,
+                };
+            }
+            _ => self.lose_sync(flow, ResyncReason::Gap, lost + buffered, ctx),
+        }
+    }
+
+    pub(crate) fn close(&mut self, _ts_ns: u64, ctx: &mut Ctx<'_>) {
+        for flow in [Flow::Egress, Flow::Ingress] {
+            let fi = flow.index();
+            self.flows[fi].buf.clear();
+            self.flows[fi].block = None;
+            if let FrameState::Seek { reason, skipped } = self.flows[fi].state {
+                if skipped > 0 {
+                    if reason == ResyncReason::MidStream {
+                        ctx.stats.resyncs += 1;
+                    }
+                    ctx.out.push(crate::types::Event::Resync {
+                        flow,
+                        skipped,
+                        reason,
+                    });
+                }
+            }
+        }
+        for (_, stream) in std::mem::take(&mut self.streams) {
+            stream.abort(crate::types::AbortReason::ConnectionClosed, ctx);
+        }
+    }
+
+    pub(crate) fn buffered_bytes(&self) -> usize {
+        self.flows
+            .iter()
+            .map(|f| f.buf.len() + f.block.as_ref().map_or(0, |b| b.buf.len()))
+            .sum()
+    }
+
+    fn is_request_flow(&self, flow: Flow) -> Option<bool> {
+        self.request_flow.map(|rf| rf == flow)
+    }
+}

@@ -1,0 +1,323 @@
+//! HAR 1.2 documents (browser and proxy exports) turned into [`Exchange`]s, so recorded traffic
+//! can be run through the same pack stage as captured traffic.
+//!
+//! Response bodies in a HAR file are already decoded, so, as for captured bodies,
+//! `content-encoding` and `content-length` are removed from the response headers.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use serde_json::Value;
+use thiserror::Error;
+
+use crate::assembler::{Body, Exchange, Request, Response};
+use crate::types::{Header, RequestHead, ResponseHead, Version};
+
+/// Why a HAR document could not be read.
+#[derive(Debug, Error)]
+pub enum HarError {
+    /// The text is not JSON.
+    #[error("HAR is not valid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A required field is missing or has the wrong type.
+    #[error("HAR entry {entry}: missing or invalid `{field}`")]
+    Field {
+        /// Index of the entry in `log.entries` (`usize::MAX` for the document itself).
+        entry: usize,
+        /// The field's path.
+        field: &'static str,
+    },
+    /// A body marked base64 is not valid base64.
+    #[error("HAR entry {entry}: body is not valid base64")]
+    Base64 {
+        /// Index of the entry.
+        entry: usize,
+    },
+}
+
+/// Parses a HAR 1.2 document given as text. See [`exchanges_from_har`].
+///
+/// # Errors
+/// [`HarError`] when the text is not a HAR document.
+pub fn exchanges_from_har_str(text: &str, max_body: usize) -> Result<Vec<Exchange>, HarError> {
+    let doc: Value = serde_json::from_str(text)?;
+    exchanges_from_har(&doc, max_body)
+}
+
+/// Turns every entry of a HAR 1.2 document into an [`Exchange`] with ids in entry order and
+/// timestamps in Unix nanoseconds derived from `startedDateTime` and `timings`. Bodies keep at
+/// most `max_body` bytes.
+///
+/// # Errors
+/// [`HarError`] when a required field is missing or malformed.
+pub fn exchanges_from_har(doc: &Value, max_body: usize) -> Result<Vec<Exchange>, HarError> {
+    let entries = doc
+        .pointer("/log/entries")
+        .and_then(Value::as_array)
+        .ok_or(HarError::Field {
+            entry: usize::MAX,
+            field: "log.entries",
+        })?;
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| entry(i, e, max_body))
+        .collect()
+}
+
+fn field<'a>(
+    entry: usize,
+    v: &'a Value,
+    pointer: &str,
+    name: &'static str,
+) -> Result<&'a Value, HarError> {
+    v.pointer(pointer)
+        .ok_or(HarError::Field { entry, field: name })
+}
+
+fn str_field<'a>(
+    entry: usize,
+    v: &'a Value,
+    pointer: &str,
+    name: &'static str,
+) -> Result<&'a str, HarError> {
+    field(entry, v, pointer, name)?
+        .as_str()
+        .ok_or(HarError::Field { entry, field: name })
+}
+
+fn headers(v: Option<&Value>) -> Vec<Header> {
+    v.and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .filter_map(|h| {
+                    Some(Header::new(
+                        h.get("name")?.as_str()?,
+                        h.get("value")?.as_str()?,
+                    ))
+                })
+                .filter(|h| !h.name.starts_with(':'))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn version(v: Option<&str>) -> Version {
+    match v.map(str::to_ascii_lowercase).as_deref() {
+        Some("http/1.0") => Version::Http10,
+        Some("h2" | "http/2" | "http/2.0" | "h3" | "http/3" | "http/3.0") => Version::Http2,
+        _ => Version::Http11,
+    }
+}
+
+fn body(entry: usize, content: Option<&Value>, max_body: usize) -> Result<Body, HarError> {
+    let Some(text) = content.and_then(|c| c.get("text")).and_then(Value::as_str) else {
+        return Ok(Body::default());
+    };
+    let base64 = content
+        .and_then(|c| c.get("encoding"))
+        .and_then(Value::as_str)
+        .is_some_and(|e| e.eq_ignore_ascii_case("base64"));
+    let data = if base64 {
+        base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .map_err(|_| HarError::Base64 { entry })?
+    } else {
+        text.as_bytes().to_vec()
+    };
+    let total_len = data.len() as u64;
+    let truncated = data.len() > max_body;
+    let mut data = data;
+    data.truncate(max_body);
+    Ok(Body {
+        data,
+        total_len,
+        truncated,
+    })
+}
+
+/// Splits `scheme://authority/path?query` into scheme, authority and target.
+fn split_url(url: &str) -> (Option<String>, Option<String>, String) {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return (None, None, url.to_owned());
+    };
+    let cut = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, target) = rest.split_at(cut);
+    let authority = authority.rsplit('@').next().unwrap_or(authority);
+    let target = match target {
+        "" => "/".to_owned(),
+        t if t.starts_with('?') => format!("/{t}"),
+        t => t.to_owned(),
+    };
+    let target = target.split('#').next().unwrap_or_default().to_owned();
+    (
+        Some(scheme.to_ascii_lowercase()),
+        Some(authority.to_owned()),
+        target,
+    )
+}
+
+fn ms(v: &Value, key: &str) -> f64 {
+    v.get(key)
+        .and_then(Value::as_f64)
+        .filter(|x| *x > 0.0)
+        .unwrap_or(0.0)
+}
+
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+fn ms_to_ns(ms: f64) -> u64 {
+    (ms * 1_000_000.0) as u64
+}
+
+fn entry(i: usize, e: &Value, max_body: usize) -> Result<Exchange, HarError> {
+    let started = str_field(i, e, "/startedDateTime", "startedDateTime")?;
+    let t0 = parse_rfc3339_ns(started).ok_or(HarError::Field {
+        entry: i,
+        field: "startedDateTime",
+    })?;
+    let method = str_field(i, e, "/request/method", "request.method")?;
+    let url = str_field(i, e, "/request/url", "request.url")?;
+    let status = field(i, e, "/response/status", "response.status")?
+        .as_u64()
+        .and_then(|s| u16::try_from(s).ok())
+        .ok_or(HarError::Field {
+            entry: i,
+            field: "response.status",
+        })?;
+    let (scheme, url_authority, target) = split_url(url);
+    let req_headers = headers(e.pointer("/request/headers"));
+    let authority = crate::types::header_value(&req_headers, "host")
+        .map(str::to_owned)
+        .or(url_authority);
+    let timings = e.get("timings").cloned().unwrap_or(Value::Null);
+    let send_end = t0
+        + ms_to_ns(
+            ms(&timings, "blocked")
+                + ms(&timings, "dns")
+                + ms(&timings, "connect")
+                + ms(&timings, "send"),
+        );
+    let wait_end = send_end + ms_to_ns(ms(&timings, "wait"));
+    let end = (t0 + ms_to_ns(ms(e, "time"))).max(wait_end);
+    let request = Request {
+        head: RequestHead {
+            method: method.to_owned(),
+            target,
+            authority,
+            scheme,
+            version: version(e.pointer("/request/httpVersion").and_then(Value::as_str)),
+            headers: req_headers,
+        },
+        body: body(i, e.pointer("/request/postData"), max_body)?,
+        start_ns: t0,
+        end_ns: send_end,
+    };
+    let mut resp_headers = headers(e.pointer("/response/headers"));
+    resp_headers.retain(|h| h.name != "content-encoding" && h.name != "content-length");
+    let response = Response {
+        head: ResponseHead {
+            status,
+            reason: e
+                .pointer("/response/statusText")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            version: version(e.pointer("/response/httpVersion").and_then(Value::as_str)),
+            headers: resp_headers,
+        },
+        body: body(i, e.pointer("/response/content"), max_body)?,
+        start_ns: wait_end,
+        end_ns: end,
+    };
+    Ok(Exchange {
+        id: i as u64,
+        request: Arc::new(request),
+        response,
+    })
+}
+
+/// Days from 1970-01-01 to the given civil date (proleptic Gregorian).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Parses an RFC 3339 timestamp (`2024-05-01T12:00:00.123+02:00`) into Unix nanoseconds.
+#[must_use]
+pub fn parse_rfc3339_ns(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = s.get(r)?;
+        if !part.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        part.parse().ok()
+    };
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, min, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
+        return None;
+    }
+    let mut pos = 19;
+    let mut nanos: i64 = 0;
+    if b.get(pos) == Some(&b'.') {
+        pos += 1;
+        let start = pos;
+        while b.get(pos).is_some_and(u8::is_ascii_digit) {
+            pos += 1;
+        }
+        let digits = s.get(start..pos)?;
+        let digits = &digits[..digits.len().min(9)];
+        nanos = format!("{digits:0<9}").parse().ok()?;
+    }
+    let offset_s = match b.get(pos) {
+        Some(b'Z' | b'z') => 0,
+        Some(sign @ (b'+' | b'-')) => {
+            let h = num(pos + 1..pos + 3)?;
+            let m = num(pos + 4..pos + 6)?;
+            let o = h * 3600 + m * 60;
+            if *sign == b'+' { o } else { -o }
+        }
+        _ => return None,
+    };
+    let secs = days_from_civil(year, month, day) * 86_400 + hour * 3600 + min * 60 + sec - offset_s;
+    u64::try_from(secs.checked_mul(1_000_000_000)?.checked_add(nanos)?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_timestamps() {
+        assert_eq!(parse_rfc3339_ns("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            parse_rfc3339_ns("2024-02-29T12:00:00.5+01:00"),
+            Some(1_709_204_400_500_000_000)
+        );
+        assert_eq!(parse_rfc3339_ns("2024-02-29"), None);
+        assert_eq!(parse_rfc3339_ns("2024-13-01T00:00:00Z"), None);
+    }
+
+    #[test]
+    fn urls_split_into_scheme_authority_target() {
+        assert_eq!(
+            split_url("https://api.example.com:8443/v1/chat?x=1#frag"),
+            (
+                Some("https".into()),
+                Some("api.example.com:8443".into()),
+                "/v1/chat?x=1".into()
+            )
+        );
+        assert_eq!(split_url("http://a.b?q").2, "/?q");
+        assert_eq!(split_url("http://a.b").2, "/");
+    }
+}

@@ -1,0 +1,257 @@
+//! The records the parser emits: flows, heads and events.
+
+/// Direction of bytes relative to the observed process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Flow {
+    /// Bytes the process wrote (`SSL_write`).
+    Egress,
+    /// Bytes the process read (`SSL_read`).
+    Ingress,
+}
+
+impl Flow {
+    /// The other direction.
+    #[must_use]
+    pub fn opposite(self) -> Self {
+        match self {
+            Flow::Egress => Flow::Ingress,
+            Flow::Ingress => Flow::Egress,
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Flow::Egress => 0,
+            Flow::Ingress => 1,
+        }
+    }
+}
+
+/// Identifier of one exchange: unique within a [`crate::Connection`], increasing in request order.
+pub type ExchangeId = u64;
+
+/// HTTP version of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Version {
+    /// HTTP/1.0.
+    Http10,
+    /// HTTP/1.1.
+    Http11,
+    /// HTTP/2.
+    Http2,
+}
+
+impl Version {
+    /// The version as written on the wire, e.g. `HTTP/1.1`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Version::Http10 => "HTTP/1.0",
+            Version::Http11 => "HTTP/1.1",
+            Version::Http2 => "HTTP/2",
+        }
+    }
+}
+
+/// One header field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// Field name, lower-case.
+    pub name: String,
+    /// Field value, decoded as lossy UTF-8.
+    pub value: String,
+}
+
+impl Header {
+    /// Builds a header, lower-casing the name.
+    pub fn new(name: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Self {
+        let mut name = String::from_utf8_lossy(name.as_ref()).into_owned();
+        name.make_ascii_lowercase();
+        Header {
+            name,
+            value: String::from_utf8_lossy(value.as_ref()).into_owned(),
+        }
+    }
+}
+
+/// Looks up the first header called `name` (lower-case) in `headers`.
+#[must_use]
+pub fn header_value<'a>(headers: &'a [Header], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|h| h.name == name)
+        .map(|h| h.value.as_str())
+}
+
+/// The head of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    /// Method, e.g. `GET`.
+    pub method: String,
+    /// Path and query as sent (HTTP/1 request target or HTTP/2 `:path`).
+    pub target: String,
+    /// `Host` header or `:authority`.
+    pub authority: Option<String>,
+    /// `:scheme` for HTTP/2, or the scheme of an absolute-form HTTP/1 target.
+    pub scheme: Option<String>,
+    /// Protocol version.
+    pub version: Version,
+    /// Header fields in the order sent; HTTP/2 pseudo-headers are not included. When the parser
+    /// decoded the body, `content-encoding` and `content-length` are removed.
+    pub headers: Vec<Header>,
+}
+
+impl RequestHead {
+    /// The first header called `name` (lower-case).
+    #[must_use]
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header_value(&self.headers, name)
+    }
+}
+
+/// The head of a response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseHead {
+    /// Status code.
+    pub status: u16,
+    /// Reason phrase (empty for HTTP/2).
+    pub reason: String,
+    /// Protocol version.
+    pub version: Version,
+    /// Header fields in the order sent; HTTP/2 pseudo-headers are not included. When the parser
+    /// decoded the body, `content-encoding` and `content-length` are removed.
+    pub headers: Vec<Header>,
+}
+
+impl ResponseHead {
+    /// The first header called `name` (lower-case).
+    #[must_use]
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header_value(&self.headers, name)
+    }
+}
+
+/// Why the parser skipped bytes to find its way again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ResyncReason {
+    /// Bytes were lost before them (a capture gap).
+    Gap,
+    /// The connection was joined in the middle: the bytes before the first message were skipped.
+    MidStream,
+    /// The bytes could not be parsed as HTTP.
+    Malformed,
+    /// A message head was larger than [`crate::Config::max_header_bytes`].
+    HeadTooLarge,
+}
+
+/// Why an exchange will not complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AbortReason {
+    /// The connection closed before the exchange completed.
+    ConnectionClosed,
+    /// Bytes of the exchange were lost or could not be parsed.
+    Resync,
+    /// The HTTP/2 stream was reset (`RST_STREAM`) or refused (`GOAWAY`).
+    StreamReset,
+    /// The connection switched protocols (101 or CONNECT); HTTP parsing stopped.
+    Upgraded,
+    /// A response arrived for this request only after a later one was answered, or never.
+    Unanswered,
+}
+
+/// What the parser reports, in the order it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A request head was parsed.
+    RequestHead {
+        /// Exchange id.
+        id: ExchangeId,
+        /// The head.
+        head: RequestHead,
+        /// Timestamp of the bytes that completed the head.
+        ts_ns: u64,
+    },
+    /// A decoded piece of a request body.
+    RequestBody {
+        /// Exchange id.
+        id: ExchangeId,
+        /// Decoded bytes.
+        data: Vec<u8>,
+        /// Timestamp of the bytes that carried it.
+        ts_ns: u64,
+    },
+    /// The request is complete.
+    RequestEnd {
+        /// Exchange id.
+        id: ExchangeId,
+        /// Timestamp of the bytes that completed it.
+        ts_ns: u64,
+    },
+    /// The final (non-1xx) response head was parsed.
+    ResponseHead {
+        /// Exchange id.
+        id: ExchangeId,
+        /// The head.
+        head: ResponseHead,
+        /// Timestamp of the bytes that completed the head.
+        ts_ns: u64,
+    },
+    /// A decoded piece of a response body, emitted as it arrives.
+    ResponseBody {
+        /// Exchange id.
+        id: ExchangeId,
+        /// Decoded bytes.
+        data: Vec<u8>,
+        /// Timestamp of the bytes that carried it.
+        ts_ns: u64,
+    },
+    /// The response is complete.
+    ResponseEnd {
+        /// Exchange id.
+        id: ExchangeId,
+        /// Timestamp of the bytes that completed it.
+        ts_ns: u64,
+    },
+    /// The connection switched protocols (101 Switching Protocols or a successful CONNECT): HTTP
+    /// parsing stops on this connection.
+    Upgrade {
+        /// Exchange id of the request that asked for it.
+        id: ExchangeId,
+        /// The new protocol (`Upgrade` header, or `CONNECT`).
+        protocol: String,
+    },
+    /// The parser skipped bytes of a flow to find the next message boundary.
+    Resync {
+        /// Which flow.
+        flow: Flow,
+        /// How many bytes were skipped or lost.
+        skipped: u64,
+        /// Why.
+        reason: ResyncReason,
+    },
+    /// The exchange will not complete.
+    Aborted {
+        /// Exchange id.
+        id: ExchangeId,
+        /// Why.
+        reason: AbortReason,
+    },
+}
+
+impl Event {
+    /// The exchange this event belongs to, if any.
+    #[must_use]
+    pub fn exchange_id(&self) -> Option<ExchangeId> {
+        match self {
+            Event::RequestHead { id, .. }
+            | Event::RequestBody { id, .. }
+            | Event::RequestEnd { id, .. }
+            | Event::ResponseHead { id, .. }
+            | Event::ResponseBody { id, .. }
+            | Event::ResponseEnd { id, .. }
+            | Event::Upgrade { id, .. }
+            | Event::Aborted { id, .. } => Some(*id),
+            Event::Resync { .. } => None,
+        }
+    }
+}
