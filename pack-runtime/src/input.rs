@@ -1,0 +1,228 @@
+//! The exchange as the runtime receives it, and the JSON document each hook is called with.
+
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde::{Serialize, Serializer};
+use serde_json::{Map, Value};
+
+/// Kernel timestamps of one exchange, in Unix epoch nanoseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timing {
+    /// First request byte written.
+    pub request_start_unix_ns: u64,
+    /// Last request byte written.
+    pub request_end_unix_ns: u64,
+    /// First response byte read, once known.
+    pub response_start_unix_ns: Option<u64>,
+    /// Last response byte read, once known.
+    pub response_end_unix_ns: Option<u64>,
+}
+
+/// The request side of an exchange.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestView<'a> {
+    /// Method, e.g. `POST`.
+    pub method: &'a str,
+    /// Full URL with scheme, host and query.
+    pub url: &'a str,
+    /// Host name only.
+    pub domain: &'a str,
+    /// Path without the query string.
+    pub path: &'a str,
+    /// Header pairs, names lower-case, in wire order.
+    pub headers: &'a [(String, String)],
+    /// Decoded body, if any was captured.
+    pub body: Option<&'a [u8]>,
+    /// Timestamps of the exchange.
+    pub timing: Timing,
+}
+
+/// The response side of an exchange.
+#[derive(Debug, Clone, Copy)]
+pub struct ResponseView<'a> {
+    /// Status code.
+    pub status: u16,
+    /// Header pairs, names lower-case, in wire order.
+    pub headers: &'a [(String, String)],
+    /// Decoded body, if any was captured.
+    pub body: Option<&'a [u8]>,
+}
+
+/// A body as packs see it: parsed JSON when it is JSON, else its text (lossy UTF-8).
+#[must_use]
+pub fn body_value(body: &[u8]) -> Value {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v) => v,
+        Err(_) => Value::String(String::from_utf8_lossy(body).into_owned()),
+    }
+}
+
+/// Nanoseconds to milliseconds, keeping microseconds.
+#[allow(clippy::cast_precision_loss)] // microseconds since 1970 fit an f64's 53 bits exactly
+fn millis(ns: u64) -> f64 {
+    (ns / 1_000) as f64 / 1_000.0
+}
+
+/// The `timing` object.
+struct TimingJson(Timing);
+
+impl Serialize for TimingJson {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let t = &self.0;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("requestStartMs", &millis(t.request_start_unix_ns))?;
+        m.serialize_entry("requestEndMs", &millis(t.request_end_unix_ns))?;
+        if let Some(ns) = t.response_start_unix_ns {
+            m.serialize_entry("responseStartMs", &millis(ns))?;
+        }
+        if let Some(ns) = t.response_end_unix_ns {
+            m.serialize_entry("responseEndMs", &millis(ns))?;
+        }
+        m.end()
+    }
+}
+
+/// Header pairs as `[[name, value], ...]`, optionally without the headers that describe the
+/// encoded body (the body packs see is already decoded).
+struct Headers<'a> {
+    pairs: &'a [(String, String)],
+    drop_body_framing: bool,
+}
+
+impl Serialize for Headers<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(None)?;
+        for (name, value) in self.pairs {
+            if self.drop_body_framing
+                && (name.eq_ignore_ascii_case("content-encoding")
+                    || name.eq_ignore_ascii_case("content-length"))
+            {
+                continue;
+            }
+            seq.serialize_element(&[name.as_str(), value.as_str()])?;
+        }
+        seq.end()
+    }
+}
+
+#[derive(Serialize)]
+struct RequestJson<'a> {
+    domain: &'a str,
+    path: &'a str,
+    url: &'a str,
+    method: &'a str,
+    headers: Headers<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<&'a Value>,
+}
+
+#[derive(Serialize)]
+struct ResponseJson<'a> {
+    status: u16,
+    headers: Headers<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<&'a Value>,
+}
+
+/// One piece of body as base64.
+struct Base64<'a>(&'a [u8]);
+
+impl Serialize for Base64<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&base64::display::Base64Display::new(
+            self.0,
+            &base64::engine::general_purpose::STANDARD,
+        ))
+    }
+}
+
+#[derive(Serialize)]
+struct HookInput<'a> {
+    #[serde(rename = "requestId")]
+    request_id: &'a str,
+    request: RequestJson<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response: Option<ResponseJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    chunk: Option<Base64<'a>>,
+    context: &'a Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    environment: Option<&'a Map<String, Value>>,
+    configuration: &'a Map<String, Value>,
+    timing: TimingJson,
+}
+
+/// Everything one hook call's input is made of.
+pub(crate) struct InputParts<'a> {
+    pub request_id: &'a str,
+    pub request: &'a RequestView<'a>,
+    /// Parsed request body, given only to packs with the body permission.
+    pub request_body: Option<&'a Value>,
+    pub response: Option<(&'a ResponseView<'a>, Option<&'a Value>)>,
+    pub chunk: Option<&'a [u8]>,
+    pub context: &'a Value,
+    pub environment: Option<&'a Map<String, Value>>,
+    pub configuration: &'a Map<String, Value>,
+}
+
+/// Writes the input document into `buf` (cleared first).
+pub(crate) fn write_input(buf: &mut Vec<u8>, parts: &InputParts<'_>) -> serde_json::Result<()> {
+    buf.clear();
+    let r = parts.request;
+    let doc = HookInput {
+        request_id: parts.request_id,
+        request: RequestJson {
+            domain: r.domain,
+            path: r.path,
+            url: r.url,
+            method: r.method,
+            headers: Headers {
+                pairs: r.headers,
+                drop_body_framing: false,
+            },
+            body: parts.request_body,
+        },
+        response: parts.response.map(|(resp, body)| ResponseJson {
+            status: resp.status,
+            headers: Headers {
+                pairs: resp.headers,
+                drop_body_framing: true,
+            },
+            body,
+        }),
+        chunk: parts.chunk.map(Base64),
+        context: parts.context,
+        environment: parts.environment,
+        configuration: parts.configuration,
+        timing: TimingJson(r.timing),
+    };
+    serde_json::to_writer(buf, &doc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn bodies_are_json_when_they_parse_and_text_otherwise() {
+        assert_eq!(body_value(br#"{"a":[1,2]}"#), json!({"a": [1, 2]}));
+        assert_eq!(body_value(b"a=1&b=2"), json!("a=1&b=2"));
+        assert_eq!(body_value(b"caf\xc3\xa9 \xff"), json!("caf\u{e9} \u{fffd}"));
+    }
+
+    #[test]
+    fn timing_is_unix_milliseconds_with_microseconds() {
+        let t = Timing {
+            request_start_unix_ns: 1_700_000_000_123_456_789,
+            request_end_unix_ns: 1_700_000_000_124_000_000,
+            response_start_unix_ns: None,
+            response_end_unix_ns: Some(1_700_000_000_200_000_999),
+        };
+        let v = serde_json::to_value(TimingJson(t)).expect("serializable");
+        assert_eq!(
+            v,
+            json!({"requestStartMs": 1_700_000_000_123.456, "requestEndMs": 1_700_000_000_124.0,
+                   "responseEndMs": 1_700_000_000_200.0})
+        );
+    }
+}

@@ -1,0 +1,127 @@
+//! What the runtime remembers about one request between its hooks.
+
+use serde_json::Value;
+
+use crate::output::{Dimension, OutputLine};
+
+/// Per-request state: the request id, each pack's context and the captures so far.
+///
+/// Create one per exchange, pass it to every hook of that exchange (on the same worker, or at
+/// least a worker of the same [`PackSet`](crate::PackSet)), then turn it into the output line.
+#[derive(Debug, Clone)]
+pub struct RequestState {
+    request_id: String,
+    /// Indexed by the pack's position in the `PackSet`; `None` until the pack returns one.
+    contexts: Vec<Option<Value>>,
+    dimensions: Vec<Dimension>,
+    /// The parsed request body, computed once for the packs that may see it.
+    pub(crate) request_body: Option<Value>,
+    /// Whether the closing `chunk` call (the one without a piece) has been made.
+    pub(crate) chunks_closed: bool,
+}
+
+impl Default for RequestState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RequestState {
+    /// New state with a fresh request id: a UUIDv7 as 32 lower-case hex digits.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::with_request_id(uuid::Uuid::now_v7().simple().to_string())
+    }
+
+    /// New state with a given request id (replays and tests).
+    #[must_use]
+    pub fn with_request_id(request_id: String) -> Self {
+        Self {
+            request_id,
+            contexts: Vec::new(),
+            dimensions: Vec::new(),
+            request_body: None,
+            chunks_closed: false,
+        }
+    }
+
+    /// The id packs see as `requestId`.
+    #[must_use]
+    pub fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
+    /// The captures so far.
+    #[must_use]
+    pub fn dimensions(&self) -> &[Dimension] {
+        &self.dimensions
+    }
+
+    /// The context pack number `index` (its position in [`PackSet::packs`](crate::PackSet::packs))
+    /// returned last, if any.
+    #[must_use]
+    pub fn context(&self, index: usize) -> Option<&Value> {
+        self.contexts.get(index).and_then(Option::as_ref)
+    }
+
+    /// The NDJSON line for this request.
+    #[must_use]
+    pub fn into_line(self) -> OutputLine {
+        OutputLine {
+            request_id: self.request_id,
+            dimensions: self.dimensions,
+        }
+    }
+
+    pub(crate) fn set_context(&mut self, index: usize, context: Value) {
+        if self.contexts.len() <= index {
+            self.contexts.resize(index + 1, None);
+        }
+        self.contexts[index] = Some(context);
+    }
+
+    /// Adds a capture; a later value for the same name replaces the earlier one in place.
+    pub(crate) fn capture(&mut self, name: String, value: String) {
+        if let Some(d) = self.dimensions.iter_mut().find(|d| d.name == name) {
+            d.value = value;
+        } else {
+            self.dimensions.push(Dimension { name, value });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_uuid_v7_in_32_lower_hex_and_unique() {
+        let a = RequestState::new();
+        let b = RequestState::new();
+        assert_eq!(a.request_id().len(), 32);
+        assert!(
+            a.request_id()
+                .chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+        );
+        // The version nibble of a UUIDv7 is 7.
+        assert_eq!(&a.request_id()[12..13], "7");
+        assert_ne!(a.request_id(), b.request_id());
+    }
+
+    #[test]
+    fn later_captures_replace_earlier_ones_in_place() {
+        let mut s = RequestState::with_request_id("r".into());
+        s.capture("a/x".into(), "1".into());
+        s.capture("a/y".into(), "2".into());
+        s.capture("a/x".into(), "3".into());
+        let line = s.into_line();
+        assert_eq!(line.request_id, "r");
+        let got: Vec<_> = line
+            .dimensions
+            .iter()
+            .map(|d| (d.name.as_str(), d.value.as_str()))
+            .collect();
+        assert_eq!(got, vec![("a/x", "3"), ("a/y", "2")]);
+    }
+}
