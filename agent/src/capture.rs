@@ -145,14 +145,17 @@ pub struct CaptureStats {
     pub undecodable: AtomicU64,
 }
 
+/// What the reader hands its consumer.
+#[derive(Debug)]
+pub enum Delivery {
+    /// A decoded record.
+    Record(Record),
+    /// The ring is drained for now: a moment for housekeeping.
+    Idle,
+}
+
 /// Reads `ring` until `stop` is set, then drains what is left and returns.
-pub fn run(
-    mut ring: RingBuf<MapData>,
-    stop: &AtomicBool,
-    stats: &Arc<CaptureStats>,
-    mut deliver: impl FnMut(Record),
-    mut on_idle: impl FnMut(),
-) {
+pub fn run(mut ring: RingBuf<MapData>, stop: &AtomicBool, stats: &Arc<CaptureStats>, mut deliver: impl FnMut(Delivery)) {
     let fd = ring.as_raw_fd();
     loop {
         let stopping = stop.load(Ordering::Acquire);
@@ -164,7 +167,7 @@ pub fn run(
                         stats.bytes.fetch_add(d.payload.len() as u64, Ordering::Relaxed);
                     }
                     tracing::trace!(?record, "record");
-                    deliver(record);
+                    deliver(Delivery::Record(record));
                 }
                 Err(e) => {
                     stats.undecodable.fetch_add(1, Ordering::Relaxed);
@@ -175,7 +178,7 @@ pub fn run(
         if stopping {
             return;
         }
-        on_idle();
+        deliver(Delivery::Idle);
         let mut pfd = libc::pollfd {
             fd,
             events: libc::POLLIN,

@@ -15,7 +15,7 @@ use agent_common::Counter;
 use taskless_pack_runtime::{PackSet, RuntimeConfig};
 
 use crate::{
-    capture::{self, CaptureStats},
+    capture::{self, CaptureStats, Delivery},
     cli::RunArgs,
     clock::Clock,
     discovery::{self, DiscoveryError, TlsLibrary},
@@ -226,16 +226,12 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     let stats_every = Duration::from_secs(args.stats_interval);
     let mut live = probes.attached_pids();
     let stop_flag = Arc::clone(&stop);
-    let mut flows_ref = &mut flows;
-    capture::run(
-        ring,
-        &stop_flag,
-        &stats.capture,
-        |record| flows_ref.handle(record, &mut dispatch),
-        || {
+    capture::run(ring, &stop_flag, &stats.capture, |delivery| match delivery {
+        Delivery::Record(record) => flows.handle(record, &mut dispatch),
+        Delivery::Idle => {
             if last_check.elapsed() >= Duration::from_secs(1) {
                 last_check = Instant::now();
-                flows_ref.evict_idle(Clock::monotonic_now(), &mut dispatch);
+                flows.evict_idle(Clock::monotonic_now(), &mut dispatch);
                 live.retain(|&pid| {
                     let alive = discovery::process_exists(pid);
                     if !alive {
@@ -253,11 +249,9 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
                 last_stats = Instant::now();
                 stats.log("stats");
             }
-        },
-    );
-    flows_ref = &mut flows;
-    flows_ref.close_all(Clock::monotonic_now(), &mut dispatch);
-    drop(dispatch);
+        }
+    });
+    flows.close_all(Clock::monotonic_now(), &mut dispatch);
     drop(dispatcher);
     for w in workers {
         let _ = w.join();
