@@ -83,6 +83,16 @@ impl Output {
         self
     }
 
+    /// Captures, for each `(key, path)`, the string or number found at `path` in `value`
+    /// (see [`crate::get_path`] and [`crate::scalar`]); absent, null or other values are skipped.
+    pub fn capture_paths(&mut self, value: &Value, fields: &[(&str, &[&str])]) -> &mut Self {
+        for (key, path) in fields {
+            let found = crate::get_path(value, path).and_then(crate::scalar);
+            self.capture_opt(key, found);
+        }
+        self
+    }
+
     /// Replaces the context stored for this exchange (the host does not merge).
     pub fn set_context(&mut self, context: Value) -> &mut Self {
         self.context = Some(context);
@@ -138,6 +148,27 @@ mod tests {
         assert_eq!(out.captures()["i"], json!(7));
         assert_eq!(out.captures()["f"], json!(1.5));
         assert_eq!(out.captures()["nan"], json!("NaN"));
+    }
+
+    #[test]
+    fn paths_capture_scalars_only() {
+        let body =
+            json!({"error": {"type": "card_error", "param": null, "code": 7, "x": {"y": 1}}});
+        let mut out = Output::new();
+        out.capture_paths(
+            &body,
+            &[
+                ("type", &["error", "type"]),
+                ("param", &["error", "param"]),
+                ("code", &["error", "code"]),
+                ("x", &["error", "x"]),
+                ("missing", &["nope"]),
+            ],
+        );
+        assert_eq!(
+            Value::Object(out.captures().clone()),
+            json!({"type": "card_error", "code": 7})
+        );
     }
 
     #[test]
