@@ -66,8 +66,8 @@ pub fn post(input: &Input) -> Output {
     {
         out.capture("idempotentReplayed", 1u8);
     }
-    if response.status >= 400 && input.config().bool("captureErrors", true) {
-        if let Some(body) = &response.body {
+    if let Some(body) = response.body.as_ref().filter(|_| response.status >= 400) {
+        if input.config().bool("captureErrors", true) {
             out.capture_paths(body, ERROR_FIELDS);
         }
     }
