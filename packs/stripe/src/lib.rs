@@ -66,10 +66,11 @@ pub fn post(input: &Input) -> Output {
     {
         out.capture("idempotentReplayed", 1u8);
     }
-    if let Some(body) = response.body.as_ref().filter(|_| response.status >= 400) {
-        if input.config().bool("captureErrors", true) {
-            out.capture_paths(body, ERROR_FIELDS);
-        }
+    if response.status >= 400
+        && input.config().bool("captureErrors", true)
+        && let Some(body) = &response.body
+    {
+        out.capture_paths(body, ERROR_FIELDS);
     }
     out
 }
