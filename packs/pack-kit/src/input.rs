@@ -1,6 +1,5 @@
 //! The JSON document every hook receives.
 
-use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::{Config, Headers};
@@ -8,14 +7,16 @@ use crate::{Config, Headers};
 /// Why a hook's input could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
-    /// The input is not JSON of the pre2 hook shape.
-    #[error("hook input is not a pre2 document: {0}")]
-    Shape(#[from] serde_json::Error),
+    /// The input is not JSON.
+    #[error("hook input is not JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The input is JSON but not an object.
+    #[error("hook input is not a JSON object")]
+    NotAnObject,
 }
 
 /// One hook call's input: the exchange as far as it is known, plus the pack's own state.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+#[derive(Debug, Clone, Default)]
 pub struct Input {
     /// 32 lowercase hex characters identifying the exchange.
     pub request_id: String,
@@ -26,21 +27,17 @@ pub struct Input {
     /// Base64 of one piece of the response body (`chunk` only); absent on the last chunk call.
     pub chunk: Option<String>,
     /// What this pack returned as context earlier for this exchange; `{}` at first.
-    #[serde(deserialize_with = "null_as_empty")]
     pub context: Map<String, Value>,
     /// The host environment variables the manifest asked for.
-    #[serde(deserialize_with = "null_as_empty")]
     pub environment: Map<String, Value>,
     /// The pack's settings: `config.json`'s configuration over the fields' defaults.
-    #[serde(deserialize_with = "null_as_empty")]
     pub configuration: Map<String, Value>,
     /// When the exchange's bytes went by, as Unix epoch milliseconds.
     pub timing: Option<Timing>,
 }
 
 /// The request side of the exchange.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Clone, Default)]
 pub struct Request {
     /// Host name only, e.g. `api.stripe.com`.
     pub domain: String,
@@ -57,8 +54,7 @@ pub struct Request {
 }
 
 /// The response side of the exchange.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Clone, Default)]
 pub struct Response {
     /// The HTTP status code.
     pub status: u16,
@@ -70,8 +66,7 @@ pub struct Response {
 }
 
 /// The exchange's timestamps, Unix epoch milliseconds with a fraction.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Timing {
     /// The first request byte was written.
     pub request_start_ms: Option<f64>,
@@ -83,12 +78,64 @@ pub struct Timing {
     pub response_end_ms: Option<f64>,
 }
 
-/// Reads a JSON object, taking `null` as `{}`.
-fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Map<String, Value>, D::Error> {
-    Ok(Option::<Map<String, Value>>::deserialize(d)?.unwrap_or_default())
+impl Request {
+    fn from_map(mut map: Map<String, Value>) -> Self {
+        Self {
+            domain: take_string(&mut map, "domain"),
+            path: take_string(&mut map, "path"),
+            url: take_string(&mut map, "url"),
+            method: take_string(&mut map, "method"),
+            headers: Headers::from_value(map.remove("headers")),
+            body: map.remove("body").filter(|b| !b.is_null()),
+        }
+    }
+}
+
+impl Response {
+    fn from_map(mut map: Map<String, Value>) -> Self {
+        let status = map
+            .get("status")
+            .and_then(Value::as_u64)
+            .and_then(|s| u16::try_from(s).ok());
+        Self {
+            status: status.unwrap_or_default(),
+            headers: Headers::from_value(map.remove("headers")),
+            body: map.remove("body").filter(|b| !b.is_null()),
+        }
+    }
+}
+
+/// Removes `key` from `map` when it holds a string.
+fn take_string(map: &mut Map<String, Value>, key: &str) -> String {
+    match map.remove(key) {
+        Some(Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
+/// Removes `key` from `map` when it holds an object.
+fn take_object(map: &mut Map<String, Value>, key: &str) -> Option<Map<String, Value>> {
+    match map.remove(key) {
+        Some(Value::Object(o)) => Some(o),
+        _ => None,
+    }
 }
 
 impl Timing {
+    fn from_map(map: &Map<String, Value>) -> Self {
+        let ms = |key: &str| {
+            map.get(key)
+                .and_then(Value::as_f64)
+                .filter(|v| v.is_finite())
+        };
+        Self {
+            request_start_ms: ms("requestStartMs"),
+            request_end_ms: ms("requestEndMs"),
+            response_start_ms: ms("responseStartMs"),
+            response_end_ms: ms("responseEndMs"),
+        }
+    }
+
     /// The API's latency: last response byte minus first request byte, in whole milliseconds.
     ///
     /// `None` when either end is missing or the difference is not a sane duration.
@@ -108,8 +155,34 @@ impl Timing {
 
 impl Input {
     /// Parses a hook's JSON input.
+    ///
+    /// Reading is lenient past the top level: a missing or mistyped field reads as absent (or
+    /// empty), so a host that adds fields or omits optional ones does not break packs. The input
+    /// is read by hand from a `Value` rather than through derived deserializers, which keeps
+    /// every pack's Wasm tens of kilobytes smaller.
     pub fn from_json(bytes: &[u8]) -> Result<Self, InputError> {
-        Ok(serde_json::from_slice(bytes)?)
+        match serde_json::from_slice(bytes)? {
+            Value::Object(map) => Ok(Self::from_map(map)),
+            _ => Err(InputError::NotAnObject),
+        }
+    }
+
+    fn from_map(mut map: Map<String, Value>) -> Self {
+        Self {
+            request_id: take_string(&mut map, "requestId"),
+            request: take_object(&mut map, "request")
+                .map(Request::from_map)
+                .unwrap_or_default(),
+            response: take_object(&mut map, "response").map(Response::from_map),
+            chunk: match map.remove("chunk") {
+                Some(Value::String(s)) => Some(s),
+                _ => None,
+            },
+            context: take_object(&mut map, "context").unwrap_or_default(),
+            environment: take_object(&mut map, "environment").unwrap_or_default(),
+            configuration: take_object(&mut map, "configuration").unwrap_or_default(),
+            timing: take_object(&mut map, "timing").map(|t| Timing::from_map(&t)),
+        }
     }
 
     /// The pack's settings.
@@ -182,6 +255,25 @@ mod tests {
         .expect("valid input");
         assert!(input.context.is_empty());
         assert!(input.configuration.is_empty());
+    }
+
+    #[test]
+    fn mistyped_fields_read_as_absent() {
+        let input = Input::from_json(
+            br#"{"request": {"domain": 7, "headers": {"a": "b"}, "body": null},
+                 "response": {"status": 70000, "headers": [["a"], ["b", "c"], 5]},
+                 "chunk": 12, "timing": {"requestStartMs": "1", "responseEndMs": 3}}"#,
+        )
+        .expect("lenient");
+        assert_eq!(input.request.domain, "");
+        assert!(input.request.headers.0.is_empty());
+        assert!(input.request.body.is_none());
+        let response = input.response.expect("response");
+        assert_eq!(response.status, 0);
+        assert_eq!(response.headers.0, vec![("b".to_owned(), "c".to_owned())]);
+        assert!(input.chunk.is_none());
+        assert_eq!(input.timing.and_then(|t| t.request_start_ms), None);
+        assert_eq!(input.timing.and_then(|t| t.response_end_ms), Some(3.0));
     }
 
     #[test]

@@ -1,6 +1,5 @@
 //! What a hook returns: captures and the context to keep for the exchange's next hook.
 
-use serde::Serialize;
 use serde_json::{Map, Number, Value};
 
 /// A capture's value: the pre2 contract allows strings and numbers only.
@@ -39,9 +38,15 @@ macro_rules! capture_from_int {
 capture_from_int!(u8, u16, u32, u64, i32, i64, usize);
 
 impl From<f64> for Capture {
-    /// A non-finite number has no JSON form and becomes the text `NaN` or `inf`.
+    /// A non-finite number has no JSON form and becomes the text `NaN`, `inf` or `-inf`.
     fn from(v: f64) -> Self {
-        Number::from_f64(v).map_or_else(|| Capture::Text(v.to_string()), Capture::Number)
+        match Number::from_f64(v) {
+            Some(n) => Capture::Number(n),
+            // Spelled out rather than formatted: float formatting costs kilobytes of Wasm.
+            None if v.is_nan() => Capture::Text("NaN".to_owned()),
+            None if v > 0.0 => Capture::Text("inf".to_owned()),
+            None => Capture::Text("-inf".to_owned()),
+        }
     }
 }
 
@@ -55,11 +60,9 @@ impl From<Capture> for Value {
 }
 
 /// A hook's result. Empty output (no captures, no context) means "nothing".
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Output {
-    #[serde(skip_serializing_if = "Map::is_empty")]
     capture: Map<String, Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     context: Option<Value>,
 }
 
@@ -93,6 +96,21 @@ impl Output {
         self
     }
 
+    /// Keeps only the captures whose key `keep` accepts.
+    pub fn retain_captures(&mut self, mut keep: impl FnMut(&str) -> bool) -> &mut Self {
+        self.capture.retain(|key, _| keep(key));
+        self
+    }
+
+    /// Adds `other`'s captures (replacing same-named ones) and, when it has one, its context.
+    pub fn extend(&mut self, other: Output) -> &mut Self {
+        self.capture.extend(other.capture);
+        if other.context.is_some() {
+            self.context = other.context;
+        }
+        self
+    }
+
     /// Replaces the context stored for this exchange (the host does not merge).
     pub fn set_context(&mut self, context: Value) -> &mut Self {
         self.context = Some(context);
@@ -116,7 +134,14 @@ impl Output {
 
     /// The pre2 JSON document: `{"capture": {...}, "context": {...}}`, each part only when set.
     pub fn to_json(&self) -> Result<String, serde_json::Error> {
-        serde_json::to_string(self)
+        let mut doc = Map::new();
+        if !self.capture.is_empty() {
+            doc.insert("capture".to_owned(), Value::Object(self.capture.clone()));
+        }
+        if let Some(context) = &self.context {
+            doc.insert("context".to_owned(), context.clone());
+        }
+        serde_json::to_string(&Value::Object(doc))
     }
 }
 
@@ -169,6 +194,23 @@ mod tests {
             Value::Object(out.captures().clone()),
             json!({"type": "card_error", "code": 7})
         );
+    }
+
+    #[test]
+    fn retain_and_extend_combine_outputs() {
+        let mut a = Output::new();
+        a.capture("keep", 1u8).capture("drop", 2u8);
+        a.retain_captures(|k| k != "drop");
+        let mut b = Output::new();
+        b.capture("keep", 3u8)
+            .capture("new", "x")
+            .set_context(json!({"c": 1}));
+        a.extend(b);
+        assert_eq!(
+            Value::Object(a.captures().clone()),
+            json!({"keep": 3, "new": "x"})
+        );
+        assert_eq!(a.context(), Some(&json!({"c": 1})));
     }
 
     #[test]

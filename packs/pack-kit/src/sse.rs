@@ -1,6 +1,5 @@
 //! Server-sent events (`text/event-stream`) split into events across `chunk` calls.
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::ChunkDecoder;
@@ -31,34 +30,16 @@ impl SseEvent {
 /// The decoder is plain data: keep it in the pack's context between `chunk` calls
 /// ([`SseDecoder::from_context`] / [`SseDecoder::to_value`]). A body that starts like JSON (`{` or
 /// `[`) is not an event stream; the decoder then ignores the rest of it ([`SseDecoder::is_sse`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SseDecoder {
-    #[serde(skip_serializing_if = "is_default")]
     utf8: ChunkDecoder,
-    #[serde(skip_serializing_if = "String::is_empty")]
     line: String,
-    #[serde(skip_serializing_if = "is_false")]
     after_cr: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
     event: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     data: Option<String>,
     /// Whether the stream's first non-blank character was seen, and what it said.
-    #[serde(skip_serializing_if = "Option::is_none")]
     sse: Option<bool>,
-    #[serde(skip_serializing_if = "is_zero")]
     dropped: u32,
-}
-
-fn is_default(d: &ChunkDecoder) -> bool {
-    *d == ChunkDecoder::default()
-}
-fn is_false(b: &bool) -> bool {
-    !*b
-}
-fn is_zero(n: &u32) -> bool {
-    *n == 0
 }
 
 impl SseDecoder {
@@ -69,15 +50,52 @@ impl SseDecoder {
 
     /// The decoder saved under `key` in a context, or a fresh one.
     pub fn from_context(context: &Map<String, Value>, key: &str) -> Self {
-        context
-            .get(key)
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
-            .unwrap_or_default()
+        let Some(Value::Object(saved)) = context.get(key) else {
+            return Self::default();
+        };
+        let text = |k: &str| saved.get(k).and_then(Value::as_str).map(str::to_owned);
+        Self {
+            utf8: saved
+                .get("utf8")
+                .map(ChunkDecoder::from_value)
+                .unwrap_or_default(),
+            line: text("line").unwrap_or_default(),
+            after_cr: saved.get("cr").and_then(Value::as_bool).unwrap_or(false),
+            event: text("event"),
+            data: text("data"),
+            sse: saved.get("sse").and_then(Value::as_bool),
+            dropped: saved
+                .get("dropped")
+                .and_then(Value::as_u64)
+                .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)),
+        }
     }
 
-    /// The decoder as JSON, to store in the context.
+    /// The decoder as JSON, to store in the context (only the parts in use).
     pub fn to_value(&self) -> Value {
-        serde_json::to_value(self).unwrap_or(Value::Null)
+        let mut saved = Map::new();
+        if !self.utf8.is_idle() {
+            saved.insert("utf8".into(), self.utf8.to_value());
+        }
+        if !self.line.is_empty() {
+            saved.insert("line".into(), Value::from(self.line.as_str()));
+        }
+        if self.after_cr {
+            saved.insert("cr".into(), Value::Bool(true));
+        }
+        if let Some(event) = &self.event {
+            saved.insert("event".into(), Value::from(event.as_str()));
+        }
+        if let Some(data) = &self.data {
+            saved.insert("data".into(), Value::from(data.as_str()));
+        }
+        if let Some(sse) = self.sse {
+            saved.insert("sse".into(), Value::Bool(sse));
+        }
+        if self.dropped > 0 {
+            saved.insert("dropped".into(), Value::from(self.dropped));
+        }
+        Value::Object(saved)
     }
 
     /// `Some(false)` once the body turned out not to be an event stream, `Some(true)` once it
