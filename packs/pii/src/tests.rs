@@ -1,0 +1,202 @@
+use super::*;
+use serde_json::{Value, json};
+
+fn input(value: Value) -> Input {
+    Input::from_json(value.to_string().as_bytes()).expect("valid input")
+}
+
+fn flags(out: &Output) -> Vec<&str> {
+    out.captures().keys().map(String::as_str).collect()
+}
+
+fn request(headers: Value, body: Value) -> Value {
+    json!({"domain": "api.example.com", "path": "/v1/users", "url": "https://api.example.com/v1/users",
+           "method": "POST", "headers": headers, "body": body})
+}
+
+#[test]
+fn manifest_defaults_match_the_built_in_patterns() {
+    let manifest: Value =
+        serde_json::from_str(include_str!("../manifest.json")).expect("manifest is JSON");
+    let fields = manifest["fields"].as_array().expect("fields");
+    let default_of = |name: &str| {
+        fields
+            .iter()
+            .find(|f| f["name"] == name)
+            .map(|f| f["default"].clone())
+            .unwrap_or(Value::Null)
+    };
+    for c in CATEGORIES {
+        assert_eq!(
+            default_of(&format!("{}Fields", c.field)),
+            json!(c.names),
+            "{}Fields",
+            c.field
+        );
+        assert_eq!(
+            default_of(&format!("{}Values", c.field)),
+            json!(c.values),
+            "{}Values",
+            c.field
+        );
+    }
+}
+
+#[test]
+fn every_default_pattern_compiles() {
+    for c in CATEGORIES {
+        for p in c.names.iter().chain(c.values) {
+            assert!(regex_lite::Regex::new(p).is_ok(), "{}: {p}", c.key);
+        }
+    }
+}
+
+#[test]
+fn a_json_request_is_flagged_by_field_and_value_without_the_data() {
+    let body = json!({"user": {"email": "ada@example.com", "firstName": "Ada", "phone": "+442071838750",
+        "address": {"line1": "12 Downing Street", "city": "London", "postal_code": "SW1A 2AA"},
+        "ssn": "078-05-1120", "dob": "1815-12-10", "card_number": "4242 4242 4242 4242"},
+        "note": "call me on (415) 555-0132", "client_ip": "203.0.113.7"});
+    let out = pre(&input(
+        json!({"request": request(json!([["content-type", "application/json"]]), body)}),
+    ));
+    assert_eq!(
+        flags(&out),
+        [
+            "address.send.body.field",
+            "address.send.body.value",
+            "birthdate.send.body.field",
+            "creditcard.send.body.field",
+            "creditcard.send.body.value",
+            "email.send.body.field",
+            "email.send.body.value",
+            "identification.send.body.field",
+            "identification.send.body.value",
+            "ip.send.body.field",
+            "ip.send.body.value",
+            "name.send.body.field",
+            "phone.send.body.field",
+            "phone.send.body.value",
+        ]
+    );
+    assert!(out.captures().values().all(|v| *v == json!(1)));
+    let text = out.to_json().expect("json");
+    for secret in ["ada@example.com", "078-05-1120", "4242", "203.0.113.7"] {
+        assert!(!text.contains(secret), "{secret} must never be captured");
+    }
+}
+
+#[test]
+fn empty_or_null_fields_are_not_flagged() {
+    let body = json!({"email": null, "phone": "", "first_name": [], "items": [{"name": "widget"}]});
+    let out = pre(&input(json!({"request": request(json!([]), body)})));
+    assert!(out.is_empty(), "{:?}", flags(&out));
+}
+
+#[test]
+fn headers_are_checked_by_name_and_value() {
+    let headers = json!([
+        ["x-forwarded-for", "198.51.100.4"],
+        ["from", "ops@example.org"],
+        ["accept", "*/*"]
+    ]);
+    let out = pre(&input(json!({"request": request(headers, Value::Null)})));
+    assert_eq!(
+        flags(&out),
+        [
+            "email.send.header.value",
+            "ip.send.header.field",
+            "ip.send.header.value"
+        ]
+    );
+}
+
+#[test]
+fn responses_are_flagged_as_receive() {
+    let out = post(&input(json!({"request": request(json!([]), Value::Null),
+        "response": {"status": 200, "headers": [["content-type", "application/json"]],
+                     "body": {"data": [{"customer_email": "bob@example.net"}]}}})));
+    assert_eq!(
+        flags(&out),
+        ["email.receive.body.field", "email.receive.body.value"]
+    );
+}
+
+#[test]
+fn form_bodies_are_checked_by_name_and_value_and_text_by_value() {
+    let form = request(
+        json!([["content-type", "application/x-www-form-urlencoded"]]),
+        json!("To=%2B14155552346&Body=Your+code+is+1234&email=x%40y.io"),
+    );
+    assert_eq!(
+        flags(&pre(&input(json!({"request": form})))),
+        [
+            "email.send.body.field",
+            "email.send.body.value",
+            "phone.send.body.value"
+        ]
+    );
+    let text = request(
+        json!([["content-type", "text/plain"]]),
+        json!("contact: 4111-1111-1111-1111 please"),
+    );
+    assert_eq!(
+        flags(&pre(&input(json!({"request": text})))),
+        ["creditcard.send.body.value"]
+    );
+}
+
+#[test]
+fn configured_patterns_replace_the_defaults_and_bad_ones_are_skipped() {
+    let config = json!({"additionalFields": ["(?i)^employee_?id$", "([unclosed"], "additionalValues": ["\\bEMP-\\d{6}\\b"],
+                        "emailValues": []});
+    let body = json!({"employeeId": "EMP-123456", "contact": "ada@example.com"});
+    let out = pre(&input(
+        json!({"request": request(json!([]), body), "configuration": config}),
+    ));
+    assert_eq!(
+        flags(&out),
+        ["additional.send.body.field", "additional.send.body.value"]
+    );
+}
+
+#[test]
+fn switches_and_domains_apply() {
+    let headers = json!([["x-real-ip", "203.0.113.9"]]);
+    let body = json!({"email": "a@b.co"});
+    let out = pre(&input(
+        json!({"request": request(headers.clone(), body.clone()),
+        "configuration": {"checkHeaders": false}}),
+    ));
+    assert_eq!(
+        flags(&out),
+        ["email.send.body.field", "email.send.body.value"]
+    );
+    let out = pre(&input(
+        json!({"request": request(headers.clone(), body.clone()),
+        "configuration": {"checkBody": false}}),
+    ));
+    assert_eq!(
+        flags(&out),
+        ["ip.send.header.field", "ip.send.header.value"]
+    );
+    let out = pre(&input(
+        json!({"request": request(headers, body), "configuration": {"domains": ["*.stripe.com"]}}),
+    ));
+    assert!(out.is_empty());
+}
+
+#[test]
+fn ordinary_traffic_is_not_flagged() {
+    let headers = json!([
+        ["content-type", "application/json"],
+        ["user-agent", "acme-sdk/1.2.3 node/20.11.1"],
+        ["date", "Tue, 24 Nov 2026 11:32:43 GMT"],
+        ["x-request-id", "req_8Kd72hYq0sLmQe"]
+    ]);
+    let body = json!({"id": "ch_3MtwBwLkdIwHu7ix28a3tqPa", "amount": 2000, "currency": "usd", "created": 1700000000,
+                      "name": "Premium plan", "version": "10.4.2", "items": [{"sku": "A-100", "qty": 3}]});
+    let out = post(&input(json!({"request": request(json!([]), Value::Null),
+        "response": {"status": 200, "headers": headers, "body": body}})));
+    assert!(out.is_empty(), "{:?}", flags(&out));
+}
