@@ -116,9 +116,6 @@ pub fn load_packs(args: &RunArgs) -> Result<Arc<PackSet>, RunError> {
     for e in &refused {
         tracing::warn!(dir = %e.dir.display(), pack = e.pack.as_deref().unwrap_or("?"), reason = %e.reason, "pack refused");
     }
-    for p in set.packs() {
-        tracing::info!(pack = %p.id, wasi = p.wasi, "pack loaded");
-    }
     if set.packs().is_empty() {
         tracing::warn!(dir = %dir.display(), "no packs loaded: output lines will carry no dimensions");
     }

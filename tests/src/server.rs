@@ -16,7 +16,7 @@ use std::{
 use anyhow::Context as _;
 use bytes::Bytes;
 use futures_util::StreamExt as _;
-use http_body_util::{BodyExt as _, Full, StreamBody, combinators::BoxBody};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::{
     Request, Response, StatusCode,
     body::{Frame, Incoming},
@@ -321,7 +321,7 @@ fn chat(body: &str) -> Response<Body> {
         tokio::time::sleep(Duration::from_millis(20)).await;
         Ok::<_, Infallible>(Frame::data(Bytes::from(format!("data: {e}\n\n"))))
     });
-    let mut resp = Response::new(StreamBody::new(frames).boxed());
+    let mut resp = Response::new(BodyExt::boxed(StreamBody::new(frames)));
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     resp.headers_mut().insert("x-request-id", HeaderValue::from_static("req_chat_stream"));
     resp

@@ -87,7 +87,7 @@ pub fn build_packs_with(
             None => std::fs::read(&wasm).with_context(|| format!("reading {}", wasm.display()))?,
         };
         let dir = write_pack(out_dir, &manifest, &wasm_bytes, &format!("packs/{folder}"))?;
-        println!("{}: {} bytes", dir.display(), wasm_bytes.len());
+        eprintln!("{}: {} bytes", dir.display(), wasm_bytes.len());
         written.push(dir);
     }
     if written.is_empty() {

@@ -40,6 +40,14 @@ enum Command {
     },
 }
 
+/// Builds the shipped packs into `target/packs`, with the wasm-opt setup installed.
+fn build_packs(root: &std::path::Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let options = build_packs::BuildOptions {
+        wasm_opt: setup::wasm_opt_path(),
+    };
+    build_packs::build_packs_with(root, &root.join("target/packs"), &options)
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let root = util::repo_root()?;
@@ -47,7 +55,7 @@ fn main() -> anyhow::Result<()> {
         Command::Setup => setup::ensure(),
         Command::BuildPacks => {
             setup::ensure()?;
-            build_packs::build_packs(&root, &root.join("target/packs")).map(|_| ())
+            build_packs(&root).map(|_| ())
         }
         Command::Demo { seconds } => demo::run(&root, seconds),
         Command::Test { no_lint, filter } => test::run(&root, no_lint, filter.as_deref()),

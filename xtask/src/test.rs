@@ -1,0 +1,33 @@
+//! `cargo xtask test`: formatting, lints, unit tests, the packs' own tests and fixtures, and the
+//! end-to-end tests that load the real eBPF programs (as root).
+
+use std::path::Path;
+
+use crate::{setup, util};
+
+pub fn run(root: &Path, no_lint: bool, filter: Option<&str>) -> anyhow::Result<()> {
+    setup::ensure()?;
+    let packs = root.join("packs");
+    if !no_lint {
+        util::run(util::cargo().args(["fmt", "--all", "--", "--check"]))?;
+        util::run(util::cargo().current_dir(&packs).args(["fmt", "--all", "--", "--check"]))?;
+        util::run(util::cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    }
+    crate::build_packs(root)?;
+    util::run(util::cargo().args(["build", "-p", "taskless-agent", "-p", "taskless-e2e", "--bins"]))?;
+    if !util::is_root() {
+        eprintln!(
+            "test: not running as root; the end-to-end tests will fail: they load eBPF programs and attach uprobes"
+        );
+    }
+    let mut cmd = util::cargo();
+    cmd.args(["test", "--workspace"]);
+    if let Some(f) = filter {
+        cmd.args(["--", f]);
+    }
+    util::run(&mut cmd)?;
+    if filter.is_none() {
+        util::run(util::cargo().current_dir(&packs).args(["test", "--target-dir"]).arg(packs.join("target")))?;
+    }
+    Ok(())
+}
