@@ -65,12 +65,20 @@ pub struct Header {
 impl Header {
     /// Builds a header, lower-casing the name.
     pub fn new(name: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Self {
-        let mut name = String::from_utf8_lossy(name.as_ref()).into_owned();
+        let mut name = lossy(name.as_ref());
         name.make_ascii_lowercase();
         Header {
             name,
-            value: String::from_utf8_lossy(value.as_ref()).into_owned(),
+            value: lossy(value.as_ref()),
         }
+    }
+}
+
+/// Bytes as a `String`, invalid UTF-8 replaced (fast path for valid input).
+pub(crate) fn lossy(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
     }
 }
 

@@ -244,15 +244,14 @@ impl Http1 {
             start_ns: ts_ns,
             aborted: false,
         });
-        if self.queue.len() > ctx.config.max_pipelined {
-            if let Some(old) = self.queue.pop_front() {
-                if !old.aborted {
-                    ctx.out.push(Event::Aborted {
-                        id: old.id,
-                        reason: AbortReason::Unanswered,
-                    });
-                }
-            }
+        if self.queue.len() > ctx.config.max_pipelined
+            && let Some(old) = self.queue.pop_front()
+            && !old.aborted
+        {
+            ctx.out.push(Event::Aborted {
+                id: old.id,
+                reason: AbortReason::Unanswered,
+            });
         }
         tracing::trace!(?flow, id, method = %head.method, "http/1 request head");
         ctx.out.push(Event::RequestHead { id, head, ts_ns });

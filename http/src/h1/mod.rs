@@ -198,13 +198,13 @@ impl Http1 {
         ctx: &mut Ctx<'_>,
     ) {
         let Some(id) = id else { return };
-        if side == Side::Request {
-            if let Some(p) = self.queue.iter_mut().find(|p| p.id == id) {
-                if p.aborted {
-                    return;
-                }
-                p.aborted = true;
+        if side == Side::Request
+            && let Some(p) = self.queue.iter_mut().find(|p| p.id == id)
+        {
+            if p.aborted {
+                return;
             }
+            p.aborted = true;
         }
         ctx.out.push(Event::Aborted { id, reason });
     }
