@@ -176,7 +176,7 @@ pub enum Event {
         id: ExchangeId,
         /// The head.
         head: RequestHead,
-        /// Timestamp of the bytes that completed the head.
+        /// Timestamp of the first byte of the message (HTTP/1) or of its HEADERS frame (HTTP/2).
         ts_ns: u64,
     },
     /// A decoded piece of a request body.
@@ -201,7 +201,7 @@ pub enum Event {
         id: ExchangeId,
         /// The head.
         head: ResponseHead,
-        /// Timestamp of the bytes that completed the head.
+        /// Timestamp of the first byte of the message (HTTP/1) or of its HEADERS frame (HTTP/2).
         ts_ns: u64,
     },
     /// A decoded piece of a response body, emitted as it arrives.

@@ -210,3 +210,23 @@ fn har_errors_name_the_missing_field() {
         Err(HarError::Json(_))
     ));
 }
+
+#[test]
+fn start_timestamps_are_those_of_the_first_byte() {
+    let out = assemble(
+        1 << 20,
+        &[
+            (Flow::Egress, b"POST /x HTT", 5),
+            (Flow::Egress, b"P/1.1\r\nContent-Length: 1\r\n\r\n", 6),
+            (Flow::Egress, b"a", 7),
+            (Flow::Ingress, b"HTTP/1.1 200 OK\r\nContent-", 20),
+            (Flow::Ingress, b"Length: 2\r\n\r\nok", 21),
+        ],
+        None,
+    );
+    let Some(Assembled::Complete { exchange, .. }) = out.last() else {
+        panic!("{out:?}");
+    };
+    assert_eq!((exchange.request.start_ns, exchange.request.end_ns), (5, 7));
+    assert_eq!((exchange.response.start_ns, exchange.response.end_ns), (20, 21));
+}
