@@ -1,6 +1,6 @@
 //! Streaming `Content-Encoding` decoding with a decompression-bomb bound.
 //!
-//! Each decoder writes into a [`Sink`] that refuses bytes past the per-message bound, so one small
+//! Each decoder writes into a sink that refuses bytes past the per-message bound, so one small
 //! compressed piece can never expand into more memory than the bound, and window sizes are capped
 //! (zstd) so a crafted frame header cannot make the decoder allocate gigabytes.
 

@@ -228,5 +228,8 @@ fn start_timestamps_are_those_of_the_first_byte() {
         panic!("{out:?}");
     };
     assert_eq!((exchange.request.start_ns, exchange.request.end_ns), (5, 7));
-    assert_eq!((exchange.response.start_ns, exchange.response.end_ns), (20, 21));
+    assert_eq!(
+        (exchange.response.start_ns, exchange.response.end_ns),
+        (20, 21)
+    );
 }
