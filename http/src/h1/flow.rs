@@ -289,6 +289,8 @@ impl Http1 {
             ctx.stats.interim_responses += 1;
             return FlowState::Head;
         }
+        // A response cannot start before its request: one that does answers a request this
+        // parser never saw (joined mid-stream, or lost in a gap) and is consumed silently.
         let pending = match self.queue.front() {
             Some(p) if p.start_ns <= start_ns => self.queue.pop_front(),
             _ => None,
