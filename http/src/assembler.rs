@@ -35,7 +35,7 @@ pub struct Request {
     pub head: RequestHead,
     /// The decoded body.
     pub body: Body,
-    /// Timestamp of the head.
+    /// Timestamp of the first byte of the message.
     pub start_ns: u64,
     /// Timestamp of the bytes that completed the request.
     pub end_ns: u64,
@@ -48,7 +48,7 @@ pub struct Response {
     pub head: ResponseHead,
     /// The decoded body.
     pub body: Body,
-    /// Timestamp of the head.
+    /// Timestamp of the first byte of the message.
     pub start_ns: u64,
     /// Timestamp of the bytes that completed the response.
     pub end_ns: u64,

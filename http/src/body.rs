@@ -102,13 +102,13 @@ impl MessageBody {
     }
 
     fn emit(&mut self, id: ExchangeId, data: Vec<u8>, ts_ns: u64, ctx: &mut Ctx<'_>) {
-        if !self.failed {
-            if let Some(err) = self.decoder.error() {
-                self.failed = true;
-                match err {
-                    crate::decode::DecodeError::TooLarge { .. } => ctx.stats.decode_limited += 1,
-                    _ => ctx.stats.decode_errors += 1,
-                }
+        if !self.failed
+            && let Some(err) = self.decoder.error()
+        {
+            self.failed = true;
+            match err {
+                crate::decode::DecodeError::TooLarge { .. } => ctx.stats.decode_limited += 1,
+                _ => ctx.stats.decode_errors += 1,
             }
         }
         if data.is_empty() {

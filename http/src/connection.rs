@@ -118,13 +118,11 @@ impl Connection {
         match &mut self.proto {
             Proto::Http1(h1) => {
                 h1.feed(flow, data, ts_ns, &mut ctx);
-                return;
             }
             Proto::Http2(h2) => {
                 h2.feed(flow, data, ts_ns, &mut ctx);
-                return;
             }
-            Proto::Closed => return,
+            Proto::Closed => (),
             Proto::Detect(bufs) => {
                 let fi = flow.index();
                 bufs[fi].extend_from_slice(data);

@@ -1,6 +1,6 @@
 //! Streaming `Content-Encoding` decoding with a decompression-bomb bound.
 //!
-//! Each decoder writes into a [`Sink`] that refuses bytes past the per-message bound, so one small
+//! Each decoder writes into a sink that refuses bytes past the per-message bound, so one small
 //! compressed piece can never expand into more memory than the bound, and window sizes are capped
 //! (zstd) so a crafted frame header cannot make the decoder allocate gigabytes.
 
@@ -111,11 +111,11 @@ enum Inner {
     Identity,
     /// `deflate` before its first two bytes tell zlib from raw deflate.
     DeflateSniff(Vec<u8>),
-    Gzip(GzDecoder<Sink>),
-    Zlib(ZlibDecoder<Sink>),
-    RawDeflate(DeflateDecoder<Sink>),
+    Gzip(Box<GzDecoder<Sink>>),
+    Zlib(Box<ZlibDecoder<Sink>>),
+    RawDeflate(Box<DeflateDecoder<Sink>>),
     Brotli(Box<brotli::DecompressorWriter<Sink>>),
-    Zstd(zstd::stream::write::Decoder<'static, Sink>),
+    Zstd(Box<zstd::stream::write::Decoder<'static, Sink>>),
     /// Decoding stopped (error or bound); the rest of the body is only counted.
     Stopped,
 }
@@ -152,7 +152,7 @@ impl BodyDecoder {
         let mut error = None;
         let inner = match coding {
             Coding::Identity => Inner::Identity,
-            Coding::Gzip => Inner::Gzip(GzDecoder::new(sink(limit))),
+            Coding::Gzip => Inner::Gzip(Box::new(GzDecoder::new(sink(limit)))),
             Coding::Deflate => Inner::DeflateSniff(Vec::new()),
             Coding::Brotli => Inner::Brotli(Box::new(brotli::DecompressorWriter::new(
                 sink(limit),
@@ -160,7 +160,7 @@ impl BodyDecoder {
             ))),
             Coding::Zstd => match zstd::stream::write::Decoder::new(sink(limit)) {
                 Ok(mut dec) => match dec.window_log_max(ZSTD_WINDOW_LOG_MAX) {
-                    Ok(()) => Inner::Zstd(dec),
+                    Ok(()) => Inner::Zstd(Box::new(dec)),
                     Err(e) => {
                         error = Some(corrupt(coding, &e));
                         Inner::Stopped
@@ -224,9 +224,9 @@ impl BodyDecoder {
             let is_zlib =
                 head[0] & 0x0f == 8 && (u16::from(head[0]) << 8 | u16::from(head[1])) % 31 == 0;
             self.inner = if is_zlib {
-                Inner::Zlib(ZlibDecoder::new(sink(self.limit)))
+                Inner::Zlib(Box::new(ZlibDecoder::new(sink(self.limit))))
             } else {
-                Inner::RawDeflate(DeflateDecoder::new(sink(self.limit)))
+                Inner::RawDeflate(Box::new(DeflateDecoder::new(sink(self.limit))))
             };
             return self.push(&head, out);
         }
@@ -256,7 +256,7 @@ impl BodyDecoder {
                     return false;
                 }
                 let head = std::mem::take(pending);
-                self.inner = Inner::RawDeflate(DeflateDecoder::new(sink(self.limit)));
+                self.inner = Inner::RawDeflate(Box::new(DeflateDecoder::new(sink(self.limit))));
                 if self.push(&head, out) {
                     return true;
                 }

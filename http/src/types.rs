@@ -65,12 +65,20 @@ pub struct Header {
 impl Header {
     /// Builds a header, lower-casing the name.
     pub fn new(name: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Self {
-        let mut name = String::from_utf8_lossy(name.as_ref()).into_owned();
+        let mut name = lossy(name.as_ref());
         name.make_ascii_lowercase();
         Header {
             name,
-            value: String::from_utf8_lossy(value.as_ref()).into_owned(),
+            value: lossy(value.as_ref()),
         }
+    }
+}
+
+/// Bytes as a `String`, invalid UTF-8 replaced (fast path for valid input).
+pub(crate) fn lossy(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
     }
 }
 
@@ -168,7 +176,7 @@ pub enum Event {
         id: ExchangeId,
         /// The head.
         head: RequestHead,
-        /// Timestamp of the bytes that completed the head.
+        /// Timestamp of the first byte of the message (HTTP/1) or of its HEADERS frame (HTTP/2).
         ts_ns: u64,
     },
     /// A decoded piece of a request body.
@@ -193,7 +201,7 @@ pub enum Event {
         id: ExchangeId,
         /// The head.
         head: ResponseHead,
-        /// Timestamp of the bytes that completed the head.
+        /// Timestamp of the first byte of the message (HTTP/1) or of its HEADERS frame (HTTP/2).
         ts_ns: u64,
     },
     /// A decoded piece of a response body, emitted as it arrives.

@@ -15,6 +15,8 @@ pub(super) struct FlowParser {
     /// Bytes received but not consumed yet (an incomplete head or chunk line, or the tail kept
     /// while seeking). Bounded by the head limit.
     pub buf: Vec<u8>,
+    /// Timestamp of the first byte in `buf`.
+    pub buf_start_ns: u64,
     pub state: FlowState,
 }
 
@@ -22,6 +24,7 @@ impl FlowParser {
     pub fn new() -> Self {
         FlowParser {
             buf: Vec::new(),
+            buf_start_ns: 0,
             state: FlowState::default(),
         }
     }
@@ -129,12 +132,13 @@ impl Http1 {
         flow: Flow,
         state: FlowState,
         rest: &[u8],
+        start_ns: u64,
         ts_ns: u64,
         ctx: &mut Ctx<'_>,
     ) -> Step {
         match state {
             FlowState::Seek { reason, skipped } => self.step_seek(flow, reason, skipped, rest, ctx),
-            FlowState::Head => self.step_head(flow, rest, ts_ns, ctx),
+            FlowState::Head => self.step_head(flow, rest, start_ns, ts_ns, ctx),
             FlowState::Body(body) => self.step_body(body, rest, ts_ns, ctx),
         }
     }
@@ -189,17 +193,25 @@ impl Http1 {
         }
     }
 
-    fn step_head(&mut self, flow: Flow, rest: &[u8], ts_ns: u64, ctx: &mut Ctx<'_>) -> Step {
+    /// `start_ns` is the timestamp of the head's first byte, `ts_ns` of the bytes at hand.
+    fn step_head(
+        &mut self,
+        flow: Flow,
+        rest: &[u8],
+        start_ns: u64,
+        ts_ns: u64,
+        ctx: &mut Ctx<'_>,
+    ) -> Step {
         let side = self.side_of(flow).unwrap_or(Side::Request);
         let max_headers = ctx.config.max_headers;
         let outcome = match side {
             Side::Request => match head::parse_request(rest, max_headers) {
-                Parsed::Complete(h, n) => Ok((self.on_request(flow, h, ts_ns, ctx), n)),
+                Parsed::Complete(h, n) => Ok((self.on_request(flow, h, start_ns, ts_ns, ctx), n)),
                 Parsed::Partial { .. } => Err(false),
                 Parsed::Invalid => Err(true),
             },
             Side::Response => match head::parse_response(rest, max_headers) {
-                Parsed::Complete(h, n) => Ok((self.on_response(flow, h, ts_ns, ctx), n)),
+                Parsed::Complete(h, n) => Ok((self.on_response(flow, h, start_ns, ts_ns, ctx), n)),
                 Parsed::Partial { .. } => Err(false),
                 Parsed::Invalid => Err(true),
             },
@@ -225,6 +237,7 @@ impl Http1 {
         &mut self,
         flow: Flow,
         mut head: RequestHead,
+        start_ns: u64,
         ts_ns: u64,
         ctx: &mut Ctx<'_>,
     ) -> FlowState {
@@ -241,21 +254,24 @@ impl Http1 {
             id,
             head_request: head.method.eq_ignore_ascii_case("HEAD"),
             connect: head.method.eq_ignore_ascii_case("CONNECT"),
-            start_ns: ts_ns,
+            start_ns,
             aborted: false,
         });
-        if self.queue.len() > ctx.config.max_pipelined {
-            if let Some(old) = self.queue.pop_front() {
-                if !old.aborted {
-                    ctx.out.push(Event::Aborted {
-                        id: old.id,
-                        reason: AbortReason::Unanswered,
-                    });
-                }
-            }
+        if self.queue.len() > ctx.config.max_pipelined
+            && let Some(old) = self.queue.pop_front()
+            && !old.aborted
+        {
+            ctx.out.push(Event::Aborted {
+                id: old.id,
+                reason: AbortReason::Unanswered,
+            });
         }
         tracing::trace!(?flow, id, method = %head.method, "http/1 request head");
-        ctx.out.push(Event::RequestHead { id, head, ts_ns });
+        ctx.out.push(Event::RequestHead {
+            id,
+            head,
+            ts_ns: start_ns,
+        });
         let message = MessageBody::new(Some(id), Side::Request, decoder);
         self.body_state(message, framing, ts_ns, ctx)
     }
@@ -264,6 +280,7 @@ impl Http1 {
         &mut self,
         flow: Flow,
         mut head: ResponseHead,
+        start_ns: u64,
         ts_ns: u64,
         ctx: &mut Ctx<'_>,
     ) -> FlowState {
@@ -272,8 +289,10 @@ impl Http1 {
             ctx.stats.interim_responses += 1;
             return FlowState::Head;
         }
+        // A response cannot start before its request: one that does answers a request this
+        // parser never saw (joined mid-stream, or lost in a gap) and is consumed silently.
         let pending = match self.queue.front() {
-            Some(p) if p.start_ns <= ts_ns => self.queue.pop_front(),
+            Some(p) if p.start_ns <= start_ns => self.queue.pop_front(),
             _ => None,
         };
         let id = match &pending {
@@ -315,7 +334,11 @@ impl Http1 {
         let decoder = decoder_for(&mut head.headers, ctx);
         if let Some(id) = id {
             tracing::trace!(?flow, id, status, "http/1 response head");
-            ctx.out.push(Event::ResponseHead { id, head, ts_ns });
+            ctx.out.push(Event::ResponseHead {
+                id,
+                head,
+                ts_ns: start_ns,
+            });
         }
         let message = MessageBody::new(id, Side::Response, decoder);
         let next = self.body_state(message, framing, ts_ns, ctx);

@@ -1,5 +1,7 @@
 //! HTTP/1 message heads through httparse, and the body framing they announce.
 
+use std::mem::MaybeUninit;
+
 use crate::types::{Header, RequestHead, ResponseHead, Version, header_value};
 
 /// Most header fields parsed in one head, whatever the configuration says.
@@ -57,10 +59,10 @@ fn absolute_form(target: &str) -> Option<(String, String)> {
 
 /// Parses a request head at the start of `buf`.
 pub(crate) fn parse_request(buf: &[u8], max_headers: usize) -> Parsed<RequestHead> {
-    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS_HARD];
+    let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS_HARD];
     let n = max_headers.clamp(1, MAX_HEADERS_HARD);
-    let mut req = httparse::Request::new(&mut storage[..n]);
-    match parser_config().parse_request(&mut req, buf) {
+    let mut req = httparse::Request::new(&mut []);
+    match parser_config().parse_request_with_uninit_headers(&mut req, buf, &mut storage[..n]) {
         Ok(httparse::Status::Complete(len)) => {
             let (Some(method), Some(target)) = (req.method, req.path) else {
                 return Parsed::Invalid;
@@ -92,10 +94,10 @@ pub(crate) fn parse_request(buf: &[u8], max_headers: usize) -> Parsed<RequestHea
 
 /// Parses a response head at the start of `buf`.
 pub(crate) fn parse_response(buf: &[u8], max_headers: usize) -> Parsed<ResponseHead> {
-    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS_HARD];
+    let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS_HARD];
     let n = max_headers.clamp(1, MAX_HEADERS_HARD);
-    let mut res = httparse::Response::new(&mut storage[..n]);
-    match parser_config().parse_response(&mut res, buf) {
+    let mut res = httparse::Response::new(&mut []);
+    match parser_config().parse_response_with_uninit_headers(&mut res, buf, &mut storage[..n]) {
         Ok(httparse::Status::Complete(len)) => {
             let Some(status) = res.code else {
                 return Parsed::Invalid;

@@ -69,12 +69,16 @@ impl Http1 {
         let fi = flow.index();
         let mut buf = std::mem::take(&mut self.flows[fi].buf);
         if buf.is_empty() {
-            let used = self.parse(flow, data, ts_ns, ctx);
+            let used = self.parse(flow, data, ts_ns, ts_ns, ctx);
             buf.extend_from_slice(&data[used..]);
+            self.flows[fi].buf_start_ns = ts_ns;
         } else {
             buf.extend_from_slice(data);
-            let used = self.parse(flow, &buf, ts_ns, ctx);
+            let used = self.parse(flow, &buf, self.flows[fi].buf_start_ns, ts_ns, ctx);
             buf.drain(..used);
+            if used > 0 {
+                self.flows[fi].buf_start_ns = ts_ns;
+            }
         }
         if self.upgraded {
             buf = Vec::new();
@@ -82,12 +86,22 @@ impl Http1 {
         self.flows[fi].buf = buf;
     }
 
-    /// Parses as much of `input` as possible; returns the bytes consumed.
-    fn parse(&mut self, flow: Flow, input: &[u8], ts_ns: u64, ctx: &mut Ctx<'_>) -> usize {
+    /// Parses as much of `input` as possible; returns the bytes consumed. `first_ns` is the
+    /// timestamp of the first byte of `input` (earlier than `ts_ns` when it starts with bytes
+    /// kept from an earlier feed).
+    fn parse(
+        &mut self,
+        flow: Flow,
+        input: &[u8],
+        first_ns: u64,
+        ts_ns: u64,
+        ctx: &mut Ctx<'_>,
+    ) -> usize {
         let mut pos = 0;
         while !self.upgraded && pos < input.len() {
             let state = std::mem::take(&mut self.flows[flow.index()].state);
-            let step = self.step(flow, state, &input[pos..], ts_ns, ctx);
+            let start_ns = if pos == 0 { first_ns } else { ts_ns };
+            let step = self.step(flow, state, &input[pos..], start_ns, ts_ns, ctx);
             pos += step.used;
             self.flows[flow.index()].state = step.next;
             if !step.more {
@@ -167,6 +181,9 @@ impl Http1 {
                     );
                 }
                 FlowState::Seek { reason, skipped } if skipped > 0 => {
+                    if reason == ResyncReason::MidStream {
+                        ctx.stats.resyncs += 1;
+                    }
                     ctx.out.push(Event::Resync {
                         flow,
                         skipped,
@@ -198,13 +215,13 @@ impl Http1 {
         ctx: &mut Ctx<'_>,
     ) {
         let Some(id) = id else { return };
-        if side == Side::Request {
-            if let Some(p) = self.queue.iter_mut().find(|p| p.id == id) {
-                if p.aborted {
-                    return;
-                }
-                p.aborted = true;
+        if side == Side::Request
+            && let Some(p) = self.queue.iter_mut().find(|p| p.id == id)
+        {
+            if p.aborted {
+                return;
             }
+            p.aborted = true;
         }
         ctx.out.push(Event::Aborted { id, reason });
     }

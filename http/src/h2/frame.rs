@@ -71,7 +71,7 @@ impl FrameHeader {
             SETTINGS => (
                 0x1,
                 Some(false),
-                self.len % 6 == 0 && (self.flags & 1 == 0 || self.len == 0),
+                self.len.is_multiple_of(6) && (self.flags & 1 == 0 || self.len == 0),
             ),
             PUSH_PROMISE => (FLAG_END_HEADERS | FLAG_PADDED, Some(true), self.len >= 4),
             PING => (0x1, Some(false), self.len == 8),

@@ -130,10 +130,10 @@ impl Http2 {
         ctx.stats.hpack_errors += 1;
         let fi = flow.index();
         self.flows[fi].hpack = super::hpack_decoder(ctx.config.max_hpack_table);
-        if let Some(block) = self.flows[fi].block.take() {
-            if !block.push {
-                self.skip_stream(block.stream, ctx);
-            }
+        if let Some(block) = self.flows[fi].block.take()
+            && !block.push
+        {
+            self.skip_stream(block.stream, ctx);
         }
     }
 

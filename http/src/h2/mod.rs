@@ -353,17 +353,17 @@ impl Http2 {
             let fi = flow.index();
             self.flows[fi].buf.clear();
             self.flows[fi].block = None;
-            if let FrameState::Seek { reason, skipped } = self.flows[fi].state {
-                if skipped > 0 {
-                    if reason == ResyncReason::MidStream {
-                        ctx.stats.resyncs += 1;
-                    }
-                    ctx.out.push(crate::types::Event::Resync {
-                        flow,
-                        skipped,
-                        reason,
-                    });
+            if let FrameState::Seek { reason, skipped } = self.flows[fi].state
+                && skipped > 0
+            {
+                if reason == ResyncReason::MidStream {
+                    ctx.stats.resyncs += 1;
                 }
+                ctx.out.push(crate::types::Event::Resync {
+                    flow,
+                    skipped,
+                    reason,
+                });
             }
         }
         for (_, stream) in std::mem::take(&mut self.streams) {
