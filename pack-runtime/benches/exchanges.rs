@@ -1,1 +1,124 @@
-fn main() {}
+//! Exchanges per second through the pack runtime: an empty pack (the Extism call floor), one
+//! small capturing pack, and four of them; then the same on every core, with p99 latency.
+//!
+//! `cargo bench -p taskless-pack-runtime --bench exchanges`
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput};
+use serde_json::json;
+use support::{Behavior, Exchange, captures, config, manifest, module, write_pack};
+use taskless_pack_runtime::{PackSet, RequestState, RuntimeConfig, Worker};
+
+fn small_pack() -> Vec<u8> {
+    module(&[
+        (
+            "pre",
+            captures(json!({"domain": "api.stripe.com", "path": "/v1/charges"})),
+        ),
+        ("post", captures(json!({"status": 402}))),
+    ])
+}
+
+fn empty_pack() -> Vec<u8> {
+    module(&[
+        ("pre", Behavior::Output(String::new())),
+        ("post", Behavior::Output(String::new())),
+    ])
+}
+
+fn set_with(root: &Path, wasm: &[u8], n: usize) -> PackSet {
+    for i in 0..n {
+        let name = format!("p{i}");
+        write_pack(root, &name, &manifest(&name, None), &config(), wasm);
+    }
+    let (set, refused) = PackSet::load_dir(root, &RuntimeConfig::default()).expect("pack dir");
+    assert!(refused.is_empty(), "{refused:?}");
+    set
+}
+
+fn exchange(worker: &mut Worker, ex: &Exchange) -> usize {
+    let mut state = RequestState::new();
+    worker.pre(&mut state, &ex.request_before_response());
+    worker.post(&mut state, &ex.request(), &ex.response());
+    state.into_line().dimensions.len()
+}
+
+/// Runs exchanges on `threads` threads (one worker each) for `run`, returns exchanges/s and
+/// the p99 of one exchange.
+fn on_threads(set: &PackSet, threads: usize, run: Duration) -> (f64, Duration) {
+    let mut workers: Vec<Worker> = (0..threads)
+        .map(|_| set.worker().expect("worker"))
+        .collect();
+    let started = Instant::now();
+    let mut all: Vec<Duration> = std::thread::scope(|s| {
+        let handles: Vec<_> = workers
+            .iter_mut()
+            .map(|w| {
+                s.spawn(move || {
+                    let ex = Exchange::new("api.stripe.com", "/v1/charges");
+                    let mut lat = Vec::new();
+                    let end = Instant::now() + run;
+                    while Instant::now() < end {
+                        let t = Instant::now();
+                        std::hint::black_box(exchange(w, &ex));
+                        lat.push(t.elapsed());
+                    }
+                    lat
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("bench thread"))
+            .collect()
+    });
+    let secs = started.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let p99 = all
+        .get(all.len().saturating_mul(99) / 100)
+        .copied()
+        .unwrap_or_default();
+    #[allow(clippy::cast_precision_loss)]
+    let rate = all.len() as f64 / secs;
+    (rate, p99)
+}
+
+fn main() {
+    let mut c = Criterion::default()
+        .configure_from_args()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    let ex = Exchange::new("api.stripe.com", "/v1/charges");
+    let dirs: Vec<_> = (0..3)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let sets = [
+        (
+            "empty pack (floor)",
+            set_with(dirs[0].path(), &empty_pack(), 1),
+        ),
+        ("1 pack", set_with(dirs[1].path(), &small_pack(), 1)),
+        ("4 packs", set_with(dirs[2].path(), &small_pack(), 4)),
+    ];
+    let mut group = c.benchmark_group("exchange_pre_post");
+    group.throughput(Throughput::Elements(1));
+    for (name, set) in &sets {
+        let mut worker = set.worker().expect("worker");
+        group.bench_function(*name, |b| b.iter(|| exchange(&mut worker, &ex)));
+    }
+    group.finish();
+    c.final_summary();
+
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    for (name, set) in &sets {
+        for threads in [1, cores] {
+            let (rate, p99) = on_threads(set, threads, Duration::from_secs(2));
+            println!("threads={threads} {name}: {rate:.0} exchanges/s, p99 {p99:?} per exchange");
+        }
+    }
+}

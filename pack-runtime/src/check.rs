@@ -183,11 +183,7 @@ pub fn check_fixture(
     let line = run_fixture(&set, &fx)?;
     let lines = vec![line];
     let doc = serde_json::to_value(&lines).unwrap_or(Value::Null);
-    let results = fx
-        .tests
-        .iter()
-        .map(|t| evaluate(t, &doc))
-        .collect();
+    let results = fx.tests.iter().map(|t| evaluate(t, &doc)).collect();
     let stats = set.stats().into_iter().next().unwrap_or(PackStats {
         pack: id.clone(),
         calls: 0,
@@ -344,21 +340,40 @@ mod tests {
             s("https://api.stripe.com/v1/charges?x=1"),
             ("api.stripe.com".into(), "/v1/charges".into())
         );
-        assert_eq!(s("https://API.example.com:8443"), ("api.example.com".into(), "/".into()));
-        assert_eq!(s("http://u:p@h.example/a#f"), ("h.example".into(), "/a".into()));
+        assert_eq!(
+            s("https://API.example.com:8443"),
+            ("api.example.com".into(), "/".into())
+        );
+        assert_eq!(
+            s("http://u:p@h.example/a#f"),
+            ("h.example".into(), "/a".into())
+        );
         assert_eq!(s("https://[::1]:443/x"), ("::1".into(), "/x".into()));
         assert_eq!(s("https://h.example?q"), ("h.example".into(), "/".into()));
     }
 
     #[test]
     fn jsonpath_tests_pass_only_when_they_select_something() {
-        let doc = serde_json::json!([{"requestId": "r", "dimensions": [{"name": "p/k", "value": "v"}]}]);
+        let doc =
+            serde_json::json!([{"requestId": "r", "dimensions": [{"name": "p/k", "value": "v"}]}]);
         let t = |test: &str| FixtureTest {
             name: "t".into(),
             test: test.into(),
         };
-        assert!(evaluate(&t("$[*].dimensions[?(@.name == 'p/k' && @.value == 'v')]"), &doc).passed);
-        assert!(!evaluate(&t("$[*].dimensions[?(@.name == 'p/k' && @.value == 'w')]"), &doc).passed);
+        assert!(
+            evaluate(
+                &t("$[*].dimensions[?(@.name == 'p/k' && @.value == 'v')]"),
+                &doc
+            )
+            .passed
+        );
+        assert!(
+            !evaluate(
+                &t("$[*].dimensions[?(@.name == 'p/k' && @.value == 'w')]"),
+                &doc
+            )
+            .passed
+        );
         let bad = evaluate(&t("$[?("), &doc);
         assert!(!bad.passed);
         assert!(bad.error.is_some());

@@ -40,15 +40,13 @@ impl DomainFilter {
     pub fn matches(&self, host: &str) -> bool {
         match &self.patterns {
             None => true,
-            Some(patterns) => {
-                let host = host.to_ascii_lowercase();
-                patterns.iter().any(|p| wildcard_match(p, &host))
-            }
+            Some(patterns) => patterns.iter().any(|p| wildcard_match(p, host)),
         }
     }
 }
 
-/// Matches `text` against `pattern`, where `*` stands for any run of characters (also none).
+/// Matches `text` against the lower-case `pattern`, where `*` stands for any run of characters
+/// (also none); letters in `text` match without regard to case.
 fn wildcard_match(pattern: &str, text: &str) -> bool {
     let p = pattern.as_bytes();
     let t = text.as_bytes();
@@ -58,7 +56,7 @@ fn wildcard_match(pattern: &str, text: &str) -> bool {
         if pi < p.len() && p[pi] == b'*' {
             star = Some((pi, ti));
             pi += 1;
-        } else if pi < p.len() && p[pi] == t[ti] {
+        } else if pi < p.len() && p[pi] == t[ti].to_ascii_lowercase() {
             pi += 1;
             ti += 1;
         } else if let Some((sp, st)) = star {

@@ -91,7 +91,10 @@ pub(crate) fn load_pack(
     cache_config: Option<&Path>,
     seen: &mut BTreeSet<String>,
 ) -> Result<Loaded, PackLoadError> {
-    let dir = manifest_path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let dir = manifest_path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
     let refuse = |pack: Option<String>, reason: LoadFailure| PackLoadError {
         dir: dir.clone(),
         pack,
@@ -101,7 +104,8 @@ pub(crate) fn load_pack(
     let config_json = read(&dir.join("config.json"), "config.json").map_err(|r| refuse(None, r))?;
     let desc = manifest::describe(&manifest, &config_json).map_err(|r| refuse(None, r))?;
     let id = format!("{}@{}", desc.name, desc.version);
-    let wasm = read(&dir.join("pack.wasm"), "pack.wasm").map_err(|r| refuse(Some(id.clone()), r))?;
+    let wasm =
+        read(&dir.join("pack.wasm"), "pack.wasm").map_err(|r| refuse(Some(id.clone()), r))?;
     load_module(dir.clone(), desc, wasm, config, cache_config, seen)
         .map_err(|r| refuse(Some(id), r))
 }

@@ -100,11 +100,12 @@ mod tests {
         .expect("valid");
         assert_eq!(
             out.captures,
+            // In key order (serde_json maps are sorted).
             vec![
-                ("status".to_string(), "200".to_string()),
                 ("ab".to_string(), "x".to_string()),
-                ("ok".to_string(), "true".to_string()),
                 ("f".to_string(), "1.5".to_string()),
+                ("ok".to_string(), "true".to_string()),
+                ("status".to_string(), "200".to_string()),
             ]
         );
         assert_eq!(out.context, Some(json!({"k": 1})));
@@ -114,8 +115,14 @@ mod tests {
     fn empty_output_is_nothing_and_garbage_is_an_error() {
         assert_eq!(parse_output(b"").expect("empty"), HookOutput::default());
         assert_eq!(parse_output(b" \n").expect("blank"), HookOutput::default());
-        assert_eq!(parse_output(b"{}").expect("empty object"), HookOutput::default());
-        assert!(matches!(parse_output(b"{nope"), Err(OutputError::NotJson(_))));
+        assert_eq!(
+            parse_output(b"{}").expect("empty object"),
+            HookOutput::default()
+        );
+        assert!(matches!(
+            parse_output(b"{nope"),
+            Err(OutputError::NotJson(_))
+        ));
         assert_eq!(parse_output(b"[1]"), Err(OutputError::NotObject));
         assert_eq!(
             parse_output(br#"{"capture":[1]}"#),

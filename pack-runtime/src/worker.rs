@@ -107,7 +107,12 @@ impl Worker {
 
     /// Calls every pack's `post` hook: the response is complete. Makes the closing `chunk`
     /// call first if it has not been made, so chunks always come before `post`.
-    pub fn post(&mut self, state: &mut RequestState, request: &RequestView, response: &ResponseView) {
+    pub fn post(
+        &mut self,
+        state: &mut RequestState,
+        request: &RequestView,
+        response: &ResponseView,
+    ) {
         if !state.chunks_closed {
             self.chunk(state, request, response, None);
         }

@@ -104,7 +104,7 @@ impl Gen {
                      (call $put2 (i32.const {timeok}) (i64.gt_u (i64.load (i32.const 0)) (i64.const 1600000000000000000)))
                      (call $put2 (i32.const {random}) (call $random_get (i32.const 16) (i32.const 8)))
                      (call $put2 (i32.const {open}) (call $path_open (i32.const 3) (i32.const 0) (i32.const {path}) (i32.const {path_len})
-                        (i32.const 0) (i64.const -1) (i64.const -1) (i32.const 0) (i32.const 32)))
+                        (i32.const 0) (i64.const 2) (i64.const 0) (i32.const 0) (i32.const 32)))
                      (i32.store (i32.const 48) (i32.const {hello}))
                      (i32.store (i32.const 52) (i32.const {hello_len}))
                      (call $put2 (i32.const {write}) (call $fd_write (i32.const 1) (i32.const 48) (i32.const 1) (i32.const 40)))
@@ -254,7 +254,13 @@ pub fn manifest(name: &str, methods: Option<&[&str]>) -> Value {
 }
 
 /// Writes a pack folder `root/folder` with the three files.
-pub fn write_pack(root: &Path, folder: &str, manifest: &Value, config: &Value, wasm: &[u8]) -> PathBuf {
+pub fn write_pack(
+    root: &Path,
+    folder: &str,
+    manifest: &Value,
+    config: &Value,
+    wasm: &[u8],
+) -> PathBuf {
     let dir = root.join(folder);
     std::fs::create_dir_all(&dir).expect("create pack dir");
     std::fs::write(dir.join("manifest.json"), manifest.to_string()).expect("write manifest");

@@ -1,0 +1,251 @@
+//! Hook inputs, outputs, order, contexts and domain selection.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::{Behavior, Exchange, captures, config, manifest, module, write_pack};
+use taskless_pack_runtime::{Method, PackSet, RequestState, RuntimeConfig};
+
+fn load(root: &std::path::Path) -> PackSet {
+    let (set, refused) = PackSet::load_dir(root, &RuntimeConfig::default()).expect("dir usable");
+    assert!(refused.is_empty(), "unexpected refusals: {refused:?}");
+    set
+}
+
+fn echo_module() -> Vec<u8> {
+    module(&[
+        ("pre", Behavior::Echo),
+        ("chunk", Behavior::Echo),
+        ("post", Behavior::Echo),
+    ])
+}
+
+#[test]
+fn pre_input_is_the_documented_document_without_body_for_packs_without_permission() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config();
+    cfg["configuration"] = json!({"enableX": true});
+    let mut m = manifest("echo", None);
+    m["fields"] = json!([
+        {"name": "enableX", "type": "boolean", "description": "", "default": false},
+        {"name": "label", "type": "string", "description": "", "default": "dflt"}
+    ]);
+    write_pack(root.path(), "echo@1.0.0", &m, &cfg, &echo_module());
+    let set = load(root.path());
+    let mut worker = set.worker().expect("worker");
+    let ex = Exchange::new("api.stripe.com", "/v1/charges");
+    let mut state = RequestState::with_request_id("0190aabbccdd7eeff00112233445566a".into());
+    worker.pre(&mut state, &ex.request_before_response());
+
+    let input = state.context(0).expect("echo stored its input").clone();
+    assert_eq!(
+        input,
+        json!({
+            "requestId": "0190aabbccdd7eeff00112233445566a",
+            "request": {
+                "domain": "api.stripe.com",
+                "path": "/v1/charges",
+                "url": "https://api.stripe.com/v1/charges?q=1",
+                "method": "POST",
+                "headers": [["content-type", "application/json"], ["idempotency-key", "abc"]]
+            },
+            "context": {},
+            "configuration": {"enableX": true, "label": "dflt"},
+            "timing": {"requestStartMs": 1_700_000_000_000.0, "requestEndMs": 1_700_000_000_001.5}
+        })
+    );
+    assert_eq!(set.stats()[0].calls, 1);
+}
+
+#[test]
+fn post_gets_bodies_with_permission_filtered_response_headers_and_its_previous_context() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut m = manifest("echo", None);
+    m["permissions"] =
+        json!({"body": true, "environment": ["TASKLESS_TEST_ENV_SET", "TASKLESS_TEST_ENV_UNSET"]});
+    // SAFETY: set before any other thread of this test binary reads this variable.
+    unsafe { std::env::set_var("TASKLESS_TEST_ENV_SET", "visible") };
+    write_pack(root.path(), "echo@1.0.0", &m, &config(), &echo_module());
+    let set = load(root.path());
+    assert_eq!(set.packs()[0].methods, vec![Method::Pre, Method::Post]);
+    let mut worker = set.worker().expect("worker");
+    let mut ex = Exchange::new("api.stripe.com", "/v1/charges");
+    ex.req_body = Some(b"not json at all".to_vec());
+    let mut state = RequestState::new();
+    worker.pre(&mut state, &ex.request_before_response());
+    let pre_input = state.context(0).expect("pre echoed").clone();
+    assert_eq!(pre_input["request"]["body"], json!("not json at all"));
+    assert_eq!(
+        pre_input["environment"],
+        json!({"TASKLESS_TEST_ENV_SET": "visible"})
+    );
+
+    worker.chunk(&mut state, &ex.request(), &ex.response(), Some(b"ignored"));
+    worker.post(&mut state, &ex.request(), &ex.response());
+    let post_input = state.context(0).expect("post echoed").clone();
+    // The context post received is exactly what pre returned (its own input).
+    assert_eq!(post_input["context"], pre_input);
+    assert_eq!(
+        post_input["response"],
+        json!({
+            "status": 402,
+            "headers": [["content-type", "application/json"], ["x-request-id", "req_1"]],
+            "body": {"error": {"type": "card_error"}}
+        })
+    );
+    assert_eq!(
+        post_input["timing"],
+        json!({"requestStartMs": 1_700_000_000_000.0, "requestEndMs": 1_700_000_000_001.5,
+               "responseStartMs": 1_700_000_000_250.0, "responseEndMs": 1_700_000_000_300.001})
+    );
+    assert!(post_input.get("chunk").is_none());
+    // chunk is not in the manifest's (default) methods, so it was never called.
+    assert_eq!(set.stats()[0].calls, 2);
+}
+
+#[test]
+fn chunks_carry_base64_pieces_then_a_closing_call_before_post() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut m = manifest("sse", Some(&["chunk", "post"]));
+    m["permissions"] = json!({"body": true});
+    write_pack(root.path(), "sse", &m, &config(), &echo_module());
+    let set = load(root.path());
+    let mut worker = set.worker().expect("worker");
+    let ex = Exchange::new("api.openai.com", "/v1/chat");
+    let mut state = RequestState::new();
+    worker.pre(&mut state, &ex.request_before_response());
+    assert!(
+        state.context(0).is_none(),
+        "pre is not listed, so not called"
+    );
+    worker.chunk(
+        &mut state,
+        &ex.request(),
+        &ex.response(),
+        Some(b"data: 1\n\n"),
+    );
+    let first = state.context(0).expect("chunk echoed").clone();
+    assert_eq!(first["chunk"], json!("ZGF0YTogMQoK"));
+    assert_eq!(first["response"]["status"], json!(402));
+    assert!(first["response"].get("body").is_none());
+    // post without an explicit closing chunk: the runtime makes it first.
+    worker.post(&mut state, &ex.request(), &ex.response());
+    let post = state.context(0).expect("post echoed").clone();
+    let closing = &post["context"];
+    assert!(
+        closing.get("chunk").is_none(),
+        "closing chunk call has no piece"
+    );
+    assert_eq!(closing["context"], first);
+    // pre skipped, chunk x2, post x1.
+    assert_eq!(set.stats()[0].calls, 3);
+}
+
+#[test]
+fn chunk_pieces_go_only_to_packs_allowed_to_see_bodies() {
+    let root = tempfile::tempdir().expect("tempdir");
+    write_pack(
+        root.path(),
+        "nobody",
+        &manifest("nobody", Some(&["chunk"])),
+        &config(),
+        &echo_module(),
+    );
+    let set = load(root.path());
+    let mut worker = set.worker().expect("worker");
+    let ex = Exchange::new("h.example", "/");
+    let mut state = RequestState::new();
+    worker.chunk(&mut state, &ex.request(), &ex.response(), Some(b"secret"));
+    assert!(state.context(0).is_none());
+    worker.chunk(&mut state, &ex.request(), &ex.response(), None);
+    let closing = state.context(0).expect("closing call made").clone();
+    assert!(closing.get("chunk").is_none());
+    assert!(!closing.to_string().contains("secret"));
+    // A second closing call (or post) does not call chunk again.
+    worker.post(&mut state, &ex.request(), &ex.response());
+    assert_eq!(set.stats()[0].calls, 1);
+}
+
+#[test]
+fn captures_become_namespaced_dimensions_in_one_line() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let core = module(&[
+        ("pre", captures(json!({"domain": "d", "path/x": "/p"}))),
+        ("post", captures(json!({"status": 402, "durationMs": 12.5}))),
+    ]);
+    let stripe = module(&[("pre", captures(json!({"idempotencyKey": "abc"})))]);
+    write_pack(
+        root.path(),
+        "core",
+        &manifest("core", None),
+        &config(),
+        &core,
+    );
+    write_pack(
+        root.path(),
+        "stripe",
+        &manifest("stripe", Some(&["pre"])),
+        &config(),
+        &stripe,
+    );
+    let set = load(root.path());
+    let mut worker = set.worker().expect("worker");
+    let ex = Exchange::new("api.stripe.com", "/v1/charges");
+    let mut state = RequestState::new();
+    let id = state.request_id().to_string();
+    worker.pre(&mut state, &ex.request_before_response());
+    worker.post(&mut state, &ex.request(), &ex.response());
+    let line = state.into_line();
+    let v: Value = serde_json::from_str(&line.to_json()).expect("json line");
+    assert_eq!(
+        v,
+        json!({"requestId": id, "dimensions": [
+            {"name": "core/domain", "value": "d"},
+            {"name": "core/pathx", "value": "/p"},
+            {"name": "stripe/idempotencyKey", "value": "abc"},
+            {"name": "core/durationMs", "value": "12.5"},
+            {"name": "core/status", "value": "402"}
+        ]})
+    );
+}
+
+#[test]
+fn packs_outside_their_domains_are_not_called_and_counted_as_skipped() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let m = manifest("stripe", None);
+    let mut m_fields = m.clone();
+    m_fields["fields"] = json!([{"name": "domains", "type": "string[]", "description": "", "default": ["api.stripe.com"]}]);
+    let pack = module(&[
+        ("pre", captures(json!({"hit": 1}))),
+        ("post", captures(json!({"hit": 2}))),
+    ]);
+    write_pack(root.path(), "a-default", &m_fields, &config(), &pack);
+    // The configuration overrides the field default with a wildcard.
+    let mut cfg = config();
+    cfg["configuration"] = json!({"domains": ["*.openai.com"]});
+    let mut m2 = m_fields.clone();
+    m2["name"] = json!("openai");
+    write_pack(root.path(), "b-configured", &m2, &cfg, &pack);
+    let set = load(root.path());
+    assert_eq!(
+        set.packs()[1].domains,
+        Some(vec!["*.openai.com".to_string()])
+    );
+    let mut worker = set.worker().expect("worker");
+
+    for (host, expect) in [
+        ("api.stripe.com", vec!["stripe/hit"]),
+        ("api.openai.com", vec!["openai/hit"]),
+        ("example.com", vec![]),
+    ] {
+        let ex = Exchange::new(host, "/");
+        let mut state = RequestState::new();
+        worker.pre(&mut state, &ex.request_before_response());
+        worker.post(&mut state, &ex.request(), &ex.response());
+        let names: Vec<_> = state.dimensions().iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, expect, "host {host}");
+    }
+    let stats = set.stats();
+    assert_eq!((stats[0].calls, stats[0].skipped_domain), (2, 4));
+    assert_eq!((stats[1].calls, stats[1].skipped_domain), (2, 4));
+}

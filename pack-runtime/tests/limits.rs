@@ -1,0 +1,228 @@
+//! Misbehaving packs fail alone, are counted, and their instances are re-created.
+
+mod support;
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::{Behavior, Exchange, captures, config, manifest, module, write_pack};
+use taskless_pack_runtime::{FailureKind, PackLimits, PackSet, RequestState, RuntimeConfig};
+
+/// Loads a folder holding a well-behaved `good` pack and a pack `bad` whose `pre` misbehaves
+/// for requests to `/bad` and captures `ok` otherwise.
+fn with_bad_pack(
+    bad: Behavior,
+    config_fn: impl FnOnce(&mut RuntimeConfig),
+) -> (tempfile::TempDir, PackSet) {
+    let root = tempfile::tempdir().expect("tempdir");
+    let good = module(&[("pre", captures(json!({"fine": "yes"})))]);
+    write_pack(
+        root.path(),
+        "a-good",
+        &manifest("good", Some(&["pre"])),
+        &config(),
+        &good,
+    );
+    let bad = module(&[(
+        "pre",
+        Behavior::IfInput(
+            "/bad".into(),
+            Box::new(bad),
+            Box::new(captures(json!({"ok": "yes"}))),
+        ),
+    )]);
+    write_pack(
+        root.path(),
+        "b-bad",
+        &manifest("bad", Some(&["pre"])),
+        &config(),
+        &bad,
+    );
+    let mut rc = RuntimeConfig {
+        timeout: Duration::from_millis(300),
+        ..RuntimeConfig::default()
+    };
+    config_fn(&mut rc);
+    let (set, refused) = PackSet::load_dir(root.path(), &rc).expect("dir usable");
+    assert!(refused.is_empty(), "{refused:?}");
+    (root, set)
+}
+
+/// Runs pre for `/bad` then `/fine` and checks the failure was contained and counted.
+fn assert_contained(set: &PackSet, kind: FailureKind) {
+    let mut worker = set.worker().expect("worker");
+    let bad = Exchange::new("h.example", "/bad");
+    let mut state = RequestState::new();
+    worker.pre(&mut state, &bad.request_before_response());
+    let names: Vec<_> = state.dimensions().iter().map(|d| d.name.clone()).collect();
+    assert_eq!(names, vec!["good/fine"], "only the good pack captured");
+    let stats = set.stats();
+    assert_eq!(stats[1].failures_of(kind), 1, "{:?}", stats[1]);
+    assert_eq!(stats[1].failures_total(), 1, "{:?}", stats[1]);
+    assert_eq!(stats[0].failures_total(), 0);
+
+    // The same worker goes on: the next request to the bad pack works.
+    let fine = Exchange::new("h.example", "/fine");
+    let mut state = RequestState::new();
+    worker.pre(&mut state, &fine.request_before_response());
+    let names: Vec<_> = state.dimensions().iter().map(|d| d.name.clone()).collect();
+    assert_eq!(names, vec!["good/fine", "bad/ok"]);
+    assert_eq!(set.stats()[1].calls, 2);
+}
+
+#[test]
+fn an_infinite_loop_times_out_and_the_instance_is_recreated() {
+    let (_root, set) = with_bad_pack(Behavior::Loop, |_| {});
+    let started = Instant::now();
+    assert_contained(&set, FailureKind::Timeout);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(set.stats()[1].instances_recreated, 1);
+}
+
+#[test]
+fn fuel_stops_a_loop_before_the_timeout() {
+    let (_root, set) = with_bad_pack(Behavior::Loop, |c| {
+        c.timeout = Duration::from_secs(30);
+        c.fuel = Some(5_000_000);
+    });
+    let started = Instant::now();
+    assert_contained(&set, FailureKind::Fuel);
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn a_memory_bomb_hits_the_cap() {
+    let (_root, set) = with_bad_pack(Behavior::MemoryBomb, |c| c.memory_max_pages = 64);
+    assert_contained(&set, FailureKind::OutOfMemory);
+}
+
+#[test]
+fn a_trap_fails_only_that_call() {
+    let (_root, set) = with_bad_pack(Behavior::Trap, |_| {});
+    assert_contained(&set, FailureKind::Trap);
+}
+
+#[test]
+fn a_pack_error_is_counted_as_such() {
+    let (_root, set) = with_bad_pack(Behavior::Error("nope".into()), |_| {});
+    assert_contained(&set, FailureKind::PackError);
+}
+
+#[test]
+fn huge_output_is_refused() {
+    let (_root, set) = with_bad_pack(Behavior::HugeOutput(4 * 1024 * 1024), |_| {});
+    assert_contained(&set, FailureKind::OutputTooLarge);
+}
+
+#[test]
+fn invalid_json_output_is_refused() {
+    let (_root, set) = with_bad_pack(Behavior::Output("this is not json".into()), |_| {});
+    assert_contained(&set, FailureKind::InvalidOutput);
+}
+
+#[test]
+fn network_requests_are_refused_and_never_leave_the_host() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let url = format!(
+        "http://127.0.0.1:{}/exfiltrate",
+        listener.local_addr().expect("addr").port()
+    );
+    let (_root, set) = with_bad_pack(Behavior::Http(url), |_| {});
+    assert_contained(&set, FailureKind::Trap);
+    assert!(
+        listener.accept().is_err(),
+        "the pack must not have connected to the listener"
+    );
+}
+
+#[test]
+fn per_pack_limits_override_the_runtime_ones() {
+    // The runtime-wide timeout is long; the bad pack's own is short.
+    let (_root, set) = with_bad_pack(Behavior::Loop, |c| {
+        c.timeout = Duration::from_secs(60);
+        c.overrides.insert(
+            "bad".into(),
+            PackLimits {
+                timeout: Some(Duration::from_millis(100)),
+                ..PackLimits::default()
+            },
+        );
+    });
+    assert_eq!(set.packs()[1].limits.timeout, Duration::from_millis(100));
+    assert_eq!(set.packs()[0].limits.timeout, Duration::from_secs(60));
+    let started = Instant::now();
+    assert_contained(&set, FailureKind::Timeout);
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// Extism's timeout bumps the epoch of the engine the instance was compiled in, which kills
+/// every call running in that engine at that moment. Workers each have their own engine, so a
+/// pack timing out in one worker leaves a long, legitimate call of the same pack in another
+/// worker alone.
+#[test]
+fn a_timeout_in_one_worker_does_not_kill_a_concurrent_call_in_another() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let pack = module(&[(
+        "pre",
+        Behavior::IfInput(
+            "/loop".into(),
+            Box::new(Behavior::Loop),
+            Box::new(Behavior::SpinMs(
+                800,
+                json!({"capture": {"spun": "yes"}}).to_string(),
+            )),
+        ),
+    )]);
+    write_pack(
+        root.path(),
+        "p",
+        &manifest("slow", Some(&["pre"])),
+        &config(),
+        &pack,
+    );
+    let rc = RuntimeConfig {
+        timeout: Duration::from_millis(1000),
+        ..RuntimeConfig::default()
+    };
+    let (set, refused) = PackSet::load_dir(root.path(), &rc).expect("dir usable");
+    assert!(refused.is_empty(), "{refused:?}");
+    let mut looping = set.worker().expect("worker 1");
+    let mut spinning = set.worker().expect("worker 2");
+
+    std::thread::scope(|s| {
+        let a = s.spawn(move || {
+            let ex = Exchange::new("h.example", "/loop");
+            let mut state = RequestState::new();
+            looping.pre(&mut state, &ex.request_before_response());
+            state.dimensions().len()
+        });
+        let b = s.spawn(move || {
+            // Start while the loop runs, so the loop's timeout (at 1000 ms) falls inside
+            // this 800 ms call (400..1200 ms), well before this call's own deadline.
+            std::thread::sleep(Duration::from_millis(400));
+            let ex = Exchange::new("h.example", "/spin");
+            let mut state = RequestState::new();
+            spinning.pre(&mut state, &ex.request_before_response());
+            state.into_line()
+        });
+        assert_eq!(a.join().expect("thread a"), 0);
+        let line = b.join().expect("thread b");
+        assert_eq!(
+            line.dimensions.len(),
+            1,
+            "the spinning call survived: {line:?}"
+        );
+        assert_eq!(line.dimensions[0].name, "slow/spun");
+    });
+    let stats = set.stats();
+    assert_eq!(stats[0].calls, 2);
+    assert_eq!(
+        stats[0].failures_of(FailureKind::Timeout),
+        1,
+        "{:?}",
+        stats[0]
+    );
+    assert_eq!(stats[0].failures_total(), 1);
+}
