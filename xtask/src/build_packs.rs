@@ -22,6 +22,9 @@ pub const WASM_OPT_ENV: &str = "WASM_OPT";
 /// (`npm install --prefix target/tools binaryen`), relative to the repository root.
 pub const TOOLS_WASM_OPT: &str = "target/tools/node_modules/.bin/wasm-opt";
 
+/// The size every optimised pack should stay under (bytes).
+pub const SIZE_BUDGET: usize = 150_000;
+
 /// How to build.
 #[derive(Debug, Clone, Default)]
 pub struct BuildOptions {
@@ -88,6 +91,9 @@ pub fn build_packs_with(
         };
         let dir = write_pack(out_dir, &manifest, &wasm_bytes, &format!("packs/{folder}"))?;
         println!("{}: {} bytes", dir.display(), wasm_bytes.len());
+        if wasm_opt.is_some() && wasm_bytes.len() > SIZE_BUDGET {
+            println!("warning: {folder} is over the {SIZE_BUDGET}-byte size budget");
+        }
         written.push(dir);
     }
     if written.is_empty() {
