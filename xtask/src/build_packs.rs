@@ -22,6 +22,9 @@ pub const WASM_OPT_ENV: &str = "WASM_OPT";
 /// (`npm install --prefix target/tools binaryen`), relative to the repository root.
 pub const TOOLS_WASM_OPT: &str = "target/tools/node_modules/.bin/wasm-opt";
 
+/// The size every optimised pack should stay under (bytes).
+pub const SIZE_BUDGET: usize = 150_000;
+
 /// How to build.
 #[derive(Debug, Clone, Default)]
 pub struct BuildOptions {
@@ -60,7 +63,7 @@ pub fn build_packs_with(
         .clone()
         .or_else(|| find_wasm_opt(repo_root));
     if wasm_opt.is_none() {
-        println!(
+        eprintln!(
             "note: wasm-opt not found (set {WASM_OPT_ENV} or install binaryen into target/tools); packs are not size-optimised"
         );
     }
@@ -88,6 +91,9 @@ pub fn build_packs_with(
         };
         let dir = write_pack(out_dir, &manifest, &wasm_bytes, &format!("packs/{folder}"))?;
         eprintln!("{}: {} bytes", dir.display(), wasm_bytes.len());
+        if wasm_opt.is_some() && wasm_bytes.len() > SIZE_BUDGET {
+            eprintln!("warning: {folder} is over the {SIZE_BUDGET}-byte size budget");
+        }
         written.push(dir);
     }
     if written.is_empty() {

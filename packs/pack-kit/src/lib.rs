@@ -54,8 +54,16 @@ pub fn warn(message: &str) {
 /// Each argument is `name = path`, where `name` is one of `pre`, `post`, `chunk` and `path` a
 /// `fn(&Input) -> Output`. Outside `wasm32` this expands to nothing, so host tests link.
 ///
-/// ```ignore
-/// taskless_pack_kit::export_hooks!(pre = hooks::pre, post = hooks::post);
+/// ```
+/// use taskless_pack_kit::{Input, Output};
+///
+/// fn pre(input: &Input) -> Output {
+///     let mut out = Output::new();
+///     out.capture("method", input.request.method.as_str());
+///     out
+/// }
+///
+/// taskless_pack_kit::export_hooks!(pre = pre);
 /// ```
 #[macro_export]
 macro_rules! export_hooks {

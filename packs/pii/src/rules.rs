@@ -16,6 +16,28 @@ pub struct Category {
     pub names: &'static [&'static str],
     /// Default value patterns.
     pub values: &'static [&'static str],
+    /// For each default value pattern, a byte every match contains: values without it are not
+    /// run through the (comparatively slow) pattern.
+    pub needs: &'static [Needs],
+}
+
+/// A byte class every match of a pattern contains, checked before running the pattern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    /// An ASCII digit.
+    Digit,
+    /// An `@`.
+    At,
+}
+
+impl Needs {
+    /// True when `text` could match.
+    pub fn admits(self, text: &str) -> bool {
+        match self {
+            Needs::Digit => text.bytes().any(|b| b.is_ascii_digit()),
+            Needs::At => text.contains('@'),
+        }
+    }
 }
 
 /// Every category, in capture order. The manifest's field defaults repeat these patterns (a test
@@ -26,6 +48,7 @@ pub const CATEGORIES: &[Category] = &[
         field: "email",
         names: &["(?i)e-?mail"],
         values: &[r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"],
+        needs: &[Needs::At],
     },
     Category {
         key: "address",
@@ -36,6 +59,7 @@ pub const CATEGORIES: &[Category] = &[
         values: &[
             r"(?i)\b\d{1,6}\s+([A-Za-z0-9.'-]+\s+){1,4}(street|st|avenue|ave|road|rd|boulevard|blvd|lane|ln|drive|dr|court|ct|way|place|pl|terrace|parkway|pkwy)\b",
         ],
+        needs: &[Needs::Digit],
     },
     Category {
         key: "name",
@@ -44,6 +68,7 @@ pub const CATEGORIES: &[Category] = &[
             r"(?i)^(first_?name|last_?name|middle_?name|full_?name|given_?name|family_?name|sur_?name|maiden_?name|customer_?name|cardholder_?name|holder_?name|billing_?name|shipping_?name)$",
         ],
         values: &[],
+        needs: &[],
     },
     Category {
         key: "phone",
@@ -53,6 +78,7 @@ pub const CATEGORIES: &[Category] = &[
             r"\+[1-9]\d{7,14}\b",
             r"\(?\b[2-9]\d{2}\)?[-. ][2-9]\d{2}[-. ]\d{4}\b",
         ],
+        needs: &[Needs::Digit, Needs::Digit],
     },
     Category {
         key: "identification",
@@ -61,6 +87,7 @@ pub const CATEGORIES: &[Category] = &[
             r"(?i)(ssn|social_?security|passport|driver_?s?_?licen[cs]e|national_?id|tax_?id|^tin$|^nin$|id_?number|id_?card)",
         ],
         values: &[r"\b\d{3}-\d{2}-\d{4}\b"],
+        needs: &[Needs::Digit],
     },
     Category {
         key: "creditcard",
@@ -71,12 +98,14 @@ pub const CATEGORIES: &[Category] = &[
         values: &[
             r"\b(4\d{3}|5[1-5]\d{2}|2[2-7]\d{2}|3[47]\d{2}|6011|65\d{2})([ -]?\d{4}){2}[ -]?\d{3,4}\b",
         ],
+        needs: &[Needs::Digit],
     },
     Category {
         key: "birthdate",
         field: "birthdate",
         names: &[r"(?i)(birth_?date|date_?of_?birth|^dob$|birth_?day|^born)"],
         values: &[],
+        needs: &[],
     },
     Category {
         key: "ip",
@@ -85,12 +114,14 @@ pub const CATEGORIES: &[Category] = &[
             r"(?i)^(ip|ip_?address|client_?ip|remote_?ip|remote_?addr|x-forwarded-for|x-real-ip|true-client-ip|cf-connecting-ip)$",
         ],
         values: &[r"\b((25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\b"],
+        needs: &[Needs::Digit],
     },
     Category {
         key: "additional",
         field: "additional",
         names: &[],
         values: &[],
+        needs: &[],
     },
 ];
 
@@ -100,8 +131,8 @@ pub struct Compiled {
     pub key: &'static str,
     /// Field-name patterns.
     pub names: Vec<Regex>,
-    /// Value patterns.
-    pub values: Vec<Regex>,
+    /// Value patterns, each with the prefilter of the default it equals (if any).
+    pub values: Vec<(Regex, Option<Needs>)>,
 }
 
 /// The patterns for every category, from the configuration (each setting falling back to the
@@ -111,21 +142,35 @@ pub fn compile(config: &Config<'_>) -> Vec<Compiled> {
         .iter()
         .map(|c| Compiled {
             key: c.key,
-            names: patterns(config, &format!("{}Fields", c.field), c.names),
-            values: patterns(config, &format!("{}Values", c.field), c.values),
+            names: patterns(config, &format!("{}Fields", c.field), c.names)
+                .into_iter()
+                .map(|(_, re)| re)
+                .collect(),
+            values: patterns(config, &format!("{}Values", c.field), c.values)
+                .into_iter()
+                .map(|(source, re)| {
+                    let needs = c
+                        .values
+                        .iter()
+                        .position(|d| *d == source)
+                        .and_then(|i| c.needs.get(i).copied());
+                    (re, needs)
+                })
+                .collect(),
         })
         .collect()
 }
 
-fn patterns(config: &Config<'_>, setting: &str, defaults: &[&str]) -> Vec<Regex> {
+/// The setting's patterns (or the defaults), compiled, with their source text.
+fn patterns<'a>(config: &Config<'a>, setting: &str, defaults: &[&'a str]) -> Vec<(&'a str, Regex)> {
     let sources = config.strings(setting).unwrap_or_else(|| defaults.to_vec());
     sources
         .into_iter()
         .filter(|p| !p.is_empty())
         .filter_map(|p| match Regex::new(p) {
-            Ok(re) => Some(re),
+            Ok(re) => Some((p, re)),
             Err(err) => {
-                taskless_pack_kit::warn(&format!("pii: {setting}: pattern {p:?} skipped: {err}"));
+                taskless_pack_kit::warn(&format!("pii: {setting}: pattern `{p}` skipped: {err}"));
                 None
             }
         })

@@ -1,7 +1,5 @@
 //! Looking for personal data in headers and bodies.
 
-use std::collections::BTreeSet;
-
 use serde_json::Value;
 use taskless_pack_kit::Headers;
 
@@ -11,6 +9,8 @@ use crate::rules::Compiled;
 const MAX_DEPTH: usize = 64;
 /// Most JSON nodes looked at in one body.
 const MAX_NODES: usize = 100_000;
+/// Most distinct field names remembered as already checked in one message part.
+const MAX_NAMES_SEEN: usize = 4_096;
 
 /// Where a match was found: `send` (request) or `receive` (response).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,7 +22,8 @@ pub enum Direction {
 }
 
 impl Direction {
-    fn as_str(self) -> &'static str {
+    /// `send` or `receive`.
+    pub fn as_str(self) -> &'static str {
         match self {
             Direction::Send => "send",
             Direction::Receive => "receive",
@@ -30,15 +31,51 @@ impl Direction {
     }
 }
 
-/// The flags found: capture keys such as `email.send.body.field`.
+/// The flags found (capture keys such as `email.send.body.field`) and the scan budget: the
+/// bytes of names and values that may still be run through patterns.
 #[derive(Debug, Default)]
-pub struct Flags(pub BTreeSet<String>);
+pub struct Flags {
+    /// The capture keys found, in the order found (at most one per category, part and kind).
+    pub found: Vec<String>,
+    /// Bytes of values that may still be run through value patterns.
+    budget: usize,
+    /// True once a value was cut short or skipped for lack of budget.
+    pub truncated: bool,
+}
+
+impl Flags {
+    /// No flags yet; at most `budget` bytes of values will be checked.
+    pub fn with_budget(budget: usize) -> Self {
+        Self {
+            found: Vec::new(),
+            budget,
+            truncated: false,
+        }
+    }
+
+    /// The part of `value` the budget still covers (cut at a character boundary).
+    fn take<'v>(&mut self, value: &'v str) -> &'v str {
+        if value.len() <= self.budget {
+            self.budget -= value.len();
+            return value;
+        }
+        self.truncated = true;
+        let mut cut = self.budget;
+        while !value.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        self.budget = 0;
+        &value[..cut]
+    }
+}
 
 /// A scan of one message part (`header` or `body`) in one direction.
 struct Scan<'a> {
     rules: &'a [Compiled],
     prefix: String,
     flags: &'a mut Flags,
+    /// Names already checked, sorted: arrays of objects repeat the same keys thousands of times.
+    names_seen: Vec<String>,
 }
 
 impl Scan<'_> {
@@ -46,25 +83,48 @@ impl Scan<'_> {
         format!("{key}.{}.{kind}", self.prefix)
     }
 
-    /// Checks a field name (only when it carries a value).
+    /// Checks a field name (only when it carries a value), within the budget; a name already
+    /// checked in this part costs nothing.
     fn name(&mut self, name: &str) {
+        match self
+            .names_seen
+            .binary_search_by(|seen| seen.as_str().cmp(name))
+        {
+            Ok(_) => return,
+            Err(at) if self.names_seen.len() < MAX_NAMES_SEEN => {
+                self.names_seen.insert(at, name.to_owned())
+            }
+            Err(_) => {}
+        }
+        let name = self.flags.take(name);
+        if name.is_empty() {
+            return;
+        }
         for rule in self.rules {
             let flag = self.flag(rule.key, "field");
-            if !self.flags.0.contains(&flag) && rule.names.iter().any(|re| re.is_match(name)) {
-                self.flags.0.insert(flag);
+            if !self.flags.found.contains(&flag) && rule.names.iter().any(|re| re.is_match(name)) {
+                self.flags.found.push(flag);
             }
         }
     }
 
-    /// Checks a value.
+    /// Checks a value, within the budget.
     fn value(&mut self, value: &str) {
+        let value = self.flags.take(value);
         if value.is_empty() {
             return;
         }
         for rule in self.rules {
             let flag = self.flag(rule.key, "value");
-            if !self.flags.0.contains(&flag) && rule.values.iter().any(|re| re.is_match(value)) {
-                self.flags.0.insert(flag);
+            if self.flags.found.contains(&flag) {
+                continue;
+            }
+            let matched = rule
+                .values
+                .iter()
+                .any(|(re, needs)| needs.is_none_or(|n| n.admits(value)) && re.is_match(value));
+            if matched {
+                self.flags.found.push(flag);
             }
         }
     }
@@ -80,6 +140,7 @@ fn scan<'a>(
         rules,
         prefix: format!("{}.{part}", direction.as_str()),
         flags,
+        names_seen: Vec::new(),
     }
 }
 
@@ -119,29 +180,35 @@ pub fn body(
     }
 }
 
-/// Walks a JSON document without recursion, within [`MAX_DEPTH`] and [`MAX_NODES`].
+/// Walks a JSON document in document order without recursion, within [`MAX_DEPTH`] and
+/// [`MAX_NODES`].
 fn walk(s: &mut Scan<'_>, root: &Value) {
-    let mut stack = vec![(root, 0usize)];
+    let mut stack: Vec<(Option<&str>, &Value, usize)> = vec![(None, root, 0)];
     let mut seen = 0usize;
-    while let Some((node, depth)) = stack.pop() {
+    while let Some((key, node, depth)) = stack.pop() {
         seen += 1;
         if seen > MAX_NODES {
             taskless_pack_kit::warn("pii: body has too many JSON nodes; the rest is not checked");
+            s.flags.truncated = true;
             return;
+        }
+        if let Some(key) = key
+            && carries_data(node)
+        {
+            s.name(key);
         }
         match node {
             Value::String(text) => s.value(text),
             Value::Number(n) => s.value(&n.to_string()),
             Value::Object(map) if depth < MAX_DEPTH => {
-                for (key, value) in map {
-                    if carries_data(value) {
-                        s.name(key);
-                    }
-                    stack.push((value, depth + 1));
-                }
+                stack.extend(
+                    map.iter()
+                        .rev()
+                        .map(|(k, v)| (Some(k.as_str()), v, depth + 1)),
+                );
             }
             Value::Array(items) if depth < MAX_DEPTH => {
-                stack.extend(items.iter().map(|v| (v, depth + 1)))
+                stack.extend(items.iter().rev().map(|v| (None, v, depth + 1)));
             }
             _ => {}
         }
@@ -199,6 +266,18 @@ fn percent_decode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_budget_cuts_values_at_a_character_boundary() {
+        let mut flags = Flags::with_budget(5);
+        assert_eq!(flags.take("abc"), "abc");
+        assert!(!flags.truncated);
+        assert_eq!(flags.take("é€x"), "é");
+        assert!(flags.truncated);
+        assert_eq!(flags.take("z"), "");
+        let mut flags = Flags::with_budget(4);
+        assert_eq!(flags.take("aé€"), "aé");
+    }
 
     #[test]
     fn form_bodies_are_decoded() {

@@ -200,3 +200,58 @@ fn ordinary_traffic_is_not_flagged() {
         "response": {"status": 200, "headers": headers, "body": body}})));
     assert!(out.is_empty(), "{:?}", flags(&out));
 }
+
+#[test]
+fn large_bodies_are_checked_up_to_the_budget_and_say_so() {
+    let body = json!({"a": "x".repeat(100), "b": "ada@example.com"});
+    let out = pre(&input(
+        json!({"request": request(json!([]), body.clone()), "configuration": {"maxScanBytes": 50}}),
+    ));
+    assert_eq!(flags(&out), ["send.truncated"]);
+    let out = pre(&input(json!({"request": request(json!([]), body)})));
+    assert_eq!(flags(&out), ["email.send.body.value"]);
+}
+
+#[test]
+fn prefilters_only_apply_to_the_default_patterns() {
+    // A configured value pattern that needs no digit still runs on digit-free values.
+    let config = json!({"additionalValues": ["(?i)confidential"]});
+    let out = pre(&input(
+        json!({"request": request(json!([]), json!({"memo": "CONFIDENTIAL plan"})), "configuration": config}),
+    ));
+    assert_eq!(flags(&out), ["additional.send.body.value"]);
+}
+
+#[test]
+fn the_manifest_budget_default_is_the_built_in_one() {
+    let manifest: Value =
+        serde_json::from_str(include_str!("../manifest.json")).expect("manifest is JSON");
+    let field = manifest["fields"]
+        .as_array()
+        .and_then(|f| f.iter().find(|f| f["name"] == "maxScanBytes"))
+        .cloned();
+    assert_eq!(
+        field.map(|f| f["default"].clone()),
+        Some(json!(super::DEFAULT_MAX_SCAN_BYTES))
+    );
+}
+
+#[test]
+fn names_count_against_the_budget_once_each() {
+    // Two long distinct names exhaust a small budget before `email` is reached...
+    let long = |c: char| c.to_string().repeat(30);
+    let body = json!([{"x": 1, "y": {long('a'): 1, long('b'): 2, "email": "q"}}]);
+    let config = json!({"maxScanBytes": 40, "emailValues": []});
+    let out = pre(&input(
+        json!({"request": request(json!([]), body), "configuration": config}),
+    ));
+    assert_eq!(flags(&out), ["send.truncated"]);
+    // ...but a name repeated across many objects is paid for only once.
+    let items: Vec<Value> = (0..50).map(|_| json!({long('a'): true})).collect();
+    let body = json!({"items": items, "email": "q"});
+    let config = json!({"maxScanBytes": 45, "emailValues": []});
+    let out = pre(&input(
+        json!({"request": request(json!([]), body), "configuration": config}),
+    ));
+    assert_eq!(flags(&out), ["email.send.body.field"]);
+}
