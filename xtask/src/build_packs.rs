@@ -32,15 +32,9 @@ pub struct BuildOptions {
     pub wasm_opt: Option<PathBuf>,
 }
 
-/// Builds every pack into `out_dir` and returns the pack folders written, sorted.
-///
-/// `wasm-opt` is looked for as [`find_wasm_opt`] describes; without one the packs are copied as
-/// cargo built them and a note is printed.
-pub fn build_packs(repo_root: &Path, out_dir: &Path) -> Result<Vec<PathBuf>> {
-    build_packs_with(repo_root, out_dir, &BuildOptions::default())
-}
-
-/// [`build_packs`] with explicit options.
+/// Builds every pack into `out_dir` and returns the pack folders written, sorted. `wasm-opt`
+/// is looked for as [`find_wasm_opt`] describes when not given; without one the packs are copied
+/// as cargo built them and a note is printed.
 pub fn build_packs_with(
     repo_root: &Path,
     out_dir: &Path,

@@ -49,7 +49,7 @@ pub fn run(root: &Path, seconds: u64) -> anyhow::Result<()> {
     if !util::is_root() {
         bail!("the demo loads eBPF programs and attaches uprobes: run it as root");
     }
-    util::run(util::cargo().args(["build", "-p", "taskless-agent", "-p", "taskless-e2e", "--bins"]))?;
+    util::run(util::cargo().args(["build", "--bins"]))?;
     crate::build_packs(root)?;
 
     let bin = root.join("target/debug");

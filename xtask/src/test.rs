@@ -11,17 +11,17 @@ pub fn run(root: &Path, no_lint: bool, filter: Option<&str>) -> anyhow::Result<(
     if !no_lint {
         util::run(util::cargo().args(["fmt", "--all", "--", "--check"]))?;
         util::run(util::cargo().current_dir(&packs).args(["fmt", "--all", "--", "--check"]))?;
-        util::run(util::cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+        util::run(util::cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
     }
     crate::build_packs(root)?;
-    util::run(util::cargo().args(["build", "-p", "taskless-agent", "-p", "taskless-e2e", "--bins"]))?;
+    util::run(util::cargo().args(["build", "--bins"]))?;
     if !util::is_root() {
         eprintln!(
             "test: not running as root; the end-to-end tests will fail: they load eBPF programs and attach uprobes"
         );
     }
     let mut cmd = util::cargo();
-    cmd.args(["test", "--workspace"]);
+    cmd.args(["test"]);
     if let Some(f) = filter {
         cmd.args(["--", f]);
     }
