@@ -13,7 +13,10 @@ fn main() -> anyhow::Result<()> {
         .context("agent crate has no parent directory")?;
     let ebpf_dir = root.join("agent-ebpf");
     // Editing only the shared records must rebuild the eBPF object too.
-    println!("cargo:rerun-if-changed={}", root.join("agent-common/src").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("agent-common/src").display()
+    );
     let ebpf_dir = ebpf_dir.to_str().context("non UTF-8 path")?;
     aya_build::build_ebpf(
         [Package {

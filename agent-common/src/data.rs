@@ -108,6 +108,6 @@ pub struct SslArgs {
 }
 
 const _: () = assert!(core::mem::size_of::<DataHeader>() == 56);
-const _: () = assert!(core::mem::size_of::<DataHeader>() % 8 == 0);
+const _: () = assert!(core::mem::size_of::<DataHeader>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<DataRecord>() == 56 + MAX_CHUNK);
 const _: () = assert!(core::mem::size_of::<SslArgs>() == 40);

@@ -95,7 +95,10 @@ fn try_ssl_free(ctx: &ProbeContext) -> Result<(), i64> {
         fd: -1,
         ..DataHeader::default()
     };
-    if EVENTS.output::<DataHeader>(&header, wakeup_flags()).is_err() {
+    if EVENTS
+        .output::<DataHeader>(&header, wakeup_flags())
+        .is_err()
+    {
         count(Counter::RingbufFull);
     }
     Ok(())
@@ -110,7 +113,11 @@ fn save_args(ctx: &ProbeContext, map: &LruHashMap<u64, SslArgs>, ex: bool) {
     let (Some(ssl), Some(buf)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else {
         return;
     };
-    let len_out = if ex { ctx.arg::<u64>(3).unwrap_or(0) } else { 0 };
+    let len_out = if ex {
+        ctx.arg::<u64>(3).unwrap_or(0)
+    } else {
+        0
+    };
     let args = SslArgs {
         ssl,
         buf,
@@ -173,7 +180,11 @@ fn finish_call(ctx: &RetProbeContext, map: &LruHashMap<u64, SslArgs>, dir: Direc
 
 #[inline(always)]
 fn emit(pid_tgid: u64, args: &SslArgs, dir: Direction, total: u64, timestamp_ns: u64) {
-    let total32 = if total > u32::MAX as u64 { u32::MAX } else { total as u32 };
+    let total32 = if total > u32::MAX as u64 {
+        u32::MAX
+    } else {
+        total as u32
+    };
     let truncated = total > (MAX_CHUNK as u64) * (MAX_CHUNKS_PER_CALL as u64);
     if truncated {
         count(Counter::TruncatedCalls);
@@ -187,7 +198,16 @@ fn emit(pid_tgid: u64, args: &SslArgs, dir: Direction, total: u64, timestamp_ns:
             break;
         }
         let last = i == MAX_CHUNKS_PER_CALL - 1;
-        emit_chunk(pid_tgid, args, dir, total, total32, offset, timestamp_ns, last && truncated);
+        emit_chunk(
+            pid_tgid,
+            args,
+            dir,
+            total,
+            total32,
+            offset,
+            timestamp_ns,
+            last && truncated,
+        );
         i += 1;
     }
 }
@@ -210,12 +230,17 @@ fn emit_chunk(
     // SAFETY: the per-CPU scratch slot belongs to this program until it returns.
     let record: &mut DataRecord = unsafe { &mut *record };
     let remaining = total - offset;
-    let len = if remaining < MAX_CHUNK as u64 { remaining as usize } else { MAX_CHUNK };
+    let len = if remaining < MAX_CHUNK as u64 {
+        remaining as usize
+    } else {
+        MAX_CHUNK
+    };
     // The verifier needs the bound spelled out on the value it sees.
     let len = if len > MAX_CHUNK { MAX_CHUNK } else { len };
     let src = (args.buf + offset) as *const u8;
     // SAFETY: `len <= MAX_CHUNK`, the size of `data`.
-    let copied = unsafe { bpf_probe_read_user_buf(src, record.data.get_unchecked_mut(..len)) }.is_ok();
+    let copied =
+        unsafe { bpf_probe_read_user_buf(src, record.data.get_unchecked_mut(..len)) }.is_ok();
     let mut f = if truncated { flags::TRUNCATED } else { 0 };
     let out_len = if copied {
         len
@@ -239,9 +264,14 @@ fn emit_chunk(
         reserved: 0,
     };
     let size = core::mem::size_of::<DataHeader>() + out_len;
-    let size = if size > core::mem::size_of::<DataRecord>() { core::mem::size_of::<DataRecord>() } else { size };
+    let size = if size > core::mem::size_of::<DataRecord>() {
+        core::mem::size_of::<DataRecord>()
+    } else {
+        size
+    };
     // SAFETY: `size` never exceeds the record.
-    let bytes = unsafe { core::slice::from_raw_parts((record as *const DataRecord).cast::<u8>(), size) };
+    let bytes =
+        unsafe { core::slice::from_raw_parts((record as *const DataRecord).cast::<u8>(), size) };
     if EVENTS.output::<[u8]>(bytes, wakeup_flags()).is_err() {
         count(Counter::RingbufFull);
     }

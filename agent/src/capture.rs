@@ -102,7 +102,10 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         record_kind::DATA => {
             let held = bytes.len() - HEADER;
             if h.len as usize > held {
-                return Err(DecodeError::Length { claimed: h.len, held });
+                return Err(DecodeError::Length {
+                    claimed: h.len,
+                    held,
+                });
             }
             let direction = Direction::from_u32(h.direction).ok_or(DecodeError::Unknown {
                 kind: h.kind,
@@ -155,7 +158,12 @@ pub enum Delivery {
 }
 
 /// Reads `ring` until `stop` is set, then drains what is left and returns.
-pub fn run(mut ring: RingBuf<MapData>, stop: &AtomicBool, stats: &Arc<CaptureStats>, mut deliver: impl FnMut(Delivery)) {
+pub fn run(
+    mut ring: RingBuf<MapData>,
+    stop: &AtomicBool,
+    stats: &Arc<CaptureStats>,
+    mut deliver: impl FnMut(Delivery),
+) {
     let fd = ring.as_raw_fd();
     loop {
         let stopping = stop.load(Ordering::Acquire);
@@ -164,7 +172,9 @@ pub fn run(mut ring: RingBuf<MapData>, stop: &AtomicBool, stats: &Arc<CaptureSta
                 Ok(record) => {
                     stats.records.fetch_add(1, Ordering::Relaxed);
                     if let Record::Data(d) = &record {
-                        stats.bytes.fetch_add(d.payload.len() as u64, Ordering::Relaxed);
+                        stats
+                            .bytes
+                            .fetch_add(d.payload.len() as u64, Ordering::Relaxed);
                     }
                     tracing::trace!(?record, "record");
                     deliver(Delivery::Record(record));
@@ -219,9 +229,14 @@ mod tests {
             reserved: 0,
         };
         let rec = decode(&raw(h, b"hello")).unwrap();
-        let Record::Data(d) = rec else { panic!("not data") };
+        let Record::Data(d) = rec else {
+            panic!("not data")
+        };
         assert_eq!(d.payload, b"hello");
-        assert_eq!((d.tgid, d.conn, d.offset, d.total_len, d.fd), (7, 0xdead, 16384, 20000, 3));
+        assert_eq!(
+            (d.tgid, d.conn, d.offset, d.total_len, d.fd),
+            (7, 0xdead, 16384, 20000, 3)
+        );
         assert_eq!(d.direction, Direction::Ingress);
         assert!(d.truncated && !d.read_failed);
     }
@@ -233,12 +248,21 @@ mod tests {
             len: 10,
             ..DataHeader::default()
         };
-        assert_eq!(decode(&raw(h, b"abc")), Err(DecodeError::Length { claimed: 10, held: 3 }));
+        assert_eq!(
+            decode(&raw(h, b"abc")),
+            Err(DecodeError::Length {
+                claimed: 10,
+                held: 3
+            })
+        );
         assert_eq!(decode(&[0u8; 3]), Err(DecodeError::Short(3)));
         let h = DataHeader {
             kind: 77,
             ..DataHeader::default()
         };
-        assert!(matches!(decode(&raw(h, b"")), Err(DecodeError::Unknown { kind: 77, .. })));
+        assert!(matches!(
+            decode(&raw(h, b"")),
+            Err(DecodeError::Unknown { kind: 77, .. })
+        ));
     }
 }

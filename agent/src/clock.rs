@@ -7,7 +7,10 @@ pub struct Clock {
 }
 
 fn now_ns(clock: libc::clockid_t) -> i128 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: a valid out pointer; both clocks always exist on Linux.
     unsafe { libc::clock_gettime(clock, &raw mut ts) };
     i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
@@ -19,7 +22,9 @@ impl Clock {
     pub fn new() -> Self {
         let mono = now_ns(libc::CLOCK_MONOTONIC);
         let real = now_ns(libc::CLOCK_REALTIME);
-        Self { offset_ns: real - mono }
+        Self {
+            offset_ns: real - mono,
+        }
     }
 
     /// The current monotonic time in nanoseconds.

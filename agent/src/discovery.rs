@@ -21,7 +21,14 @@ const REQUIRED_SYMBOLS: [&str; 2] = ["SSL_write", "SSL_read"];
 
 /// Files that are never a TLS library; skipping them saves reading their symbol tables.
 const NEVER_TLS: [&str; 8] = [
-    "libc.so", "libm.so", "ld-linux", "libpthread", "libdl.so", "libz.so", "libcrypto.so", "libstdc++",
+    "libc.so",
+    "libm.so",
+    "ld-linux",
+    "libpthread",
+    "libdl.so",
+    "libz.so",
+    "libcrypto.so",
+    "libstdc++",
 ];
 
 /// A TLS library mapped by a process.
@@ -106,16 +113,22 @@ fn parse_maps(maps: &str) -> Vec<Mapping> {
     for line in maps.lines() {
         // address perms offset dev inode path
         let mut fields = line.splitn(6, ' ');
-        let (Some(_addr), Some(perms), Some(_off), Some(_dev), Some(inode)) =
-            (fields.next(), fields.next(), fields.next(), fields.next(), fields.next())
-        else {
+        let (Some(_addr), Some(perms), Some(_off), Some(_dev), Some(inode)) = (
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+        ) else {
             continue;
         };
         let path = fields.next().unwrap_or("").trim_start();
         if !perms.contains('x') || !path.starts_with('/') || path.ends_with(" (deleted)") {
             continue;
         }
-        let Ok(inode) = inode.parse::<u64>() else { continue };
+        let Ok(inode) = inode.parse::<u64>() else {
+            continue;
+        };
         if inode == 0 {
             continue;
         }
@@ -170,12 +183,12 @@ fn exports_tls_symbols(path: &Path) -> io::Result<bool> {
         if sym.is_undefined() {
             continue;
         }
-        if let Ok(name) = sym.name() {
-            if let Some(i) = REQUIRED_SYMBOLS.iter().position(|s| *s == name) {
-                found[i] = true;
-                if found.iter().all(|f| *f) {
-                    return Ok(true);
-                }
+        if let Ok(name) = sym.name()
+            && let Some(i) = REQUIRED_SYMBOLS.iter().position(|s| *s == name)
+        {
+            found[i] = true;
+            if found.iter().all(|f| *f) {
+                return Ok(true);
             }
         }
     }
@@ -206,7 +219,11 @@ pub fn find_tls_libraries(pid: u32) -> Result<Vec<TlsLibrary>, DiscoveryError> {
     let mut found = Vec::new();
     let mut names = Vec::new();
     for m in &order {
-        let name = m.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = m
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         names.push(name.clone());
         if NEVER_TLS.iter().any(|n| name.starts_with(n)) {
             continue;
@@ -277,8 +294,14 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                Mapping { inode: 1311, path: "/usr/bin/curl".into() },
-                Mapping { inode: 2222, path: "/usr/lib/x86_64-linux-gnu/libssl.so.3".into() },
+                Mapping {
+                    inode: 1311,
+                    path: "/usr/bin/curl".into()
+                },
+                Mapping {
+                    inode: 2222,
+                    path: "/usr/lib/x86_64-linux-gnu/libssl.so.3".into()
+                },
             ]
         );
     }
@@ -287,7 +310,10 @@ mod tests {
     fn a_missing_process_is_reported_as_such() {
         // pid_max is at most 2^22, so this pid cannot exist.
         let err = find_tls_libraries(4_194_305).unwrap_err();
-        assert!(matches!(err, DiscoveryError::NoSuchProcess { pid: 4_194_305 }), "{err}");
+        assert!(
+            matches!(err, DiscoveryError::NoSuchProcess { pid: 4_194_305 }),
+            "{err}"
+        );
     }
 
     #[test]

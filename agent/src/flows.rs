@@ -126,7 +126,12 @@ impl Flows {
                 .clone();
             self.next_serial += 1;
             self.stats.connections.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(pid = d.tgid, conn = format_args!("{:#x}", d.conn), serial = self.next_serial, "new connection");
+            tracing::debug!(
+                pid = d.tgid,
+                conn = format_args!("{:#x}", d.conn),
+                serial = self.next_serial,
+                "new connection"
+            );
             self.flows.insert(
                 key,
                 FlowState {
@@ -138,7 +143,9 @@ impl Flows {
                 },
             );
         }
-        let Some(mut flow) = self.flows.remove(&key) else { return };
+        let Some(mut flow) = self.flows.remove(&key) else {
+            return;
+        };
         flow.last_seen_ns = d.timestamp_ns;
         let dir = match d.direction {
             Direction::Egress => Flow::Egress,
@@ -146,7 +153,8 @@ impl Flows {
         };
         let mut events = std::mem::take(&mut self.events);
         if d.read_failed {
-            let lost = u64::from(d.total_len.saturating_sub(d.offset)).min(agent_common::data::MAX_CHUNK as u64);
+            let lost = u64::from(d.total_len.saturating_sub(d.offset))
+                .min(agent_common::data::MAX_CHUNK as u64);
             self.stats.lost_bytes.fetch_add(lost, Ordering::Relaxed);
             flow.http.gap(dir, lost, d.timestamp_ns, &mut events);
         } else {
@@ -163,23 +171,48 @@ impl Flows {
         self.flows.insert(key, flow);
     }
 
-    fn process(&mut self, flow: &mut FlowState, events: &mut Vec<Event>, dispatch: &mut impl FnMut(Job)) {
+    fn process(
+        &mut self,
+        flow: &mut FlowState,
+        events: &mut Vec<Event>,
+        dispatch: &mut impl FnMut(Job),
+    ) {
         let mut assembled = std::mem::take(&mut self.assembled);
         for event in events.drain(..) {
             match &event {
                 Event::ResponseHead { id, head, .. } => dispatch(Job::ResponseHead {
-                    key: ExchangeKey { conn: flow.serial, id: *id },
+                    key: ExchangeKey {
+                        conn: flow.serial,
+                        id: *id,
+                    },
                     status: head.status,
-                    headers: head.headers.iter().map(|h| (h.name.clone(), h.value.clone())).collect(),
+                    headers: head
+                        .headers
+                        .iter()
+                        .map(|h| (h.name.clone(), h.value.clone()))
+                        .collect(),
                 }),
-                Event::Resync { skipped, reason, .. } => {
+                Event::Resync {
+                    skipped, reason, ..
+                } => {
                     self.stats.resyncs.fetch_add(1, Ordering::Relaxed);
-                    self.stats.skipped_bytes.fetch_add(*skipped, Ordering::Relaxed);
-                    tracing::debug!(serial = flow.serial, skipped, ?reason, "parser resynchronised");
+                    self.stats
+                        .skipped_bytes
+                        .fetch_add(*skipped, Ordering::Relaxed);
+                    tracing::debug!(
+                        serial = flow.serial,
+                        skipped,
+                        ?reason,
+                        "parser resynchronised"
+                    );
                 }
                 Event::Upgrade { protocol, .. } => {
                     self.stats.upgrades.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(serial = flow.serial, protocol, "connection upgraded; no longer parsed");
+                    tracing::debug!(
+                        serial = flow.serial,
+                        protocol,
+                        "connection upgraded; no longer parsed"
+                    );
                 }
                 _ => {}
             }
@@ -188,24 +221,40 @@ impl Flows {
         for a in assembled.drain(..) {
             let job = match a {
                 Assembled::Request { id, request } => Job::Request {
-                    key: ExchangeKey { conn: flow.serial, id },
+                    key: ExchangeKey {
+                        conn: flow.serial,
+                        id,
+                    },
                     request,
                     meta: Arc::clone(&flow.meta),
                 },
                 Assembled::ResponseBody { id, data, .. } => Job::ResponseBody {
-                    key: ExchangeKey { conn: flow.serial, id },
+                    key: ExchangeKey {
+                        conn: flow.serial,
+                        id,
+                    },
                     data,
                 },
                 Assembled::Complete { id, exchange } => Job::Complete {
-                    key: ExchangeKey { conn: flow.serial, id },
+                    key: ExchangeKey {
+                        conn: flow.serial,
+                        id,
+                    },
                     exchange: Box::new(exchange),
                     meta: Arc::clone(&flow.meta),
                 },
-                Assembled::Incomplete { id, request, reason } => {
+                Assembled::Incomplete {
+                    id,
+                    request,
+                    reason,
+                } => {
                     self.stats.incomplete.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(serial = flow.serial, id, ?reason, "exchange incomplete");
                     Job::Incomplete {
-                        key: ExchangeKey { conn: flow.serial, id },
+                        key: ExchangeKey {
+                            conn: flow.serial,
+                            id,
+                        },
                         had_request: request.is_some(),
                     }
                 }
@@ -234,7 +283,8 @@ impl Flows {
                 self.events = events;
             }
         }
-        self.comm_cache.retain(|pid, _| crate::discovery::process_exists(*pid));
+        self.comm_cache
+            .retain(|pid, _| crate::discovery::process_exists(*pid));
     }
 
     /// Closes every connection (at exit), finishing what can be finished.

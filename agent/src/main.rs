@@ -11,7 +11,10 @@ use taskless_agent::{
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|e| {
-        eprintln!("warning: invalid --log filter {:?} ({e}); using info", cli.log);
+        eprintln!(
+            "warning: invalid --log filter {:?} ({e}); using info",
+            cli.log
+        );
         tracing_subscriber::EnvFilter::new("info")
     });
     tracing_subscriber::fmt()
@@ -21,7 +24,11 @@ fn main() -> ExitCode {
         .init();
 
     match cli.command {
-        Some(Command::Pack(PackCommand::Check { fixture, manifest, wasm })) => pack_cmd::check(&fixture, &manifest, &wasm),
+        Some(Command::Pack(PackCommand::Check {
+            fixture,
+            manifest,
+            wasm,
+        })) => pack_cmd::check(&fixture, &manifest, &wasm),
         Some(Command::Pack(PackCommand::List { dir })) => pack_cmd::list(&dir),
         None => match run::run(&cli.run) {
             Ok(()) => ExitCode::SUCCESS,

@@ -24,9 +24,17 @@ pub fn check(fixture: &Path, manifest: &Path, wasm: &Path) -> ExitCode {
                 "{}: {} passed, {failed} failed{}",
                 report.pack,
                 report.results.len() - failed,
-                if failures > 0 { format!(" ({failures} failed pack calls)") } else { String::new() }
+                if failures > 0 {
+                    format!(" ({failures} failed pack calls)")
+                } else {
+                    String::new()
+                }
             );
-            if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+            if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Err(e) => {
             eprintln!("error: {e}");
@@ -40,14 +48,36 @@ pub fn list(dir: &Path) -> ExitCode {
     match list_packs(dir, &RuntimeConfig::default()) {
         Ok(listing) => {
             for p in &listing.packs {
-                let methods: Vec<String> = p.methods.iter().map(|m| format!("{m:?}").to_lowercase()).collect();
-                let domains = p.domains.as_ref().map_or_else(|| "*".to_owned(), |d| d.join(","));
-                println!("{}\t{}\tdomains={domains}\tmethods={}\t{}", p.id, p.dir.display(), methods.join(","), p.description);
+                let methods: Vec<String> = p
+                    .methods
+                    .iter()
+                    .map(|m| format!("{m:?}").to_lowercase())
+                    .collect();
+                let domains = p
+                    .domains
+                    .as_ref()
+                    .map_or_else(|| "*".to_owned(), |d| d.join(","));
+                println!(
+                    "{}\t{}\tdomains={domains}\tmethods={}\t{}",
+                    p.id,
+                    p.dir.display(),
+                    methods.join(","),
+                    p.description
+                );
             }
             for e in &listing.refused {
-                println!("REFUSED\t{}\t{}\t{}", e.pack.as_deref().unwrap_or("?"), e.dir.display(), e.reason);
+                println!(
+                    "REFUSED\t{}\t{}\t{}",
+                    e.pack.as_deref().unwrap_or("?"),
+                    e.dir.display(),
+                    e.reason
+                );
             }
-            if listing.refused.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+            if listing.refused.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Err(e) => {
             eprintln!("error: {e}");

@@ -134,16 +134,28 @@ struct OwnedRequest {
 impl OwnedRequest {
     fn from_request(request: &Request, clock: &Clock) -> Self {
         let head = &request.head;
-        let headers: Vec<(String, String)> =
-            head.headers.iter().map(|h| (h.name.clone(), h.value.clone())).collect();
+        let headers: Vec<(String, String)> = head
+            .headers
+            .iter()
+            .map(|h| (h.name.clone(), h.value.clone()))
+            .collect();
         let authority = head
             .authority
             .clone()
-            .or_else(|| headers.iter().find(|(n, _)| n == "host").map(|(_, v)| v.clone()))
+            .or_else(|| {
+                headers
+                    .iter()
+                    .find(|(n, _)| n == "host")
+                    .map(|(_, v)| v.clone())
+            })
             .unwrap_or_default();
         let domain = host_of(&authority).to_owned();
         let scheme = head.scheme.clone().unwrap_or_else(|| "https".to_owned());
-        let target = if head.target.starts_with('/') { head.target.clone() } else { format!("/{}", head.target) };
+        let target = if head.target.starts_with('/') {
+            head.target.clone()
+        } else {
+            format!("/{}", head.target)
+        };
         let path = target.split(['?', '#']).next().unwrap_or("/").to_owned();
         let url = format!("{scheme}://{authority}{target}");
         Self {
@@ -219,7 +231,11 @@ impl WorkerLoop {
                     },
                 );
             }
-            Job::ResponseHead { key, status, headers } => {
+            Job::ResponseHead {
+                key,
+                status,
+                headers,
+            } => {
                 if let Some(f) = self.in_flight.get_mut(&key) {
                     f.status = status;
                     f.headers = headers;
@@ -235,7 +251,8 @@ impl WorkerLoop {
                     headers: &f.headers,
                     body: None,
                 };
-                self.worker.chunk(&mut f.state, &f.request.view(), &response, Some(&data));
+                self.worker
+                    .chunk(&mut f.state, &f.request.view(), &response, Some(&data));
             }
             Job::Complete { key, exchange, .. } => {
                 let Some(mut f) = self.in_flight.remove(&key) else {
@@ -243,10 +260,15 @@ impl WorkerLoop {
                     return;
                 };
                 let resp = &exchange.response;
-                f.request.timing.response_start_unix_ns = Some(self.clock.to_unix_ns(resp.start_ns));
+                f.request.timing.response_start_unix_ns =
+                    Some(self.clock.to_unix_ns(resp.start_ns));
                 f.request.timing.response_end_unix_ns = Some(self.clock.to_unix_ns(resp.end_ns));
-                let headers: Vec<(String, String)> =
-                    resp.head.headers.iter().map(|h| (h.name.clone(), h.value.clone())).collect();
+                let headers: Vec<(String, String)> = resp
+                    .head
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.clone(), h.value.clone()))
+                    .collect();
                 let response = ResponseView {
                     status: resp.head.status,
                     headers: &headers,
@@ -274,7 +296,8 @@ impl WorkerLoop {
 
     fn expire(&mut self) {
         let before = self.in_flight.len();
-        self.in_flight.retain(|_, f| f.since.elapsed() < IN_FLIGHT_TTL);
+        self.in_flight
+            .retain(|_, f| f.since.elapsed() < IN_FLIGHT_TTL);
         let gone = before - self.in_flight.len();
         if gone > 0 {
             self.stats.expired.fetch_add(gone as u64, Ordering::Relaxed);

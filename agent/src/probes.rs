@@ -33,7 +33,12 @@ pub struct ProbeSpec {
 }
 
 const fn spec(symbol: &'static str, program: &'static str, ret: bool, required: bool) -> ProbeSpec {
-    ProbeSpec { symbol, program, ret, required }
+    ProbeSpec {
+        symbol,
+        program,
+        ret,
+        required,
+    }
 }
 
 /// The OpenSSL / BoringSSL attach table.
@@ -88,16 +93,21 @@ pub struct LoadOptions {
     pub ringbuf_bytes: u32,
 }
 
+/// One library in one process: `(pid, device, inode)`.
+type AttachKey = (u32, u64, u64);
+
 /// The loaded eBPF object and what is attached.
 pub struct Probes {
     ebpf: Ebpf,
-    attached: HashMap<(u32, u64, u64), Vec<(&'static str, UProbeLinkId)>>,
+    attached: HashMap<AttachKey, Vec<(&'static str, UProbeLinkId)>>,
 }
 
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
 
 fn is_permission_error(text: &str) -> bool {
-    text.contains("Operation not permitted") || text.contains("Permission denied") || text.contains("EPERM")
+    text.contains("Operation not permitted")
+        || text.contains("Permission denied")
+        || text.contains("EPERM")
 }
 
 impl Probes {
@@ -116,7 +126,11 @@ impl Probes {
             .map_err(|e| {
                 let text = format!("{e:#}");
                 let chain = error_chain(&e);
-                if is_permission_error(&chain) { ProbeError::Privileges(chain) } else { ProbeError::Load(text + ": " + &chain) }
+                if is_permission_error(&chain) {
+                    ProbeError::Privileges(chain)
+                } else {
+                    ProbeError::Load(text + ": " + &chain)
+                }
             })?;
         let mut loaded = std::collections::HashSet::new();
         for spec in OPENSSL {
@@ -125,7 +139,9 @@ impl Probes {
             }
             let program: &mut UProbe = ebpf
                 .program_mut(spec.program)
-                .ok_or_else(|| ProbeError::Load(format!("program {} missing from the object", spec.program)))?
+                .ok_or_else(|| {
+                    ProbeError::Load(format!("program {} missing from the object", spec.program))
+                })?
                 .try_into()
                 .map_err(|e: ProgramError| ProbeError::Load(e.to_string()))?;
             program.load().map_err(|e| {
@@ -189,7 +205,12 @@ impl Probes {
 
     /// Detaches everything attached for `pid` and removes it from the target set.
     pub fn detach_pid(&mut self, pid: u32) {
-        let keys: Vec<_> = self.attached.keys().filter(|k| k.0 == pid).copied().collect();
+        let keys: Vec<_> = self
+            .attached
+            .keys()
+            .filter(|k| k.0 == pid)
+            .copied()
+            .collect();
         for key in keys {
             if let Some(links) = self.attached.remove(&key) {
                 for (name, id) in links {
@@ -199,10 +220,10 @@ impl Probes {
                 }
             }
         }
-        if let Some(map) = self.ebpf.map_mut("TARGETS") {
-            if let Ok(mut targets) = BpfHashMap::<&mut MapData, u32, u8>::try_from(map) {
-                let _ = targets.remove(&pid);
-            }
+        if let Some(map) = self.ebpf.map_mut("TARGETS")
+            && let Ok(mut targets) = BpfHashMap::<&mut MapData, u32, u8>::try_from(map)
+        {
+            let _ = targets.remove(&pid);
         }
     }
 
@@ -216,9 +237,12 @@ impl Probes {
     }
 
     fn add_target(&mut self, pid: u32) -> Result<(), ProbeError> {
-        let map = self.ebpf.map_mut("TARGETS").ok_or(ProbeError::Map("TARGETS"))?;
-        let mut targets =
-            BpfHashMap::<&mut MapData, u32, u8>::try_from(map).map_err(|_| ProbeError::Map("TARGETS"))?;
+        let map = self
+            .ebpf
+            .map_mut("TARGETS")
+            .ok_or(ProbeError::Map("TARGETS"))?;
+        let mut targets = BpfHashMap::<&mut MapData, u32, u8>::try_from(map)
+            .map_err(|_| ProbeError::Map("TARGETS"))?;
         targets
             .insert(pid, 1, 0)
             .map_err(|e| ProbeError::Load(format!("adding pid {pid} to TARGETS: {e}")))
@@ -237,7 +261,10 @@ impl Probes {
     /// # Errors
     /// [`ProbeError::Map`] when it is missing or was taken already.
     pub fn take_ring(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
-        let map = self.ebpf.take_map("EVENTS").ok_or(ProbeError::Map("EVENTS"))?;
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .ok_or(ProbeError::Map("EVENTS"))?;
         RingBuf::try_from(map).map_err(|_| ProbeError::Map("EVENTS"))
     }
 
@@ -246,7 +273,10 @@ impl Probes {
     /// # Errors
     /// [`ProbeError::Map`] when it is missing or was taken already.
     pub fn take_counters(&mut self) -> Result<KernelCounters, ProbeError> {
-        let map = self.ebpf.take_map("COUNTERS").ok_or(ProbeError::Map("COUNTERS"))?;
+        let map = self
+            .ebpf
+            .take_map("COUNTERS")
+            .ok_or(ProbeError::Map("COUNTERS"))?;
         let array = PerCpuArray::try_from(map).map_err(|_| ProbeError::Map("COUNTERS"))?;
         Ok(KernelCounters { array })
     }

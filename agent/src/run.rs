@@ -43,7 +43,9 @@ pub enum RunError {
         reason: String,
     },
     /// No `--packs` and no shipped packs found.
-    #[error("no --packs given and no packs shipped beside the agent (looked in {looked}); pass --packs DIR")]
+    #[error(
+        "no --packs given and no packs shipped beside the agent (looked in {looked}); pass --packs DIR"
+    )]
     NoDefaultPacks {
         /// Where it looked.
         looked: String,
@@ -64,7 +66,10 @@ pub enum RunError {
 /// conventional install location.
 fn default_packs_candidates() -> Vec<PathBuf> {
     let mut v = Vec::new();
-    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
         v.push(dir.join("packs"));
         if let Some(up) = dir.parent() {
             v.push(up.join("packs"));
@@ -80,15 +85,27 @@ fn resolve_packs_dir(given: Option<&Path>) -> Result<PathBuf, RunError> {
         if !p.is_dir() {
             return Err(RunError::Packs {
                 path: p.to_path_buf(),
-                reason: if p.exists() { "not a directory".into() } else { "does not exist".into() },
+                reason: if p.exists() {
+                    "not a directory".into()
+                } else {
+                    "does not exist".into()
+                },
             });
         }
         return Ok(p.to_path_buf());
     }
     let candidates = default_packs_candidates();
-    candidates.iter().find(|p| p.is_dir()).cloned().ok_or_else(|| RunError::NoDefaultPacks {
-        looked: candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "),
-    })
+    candidates
+        .iter()
+        .find(|p| p.is_dir())
+        .cloned()
+        .ok_or_else(|| RunError::NoDefaultPacks {
+            looked: candidates
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
 }
 
 /// The runtime configuration from the command line.
@@ -109,10 +126,11 @@ pub fn runtime_config(args: &RunArgs) -> RuntimeConfig {
 pub fn load_packs(args: &RunArgs) -> Result<Arc<PackSet>, RunError> {
     let dir = resolve_packs_dir(args.packs.as_deref())?;
     let started = Instant::now();
-    let (set, refused) = PackSet::load_dir(&dir, &runtime_config(args)).map_err(|e| RunError::Packs {
-        path: dir.clone(),
-        reason: e.to_string(),
-    })?;
+    let (set, refused) =
+        PackSet::load_dir(&dir, &runtime_config(args)).map_err(|e| RunError::Packs {
+            path: dir.clone(),
+            reason: e.to_string(),
+        })?;
     for e in &refused {
         tracing::warn!(dir = %e.dir.display(), pack = e.pack.as_deref().unwrap_or("?"), reason = %e.reason, "pack refused");
     }
@@ -200,8 +218,10 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         packs: Arc::clone(&packs),
     };
 
-    let (out, sink) = sinks::stdout().map_err(|e| RunError::Setup(format!("starting the output thread: {e}")))?;
-    let (dispatcher, workers) = pipeline::start(&packs, args.workers, args.queue, &out, &stats.pipeline)?;
+    let (out, sink) =
+        sinks::stdout().map_err(|e| RunError::Setup(format!("starting the output thread: {e}")))?;
+    let (dispatcher, workers) =
+        pipeline::start(&packs, args.workers, args.queue, &out, &stats.pipeline)?;
     drop(out);
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -223,31 +243,36 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     let stats_every = Duration::from_secs(args.stats_interval);
     let mut live = probes.attached_pids();
     let stop_flag = Arc::clone(&stop);
-    capture::run(ring, &stop_flag, &stats.capture, |delivery| match delivery {
-        Delivery::Record(record) => flows.handle(record, &mut dispatch),
-        Delivery::Idle => {
-            if last_check.elapsed() >= Duration::from_secs(1) {
-                last_check = Instant::now();
-                flows.evict_idle(Clock::monotonic_now(), &mut dispatch);
-                live.retain(|&pid| {
-                    let alive = discovery::process_exists(pid);
-                    if !alive {
-                        tracing::info!(pid, "watched process exited");
-                        probes.detach_pid(pid);
+    capture::run(
+        ring,
+        &stop_flag,
+        &stats.capture,
+        |delivery| match delivery {
+            Delivery::Record(record) => flows.handle(record, &mut dispatch),
+            Delivery::Idle => {
+                if last_check.elapsed() >= Duration::from_secs(1) {
+                    last_check = Instant::now();
+                    flows.evict_idle(Clock::monotonic_now(), &mut dispatch);
+                    live.retain(|&pid| {
+                        let alive = discovery::process_exists(pid);
+                        if !alive {
+                            tracing::info!(pid, "watched process exited");
+                            probes.detach_pid(pid);
+                        }
+                        alive
+                    });
+                    if live.is_empty() {
+                        tracing::info!("every watched process has exited; stopping");
+                        stop.store(true, Ordering::Release);
                     }
-                    alive
-                });
-                if live.is_empty() {
-                    tracing::info!("every watched process has exited; stopping");
-                    stop.store(true, Ordering::Release);
+                }
+                if !stats_every.is_zero() && last_stats.elapsed() >= stats_every {
+                    last_stats = Instant::now();
+                    stats.log("stats");
                 }
             }
-            if !stats_every.is_zero() && last_stats.elapsed() >= stats_every {
-                last_stats = Instant::now();
-                stats.log("stats");
-            }
-        }
-    });
+        },
+    );
     flows.close_all(Clock::monotonic_now(), &mut dispatch);
     drop(dispatcher);
     for w in workers {

@@ -17,19 +17,21 @@ pub const QUEUE: usize = 8192;
 /// When the thread cannot be started.
 pub fn stdout() -> std::io::Result<(Sender<String>, JoinHandle<()>)> {
     let (tx, rx): (Sender<String>, Receiver<String>) = crossbeam_channel::bounded(QUEUE);
-    let handle = std::thread::Builder::new().name("sink-stdout".into()).spawn(move || {
-        let stdout = std::io::stdout();
-        let mut out = BufWriter::new(stdout.lock());
-        while let Ok(line) = rx.recv() {
-            if writeln!(out, "{line}").is_err() {
-                tracing::error!("stdout closed; output lines are being lost");
-                break;
+    let handle = std::thread::Builder::new()
+        .name("sink-stdout".into())
+        .spawn(move || {
+            let stdout = std::io::stdout();
+            let mut out = BufWriter::new(stdout.lock());
+            while let Ok(line) = rx.recv() {
+                if writeln!(out, "{line}").is_err() {
+                    tracing::error!("stdout closed; output lines are being lost");
+                    break;
+                }
+                if rx.is_empty() && out.flush().is_err() {
+                    break;
+                }
             }
-            if rx.is_empty() && out.flush().is_err() {
-                break;
-            }
-        }
-        let _ = out.flush();
-    })?;
+            let _ = out.flush();
+        })?;
     Ok((tx, handle))
 }

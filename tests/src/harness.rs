@@ -28,7 +28,8 @@ pub fn build_dir() -> PathBuf {
 /// The agent binary: `TASKLESS_AGENT_BIN`, or the one built beside the tests.
 #[must_use]
 pub fn agent_bin() -> PathBuf {
-    std::env::var_os("TASKLESS_AGENT_BIN").map_or_else(|| build_dir().join("taskless-agent"), PathBuf::from)
+    std::env::var_os("TASKLESS_AGENT_BIN")
+        .map_or_else(|| build_dir().join("taskless-agent"), PathBuf::from)
 }
 
 /// The packs directory: `TASKLESS_TEST_PACKS`, or `target/packs` (what `cargo xtask build-packs`
@@ -36,7 +37,12 @@ pub fn agent_bin() -> PathBuf {
 #[must_use]
 pub fn packs_dir() -> PathBuf {
     std::env::var_os("TASKLESS_TEST_PACKS").map_or_else(
-        || build_dir().parent().map(|t| t.join("packs")).unwrap_or_default(),
+        || {
+            build_dir()
+                .parent()
+                .map(|t| t.join("packs"))
+                .unwrap_or_default()
+        },
         PathBuf::from,
     )
 }
@@ -56,7 +62,11 @@ pub fn require_root() {
         Path::new("/sys/kernel/btf/vmlinux").exists(),
         "end-to-end tests need a kernel with BTF (/sys/kernel/btf/vmlinux is missing)"
     );
-    assert!(agent_bin().exists(), "agent binary {} not built: run `cargo xtask test`", agent_bin().display());
+    assert!(
+        agent_bin().exists(),
+        "agent binary {} not built: run `cargo xtask test`",
+        agent_bin().display()
+    );
 }
 
 /// The local test API running on its own Tokio runtime.
@@ -74,7 +84,10 @@ impl TestApi {
     /// When it cannot start.
     pub fn start() -> anyhow::Result<Self> {
         let dir = TempDir::new("testapi")?;
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
         let ca = dir.path().join("ca.pem");
         let server = runtime.block_on(server::start("127.0.0.1:0".parse()?, &ca))?;
         Ok(Self {
@@ -90,7 +103,9 @@ impl TestApi {
     /// On timeout.
     pub fn wait_gate_waiters(&self, n: usize, timeout: Duration) -> anyhow::Result<()> {
         self.runtime
-            .block_on(async { tokio::time::timeout(timeout, self.server.wait_gate_waiters(n)).await })
+            .block_on(async {
+                tokio::time::timeout(timeout, self.server.wait_gate_waiters(n)).await
+            })
             .context("timed out waiting for clients to reach the gate")
     }
 }
@@ -107,7 +122,8 @@ impl TempDir {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
-        let p = std::env::temp_dir().join(format!("taskless-{prefix}-{}-{nanos}", std::process::id()));
+        let p =
+            std::env::temp_dir().join(format!("taskless-{prefix}-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&p)?;
         Ok(Self(p))
     }
@@ -177,7 +193,11 @@ impl Agent {
                 }
             }
         });
-        Ok(Self { child, stdout: rx, stderr })
+        Ok(Self {
+            child,
+            stdout: rx,
+            stderr,
+        })
     }
 
     /// Waits until a stderr line contains `needle`, failing early if the agent exits.
@@ -187,15 +207,25 @@ impl Agent {
     pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            if self.stderr.lock().is_ok_and(|v| v.iter().any(|l| l.contains(needle))) {
+            if self
+                .stderr
+                .lock()
+                .is_ok_and(|v| v.iter().any(|l| l.contains(needle)))
+            {
                 return Ok(());
             }
             if let Some(status) = self.child.try_wait()? {
                 std::thread::sleep(Duration::from_millis(100));
-                bail!("agent exited ({status}) before logging {needle:?}:\n{}", self.stderr_text());
+                bail!(
+                    "agent exited ({status}) before logging {needle:?}:\n{}",
+                    self.stderr_text()
+                );
             }
             if Instant::now() > deadline {
-                bail!("agent did not log {needle:?} within {timeout:?}:\n{}", self.stderr_text());
+                bail!(
+                    "agent did not log {needle:?} within {timeout:?}:\n{}",
+                    self.stderr_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -205,14 +235,25 @@ impl Agent {
     ///
     /// # Errors
     /// On timeout.
-    pub fn wait_for_lines(&mut self, n: usize, timeout: Duration, seen: &mut Vec<String>) -> anyhow::Result<()> {
+    pub fn wait_for_lines(
+        &mut self,
+        n: usize,
+        timeout: Duration,
+        seen: &mut Vec<String>,
+    ) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
         while seen.len() < n {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                bail!("only {} of {n} output lines within {timeout:?}: {seen:#?}", seen.len());
+                bail!(
+                    "only {} of {n} output lines within {timeout:?}: {seen:#?}",
+                    seen.len()
+                );
             }
-            if let Ok(line) = self.stdout.recv_timeout(left.min(Duration::from_millis(100))) {
+            if let Ok(line) = self
+                .stdout
+                .recv_timeout(left.min(Duration::from_millis(100)))
+            {
                 seen.push(line);
             }
         }
@@ -238,7 +279,10 @@ impl Agent {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                bail!("agent did not exit within 15 s of SIGINT:\n{}", self.stderr_text());
+                bail!(
+                    "agent did not exit within 15 s of SIGINT:\n{}",
+                    self.stderr_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         };
@@ -248,7 +292,9 @@ impl Agent {
         std::thread::sleep(Duration::from_millis(100));
         let lines = seen
             .iter()
-            .map(|l| serde_json::from_str(l).with_context(|| format!("stdout line is not JSON: {l}")))
+            .map(|l| {
+                serde_json::from_str(l).with_context(|| format!("stdout line is not JSON: {l}"))
+            })
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(AgentOutput {
             lines,
@@ -272,7 +318,12 @@ pub fn dimensions(line: &serde_json::Value) -> BTreeMap<String, String> {
         .as_array()
         .map(|dims| {
             dims.iter()
-                .filter_map(|d| Some((d["name"].as_str()?.to_owned(), d["value"].as_str()?.to_owned())))
+                .filter_map(|d| {
+                    Some((
+                        d["name"].as_str()?.to_owned(),
+                        d["value"].as_str()?.to_owned(),
+                    ))
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -280,12 +331,16 @@ pub fn dimensions(line: &serde_json::Value) -> BTreeMap<String, String> {
 
 /// The lines whose dimensions include every `(name, value)` of `want`.
 #[must_use]
-pub fn matching<'a>(lines: &'a [serde_json::Value], want: &[(&str, &str)]) -> Vec<&'a serde_json::Value> {
+pub fn matching<'a>(
+    lines: &'a [serde_json::Value],
+    want: &[(&str, &str)],
+) -> Vec<&'a serde_json::Value> {
     lines
         .iter()
         .filter(|l| {
             let d = dimensions(l);
-            want.iter().all(|(k, v)| d.get(*k).map(String::as_str) == Some(*v))
+            want.iter()
+                .all(|(k, v)| d.get(*k).map(String::as_str) == Some(*v))
         })
         .collect()
 }

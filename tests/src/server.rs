@@ -82,7 +82,11 @@ impl Server {
     /// Every request answered so far.
     #[must_use]
     pub fn served(&self) -> Vec<Served> {
-        self.state.served.lock().map(|s| s.clone()).unwrap_or_default()
+        self.state
+            .served
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -90,17 +94,22 @@ impl Server {
 fn make_tls(ca_file: &Path) -> anyhow::Result<rustls::ServerConfig> {
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.distinguished_name.push(DnType::CommonName, "taskless-testapi CA");
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "taskless-testapi CA");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca_cert = ca_params.self_signed(&ca_key)?;
 
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
-    params.distinguished_name.push(DnType::CommonName, "localhost");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
     let cert = params.signed_by(&key, &ca_cert, &ca_key)?;
 
-    let mut f = std::fs::File::create(ca_file).with_context(|| format!("creating {}", ca_file.display()))?;
+    let mut f = std::fs::File::create(ca_file)
+        .with_context(|| format!("creating {}", ca_file.display()))?;
     f.write_all(ca_cert.pem().as_bytes())?;
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -121,7 +130,9 @@ fn make_tls(ca_file: &Path) -> anyhow::Result<rustls::ServerConfig> {
 /// When the certificates cannot be made or the port cannot be bound.
 pub async fn start(addr: SocketAddr, ca_file: &Path) -> anyhow::Result<Server> {
     let tls = TlsAcceptor::from(Arc::new(make_tls(ca_file)?));
-    let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
     let addr = listener.local_addr()?;
     let state = Arc::new(State {
         gate: watch::channel(false).0,
@@ -135,11 +146,15 @@ pub async fn start(addr: SocketAddr, ca_file: &Path) -> anyhow::Result<Server> {
     };
     tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
             let tls = tls.clone();
             let state = Arc::clone(&state);
             tokio::spawn(async move {
-                let Ok(stream) = tls.accept(tcp).await else { return };
+                let Ok(stream) = tls.accept(tcp).await else {
+                    return;
+                };
                 let service = service_fn(move |req| handle(req, Arc::clone(&state)));
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), service)
@@ -157,17 +172,22 @@ fn full(body: impl Into<Bytes>) -> Body {
 fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let mut resp = Response::new(full(value.to_string()));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
 
 fn form_value<'a>(body: &'a str, key: &str) -> Option<&'a str> {
-    body.split('&').find_map(|kv| kv.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+    body.split('&')
+        .find_map(|kv| kv.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
 }
 
 async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Body>, Infallible> {
     let method = req.method().to_string();
-    let target = req.uri().path_and_query().map_or_else(|| req.uri().path().to_owned(), ToString::to_string);
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| req.uri().path().to_owned(), ToString::to_string);
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
     let idempotency = req.headers().get("idempotency-key").cloned();
@@ -176,7 +196,12 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bo
         .get("accept-encoding")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("gzip"));
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let body_text = String::from_utf8_lossy(&body).into_owned();
 
     let mut resp = route(&method, &path, &query, &body_text, &state).await;
@@ -198,16 +223,24 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bo
 }
 
 fn is_stream(resp: &Response<Body>) -> bool {
-    resp.headers().get(CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
+    resp.headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
 }
 
 async fn gzip(resp: Response<Body>) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
-    let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let bytes = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     let _ = enc.write_all(&bytes);
     let out = enc.finish().unwrap_or_default();
-    parts.headers.insert("content-encoding", HeaderValue::from_static("gzip"));
+    parts
+        .headers
+        .insert("content-encoding", HeaderValue::from_static("gzip"));
     parts.headers.remove("content-length");
     Response::from_parts(parts, full(out))
 }
@@ -242,15 +275,19 @@ async fn route(method: &str, path: &str, query: &str, body: &str, state: &State)
                         "request_log_url": "https://dashboard.stripe.com/test/logs/req_test402"
                     }}),
                 );
-                resp.headers_mut().insert("request-id", HeaderValue::from_static("req_test402"));
+                resp.headers_mut()
+                    .insert("request-id", HeaderValue::from_static("req_test402"));
                 resp
             } else {
-                let amount = form_value(body, "amount").and_then(|a| a.parse::<u64>().ok()).unwrap_or(0);
+                let amount = form_value(body, "amount")
+                    .and_then(|a| a.parse::<u64>().ok())
+                    .unwrap_or(0);
                 let mut resp = json(
                     StatusCode::OK,
                     &serde_json::json!({"id": "ch_test", "object": "charge", "amount": amount, "currency": "usd", "status": "succeeded"}),
                 );
-                resp.headers_mut().insert("request-id", HeaderValue::from_static("req_test200"));
+                resp.headers_mut()
+                    .insert("request-id", HeaderValue::from_static("req_test200"));
                 resp
             }
         }
@@ -264,13 +301,19 @@ async fn route(method: &str, path: &str, query: &str, body: &str, state: &State)
         ),
         ("GET", "/v1/bytes") => {
             // A large download of a known pattern: `n` bytes of `0123456789`.
-            let n = usize::try_from(param(query, "n").unwrap_or(1024).min(64 << 20)).unwrap_or(1024);
+            let n =
+                usize::try_from(param(query, "n").unwrap_or(1024).min(64 << 20)).unwrap_or(1024);
             let data: Vec<u8> = (0..n).map(|i| b'0' + (i % 10) as u8).collect();
             let mut resp = Response::new(full(data));
-            resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+            resp.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
             resp
         }
-        ("POST", "/v1/upload") => json(StatusCode::OK, &serde_json::json!({"received": body.len()})),
+        ("POST", "/v1/upload") => {
+            json(StatusCode::OK, &serde_json::json!({"received": body.len()}))
+        }
         ("POST", "/v1/chat/completions") => chat(body),
         _ => json(
             StatusCode::NOT_FOUND,
@@ -282,14 +325,21 @@ async fn route(method: &str, path: &str, query: &str, body: &str, state: &State)
 /// An OpenAI-style chat completion, streamed as server-sent events when the body asks for it.
 fn chat(body: &str) -> Response<Body> {
     let req: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
-    let model = req.get("model").and_then(|m| m.as_str()).unwrap_or("gpt-4o-mini").to_owned();
+    let model = req
+        .get("model")
+        .and_then(|m| m.as_str())
+        .unwrap_or("gpt-4o-mini")
+        .to_owned();
     if model == "bad-model" {
         return json(
             StatusCode::NOT_FOUND,
             &serde_json::json!({"error": {"message": "The model `bad-model` does not exist", "type": "invalid_request_error", "param": null, "code": "model_not_found"}}),
         );
     }
-    let stream = req.get("stream").and_then(serde_json::Value::as_bool).unwrap_or(false);
+    let stream = req
+        .get("stream")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
     if !stream {
         let mut resp = json(
             StatusCode::OK,
@@ -299,8 +349,10 @@ fn chat(body: &str) -> Response<Body> {
                 "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15, "prompt_tokens_details": {"cached_tokens": 4}}
             }),
         );
-        resp.headers_mut().insert("x-request-id", HeaderValue::from_static("req_chat_test"));
-        resp.headers_mut().insert("openai-processing-ms", HeaderValue::from_static("42"));
+        resp.headers_mut()
+            .insert("x-request-id", HeaderValue::from_static("req_chat_test"));
+        resp.headers_mut()
+            .insert("openai-processing-ms", HeaderValue::from_static("42"));
         return resp;
     }
     let mut events: Vec<String> = ["Hel", "lo ", "there!"]
@@ -322,7 +374,9 @@ fn chat(body: &str) -> Response<Body> {
         Ok::<_, Infallible>(Frame::data(Bytes::from(format!("data: {e}\n\n"))))
     });
     let mut resp = Response::new(BodyExt::boxed(StreamBody::new(frames)));
-    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    resp.headers_mut().insert("x-request-id", HeaderValue::from_static("req_chat_stream"));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    resp.headers_mut()
+        .insert("x-request-id", HeaderValue::from_static("req_chat_stream"));
     resp
 }

@@ -10,7 +10,11 @@ use std::{
 use taskless_e2e::harness::{KillOnDrop, TempDir, agent_bin, require_root};
 
 fn agent(args: &[&str]) -> Output {
-    Command::new(agent_bin()).args(args).stdin(Stdio::null()).output().expect("run agent")
+    Command::new(agent_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run agent")
 }
 
 fn stderr(o: &Output) -> String {
@@ -28,13 +32,18 @@ fn python_with_ssl(prefix: &[&str]) -> KillOnDrop {
         c
     };
     let mut child = cmd
-        .args(["-c", "import ssl, sys; print('ready', flush=True); sys.stdin.readline()"])
+        .args([
+            "-c",
+            "import ssl, sys; print('ready', flush=True); sys.stdin.readline()",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .expect("python3");
     let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("ready");
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready");
     assert_eq!(line.trim(), "ready");
     KillOnDrop(child)
 }
@@ -43,7 +52,11 @@ fn python_with_ssl(prefix: &[&str]) -> KillOnDrop {
 fn no_pid_is_a_usage_error() {
     let o = agent(&[]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("no process to watch: pass --pid PID"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no process to watch: pass --pid PID"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -51,7 +64,11 @@ fn a_pid_that_does_not_exist_is_named() {
     // pid_max is at most 2^22, so this pid cannot exist.
     let o = agent(&["--pid", "4194305"]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("no process with pid 4194305"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no process with pid 4194305"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -69,10 +86,16 @@ fn a_process_without_tls_is_named_with_what_was_searched() {
     let o = agent(&["--pid", &pid]);
     assert!(!o.status.success());
     let e = stderr(&o);
-    assert!(e.contains(&format!("no TLS library found in pid {pid} (sleep)")), "{e}");
+    assert!(
+        e.contains(&format!("no TLS library found in pid {pid} (sleep)")),
+        "{e}"
+    );
     assert!(e.contains("libc.so.6") && e.contains("statically"), "{e}");
     // The target is untouched.
-    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "the target must keep running");
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the target must keep running"
+    );
 }
 
 #[test]
@@ -82,14 +105,24 @@ fn a_missing_packs_directory_is_named() {
     let pid = py.0.id().to_string();
     let o = agent(&["--pid", &pid, "--packs", "/nonexistent/packs"]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("packs directory /nonexistent/packs: does not exist"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("packs directory /nonexistent/packs: does not exist"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
 fn missing_privileges_are_named() {
     require_root();
     // Both the agent and its target run as `nobody`: discovery works, loading eBPF must not.
-    let drop_privs = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"];
+    let drop_privs = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+    ];
     let py = python_with_ssl(&drop_privs);
     let pid = py.0.id().to_string();
     // The checkout may sit where `nobody` cannot reach: give it its own copy of the agent.

@@ -67,7 +67,11 @@ pub fn run(root: &Path, seconds: u64) -> anyhow::Result<()> {
     );
     let mut first = String::new();
     BufReader::new(api.0.stdout.take().context("no stdout")?).read_line(&mut first)?;
-    let base = first.trim().strip_prefix("listening ").context("unexpected testapi output")?.to_owned();
+    let base = first
+        .trim()
+        .strip_prefix("listening ")
+        .context("unexpected testapi output")?
+        .to_owned();
     eprintln!("demo: local API at {base}");
 
     let rounds = seconds + 30;
@@ -85,15 +89,29 @@ pub fn run(root: &Path, seconds: u64) -> anyhow::Result<()> {
 
     // curl: one process, one connection reused, a call every half second.
     let mut curl = Command::new("curl");
-    curl.args(["-sS", "-o", "/dev/null", "--http1.1", "--rate", "2/s", "--cacert"]).arg(&ca);
+    curl.args([
+        "-sS",
+        "-o",
+        "/dev/null",
+        "--http1.1",
+        "--rate",
+        "2/s",
+        "--cacert",
+    ])
+    .arg(&ca);
     for i in 0..rounds * 2 {
         if i > 0 {
-            curl.args(["--next", "-sS", "-o", "/dev/null", "--http1.1", "--cacert"]).arg(&ca);
+            curl.args(["--next", "-sS", "-o", "/dev/null", "--http1.1", "--cacert"])
+                .arg(&ca);
         }
         if i % 2 == 0 {
             curl.arg(format!("{base}/v1/customers/cus_{i}"));
         } else {
-            curl.args(["-d", "amount=700&source=tok_chargeDeclined", &format!("{base}/v1/charges")]);
+            curl.args([
+                "-d",
+                "amount=700&source=tok_chargeDeclined",
+                &format!("{base}/v1/charges"),
+            ]);
         }
     }
     let curl = Guard(curl.spawn().context("starting curl")?);
@@ -107,7 +125,13 @@ pub fn run(root: &Path, seconds: u64) -> anyhow::Result<()> {
     );
     let mut agent = Guard(
         Command::new(bin.join("taskless-agent"))
-            .args(["--pid", &python.0.id().to_string(), "--pid", &curl.0.id().to_string(), "--packs"])
+            .args([
+                "--pid",
+                &python.0.id().to_string(),
+                "--pid",
+                &curl.0.id().to_string(),
+                "--packs",
+            ])
             .arg(root.join("target/packs"))
             .args(["--stats-interval", "5"])
             .spawn()

@@ -38,7 +38,8 @@ fn nightly_rust_src() -> anyhow::Result<()> {
         eprintln!("setup: installing the nightly toolchain (the eBPF programs build with it)");
         run(rustup().args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
     }
-    let comps = output(rustup().args(["component", "list", "--installed", "--toolchain", "nightly"]))?;
+    let comps =
+        output(rustup().args(["component", "list", "--installed", "--toolchain", "nightly"]))?;
     if comps.lines().any(|l| l.trim() == "rust-src") {
         eprintln!("setup: nightly rust-src present");
     } else {
@@ -50,7 +51,10 @@ fn nightly_rust_src() -> anyhow::Result<()> {
 
 fn wasm_target() -> anyhow::Result<()> {
     let targets = output(rustup().args(["target", "list", "--installed"]))?;
-    if targets.lines().any(|l| l.trim() == "wasm32-unknown-unknown") {
+    if targets
+        .lines()
+        .any(|l| l.trim() == "wasm32-unknown-unknown")
+    {
         eprintln!("setup: wasm32-unknown-unknown target present");
     } else {
         eprintln!("setup: adding the wasm32-unknown-unknown target (packs)");
@@ -78,8 +82,16 @@ fn nightly_llvm() -> anyhow::Result<(u32, PathBuf)> {
         .with_context(|| format!("reading {}", lib.display()))?
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&prefix)))
-        .with_context(|| format!("no {prefix}* in the nightly toolchain's lib directory {}", lib.display()))?;
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+        })
+        .with_context(|| {
+            format!(
+                "no {prefix}* in the nightly toolchain's lib directory {}",
+                lib.display()
+            )
+        })?;
     Ok((major, file))
 }
 
@@ -107,7 +119,8 @@ fn bpf_linker() -> anyhow::Result<()> {
     for name in [std::ffi::OsStr::new("libLLVM.so"), file_name] {
         let link = prefix_lib.join(name);
         let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(&lib, &link).with_context(|| format!("linking {}", link.display()))?;
+        std::os::unix::fs::symlink(&lib, &link)
+            .with_context(|| format!("linking {}", link.display()))?;
     }
     let mut cmd = util::cargo();
     cmd.args([
@@ -142,11 +155,17 @@ fn debian_packages() -> anyhow::Result<()> {
         })
         .collect();
     if missing.is_empty() {
-        eprintln!("setup: Debian packages present ({})", DEBIAN_PACKAGES.join(", "));
+        eprintln!(
+            "setup: Debian packages present ({})",
+            DEBIAN_PACKAGES.join(", ")
+        );
         return Ok(());
     }
     if !util::is_root() {
-        bail!("Debian packages {} are missing and installing them needs root", missing.join(", "));
+        bail!(
+            "Debian packages {} are missing and installing them needs root",
+            missing.join(", ")
+        );
     }
     eprintln!("setup: installing Debian packages {}", missing.join(", "));
     run(Command::new("apt-get").args(["update", "-q"]))?;
@@ -159,7 +178,9 @@ fn debian_packages() -> anyhow::Result<()> {
 
 /// The wasm-opt command installed by setup, if any.
 pub fn wasm_opt_path() -> Option<PathBuf> {
-    let p = tools_home().ok()?.join(format!("binaryen-{BINARYEN_VERSION}/node_modules/.bin/wasm-opt"));
+    let p = tools_home().ok()?.join(format!(
+        "binaryen-{BINARYEN_VERSION}/node_modules/.bin/wasm-opt"
+    ));
     p.exists().then_some(p)
 }
 
@@ -180,7 +201,10 @@ fn wasm_opt() -> anyhow::Result<()> {
         .arg(&dir)
         .arg(format!("binaryen@{BINARYEN_VERSION}")))?;
     if wasm_opt_path().is_none() {
-        bail!("binaryen installed but wasm-opt not found under {}", dir.display());
+        bail!(
+            "binaryen installed but wasm-opt not found under {}",
+            dir.display()
+        );
     }
     Ok(())
 }

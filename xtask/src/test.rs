@@ -10,7 +10,11 @@ pub fn run(root: &Path, no_lint: bool, filter: Option<&str>) -> anyhow::Result<(
     let packs = root.join("packs");
     if !no_lint {
         util::run(util::cargo().args(["fmt", "--all", "--", "--check"]))?;
-        util::run(util::cargo().current_dir(&packs).args(["fmt", "--all", "--", "--check"]))?;
+        util::run(
+            util::cargo()
+                .current_dir(&packs)
+                .args(["fmt", "--all", "--", "--check"]),
+        )?;
         util::run(util::cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
     }
     crate::build_packs(root)?;
@@ -27,7 +31,12 @@ pub fn run(root: &Path, no_lint: bool, filter: Option<&str>) -> anyhow::Result<(
     }
     util::run(&mut cmd)?;
     if filter.is_none() {
-        util::run(util::cargo().current_dir(&packs).args(["test", "--target-dir"]).arg(packs.join("target")))?;
+        util::run(
+            util::cargo()
+                .current_dir(&packs)
+                .args(["test", "--target-dir"])
+                .arg(packs.join("target")),
+        )?;
     }
     Ok(())
 }

@@ -10,13 +10,18 @@ use anyhow::{Context as _, bail};
 /// The repository root (the parent of the xtask crate).
 pub fn repo_root() -> anyhow::Result<PathBuf> {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().map(Path::to_path_buf).context("xtask has no parent directory")
+    manifest
+        .parent()
+        .map(Path::to_path_buf)
+        .context("xtask has no parent directory")
 }
 
 /// Runs a command, echoing it, and fails when it fails.
 pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
     eprintln!("+ {}", display(cmd));
-    let status = cmd.status().with_context(|| format!("running {}", display(cmd)))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("running {}", display(cmd)))?;
     if !status.success() {
         bail!("{} failed: {status}", display(cmd));
     }
@@ -25,9 +30,16 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
 
 /// Runs a command and returns its stdout, failing when it fails.
 pub fn output(cmd: &mut Command) -> anyhow::Result<String> {
-    let out = cmd.output().with_context(|| format!("running {}", display(cmd)))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("running {}", display(cmd)))?;
     if !out.status.success() {
-        bail!("{} failed: {}\n{}", display(cmd), out.status, String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "{} failed: {}\n{}",
+            display(cmd),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
