@@ -143,7 +143,9 @@ fn finish_call(ctx: &RetProbeContext, map: &LruHashMap<u64, SslArgs>, dir: Direc
     };
     let _ = map.remove(&pid_tgid);
 
-    let ret: i64 = ctx.ret::<i64>();
+    // Every one of these functions returns a C `int`: read it as 32 bits (`-1` in `eax` leaves the
+    // upper half of `rax` zero, which as 64 bits would read as 4 GiB).
+    let ret: i32 = ctx.ret::<i32>();
     let total: u64 = if ex {
         // SSL_write_ex / SSL_read_ex return 1 on success and store the count through a pointer.
         if ret != 1 || args.len_out == 0 {

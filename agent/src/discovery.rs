@@ -7,14 +7,14 @@
 //! OpenSSL or BoringSSL statically and exports the symbols (Node.js).
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     fs::File,
     io,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
 };
 
-use object::{Object as _, ObjectSymbol as _};
+use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
 
 /// Symbols that make a mapped file an OpenSSL-compatible TLS library.
 const REQUIRED_SYMBOLS: [&str; 2] = ["SSL_write", "SSL_read"];
@@ -44,6 +44,8 @@ pub struct TlsLibrary {
     pub inode: u64,
     /// What kind of file exports the symbols.
     pub flavour: Flavour,
+    /// File offsets of the exported functions probes attach to (those present).
+    pub symbols: HashMap<&'static str, u64>,
 }
 
 /// Where the TLS functions live.
@@ -169,30 +171,37 @@ pub fn process_exists(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Whether `path` exports every symbol in [`REQUIRED_SYMBOLS`] (dynamic or static table).
-fn exports_tls_symbols(path: &Path) -> io::Result<bool> {
+/// The file offsets of the `wanted` functions `path` defines (dynamic or static symbol table),
+/// or `None` when it does not define every one of [`REQUIRED_SYMBOLS`].
+///
+/// Uprobes are placed at file offsets: `offset = address - section address + section offset`.
+fn tls_symbol_offsets(path: &Path, wanted: &[&'static str]) -> io::Result<Option<HashMap<&'static str, u64>>> {
     let file = File::open(path)?;
     // SAFETY: the map is read-only and only parsed; a file truncated underneath us could fault,
     // which is the documented risk of reading a mapped file and acceptable for library files.
     let map = unsafe { memmap2::Mmap::map(&file)? };
     let Ok(obj) = object::File::parse(&*map) else {
-        return Ok(false);
+        return Ok(None);
     };
-    let mut found = [false; REQUIRED_SYMBOLS.len()];
+    let mut found = HashMap::new();
     for sym in obj.dynamic_symbols().chain(obj.symbols()) {
-        if sym.is_undefined() {
+        if sym.is_undefined() || sym.address() == 0 {
             continue;
         }
-        if let Ok(name) = sym.name()
-            && let Some(i) = REQUIRED_SYMBOLS.iter().position(|s| *s == name)
-        {
-            found[i] = true;
-            if found.iter().all(|f| *f) {
-                return Ok(true);
-            }
+        let Ok(name) = sym.name() else { continue };
+        let Some(want) = wanted.iter().find(|w| **w == name) else { continue };
+        if found.contains_key(want) {
+            continue;
+        }
+        let Some(section) = sym.section_index().and_then(|i| obj.section_by_index(i).ok()) else {
+            continue;
+        };
+        let Some((file_off, _)) = section.file_range() else { continue };
+        if let Some(off) = sym.address().checked_sub(section.address()).and_then(|d| d.checked_add(file_off)) {
+            found.insert(*want, off);
         }
     }
-    Ok(false)
+    Ok(REQUIRED_SYMBOLS.iter().all(|r| found.contains_key(r)).then_some(found))
 }
 
 /// Finds every TLS library mapped by `pid`.
@@ -200,7 +209,7 @@ fn exports_tls_symbols(path: &Path) -> io::Result<bool> {
 /// # Errors
 /// [`DiscoveryError::NoTlsLibrary`] when none is mapped, and the other variants when the process
 /// is gone or cannot be read.
-pub fn find_tls_libraries(pid: u32) -> Result<Vec<TlsLibrary>, DiscoveryError> {
+pub fn find_tls_libraries(pid: u32, wanted: &[&'static str]) -> Result<Vec<TlsLibrary>, DiscoveryError> {
     let maps_path = PathBuf::from(format!("/proc/{pid}/maps"));
     let maps = std::fs::read_to_string(&maps_path).map_err(|e| proc_err(pid, &maps_path, e))?;
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
@@ -240,8 +249,8 @@ pub fn find_tls_libraries(pid: u32) -> Result<Vec<TlsLibrary>, DiscoveryError> {
                 continue;
             }
         };
-        match exports_tls_symbols(&host_path) {
-            Ok(true) => {
+        match tls_symbol_offsets(&host_path, wanted) {
+            Ok(Some(symbols)) => {
                 let flavour = if exe.as_deref() == Some(m.path.as_path()) {
                     Flavour::Executable
                 } else {
@@ -253,9 +262,10 @@ pub fn find_tls_libraries(pid: u32) -> Result<Vec<TlsLibrary>, DiscoveryError> {
                     dev: meta.dev(),
                     inode: meta.ino(),
                     flavour,
+                    symbols,
                 });
             }
-            Ok(false) => {}
+            Ok(None) => {}
             Err(e) => {
                 tracing::debug!(pid, path = %host_path.display(), error = %e, "could not read symbols");
             }
@@ -309,7 +319,7 @@ mod tests {
     #[test]
     fn a_missing_process_is_reported_as_such() {
         // pid_max is at most 2^22, so this pid cannot exist.
-        let err = find_tls_libraries(4_194_305).unwrap_err();
+        let err = find_tls_libraries(4_194_305, &REQUIRED_SYMBOLS).unwrap_err();
         assert!(
             matches!(err, DiscoveryError::NoSuchProcess { pid: 4_194_305 }),
             "{err}"
@@ -319,7 +329,7 @@ mod tests {
     #[test]
     fn the_agents_own_process_without_libssl_is_reported_with_what_was_searched() {
         // The test binary links no OpenSSL.
-        let err = find_tls_libraries(std::process::id()).unwrap_err();
+        let err = find_tls_libraries(std::process::id(), &REQUIRED_SYMBOLS).unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, DiscoveryError::NoTlsLibrary { .. }), "{msg}");
         assert!(msg.contains("statically"), "{msg}");

@@ -54,6 +54,14 @@ pub const OPENSSL: &[ProbeSpec] = &[
     spec("SSL_free", "ssl_free", false, false),
 ];
 
+/// Every symbol the table attaches to, for discovery to resolve.
+#[must_use]
+pub fn symbols() -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = OPENSSL.iter().map(|s| s.symbol).collect();
+    v.dedup();
+    v
+}
+
 /// Failures while loading or attaching.
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -175,8 +183,20 @@ impl Probes {
         let scope = NonZeroU32::new(pid).map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
         let mut links = Vec::new();
         for spec in OPENSSL {
+            let Some(&offset) = lib.symbols.get(spec.symbol) else {
+                if spec.required {
+                    return Err(ProbeError::Attach {
+                        program: spec.program,
+                        symbol: spec.symbol,
+                        path: lib.path.display().to_string(),
+                        pid,
+                        reason: "symbol not found".into(),
+                    });
+                }
+                continue;
+            };
             let program = self.uprobe(spec.program)?;
-            match program.attach(spec.symbol, &lib.host_path, scope) {
+            match program.attach(offset, &lib.host_path, scope) {
                 Ok(id) => links.push((spec.program, id)),
                 Err(e) if !spec.required => {
                     tracing::debug!(pid, symbol = spec.symbol, error = %error_chain(&e), "optional probe not attached");

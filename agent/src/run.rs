@@ -194,7 +194,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     // Cheap checks first, so a typo fails before anything is loaded.
     let mut targets: Vec<(u32, Vec<TlsLibrary>)> = Vec::new();
     for &pid in &args.pids {
-        let libs = discovery::find_tls_libraries(pid)?;
+        let libs = discovery::find_tls_libraries(pid, &crate::probes::symbols())?;
         targets.push((pid, libs));
     }
     let packs = load_packs(args)?;
