@@ -107,6 +107,15 @@ fn main() {
     ];
     let mut group = c.benchmark_group("exchange_pre_post");
     group.throughput(Throughput::Elements(1));
+    // Extism alone: the empty pack's pre and post called with an empty input, no runtime.
+    let mut raw = extism::Plugin::new(empty_pack(), [], false).expect("plain extism plugin");
+    group.bench_function("extism only, empty input (raw floor)", |b| {
+        b.iter(|| {
+            let pre: Vec<u8> = raw.call("pre", "").expect("pre");
+            let post: Vec<u8> = raw.call("post", "").expect("post");
+            pre.len() + post.len()
+        });
+    });
     for (name, set) in &sets {
         let mut worker = set.worker().expect("worker");
         group.bench_function(*name, |b| b.iter(|| exchange(&mut worker, &ex)));
