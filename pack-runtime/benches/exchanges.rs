@@ -107,6 +107,35 @@ fn main() {
     ];
     let mut group = c.benchmark_group("exchange_pre_post");
     group.throughput(Throughput::Elements(1));
+    // Extism alone: the empty pack's pre and post called with an empty input, no runtime.
+    let mut raw = extism::Plugin::new(empty_pack(), [], false).expect("plain extism plugin");
+    group.bench_function("extism only, empty input (raw floor)", |b| {
+        b.iter(|| {
+            let pre: Vec<u8> = raw.call("pre", "").expect("pre");
+            let post: Vec<u8> = raw.call("post", "").expect("post");
+            pre.len() + post.len()
+        });
+    });
+    // Extism alone with inputs the size of the runtime's (to tell copying from building).
+    let pre_input = json!({
+        "requestId": "0190f1a2b3c47d8e9f00112233445566",
+        "request": {"domain": "api.stripe.com", "path": "/v1/charges",
+                    "url": "https://api.stripe.com/v1/charges?q=1", "method": "POST",
+                    "headers": [["content-type", "application/json"], ["idempotency-key", "abc"]]},
+        "context": {}, "configuration": {},
+        "timing": {"requestStartMs": 1_700_000_000_000.0, "requestEndMs": 1_700_000_000_001.5}
+    })
+    .to_string();
+    let mut post_input: serde_json::Value = serde_json::from_str(&pre_input).expect("json");
+    post_input["response"] = json!({"status": 402, "headers": [["content-type", "application/json"], ["x-request-id", "req_1"]]});
+    let post_input = post_input.to_string();
+    group.bench_function("extism only, runtime-sized input", |b| {
+        b.iter(|| {
+            let pre: Vec<u8> = raw.call("pre", pre_input.as_str()).expect("pre");
+            let post: Vec<u8> = raw.call("post", post_input.as_str()).expect("post");
+            pre.len() + post.len()
+        });
+    });
     for (name, set) in &sets {
         let mut worker = set.worker().expect("worker");
         group.bench_function(*name, |b| b.iter(|| exchange(&mut worker, &ex)));
