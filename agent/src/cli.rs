@@ -19,7 +19,12 @@ pub struct Cli {
     pub run: RunArgs,
 
     /// Log filter for stderr (tracing's EnvFilter syntax, e.g. `info`, `taskless_agent=debug`).
-    #[arg(long, global = true, env = "TASKLESS_LOG", default_value = "info,extism=off")]
+    #[arg(
+        long,
+        global = true,
+        env = "TASKLESS_LOG",
+        default_value = "info,extism=off"
+    )]
     pub log: String,
 }
 

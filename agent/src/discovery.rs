@@ -175,7 +175,10 @@ pub fn process_exists(pid: u32) -> bool {
 /// or `None` when it does not define every one of [`REQUIRED_SYMBOLS`].
 ///
 /// Uprobes are placed at file offsets: `offset = address - section address + section offset`.
-fn tls_symbol_offsets(path: &Path, wanted: &[&'static str]) -> io::Result<Option<HashMap<&'static str, u64>>> {
+fn tls_symbol_offsets(
+    path: &Path,
+    wanted: &[&'static str],
+) -> io::Result<Option<HashMap<&'static str, u64>>> {
     let file = File::open(path)?;
     // SAFETY: the map is read-only and only parsed; a file truncated underneath us could fault,
     // which is the documented risk of reading a mapped file and acceptable for library files.
@@ -189,19 +192,33 @@ fn tls_symbol_offsets(path: &Path, wanted: &[&'static str]) -> io::Result<Option
             continue;
         }
         let Ok(name) = sym.name() else { continue };
-        let Some(want) = wanted.iter().find(|w| **w == name) else { continue };
+        let Some(want) = wanted.iter().find(|w| **w == name) else {
+            continue;
+        };
         if found.contains_key(want) {
             continue;
         }
-        let Some(section) = sym.section_index().and_then(|i| obj.section_by_index(i).ok()) else {
+        let Some(section) = sym
+            .section_index()
+            .and_then(|i| obj.section_by_index(i).ok())
+        else {
             continue;
         };
-        let Some((file_off, _)) = section.file_range() else { continue };
-        if let Some(off) = sym.address().checked_sub(section.address()).and_then(|d| d.checked_add(file_off)) {
+        let Some((file_off, _)) = section.file_range() else {
+            continue;
+        };
+        if let Some(off) = sym
+            .address()
+            .checked_sub(section.address())
+            .and_then(|d| d.checked_add(file_off))
+        {
             found.insert(*want, off);
         }
     }
-    Ok(REQUIRED_SYMBOLS.iter().all(|r| found.contains_key(r)).then_some(found))
+    Ok(REQUIRED_SYMBOLS
+        .iter()
+        .all(|r| found.contains_key(r))
+        .then_some(found))
 }
 
 /// Finds every TLS library mapped by `pid`.
@@ -209,7 +226,10 @@ fn tls_symbol_offsets(path: &Path, wanted: &[&'static str]) -> io::Result<Option
 /// # Errors
 /// [`DiscoveryError::NoTlsLibrary`] when none is mapped, and the other variants when the process
 /// is gone or cannot be read.
-pub fn find_tls_libraries(pid: u32, wanted: &[&'static str]) -> Result<Vec<TlsLibrary>, DiscoveryError> {
+pub fn find_tls_libraries(
+    pid: u32,
+    wanted: &[&'static str],
+) -> Result<Vec<TlsLibrary>, DiscoveryError> {
     let maps_path = PathBuf::from(format!("/proc/{pid}/maps"));
     let maps = std::fs::read_to_string(&maps_path).map_err(|e| proc_err(pid, &maps_path, e))?;
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
