@@ -95,9 +95,16 @@ pub struct RunArgs {
     #[arg(long, value_name = "MIB", default_value_t = 32)]
     pub pack_memory_mib: u32,
 
-    /// Where the agent keeps state (the packs' compile cache). Not used when absent.
-    #[arg(long, value_name = "DIR", env = "TASKLESS_STATE_DIR")]
-    pub state_dir: Option<PathBuf>,
+    /// Where the agent keeps state: the packs' compiled code, so restarts and extra workers do
+    /// not compile them again. Created if missing; when it cannot be used, packs are compiled
+    /// in memory instead.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "TASKLESS_STATE_DIR",
+        default_value = "/var/lib/taskless-agent"
+    )]
+    pub state_dir: PathBuf,
 
     /// Seconds between stats lines on stderr (0: only at exit).
     #[arg(long, value_name = "SECS", default_value_t = 60)]

@@ -12,7 +12,7 @@ use std::{
 };
 
 use agent_common::Counter;
-use taskless_pack_runtime::{PackSet, RuntimeConfig};
+use taskless_pack_runtime::{PackSet, RuntimeConfig, RuntimeError};
 
 use crate::{
     capture::{self, CaptureStats, Delivery},
@@ -114,7 +114,7 @@ pub fn runtime_config(args: &RunArgs) -> RuntimeConfig {
     RuntimeConfig {
         timeout: Duration::from_millis(args.pack_timeout_ms),
         memory_max_pages: args.pack_memory_mib.saturating_mul(16),
-        cache_dir: args.state_dir.as_ref().map(|d| d.join("compile-cache")),
+        cache_dir: Some(args.state_dir.join("compile-cache")),
         ..RuntimeConfig::default()
     }
 }
@@ -126,11 +126,19 @@ pub fn runtime_config(args: &RunArgs) -> RuntimeConfig {
 pub fn load_packs(args: &RunArgs) -> Result<Arc<PackSet>, RunError> {
     let dir = resolve_packs_dir(args.packs.as_deref())?;
     let started = Instant::now();
-    let (set, refused) =
-        PackSet::load_dir(&dir, &runtime_config(args)).map_err(|e| RunError::Packs {
-            path: dir.clone(),
-            reason: e.to_string(),
-        })?;
+    let mut config = runtime_config(args);
+    let loaded = match PackSet::load_dir(&dir, &config) {
+        Err(RuntimeError::Cache { path, reason }) => {
+            tracing::warn!(path = %path.display(), %reason, "compile cache unusable; compiling packs in memory");
+            config.cache_dir = None;
+            PackSet::load_dir(&dir, &config)
+        }
+        other => other,
+    };
+    let (set, refused) = loaded.map_err(|e| RunError::Packs {
+        path: dir.clone(),
+        reason: e.to_string(),
+    })?;
     for e in &refused {
         tracing::warn!(dir = %e.dir.display(), pack = e.pack.as_deref().unwrap_or("?"), reason = %e.reason, "pack refused");
     }
@@ -199,6 +207,14 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     }
     let packs = load_packs(args)?;
 
+    // The pack stage first, so its instances are ready before the probes fire.
+    let pipeline_stats = Arc::new(PipelineStats::default());
+    let (out, sink) =
+        sinks::stdout().map_err(|e| RunError::Setup(format!("starting the output thread: {e}")))?;
+    let (dispatcher, workers) =
+        pipeline::start(&packs, args.workers, args.queue, &out, &pipeline_stats)?;
+    drop(out);
+
     let mut probes = Probes::load(LoadOptions {
         trace_all: false,
         ringbuf_bytes: args.ringbuf_size,
@@ -213,16 +229,10 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     let stats = Stats {
         capture: Arc::new(CaptureStats::default()),
         flows: Arc::new(FlowStats::default()),
-        pipeline: Arc::new(PipelineStats::default()),
+        pipeline: pipeline_stats,
         kernel: probes.take_counters()?,
         packs: Arc::clone(&packs),
     };
-
-    let (out, sink) =
-        sinks::stdout().map_err(|e| RunError::Setup(format!("starting the output thread: {e}")))?;
-    let (dispatcher, workers) =
-        pipeline::start(&packs, args.workers, args.queue, &out, &stats.pipeline)?;
-    drop(out);
 
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
