@@ -62,8 +62,19 @@ pub enum PackCommand {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Process to watch; repeat for several.
-    #[arg(long = "pid", value_name = "PID")]
+    #[arg(long = "pid", value_name = "PID", conflicts_with = "all")]
     pub pids: Vec<u32>,
+
+    /// Also watch the children of the watched processes, and theirs (found within a second of
+    /// starting).
+    #[arg(long, requires = "pids")]
+    pub follow: bool,
+
+    /// Watch every process on the host that maps a TLS library, including processes in other
+    /// mount namespaces (containers) and processes started later. Probes are attached once per
+    /// library file, for every process that maps it.
+    #[arg(long)]
+    pub all: bool,
 
     /// Directory of packs (Taskless pre2 layout: `<dir>/**/manifest.json` with `config.json` and
     /// `pack.wasm` beside it). Default: the packs shipped with the agent.

@@ -230,6 +230,23 @@ pub fn find_tls_libraries(
     pid: u32,
     wanted: &[&'static str],
 ) -> Result<Vec<TlsLibrary>, DiscoveryError> {
+    find_tls_libraries_cached(pid, wanted, &mut SymbolCache::default())
+}
+
+/// What is known of files already examined, by `(device, inode)`: their probe offsets when they
+/// are a TLS library, `None` when they are not. Examining a process whose files are all known
+/// costs one read of its maps.
+pub type SymbolCache = HashMap<(u64, u64), Option<HashMap<&'static str, u64>>>;
+
+/// [`find_tls_libraries`], remembering in `cache` what each file turned out to be.
+///
+/// # Errors
+/// As [`find_tls_libraries`].
+pub fn find_tls_libraries_cached(
+    pid: u32,
+    wanted: &[&'static str],
+    cache: &mut SymbolCache,
+) -> Result<Vec<TlsLibrary>, DiscoveryError> {
     let maps_path = PathBuf::from(format!("/proc/{pid}/maps"));
     let maps = std::fs::read_to_string(&maps_path).map_err(|e| proc_err(pid, &maps_path, e))?;
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
@@ -269,7 +286,14 @@ pub fn find_tls_libraries(
                 continue;
             }
         };
-        match tls_symbol_offsets(&host_path, wanted) {
+        let key = (meta.dev(), meta.ino());
+        let offsets = match cache.get(&key) {
+            Some(known) => Ok(known.clone()),
+            None => tls_symbol_offsets(&host_path, wanted).inspect(|r| {
+                cache.insert(key, r.clone());
+            }),
+        };
+        match offsets {
             Ok(Some(symbols)) => {
                 let flavour = if exe.as_deref() == Some(m.path.as_path()) {
                     Flavour::Executable
@@ -304,6 +328,63 @@ pub fn find_tls_libraries(
         });
     }
     Ok(found)
+}
+
+/// Directories where the host's shared TLS libraries conventionally live.
+const HOST_LIBRARY_DIRS: [&str; 7] = [
+    "/lib",
+    "/lib64",
+    "/usr/lib",
+    "/usr/lib64",
+    "/usr/local/lib",
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib/x86_64-linux-gnu",
+];
+
+/// The host's own `libssl` files that export the TLS functions, whether or not a process maps
+/// them yet: attached up front with `--all`, a process started later is traced from its first
+/// call.
+#[must_use]
+pub fn host_tls_libraries(wanted: &[&'static str], cache: &mut SymbolCache) -> Vec<TlsLibrary> {
+    let mut out: Vec<TlsLibrary> = Vec::new();
+    for dir in HOST_LIBRARY_DIRS {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name();
+            if !name.to_string_lossy().starts_with("libssl.so") {
+                continue;
+            }
+            let path = entry.path();
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            let key = (meta.dev(), meta.ino());
+            if out.iter().any(|l| (l.dev, l.inode) == key) {
+                continue;
+            }
+            let offsets = match cache.get(&key) {
+                Some(known) => known.clone(),
+                None => {
+                    let found = tls_symbol_offsets(&path, wanted).ok().flatten();
+                    cache.insert(key, found.clone());
+                    found
+                }
+            };
+            if let Some(symbols) = offsets {
+                out.push(TlsLibrary {
+                    path: path.clone(),
+                    host_path: path,
+                    dev: key.0,
+                    inode: key.1,
+                    flavour: Flavour::SharedLibrary,
+                    symbols,
+                });
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

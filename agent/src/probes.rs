@@ -169,7 +169,8 @@ impl Probes {
 
     /// Attaches the table's probes to `lib` for process `pid` only, and adds `pid` to the
     /// in-kernel target set. Returns how many probes were attached. Attaching the same library
-    /// to the same process twice does nothing.
+    /// to the same process twice does nothing. Pid 0 attaches once for every process that maps
+    /// the file (`--all`, where the in-kernel filter lets every process but the agent through).
     ///
     /// # Errors
     /// [`ProbeError::Attach`] when a required symbol cannot be attached; whatever was attached for
@@ -179,7 +180,9 @@ impl Probes {
         if self.attached.contains_key(&key) {
             return Ok(0);
         }
-        self.add_target(pid)?;
+        if pid != 0 {
+            self.add_target(pid)?;
+        }
         let scope = NonZeroU32::new(pid).map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
         let mut links = Vec::new();
         for spec in OPENSSL {
@@ -250,7 +253,12 @@ impl Probes {
     /// Pids with at least one library attached.
     #[must_use]
     pub fn attached_pids(&self) -> Vec<u32> {
-        let mut pids: Vec<u32> = self.attached.keys().map(|k| k.0).collect();
+        let mut pids: Vec<u32> = self
+            .attached
+            .keys()
+            .map(|k| k.0)
+            .filter(|p| *p != 0)
+            .collect();
         pids.sort_unstable();
         pids.dedup();
         pids

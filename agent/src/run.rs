@@ -23,13 +23,14 @@ use crate::{
     pipeline::{self, PipelineStats},
     probes::{KernelCounters, LoadOptions, ProbeError, Probes},
     sinks,
+    watch::{Mode, Watcher},
 };
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// Nothing to watch.
-    #[error("no process to watch: pass --pid PID (repeat it for several processes)")]
+    #[error("no process to watch: pass --pid PID (repeat it for several processes) or --all")]
     NoTargets,
     /// Discovery failed for a process.
     #[error(transparent)]
@@ -196,14 +197,20 @@ impl Stats {
 /// A [`RunError`] when anything needed to start is missing; once running, problems are logged
 /// and counted instead.
 pub fn run(args: &RunArgs) -> Result<(), RunError> {
-    if args.pids.is_empty() {
+    if args.pids.is_empty() && !args.all {
         return Err(RunError::NoTargets);
     }
     // Cheap checks first, so a typo fails before anything is loaded.
     let mut targets: Vec<(u32, Vec<TlsLibrary>)> = Vec::new();
     for &pid in &args.pids {
-        let libs = discovery::find_tls_libraries(pid, &crate::probes::symbols())?;
-        targets.push((pid, libs));
+        match discovery::find_tls_libraries(pid, &crate::probes::symbols()) {
+            Ok(libs) => targets.push((pid, libs)),
+            // A supervisor or shell without TLS is fine when its children are followed.
+            Err(DiscoveryError::NoTlsLibrary { .. }) if args.follow => {
+                tracing::info!(pid, comm = %discovery::process_name(pid), "no TLS library; watching its children");
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     let packs = load_packs(args)?;
 
@@ -216,7 +223,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     drop(out);
 
     let mut probes = Probes::load(LoadOptions {
-        trace_all: false,
+        trace_all: args.all,
         ringbuf_bytes: args.ringbuf_size,
     })?;
     for (pid, libs) in &targets {
@@ -224,6 +231,17 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
             let n = probes.attach(*pid, lib)?;
             tracing::info!(pid, comm = %discovery::process_name(*pid), library = %lib.path.display(), flavour = ?lib.flavour, probes = n, "attached");
         }
+    }
+    let mode = if args.all {
+        Mode::All
+    } else {
+        Mode::Pids {
+            follow: args.follow,
+        }
+    };
+    let mut watcher = Watcher::new(mode, &args.pids, &probes.attached_pids());
+    if args.all {
+        watcher.start_all(&mut probes)?;
     }
     let ring = probes.take_ring()?;
     let stats = Stats {
@@ -246,12 +264,11 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     };
     let mut flows = Flows::new(http_config, Arc::clone(&stats.flows));
     let mut dispatch = |job| dispatcher.dispatch(job);
-    tracing::info!(pids = ?probes.attached_pids(), packs = packs.packs().len(), workers = args.workers.max(1), "ready");
+    tracing::info!(pids = ?watcher.watched(), all = args.all, follow = args.follow, packs = packs.packs().len(), workers = args.workers.max(1), "ready");
 
     let mut last_check = Instant::now();
     let mut last_stats = Instant::now();
     let stats_every = Duration::from_secs(args.stats_interval);
-    let mut live = probes.attached_pids();
     let stop_flag = Arc::clone(&stop);
     capture::run(
         ring,
@@ -263,15 +280,10 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
                 if last_check.elapsed() >= Duration::from_secs(1) {
                     last_check = Instant::now();
                     flows.evict_idle(Clock::monotonic_now(), &mut dispatch);
-                    live.retain(|&pid| {
-                        let alive = discovery::process_exists(pid);
-                        if !alive {
-                            tracing::info!(pid, "watched process exited");
-                            probes.detach_pid(pid);
-                        }
-                        alive
-                    });
-                    if live.is_empty() {
+                    if let Err(e) = watcher.tick(&mut probes) {
+                        tracing::warn!(error = %e, "attaching to a new process failed");
+                    }
+                    if watcher.is_done() {
                         tracing::info!("every watched process has exited; stopping");
                         stop.store(true, Ordering::Release);
                     }
