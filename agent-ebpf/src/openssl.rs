@@ -288,3 +288,15 @@ fn wakeup_flags() -> u64 {
         BPF_RB_NO_WAKEUP as u64
     }
 }
+
+/// An entry probe that does nothing: the floor the probes' cost is measured against.
+#[uprobe]
+pub fn probe_empty(_ctx: ProbeContext) -> u32 {
+    0
+}
+
+/// A return probe that does nothing: the floor the probes' cost is measured against.
+#[uretprobe]
+pub fn probe_empty_ret(_ctx: RetProbeContext) -> u32 {
+    0
+}

@@ -58,6 +58,15 @@ pub enum PackCommand {
     },
 }
 
+/// The probe programs to attach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProbeSet {
+    /// Capture plaintext (the default).
+    Openssl,
+    /// Attach programs that do nothing: the floor for the probe-cost benchmark.
+    Empty,
+}
+
 /// Options for watching processes.
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -116,6 +125,11 @@ pub struct RunArgs {
         default_value = "/var/lib/taskless-agent"
     )]
     pub state_dir: PathBuf,
+
+    /// Which probes to attach: `openssl` (the real ones) or `empty` (programs that do nothing,
+    /// only for measuring the probes' own cost).
+    #[arg(long, value_name = "SET", default_value = "openssl", hide = true)]
+    pub probe_set: ProbeSet,
 
     /// Seconds between stats lines on stderr (0: only at exit).
     #[arg(long, value_name = "SECS", default_value_t = 60)]

@@ -54,6 +54,20 @@ pub const OPENSSL: &[ProbeSpec] = &[
     spec("SSL_free", "ssl_free", false, false),
 ];
 
+/// The same attach points with programs that do nothing, for measuring the probes' own cost
+/// against the floor of an empty uprobe and uretprobe (`--probe-set empty`, benchmarks only).
+pub const EMPTY: &[ProbeSpec] = &[
+    spec("SSL_write", "probe_empty", false, true),
+    spec("SSL_write", "probe_empty_ret", true, true),
+    spec("SSL_read", "probe_empty", false, true),
+    spec("SSL_read", "probe_empty_ret", true, true),
+    spec("SSL_write_ex", "probe_empty", false, false),
+    spec("SSL_write_ex", "probe_empty_ret", true, false),
+    spec("SSL_read_ex", "probe_empty", false, false),
+    spec("SSL_read_ex", "probe_empty_ret", true, false),
+    spec("SSL_free", "probe_empty", false, false),
+];
+
 /// Every symbol the table attaches to, for discovery to resolve.
 #[must_use]
 pub fn symbols() -> Vec<&'static str> {
@@ -99,6 +113,8 @@ pub struct LoadOptions {
     pub trace_all: bool,
     /// Ring buffer size in bytes (a power of two, multiple of the page size).
     pub ringbuf_bytes: u32,
+    /// The attach table: [`OPENSSL`], or [`EMPTY`] to measure the floor.
+    pub table: &'static [ProbeSpec],
 }
 
 /// One library in one process: `(pid, device, inode)`.
@@ -107,6 +123,7 @@ type AttachKey = (u32, u64, u64);
 /// The loaded eBPF object and what is attached.
 pub struct Probes {
     ebpf: Ebpf,
+    table: &'static [ProbeSpec],
     attached: HashMap<AttachKey, Vec<(&'static str, UProbeLinkId)>>,
 }
 
@@ -141,7 +158,7 @@ impl Probes {
                 }
             })?;
         let mut loaded = std::collections::HashSet::new();
-        for spec in OPENSSL {
+        for spec in options.table {
             if !loaded.insert(spec.program) {
                 continue;
             }
@@ -163,6 +180,7 @@ impl Probes {
         }
         Ok(Self {
             ebpf,
+            table: options.table,
             attached: HashMap::new(),
         })
     }
@@ -185,7 +203,7 @@ impl Probes {
         }
         let scope = NonZeroU32::new(pid).map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
         let mut links = Vec::new();
-        for spec in OPENSSL {
+        for spec in self.table {
             let Some(&offset) = lib.symbols.get(spec.symbol) else {
                 if spec.required {
                     return Err(ProbeError::Attach {

@@ -16,7 +16,7 @@ use taskless_pack_runtime::{PackSet, RuntimeConfig, RuntimeError};
 
 use crate::{
     capture::{self, CaptureStats, Delivery},
-    cli::RunArgs,
+    cli::{ProbeSet, RunArgs},
     clock::Clock,
     discovery::{self, DiscoveryError, TlsLibrary},
     flows::{FlowStats, Flows},
@@ -225,6 +225,10 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     let mut probes = Probes::load(LoadOptions {
         trace_all: args.all,
         ringbuf_bytes: args.ringbuf_size,
+        table: match args.probe_set {
+            ProbeSet::Openssl => crate::probes::OPENSSL,
+            ProbeSet::Empty => crate::probes::EMPTY,
+        },
     })?;
     for (pid, libs) in &targets {
         for lib in libs {

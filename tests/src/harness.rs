@@ -25,11 +25,20 @@ pub fn build_dir() -> PathBuf {
     dir
 }
 
-/// The agent binary: `TASKLESS_AGENT_BIN`, or the one built beside the tests.
+/// The agent binary: `TASKLESS_AGENT_BIN`, or the one built beside the tests, or (for
+/// benchmarks, built in `target/release`) the development build.
 #[must_use]
 pub fn agent_bin() -> PathBuf {
-    std::env::var_os("TASKLESS_AGENT_BIN")
-        .map_or_else(|| build_dir().join("taskless-agent"), PathBuf::from)
+    if let Some(p) = std::env::var_os("TASKLESS_AGENT_BIN") {
+        return PathBuf::from(p);
+    }
+    let beside = build_dir().join("taskless-agent");
+    if beside.exists() {
+        return beside;
+    }
+    build_dir()
+        .parent()
+        .map_or(beside, |t| t.join("debug/taskless-agent"))
 }
 
 /// The packs directory: `TASKLESS_TEST_PACKS`, or `target/packs` (what `cargo xtask build-packs`

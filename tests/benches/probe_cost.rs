@@ -1,0 +1,153 @@
+//! The probes' cost per TLS call, as a ratio to an empty uprobe + uretprobe on the same
+//! functions, measured in the same run (needs root; `cargo bench -p taskless-e2e --bench
+//! probe_cost`).
+//!
+//! A Python process runs a TLS client and server over memory BIOs (no sockets, no network) and
+//! times `SSL_write_ex` + `SSL_read_ex` pairs with 1 KiB payloads: first with nothing attached,
+//! then with the agent's empty probes (`--probe-set empty`), then with the real ones, in
+//! alternating rounds. Prints nanoseconds per call and the ratios.
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    process::{ChildStdin, ChildStdout, Command, Stdio},
+    time::Duration,
+};
+
+use taskless_e2e::harness::{Agent, KillOnDrop, TempDir, agent_bin, require_root};
+
+const CALLS: u64 = 20_000;
+const ROUNDS: usize = 5;
+
+const CLIENT: &str = r#"
+import ssl, sys, time
+cert, key = sys.argv[1], sys.argv[2]
+sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); sctx.load_cert_chain(cert, key)
+cctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); cctx.check_hostname = False; cctx.verify_mode = ssl.CERT_NONE
+ci, co, si, so = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
+c = cctx.wrap_bio(ci, co, server_hostname="bench"); s = sctx.wrap_bio(si, so, server_side=True)
+done = [False, False]
+while not all(done):
+    for i, o in enumerate((c, s)):
+        if not done[i]:
+            try: o.do_handshake(); done[i] = True
+            except ssl.SSLWantReadError: pass
+    d = co.read(); d and si.write(d)
+    d = so.read(); d and ci.write(d)
+payload = b"x" * 1024
+print("ready", flush=True)
+for line in sys.stdin:
+    n = int(line)
+    t0 = time.perf_counter_ns()
+    for _ in range(n):
+        c.write(payload); si.write(co.read()); s.read(1024)
+    print((time.perf_counter_ns() - t0) / (2 * n), flush=True)
+"#;
+
+struct Client {
+    _child: KillOnDrop,
+    pid: u32,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Client {
+    fn measure(&mut self, calls: u64) -> f64 {
+        writeln!(self.stdin, "{calls}").expect("write");
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("read");
+        line.trim().parse().expect("ns per call")
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    require_root();
+    let dir = TempDir::new("probe-bench").expect("tempdir");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let ok = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=bench",
+            "-days",
+            "1",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(ok.success(), "openssl req failed");
+    let script = dir.path().join("bench.py");
+    std::fs::write(&script, CLIENT).expect("script");
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .arg(&cert)
+        .arg(&key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let stdin = child.stdin.take().expect("stdin");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("ready");
+    assert_eq!(line.trim(), "ready");
+    let mut client = Client {
+        pid: child.id(),
+        _child: KillOnDrop(child),
+        stdin,
+        stdout,
+    };
+    let packs = dir.path().join("packs");
+    std::fs::create_dir(&packs).expect("packs");
+    let packs = packs.display().to_string();
+    let pid = client.pid.to_string();
+    println!("agent: {}", agent_bin().display());
+    client.measure(CALLS / 4); // warm up
+
+    let (mut none, mut empty, mut real) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        none.push(client.measure(CALLS));
+        for (set, out) in [("empty", &mut empty), ("openssl", &mut real)] {
+            let mut agent = Agent::start(&[
+                "--pid",
+                &pid,
+                "--packs",
+                &packs,
+                "--probe-set",
+                set,
+                "--stats-interval",
+                "0",
+            ])
+            .expect("agent");
+            agent
+                .wait_for_log("ready", Duration::from_secs(60))
+                .expect("agent ready");
+            out.push(client.measure(CALLS));
+            drop(agent.stop(Vec::new()));
+        }
+    }
+    let (n, e, r) = (median(&mut none), median(&mut empty), median(&mut real));
+    println!(
+        "probe_cost: 1 KiB SSL_write_ex/SSL_read_ex calls, median of {ROUNDS} rounds of {CALLS} pairs"
+    );
+    println!("  no probes          {n:8.0} ns/call");
+    println!("  empty probe pair   {e:8.0} ns/call  (+{:.0} ns)", e - n);
+    println!("  taskless probes    {r:8.0} ns/call  (+{:.0} ns)", r - n);
+    println!(
+        "  ratio to the empty pair: {:.2}x per call, {:.2}x of the added cost",
+        r / e,
+        (r - n) / (e - n)
+    );
+}
