@@ -115,7 +115,7 @@ pub struct PackArgs {
     pub workers: usize,
 
     /// Events queued for each pack worker; beyond this they are dropped and counted, so a slow
-    /// pack never stalls capture.
+    /// pack never stalls capture (`replay` waits instead).
     #[arg(long, value_name = "N", default_value_t = 4096)]
     pub queue: usize,
 
