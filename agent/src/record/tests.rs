@@ -1,4 +1,4 @@
-use std::sync::atomic::Ordering;
+use std::sync::{Arc, atomic::Ordering};
 
 use agent_common::Direction;
 
@@ -144,6 +144,12 @@ fn a_recording_replays_the_records_it_was_given() {
     assert_eq!(stats.files.load(Ordering::Relaxed), 3);
 
     let rec = Recording::read_dir(&dir).unwrap();
+    for c in &rec.connections {
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&c.path).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600, "{}", c.path.display());
+    }
     assert_eq!(rec.unix_offset_ns(), 1_700_000_000_000_000_000);
     assert_eq!(rec.connections.len(), 3);
     let replayed = rec.records();
