@@ -202,6 +202,14 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         targets.push((pid, libs));
     }
     let packs = load_packs(&args.pack)?;
+    let clock = Clock::new();
+    let recorder = match &args.record {
+        Some(dir) => Some(Recorder::start(
+            dir,
+            i64::try_from(clock.offset_ns()).unwrap_or(0),
+        )?),
+        None => None,
+    };
 
     let mut probes = Probes::load(LoadOptions {
         trace_all: false,
@@ -214,15 +222,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         }
     }
     let ring = probes.take_ring()?;
-    let clock = Clock::new();
     let mut engine = Engine::start(&packs, &args.pack, clock, Backpressure::Drop)?;
-    let recorder = match &args.record {
-        Some(dir) => Some(Recorder::start(
-            dir,
-            i64::try_from(clock.offset_ns()).unwrap_or(0),
-        )?),
-        None => None,
-    };
     let stats = Stats {
         capture: Arc::new(CaptureStats::default()),
         flows: Arc::clone(&engine.flow_stats),
