@@ -412,4 +412,4 @@ impl Recording {
 mod tests;
 mod writer;
 
-pub use writer::{RecordStats, Recorder};
+pub use writer::{MAX_OPEN, RecordStats, Recorder};

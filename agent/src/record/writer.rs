@@ -46,6 +46,18 @@ impl Recorder {
     /// # Errors
     /// When the directory cannot be created or the thread cannot start.
     pub fn start(dir: &Path, unix_offset_ns: i64) -> Result<Self, RecordError> {
+        Self::start_with_limit(dir, unix_offset_ns, MAX_OPEN)
+    }
+
+    /// [`Recorder::start`] keeping at most `max_open` files open at once.
+    ///
+    /// # Errors
+    /// When the directory cannot be created or the thread cannot start.
+    pub fn start_with_limit(
+        dir: &Path,
+        unix_offset_ns: i64,
+        max_open: usize,
+    ) -> Result<Self, RecordError> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -59,7 +71,10 @@ impl Recorder {
         let mut writer = Writer {
             dir: dir.to_path_buf(),
             unix_offset_ns,
-            open: HashMap::new(),
+            conns: HashMap::new(),
+            open: 0,
+            max_open,
+            tick: 0,
             serial: 0,
             stats: Arc::clone(&stats),
         };
@@ -110,10 +125,23 @@ impl Recorder {
     }
 }
 
+/// Connection files kept open at once; beyond this the least recently written is closed and
+/// reopened for appending when its connection moves again.
+pub const MAX_OPEN: usize = 256;
+
+struct ConnFile {
+    path: PathBuf,
+    file: Option<BufWriter<File>>,
+    used: u64,
+}
+
 struct Writer {
     dir: PathBuf,
     unix_offset_ns: i64,
-    open: HashMap<(u32, u64), BufWriter<File>>,
+    conns: HashMap<(u32, u64), ConnFile>,
+    open: usize,
+    max_open: usize,
+    tick: u64,
     serial: u64,
     stats: Arc<RecordStats>,
 }
@@ -131,7 +159,7 @@ impl Writer {
     }
 
     fn flush_all(&mut self) {
-        for f in self.open.values_mut() {
+        for f in self.conns.values_mut().filter_map(|c| c.file.as_mut()) {
             if f.flush().is_err() {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
             }
@@ -143,23 +171,21 @@ impl Writer {
             Record::Data(d) => ((d.tgid, d.conn), false),
             Record::Close { tgid, conn, .. } => ((*tgid, *conn), true),
         };
-        if close && !self.open.contains_key(&key) {
+        if close && !self.conns.contains_key(&key) {
             // A connection this recording never saw data for.
             return;
         }
-        if !self.open.contains_key(&key) {
-            match self.create(key) {
-                Ok(f) => {
-                    self.open.insert(key, f);
-                }
-                Err(e) => {
-                    self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(error = %e, "cannot create a recording file");
-                    return;
-                }
-            }
+        if let Err(e) = self.open_file(key) {
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, "cannot write a recording file");
+            return;
         }
-        let Some(f) = self.open.get_mut(&key) else {
+        self.tick += 1;
+        let Some(c) = self.conns.get_mut(&key) else {
+            return;
+        };
+        c.used = self.tick;
+        let Some(f) = c.file.as_mut() else {
             return;
         };
         let mut ok = true;
@@ -168,7 +194,8 @@ impl Writer {
         }
         if close {
             ok &= f.flush().is_ok();
-            self.open.remove(&key);
+            self.conns.remove(&key);
+            self.open -= 1;
         }
         let counter = if ok {
             &self.stats.written
@@ -178,7 +205,52 @@ impl Writer {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn create(&mut self, (pid, conn): (u32, u64)) -> Result<BufWriter<File>, RecordError> {
+    /// Makes sure `key` has an open file: a new one for a new connection, or its old one
+    /// reopened for appending after it was closed to make room.
+    fn open_file(&mut self, key: (u32, u64)) -> Result<(), RecordError> {
+        if self.conns.get(&key).is_some_and(|c| c.file.is_some()) {
+            return Ok(());
+        }
+        self.make_room();
+        if let Some(c) = self.conns.get_mut(&key) {
+            let file = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&c.path)
+                .map_err(|source| RecordError::Io {
+                    path: c.path.clone(),
+                    source,
+                })?;
+            c.file = Some(BufWriter::new(file));
+        } else {
+            let c = self.create(key)?;
+            self.conns.insert(key, c);
+        }
+        self.open += 1;
+        Ok(())
+    }
+
+    fn make_room(&mut self) {
+        while self.open >= self.max_open.max(1) {
+            let lru = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.file.is_some())
+                .min_by_key(|(_, c)| c.used)
+                .map(|(k, _)| *k);
+            let Some(file) = lru
+                .and_then(|k| self.conns.get_mut(&k))
+                .and_then(|c| c.file.take())
+            else {
+                break;
+            };
+            if file.into_inner().is_err() {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            }
+            self.open -= 1;
+        }
+    }
+
+    fn create(&mut self, (pid, conn): (u32, u64)) -> Result<ConnFile, RecordError> {
         self.serial += 1;
         let path = self
             .dir
@@ -207,6 +279,10 @@ impl Writer {
         writeln!(f, "{text}").map_err(io)?;
         self.stats.files.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(path = %path.display(), "recording connection");
-        Ok(f)
+        Ok(ConnFile {
+            path,
+            file: Some(f),
+            used: 0,
+        })
     }
 }
