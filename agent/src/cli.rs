@@ -19,12 +19,7 @@ pub struct Cli {
     pub run: RunArgs,
 
     /// Log filter for stderr (tracing's EnvFilter syntax, e.g. `info`, `taskless_agent=debug`).
-    #[arg(
-        long,
-        global = true,
-        env = "TASKLESS_LOG",
-        default_value = "info,extism=off"
-    )]
+    #[arg(long, global = true, env = "TASKLESS_LOG", default_value = "info")]
     pub log: String,
 }
 
@@ -34,6 +29,26 @@ pub enum Command {
     /// Work with packs offline.
     #[command(subcommand)]
     Pack(PackCommand),
+    /// Run the packs offline over a recording made with `--record DIR`, or over a HAR file,
+    /// printing the same NDJSON lines as a live run. Needs neither root nor eBPF.
+    Replay(ReplayArgs),
+}
+
+/// Options of `replay`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["dir", "har"])))]
+pub struct ReplayArgs {
+    /// A recording directory written by `--record DIR`.
+    #[arg(value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+
+    /// A HAR 1.2 file instead of a recording.
+    #[arg(long, value_name = "FILE")]
+    pub har: Option<PathBuf>,
+
+    /// Pack and limit options, as for watching.
+    #[command(flatten)]
+    pub pack: PackArgs,
 }
 
 /// `pack` subcommands.
@@ -85,6 +100,32 @@ pub struct RunArgs {
     #[arg(long)]
     pub all: bool,
 
+    /// Also write every connection's captured bytes to DIR (one JSON-lines file per
+    /// connection, see docs/record-format.md) for `taskless-agent replay DIR`.
+    #[arg(long, value_name = "DIR")]
+    pub record: Option<PathBuf>,
+
+    /// Pack and limit options.
+    #[command(flatten)]
+    pub pack: PackArgs,
+
+    /// Kernel ring buffer size (a power of two, at least 4096).
+    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub ringbuf_size: u32,
+
+    /// Which probes to attach: `openssl` (the real ones) or `empty` (programs that do nothing,
+    /// only for measuring the probes' own cost).
+    #[arg(long, value_name = "SET", default_value = "openssl", hide = true)]
+    pub probe_set: ProbeSet,
+
+    /// Seconds between stats lines on stderr (0: only at exit).
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub stats_interval: u64,
+}
+
+/// Options for the packs and the limits around them, shared by watching and `replay`.
+#[derive(Debug, Args)]
+pub struct PackArgs {
     /// Directory of packs (Taskless pre2 layout: `<dir>/**/manifest.json` with `config.json` and
     /// `pack.wasm` beside it). Default: the packs shipped with the agent.
     #[arg(long, value_name = "DIR", env = "TASKLESS_PACKS")]
@@ -99,13 +140,9 @@ pub struct RunArgs {
     pub workers: usize,
 
     /// Events queued for each pack worker; beyond this they are dropped and counted, so a slow
-    /// pack never stalls capture.
+    /// pack never stalls capture (`replay` waits instead).
     #[arg(long, value_name = "N", default_value_t = 4096)]
     pub queue: usize,
-
-    /// Kernel ring buffer size (a power of two, at least 4096).
-    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
-    pub ringbuf_size: u32,
 
     /// Per-call time limit for a pack hook, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 100)]
@@ -125,15 +162,6 @@ pub struct RunArgs {
         default_value = "/var/lib/taskless-agent"
     )]
     pub state_dir: PathBuf,
-
-    /// Which probes to attach: `openssl` (the real ones) or `empty` (programs that do nothing,
-    /// only for measuring the probes' own cost).
-    #[arg(long, value_name = "SET", default_value = "openssl", hide = true)]
-    pub probe_set: ProbeSet,
-
-    /// Seconds between stats lines on stderr (0: only at exit).
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
-    pub stats_interval: u64,
 }
 
 fn default_workers() -> usize {

@@ -27,6 +27,19 @@ impl Clock {
         }
     }
 
+    /// A clock with a known offset (Unix ns minus monotonic ns), e.g. one stored in a
+    /// recording, so replayed timestamps convert exactly as they did live.
+    #[must_use]
+    pub const fn with_offset(offset_ns: i128) -> Self {
+        Self { offset_ns }
+    }
+
+    /// Unix nanoseconds minus monotonic nanoseconds.
+    #[must_use]
+    pub const fn offset_ns(&self) -> i128 {
+        self.offset_ns
+    }
+
     /// The current monotonic time in nanoseconds.
     #[must_use]
     pub fn monotonic_now() -> u64 {

@@ -85,6 +85,11 @@ impl Flows {
         }
     }
 
+    /// Names process `pid` (instead of reading `/proc`), e.g. from a recording's metadata.
+    pub fn set_process_name(&mut self, pid: u32, comm: String) {
+        self.comm_cache.insert(pid, comm);
+    }
+
     /// Live connections.
     #[must_use]
     pub fn len(&self) -> usize {

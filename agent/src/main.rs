@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use taskless_agent::{
     cli::{Cli, Command, PackCommand},
-    pack_cmd, run,
+    pack_cmd, replay, run,
 };
 
 fn main() -> ExitCode {
@@ -30,6 +30,13 @@ fn main() -> ExitCode {
             wasm,
         })) => pack_cmd::check(&fixture, &manifest, &wasm),
         Some(Command::Pack(PackCommand::List { dir })) => pack_cmd::list(&dir),
+        Some(Command::Replay(args)) => match replay::replay(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         None => match run::run(&cli.run) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

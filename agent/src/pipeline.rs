@@ -96,13 +96,7 @@ pub struct Dispatcher {
 impl Dispatcher {
     /// Queues a job for its connection's worker, or drops and counts it when that queue is full.
     pub fn dispatch(&self, job: Job) {
-        let key = match &job {
-            Job::Request { key, .. }
-            | Job::ResponseHead { key, .. }
-            | Job::ResponseBody { key, .. }
-            | Job::Complete { key, .. }
-            | Job::Incomplete { key, .. } => *key,
-        };
+        let key = job_key(&job);
         let n = self.senders.len().max(1) as u64;
         let i = usize::try_from(key.conn % n).unwrap_or(0);
         if let Some(tx) = self.senders.get(i) {
@@ -114,6 +108,28 @@ impl Dispatcher {
                 Err(TrySendError::Disconnected(_)) => {}
             }
         }
+    }
+
+    /// Queues a job for its connection's worker, waiting while that queue is full. For offline
+    /// replay, where nothing is lost by waiting and nothing may be dropped.
+    pub fn dispatch_waiting(&self, job: Job) {
+        let key = job_key(&job);
+        let n = self.senders.len().max(1) as u64;
+        let i = usize::try_from(key.conn % n).unwrap_or(0);
+        if let Some(tx) = self.senders.get(i) {
+            // Disconnected only when the worker is gone, i.e. shutting down.
+            let _ = tx.send(job);
+        }
+    }
+}
+
+const fn job_key(job: &Job) -> ExchangeKey {
+    match job {
+        Job::Request { key, .. }
+        | Job::ResponseHead { key, .. }
+        | Job::ResponseBody { key, .. }
+        | Job::Complete { key, .. }
+        | Job::Incomplete { key, .. } => *key,
     }
 }
 
@@ -327,9 +343,24 @@ pub fn start(
     out: &Sender<String>,
     stats: &Arc<PipelineStats>,
 ) -> Result<(Dispatcher, Vec<JoinHandle<()>>), PipelineError> {
+    start_with_clock(packs, n, queue, out, stats, Clock::new())
+}
+
+/// [`start`] with the clock that turns exchange timestamps into Unix time (a recording's
+/// stored offset when replaying).
+///
+/// # Errors
+/// When a worker's pack instances cannot be created.
+pub fn start_with_clock(
+    packs: &Arc<PackSet>,
+    n: usize,
+    queue: usize,
+    out: &Sender<String>,
+    stats: &Arc<PipelineStats>,
+    clock: Clock,
+) -> Result<(Dispatcher, Vec<JoinHandle<()>>), PipelineError> {
     let mut senders = Vec::new();
     let mut handles = Vec::new();
-    let clock = Clock::new();
     for i in 0..n.max(1) {
         let (tx, rx): (Sender<Job>, Receiver<Job>) = crossbeam_channel::bounded(queue.max(1));
         let mut lp = WorkerLoop {

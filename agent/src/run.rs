@@ -16,13 +16,14 @@ use taskless_pack_runtime::{PackSet, RuntimeConfig, RuntimeError};
 
 use crate::{
     capture::{self, CaptureStats, Delivery},
-    cli::{ProbeSet, RunArgs},
+    cli::{PackArgs, ProbeSet, RunArgs},
     clock::Clock,
     discovery::{self, DiscoveryError, TlsLibrary},
-    flows::{FlowStats, Flows},
+    engine::{Backpressure, Engine},
+    flows::FlowStats,
     pipeline::{self, PipelineStats},
     probes::{KernelCounters, LoadOptions, ProbeError, Probes},
-    sinks,
+    record::Recorder,
     watch::{Mode, Watcher},
 };
 
@@ -57,6 +58,9 @@ pub enum RunError {
     /// The pack stage could not start.
     #[error(transparent)]
     Pipeline(#[from] pipeline::PipelineError),
+    /// The `--record` directory could not be set up.
+    #[error("recording: {0}")]
+    Record(#[from] crate::record::RecordError),
     /// A thread or signal handler could not be set up.
     #[error("{0}")]
     Setup(String),
@@ -111,7 +115,7 @@ fn resolve_packs_dir(given: Option<&Path>) -> Result<PathBuf, RunError> {
 
 /// The runtime configuration from the command line.
 #[must_use]
-pub fn runtime_config(args: &RunArgs) -> RuntimeConfig {
+pub fn runtime_config(args: &PackArgs) -> RuntimeConfig {
     RuntimeConfig {
         timeout: Duration::from_millis(args.pack_timeout_ms),
         memory_max_pages: args.pack_memory_mib.saturating_mul(16),
@@ -124,7 +128,7 @@ pub fn runtime_config(args: &RunArgs) -> RuntimeConfig {
 ///
 /// # Errors
 /// When the directory is unusable.
-pub fn load_packs(args: &RunArgs) -> Result<Arc<PackSet>, RunError> {
+pub fn load_packs(args: &PackArgs) -> Result<Arc<PackSet>, RunError> {
     let dir = resolve_packs_dir(args.packs.as_deref())?;
     let started = Instant::now();
     let mut config = runtime_config(args);
@@ -212,16 +216,18 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
             Err(e) => return Err(e.into()),
         }
     }
-    let packs = load_packs(args)?;
+    let packs = load_packs(&args.pack)?;
+    let clock = Clock::new();
+    let recorder = match &args.record {
+        Some(dir) => Some(Recorder::start(
+            dir,
+            i64::try_from(clock.offset_ns()).unwrap_or(0),
+        )?),
+        None => None,
+    };
 
     // The pack stage first, so its instances are ready before the probes fire.
-    let pipeline_stats = Arc::new(PipelineStats::default());
-    let (out, sink) =
-        sinks::stdout().map_err(|e| RunError::Setup(format!("starting the output thread: {e}")))?;
-    let (dispatcher, workers) =
-        pipeline::start(&packs, args.workers, args.queue, &out, &pipeline_stats)?;
-    drop(out);
-
+    let mut engine = Engine::start(&packs, &args.pack, clock, Backpressure::Drop)?;
     let mut probes = Probes::load(LoadOptions {
         trace_all: args.all,
         ringbuf_bytes: args.ringbuf_size,
@@ -250,8 +256,8 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     let ring = probes.take_ring()?;
     let stats = Stats {
         capture: Arc::new(CaptureStats::default()),
-        flows: Arc::new(FlowStats::default()),
-        pipeline: pipeline_stats,
+        flows: Arc::clone(&engine.flow_stats),
+        pipeline: Arc::clone(&engine.pipeline_stats),
         kernel: probes.take_counters()?,
         packs: Arc::clone(&packs),
     };
@@ -262,13 +268,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
             .map_err(|e| RunError::Setup(format!("installing a signal handler: {e}")))?;
     }
 
-    let http_config = taskless_http::Config {
-        max_body: args.max_body,
-        ..taskless_http::Config::default()
-    };
-    let mut flows = Flows::new(http_config, Arc::clone(&stats.flows));
-    let mut dispatch = |job| dispatcher.dispatch(job);
-    tracing::info!(pids = ?watcher.watched(), all = args.all, follow = args.follow, packs = packs.packs().len(), workers = args.workers.max(1), "ready");
+    tracing::info!(pids = ?watcher.watched(), all = args.all, follow = args.follow, packs = packs.packs().len(), workers = args.pack.workers.max(1), "ready");
 
     let mut last_check = Instant::now();
     let mut last_stats = Instant::now();
@@ -279,11 +279,16 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         &stop_flag,
         &stats.capture,
         |delivery| match delivery {
-            Delivery::Record(record) => flows.handle(record, &mut dispatch),
+            Delivery::Record(record) => {
+                if let Some(recorder) = &recorder {
+                    recorder.record(&record);
+                }
+                engine.handle(record);
+            }
             Delivery::Idle => {
                 if last_check.elapsed() >= Duration::from_secs(1) {
                     last_check = Instant::now();
-                    flows.evict_idle(Clock::monotonic_now(), &mut dispatch);
+                    engine.evict_idle(Clock::monotonic_now());
                     if let Err(e) = watcher.tick(&mut probes) {
                         tracing::warn!(error = %e, "attaching to a new process failed");
                     }
@@ -299,12 +304,10 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
             }
         },
     );
-    flows.close_all(Clock::monotonic_now(), &mut dispatch);
-    drop(dispatcher);
-    for w in workers {
-        let _ = w.join();
+    engine.finish(Clock::monotonic_now());
+    if let Some(recorder) = recorder {
+        recorder.finish();
     }
-    let _ = sink.join();
     stats.log("summary");
     drop(probes);
     Ok(())

@@ -1,0 +1,288 @@
+//! The recorder: a writer thread behind a bounded channel, one file per connection.
+
+use std::{
+    collections::HashMap,
+    fs::File,
+    io::{BufWriter, Write as _},
+    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+use super::{ConnectionMeta, EXTENSION, Entry, FORMAT, QUEUE, RecordError, VERSION};
+use crate::capture::Record;
+
+/// Counters of the recorder.
+#[derive(Debug, Default)]
+pub struct RecordStats {
+    /// Records written.
+    pub written: AtomicU64,
+    /// Records dropped because the writer was behind.
+    pub dropped: AtomicU64,
+    /// Connection files created.
+    pub files: AtomicU64,
+    /// Write failures (the record is lost).
+    pub failed: AtomicU64,
+}
+
+/// Writes records to a recording directory on its own thread.
+pub struct Recorder {
+    tx: Sender<Record>,
+    handle: JoinHandle<()>,
+    stats: Arc<RecordStats>,
+}
+
+impl Recorder {
+    /// Creates `dir` if needed and starts the writer. Timestamps are stored as captured;
+    /// `unix_offset_ns` (Unix minus monotonic) goes into every file's metadata.
+    ///
+    /// # Errors
+    /// When the directory cannot be created or the thread cannot start.
+    pub fn start(dir: &Path, unix_offset_ns: i64) -> Result<Self, RecordError> {
+        Self::start_with_limit(dir, unix_offset_ns, MAX_OPEN)
+    }
+
+    /// [`Recorder::start`] keeping at most `max_open` files open at once.
+    ///
+    /// # Errors
+    /// When the directory cannot be created or the thread cannot start.
+    pub fn start_with_limit(
+        dir: &Path,
+        unix_offset_ns: i64,
+        max_open: usize,
+    ) -> Result<Self, RecordError> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| RecordError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        let (tx, rx) = crossbeam_channel::bounded(QUEUE);
+        let stats = Arc::new(RecordStats::default());
+        let mut writer = Writer {
+            dir: dir.to_path_buf(),
+            unix_offset_ns,
+            conns: HashMap::new(),
+            open: 0,
+            max_open,
+            tick: 0,
+            serial: 0,
+            stats: Arc::clone(&stats),
+        };
+        let handle = std::thread::Builder::new()
+            .name("recorder".into())
+            .spawn(move || writer.run(&rx))
+            .map_err(RecordError::Thread)?;
+        Ok(Self { tx, handle, stats })
+    }
+
+    /// Queues a copy of `record`, or drops and counts it when the writer is behind.
+    pub fn record(&self, record: &Record) {
+        match self.tx.try_send(record.clone()) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The counters.
+    #[must_use]
+    pub fn stats(&self) -> &Arc<RecordStats> {
+        &self.stats
+    }
+
+    /// Writes what is queued, closes the files and logs the counters.
+    pub fn finish(self) {
+        drop(self.tx);
+        let _ = self.handle.join();
+        let s = &self.stats;
+        let dropped = s.dropped.load(Ordering::Relaxed);
+        let failed = s.failed.load(Ordering::Relaxed);
+        if dropped > 0 || failed > 0 {
+            tracing::warn!(
+                dropped,
+                failed,
+                "the recording is missing records: it will not replay exactly"
+            );
+        }
+        tracing::info!(
+            written = s.written.load(Ordering::Relaxed),
+            files = s.files.load(Ordering::Relaxed),
+            dropped,
+            failed,
+            "recording closed"
+        );
+    }
+}
+
+/// Connection files kept open at once; beyond this the least recently written is closed and
+/// reopened for appending when its connection moves again.
+pub const MAX_OPEN: usize = 256;
+
+struct ConnFile {
+    path: PathBuf,
+    file: Option<BufWriter<File>>,
+    used: u64,
+}
+
+struct Writer {
+    dir: PathBuf,
+    unix_offset_ns: i64,
+    conns: HashMap<(u32, u64), ConnFile>,
+    open: usize,
+    max_open: usize,
+    tick: u64,
+    serial: u64,
+    stats: Arc<RecordStats>,
+}
+
+impl Writer {
+    fn run(&mut self, rx: &Receiver<Record>) {
+        loop {
+            match rx.recv_timeout(Duration::from_secs(1)) {
+                Ok(record) => self.write(&record),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => self.flush_all(),
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        self.flush_all();
+    }
+
+    fn flush_all(&mut self) {
+        for f in self.conns.values_mut().filter_map(|c| c.file.as_mut()) {
+            if f.flush().is_err() {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn write(&mut self, record: &Record) {
+        let (key, close) = match record {
+            Record::Data(d) => ((d.tgid, d.conn), false),
+            Record::Close { tgid, conn, .. } => ((*tgid, *conn), true),
+        };
+        if close && !self.conns.contains_key(&key) {
+            // A connection this recording never saw data for.
+            return;
+        }
+        if let Err(e) = self.open_file(key) {
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, "cannot write a recording file");
+            return;
+        }
+        self.tick += 1;
+        let Some(c) = self.conns.get_mut(&key) else {
+            return;
+        };
+        c.used = self.tick;
+        let Some(f) = c.file.as_mut() else {
+            return;
+        };
+        let mut ok = true;
+        for entry in Entry::from_record(record) {
+            ok &= writeln!(f, "{}", entry.to_json()).is_ok();
+        }
+        if close {
+            ok &= f.flush().is_ok();
+            self.conns.remove(&key);
+            self.open -= 1;
+        }
+        let counter = if ok {
+            &self.stats.written
+        } else {
+            &self.stats.failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Makes sure `key` has an open file: a new one for a new connection, or its old one
+    /// reopened for appending after it was closed to make room.
+    fn open_file(&mut self, key: (u32, u64)) -> Result<(), RecordError> {
+        if self.conns.get(&key).is_some_and(|c| c.file.is_some()) {
+            return Ok(());
+        }
+        self.make_room();
+        if let Some(c) = self.conns.get_mut(&key) {
+            let file = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&c.path)
+                .map_err(|source| RecordError::Io {
+                    path: c.path.clone(),
+                    source,
+                })?;
+            c.file = Some(BufWriter::new(file));
+        } else {
+            let c = self.create(key)?;
+            self.conns.insert(key, c);
+        }
+        self.open += 1;
+        Ok(())
+    }
+
+    fn make_room(&mut self) {
+        while self.open >= self.max_open.max(1) {
+            let lru = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.file.is_some())
+                .min_by_key(|(_, c)| c.used)
+                .map(|(k, _)| *k);
+            let Some(file) = lru
+                .and_then(|k| self.conns.get_mut(&k))
+                .and_then(|c| c.file.take())
+            else {
+                break;
+            };
+            if file.into_inner().is_err() {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            }
+            self.open -= 1;
+        }
+    }
+
+    fn create(&mut self, (pid, conn): (u32, u64)) -> Result<ConnFile, RecordError> {
+        self.serial += 1;
+        let path = self
+            .dir
+            .join(format!("{pid}-{conn:016x}-{}.{EXTENSION}", self.serial));
+        let io = |source| RecordError::Io {
+            path: path.clone(),
+            source,
+        };
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io)?;
+        let mut f = BufWriter::new(file);
+        let meta = ConnectionMeta {
+            format: FORMAT.into(),
+            version: VERSION,
+            pid,
+            comm: crate::discovery::process_name(pid),
+            conn: format!("{conn:#x}"),
+            unix_offset_ns: self.unix_offset_ns,
+        };
+        let text = serde_json::to_string(&meta).unwrap_or_default();
+        writeln!(f, "{text}").map_err(io)?;
+        self.stats.files.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(path = %path.display(), "recording connection");
+        Ok(ConnFile {
+            path,
+            file: Some(f),
+            used: 0,
+        })
+    }
+}
