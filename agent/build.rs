@@ -12,11 +12,14 @@ fn main() -> anyhow::Result<()> {
         .parent()
         .context("agent crate has no parent directory")?;
     let ebpf_dir = root.join("agent-ebpf");
-    // Editing only the shared records must rebuild the eBPF object too.
+    // Editing only the shared records must rebuild the eBPF object too. Also given relative to
+    // this package, so another checkout sharing the target directory is tracked as well.
     println!(
         "cargo:rerun-if-changed={}",
         root.join("agent-common/src").display()
     );
+    println!("cargo:rerun-if-changed=../agent-common/src");
+    println!("cargo:rerun-if-changed=../agent-ebpf/src");
     let ebpf_dir = ebpf_dir.to_str().context("non UTF-8 path")?;
     aya_build::build_ebpf(
         [Package {
