@@ -23,6 +23,9 @@ pub mod flags {
     pub const TRUNCATED: u32 = 1;
     /// Copying from the target's memory failed; the payload is missing (`len` is 0).
     pub const READ_FAILED: u32 = 2;
+    /// The call made no socket syscall of its own: `fd` is the last one the thread used inside
+    /// a TLS call, a guess that holds while the thread serves one connection.
+    pub const FD_FALLBACK: u32 = 4;
 }
 
 /// Which way plaintext went, from the observed process's point of view.
@@ -65,7 +68,8 @@ pub struct DataHeader {
     /// `CLOCK_MONOTONIC` nanoseconds: the call's entry for writes (when the program sent the
     /// bytes), its return for reads (when the bytes had arrived).
     pub timestamp_ns: u64,
-    /// Socket file descriptor used inside the call, or -1 when not known.
+    /// Socket file descriptor of the read/write/send/recv syscalls made inside the call (see
+    /// [`flags::FD_FALLBACK`] for calls that made none), or -1 when not known.
     pub fd: i32,
     /// A [`Direction`] as `u32`.
     pub direction: u32,

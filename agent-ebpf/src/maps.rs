@@ -33,6 +33,11 @@ pub static WRITE_ARGS: LruHashMap<u64, SslArgs> = LruHashMap::with_max_entries(6
 #[map]
 pub static READ_ARGS: LruHashMap<u64, SslArgs> = LruHashMap::with_max_entries(65_536, 0);
 
+/// The last socket fd seen inside a TLS call of each thread (pid_tgid → fd): the fallback for
+/// calls that make no syscall of their own.
+#[map]
+pub static LAST_FD: LruHashMap<u64, i32> = LruHashMap::with_max_entries(65_536, 0);
+
 /// One scratch record per CPU: records do not fit on the 512-byte stack.
 #[map]
 pub static SCRATCH: PerCpuArray<DataRecord> = PerCpuArray::with_max_entries(1, 0);

@@ -19,7 +19,7 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext},
 };
 
-use crate::maps::{EVENTS, READ_ARGS, SCRATCH, WRITE_ARGS, count, current};
+use crate::maps::{EVENTS, LAST_FD, READ_ARGS, SCRATCH, WRITE_ARGS, count, current};
 
 /// Wake the reader early once this much is waiting (a quarter of the default ring).
 const WAKEUP_THRESHOLD: u64 = 4 * 1024 * 1024;
@@ -137,11 +137,20 @@ fn finish_call(ctx: &RetProbeContext, map: &LruHashMap<u64, SslArgs>, dir: Direc
         return;
     }
     // SAFETY: the value is copied out before the entry is removed.
-    let Some(args) = (unsafe { map.get(&pid_tgid) }).copied() else {
+    let Some(mut args) = (unsafe { map.get(&pid_tgid) }).copied() else {
         count(Counter::UnmatchedReturn);
         return;
     };
     let _ = map.remove(&pid_tgid);
+    // No socket syscall inside this call: fall back to the thread's last TLS fd.
+    let mut fd_flags = 0;
+    if args.fd < 0 {
+        // SAFETY: a plain i32 copied out at once.
+        if let Some(fd) = unsafe { LAST_FD.get(&pid_tgid) }.copied() {
+            args.fd = fd;
+            fd_flags = flags::FD_FALLBACK;
+        }
+    }
 
     // Every one of these functions returns a C `int`: read it as 32 bits (`-1` in `eax` leaves the
     // upper half of `rax` zero, which as 64 bits would read as 4 GiB).
@@ -177,11 +186,18 @@ fn finish_call(ctx: &RetProbeContext, map: &LruHashMap<u64, SslArgs>, dir: Direc
         Direction::Ingress => unsafe { bpf_ktime_get_ns() },
         Direction::Egress => args.timestamp_ns,
     };
-    emit(pid_tgid, &args, dir, total, timestamp_ns);
+    emit(pid_tgid, &args, dir, total, timestamp_ns, fd_flags);
 }
 
 #[inline(always)]
-fn emit(pid_tgid: u64, args: &SslArgs, dir: Direction, total: u64, timestamp_ns: u64) {
+fn emit(
+    pid_tgid: u64,
+    args: &SslArgs,
+    dir: Direction,
+    total: u64,
+    timestamp_ns: u64,
+    fd_flags: u32,
+) {
     let total32 = if total > u32::MAX as u64 {
         u32::MAX
     } else {
@@ -209,6 +225,7 @@ fn emit(pid_tgid: u64, args: &SslArgs, dir: Direction, total: u64, timestamp_ns:
             offset,
             timestamp_ns,
             last && truncated,
+            fd_flags,
         );
         i += 1;
     }
@@ -225,6 +242,7 @@ fn emit_chunk(
     offset: u64,
     timestamp_ns: u64,
     truncated: bool,
+    fd_flags: u32,
 ) {
     let Some(record) = SCRATCH.get_ptr_mut(0) else {
         return;
@@ -243,7 +261,7 @@ fn emit_chunk(
     // SAFETY: `len <= MAX_CHUNK`, the size of `data`.
     let copied =
         unsafe { bpf_probe_read_user_buf(src, record.data.get_unchecked_mut(..len)) }.is_ok();
-    let mut f = if truncated { flags::TRUNCATED } else { 0 };
+    let mut f = fd_flags | if truncated { flags::TRUNCATED } else { 0 };
     let out_len = if copied {
         len
     } else {

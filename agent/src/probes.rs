@@ -11,7 +11,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     programs::{
-        ProgramError, UProbe,
+        ProgramError, TracePoint, UProbe,
         uprobe::{UProbeLinkId, UProbeScope},
     },
 };
@@ -52,6 +52,22 @@ pub const OPENSSL: &[ProbeSpec] = &[
     spec("SSL_read_ex", "ssl_read_ex", false, false),
     spec("SSL_read_ex", "ssl_read_ex_ret", true, false),
     spec("SSL_free", "ssl_free", false, false),
+];
+
+/// The program that records the socket fd of the syscalls made inside a TLS call.
+pub const FD_PROGRAM: &str = "sys_enter_fd";
+
+/// The `syscalls` tracepoints [`FD_PROGRAM`] is attached to: every socket read and write whose
+/// first argument is the fd.
+pub const FD_SYSCALLS: &[&str] = &[
+    "sys_enter_read",
+    "sys_enter_write",
+    "sys_enter_recvfrom",
+    "sys_enter_sendto",
+    "sys_enter_recvmsg",
+    "sys_enter_sendmsg",
+    "sys_enter_readv",
+    "sys_enter_writev",
 ];
 
 /// Every symbol the table attaches to, for discovery to resolve.
@@ -160,6 +176,14 @@ impl Probes {
                     ProbeError::Load(format!("{}: {chain}", spec.program))
                 }
             })?;
+        }
+        let fd_tracepoints = attach_fd_tracepoints(&mut ebpf)?;
+        if fd_tracepoints < FD_SYSCALLS.len() {
+            tracing::warn!(
+                attached = fd_tracepoints,
+                wanted = FD_SYSCALLS.len(),
+                "some syscall tracepoints could not be attached; socket fds may be unknown"
+            );
         }
         Ok(Self {
             ebpf,
@@ -300,6 +324,35 @@ impl Probes {
         let array = PerCpuArray::try_from(map).map_err(|_| ProbeError::Map("COUNTERS"))?;
         Ok(KernelCounters { array })
     }
+}
+
+/// Loads [`FD_PROGRAM`] and attaches it to every tracepoint of [`FD_SYSCALLS`] that exists (for
+/// all processes: the program filters on the target set itself). Returns how many attached.
+fn attach_fd_tracepoints(ebpf: &mut Ebpf) -> Result<usize, ProbeError> {
+    let program: &mut TracePoint = ebpf
+        .program_mut(FD_PROGRAM)
+        .ok_or_else(|| ProbeError::Load(format!("program {FD_PROGRAM} missing from the object")))?
+        .try_into()
+        .map_err(|e: ProgramError| ProbeError::Load(e.to_string()))?;
+    program.load().map_err(|e| {
+        let chain = error_chain(&e);
+        if is_permission_error(&chain) {
+            ProbeError::Privileges(chain)
+        } else {
+            ProbeError::Load(format!("{FD_PROGRAM}: {chain}"))
+        }
+    })?;
+    let mut n = 0;
+    for name in FD_SYSCALLS {
+        match program.attach("syscalls", name) {
+            // The link lives as long as the program, that is as long as the agent.
+            Ok(_) => n += 1,
+            Err(e) => {
+                tracing::debug!(tracepoint = name, error = %error_chain(&e), "tracepoint not attached");
+            }
+        }
+    }
+    Ok(n)
 }
 
 /// The per-CPU kernel counters, summed on read.
