@@ -49,6 +49,8 @@ pub struct DataRecord {
     pub timestamp_ns: u64,
     /// Socket fd, or -1.
     pub fd: i32,
+    /// `fd` was not seen inside this call but is the thread's last TLS fd (a guess).
+    pub fd_fallback: bool,
     /// Which way the bytes went.
     pub direction: Direction,
     /// Offset of `payload` within the call.
@@ -117,6 +119,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 conn: h.conn,
                 timestamp_ns: h.timestamp_ns,
                 fd: h.fd,
+                fd_fallback: h.flags & flags::FD_FALLBACK != 0,
                 direction,
                 offset: h.offset,
                 total_len: h.total_len,
@@ -238,7 +241,16 @@ mod tests {
             (7, 0xdead, 16384, 20000, 3)
         );
         assert_eq!(d.direction, Direction::Ingress);
-        assert!(d.truncated && !d.read_failed);
+        assert!(d.truncated && !d.read_failed && !d.fd_fallback);
+        let h = DataHeader {
+            flags: flags::FD_FALLBACK,
+            len: 0,
+            ..h
+        };
+        let Record::Data(d) = decode(&raw(h, b"")).unwrap() else {
+            panic!("not data")
+        };
+        assert!(d.fd_fallback && !d.truncated);
     }
 
     #[test]

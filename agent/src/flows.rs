@@ -2,10 +2,14 @@
 //! parser, whose exchange moments are handed to the pack stage.
 //!
 //! A connection is named by `(tgid, SSL pointer)` for as long as the kernel says it lives
-//! (`SSL_free` ends it); each gets a serial number so a reused pointer is a new connection.
+//! (`SSL_free` ends it); each gets a serial number so a reused pointer is a new connection. The
+//! socket fd the kernel saw inside the calls gives the connection its addresses (read once, from
+//! `/proc`, when the fd is first known); a pointer that turns up on a different fd is a new
+//! connection too (its `SSL_free` was missed).
 
 use std::{
     collections::HashMap,
+    net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -18,18 +22,36 @@ use taskless_http::{Assembled, Assembler, Config, Connection, Event, Flow};
 use crate::{
     capture::{DataRecord, Record},
     pipeline::{ExchangeKey, Job},
+    sockets::{self, CgroupInfo},
 };
 
 /// Connections idle this long are closed and forgotten.
 pub const IDLE_TIMEOUT_NS: u64 = 5 * 60 * 1_000_000_000;
 
-/// What is known about a connection's owner, carried with its exchanges.
+/// What is known about a connection and its owner, carried with its exchanges. Fields that are
+/// `None` are unknown.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ConnMeta {
     /// Process id.
     pub pid: u32,
     /// Process name.
     pub comm: String,
+    /// The connection's serial: unique within this agent's run, so a reused `SSL *` or fd is a
+    /// new number.
+    pub serial: u64,
+    /// Socket fd in the process (unknown when the library does its socket I/O outside the TLS
+    /// calls, as Node.js does with memory BIOs).
+    pub fd: Option<i32>,
+    /// This process's end of the socket.
+    pub local: Option<SocketAddr>,
+    /// The peer's end.
+    pub remote: Option<SocketAddr>,
+    /// The server name the client asked for (TLS SNI).
+    pub server_name: Option<String>,
+    /// The process's cgroup path.
+    pub cgroup: Option<String>,
+    /// The container id in the cgroup path, if any.
+    pub container_id: Option<String>,
 }
 
 /// Counters of the flows stage.
@@ -49,6 +71,12 @@ pub struct FlowStats {
     pub incomplete: AtomicU64,
     /// Requests whose connection switched protocols (not parsed further).
     pub upgrades: AtomicU64,
+    /// Connections that ended with no socket fd known (memory BIOs): no addresses.
+    pub without_fd: AtomicU64,
+    /// Socket fds whose addresses could not be read from `/proc` (process or socket gone).
+    pub unresolved: AtomicU64,
+    /// Connection objects seen on a new fd without an `SSL_free` in between (ended, restarted).
+    pub fd_changes: AtomicU64,
 }
 
 struct FlowState {
@@ -56,6 +84,8 @@ struct FlowState {
     http: Connection,
     assembler: Assembler,
     meta: Arc<ConnMeta>,
+    /// `meta.fd` was seen inside a call (not the thread's fallback).
+    fd_exact: bool,
     last_seen_ns: u64,
 }
 
@@ -65,7 +95,7 @@ pub struct Flows {
     flows: HashMap<(u32, u64), FlowState>,
     next_serial: u64,
     stats: Arc<FlowStats>,
-    comm_cache: HashMap<u32, String>,
+    proc_cache: HashMap<u32, (String, Option<CgroupInfo>)>,
     events: Vec<Event>,
     assembled: Vec<Assembled>,
 }
@@ -79,7 +109,7 @@ impl Flows {
             flows: HashMap::new(),
             next_serial: 0,
             stats,
-            comm_cache: HashMap::new(),
+            proc_cache: HashMap::new(),
             events: Vec::new(),
             assembled: Vec::new(),
         }
@@ -105,24 +135,70 @@ impl Flows {
                 tgid,
                 conn,
                 timestamp_ns,
-            } => {
-                if let Some(mut flow) = self.flows.remove(&(tgid, conn)) {
-                    let mut events = std::mem::take(&mut self.events);
-                    flow.http.close(timestamp_ns, &mut events);
-                    self.process(&mut flow, &mut events, dispatch);
-                    self.events = events;
-                }
+            } => self.end(tgid, conn, timestamp_ns, dispatch),
+        }
+    }
+
+    /// Ends a connection, finishing what can be finished.
+    fn end(&mut self, tgid: u32, conn: u64, now_ns: u64, dispatch: &mut impl FnMut(Job)) {
+        if let Some(mut flow) = self.flows.remove(&(tgid, conn)) {
+            if flow.meta.fd.is_none() {
+                self.stats.without_fd.fetch_add(1, Ordering::Relaxed);
+            }
+            let mut events = std::mem::take(&mut self.events);
+            flow.http.close(now_ns, &mut events);
+            self.process(&mut flow, &mut events, dispatch);
+            self.events = events;
+        }
+    }
+
+    /// Takes the record's fd into the connection's meta when it tells more than what is known:
+    /// the first fd, or a seen one replacing a guessed one. Addresses are read from `/proc` then.
+    fn learn_fd(&self, flow: &mut FlowState, d: &DataRecord) {
+        if d.fd < 0 || (flow.meta.fd.is_some() && (flow.fd_exact || d.fd_fallback)) {
+            return;
+        }
+        let mut meta = (*flow.meta).clone();
+        meta.fd = Some(d.fd);
+        match sockets::resolve(d.tgid, d.fd) {
+            Ok(ends) => {
+                meta.local = Some(ends.local);
+                meta.remote = Some(ends.remote);
+            }
+            Err(e) => {
+                self.stats.unresolved.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(pid = d.tgid, fd = d.fd, error = %e, "socket not resolved");
+                meta.local = None;
+                meta.remote = None;
             }
         }
+        tracing::debug!(serial = meta.serial, fd = d.fd, remote = ?meta.remote, guessed = d.fd_fallback, "connection fd");
+        flow.fd_exact = !d.fd_fallback;
+        flow.meta = Arc::new(meta);
     }
 
     fn data(&mut self, d: DataRecord, dispatch: &mut impl FnMut(Job)) {
         let key = (d.tgid, d.conn);
+        if d.fd >= 0
+            && !d.fd_fallback
+            && self
+                .flows
+                .get(&key)
+                .is_some_and(|f| f.fd_exact && f.meta.fd != Some(d.fd))
+        {
+            self.stats.fd_changes.fetch_add(1, Ordering::Relaxed);
+            self.end(d.tgid, d.conn, d.timestamp_ns, dispatch);
+        }
         if !self.flows.contains_key(&key) {
-            let comm = self
-                .comm_cache
+            let (comm, cgroup) = self
+                .proc_cache
                 .entry(d.tgid)
-                .or_insert_with(|| crate::discovery::process_name(d.tgid))
+                .or_insert_with(|| {
+                    (
+                        crate::discovery::process_name(d.tgid),
+                        sockets::cgroup(d.tgid),
+                    )
+                })
                 .clone();
             self.next_serial += 1;
             self.stats.connections.fetch_add(1, Ordering::Relaxed);
@@ -138,7 +214,15 @@ impl Flows {
                     serial: self.next_serial,
                     http: Connection::new(self.config.clone()),
                     assembler: Assembler::new(self.config.max_body),
-                    meta: Arc::new(ConnMeta { pid: d.tgid, comm }),
+                    meta: Arc::new(ConnMeta {
+                        pid: d.tgid,
+                        comm,
+                        serial: self.next_serial,
+                        cgroup: cgroup.as_ref().map(|c| c.path.clone()),
+                        container_id: cgroup.and_then(|c| c.container_id),
+                        ..ConnMeta::default()
+                    }),
+                    fd_exact: false,
                     last_seen_ns: d.timestamp_ns,
                 },
             );
@@ -147,6 +231,7 @@ impl Flows {
             return;
         };
         flow.last_seen_ns = d.timestamp_ns;
+        self.learn_fd(&mut flow, &d);
         let dir = match d.direction {
             Direction::Egress => Flow::Egress,
             Direction::Ingress => Flow::Ingress,
@@ -274,29 +359,19 @@ impl Flows {
             .filter(|(k, f)| f.last_seen_ns < cutoff || !crate::discovery::process_exists(k.0))
             .map(|(k, _)| *k)
             .collect();
-        for key in stale {
-            if let Some(mut flow) = self.flows.remove(&key) {
-                self.stats.evicted.fetch_add(1, Ordering::Relaxed);
-                let mut events = std::mem::take(&mut self.events);
-                flow.http.close(now_ns, &mut events);
-                self.process(&mut flow, &mut events, dispatch);
-                self.events = events;
-            }
+        for (tgid, conn) in stale {
+            self.stats.evicted.fetch_add(1, Ordering::Relaxed);
+            self.end(tgid, conn, now_ns, dispatch);
         }
-        self.comm_cache
+        self.proc_cache
             .retain(|pid, _| crate::discovery::process_exists(*pid));
     }
 
     /// Closes every connection (at exit), finishing what can be finished.
     pub fn close_all(&mut self, now_ns: u64, dispatch: &mut impl FnMut(Job)) {
         let keys: Vec<_> = self.flows.keys().copied().collect();
-        for key in keys {
-            if let Some(mut flow) = self.flows.remove(&key) {
-                let mut events = std::mem::take(&mut self.events);
-                flow.http.close(now_ns, &mut events);
-                self.process(&mut flow, &mut events, dispatch);
-                self.events = events;
-            }
+        for (tgid, conn) in keys {
+            self.end(tgid, conn, now_ns, dispatch);
         }
     }
 }

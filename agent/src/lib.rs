@@ -12,3 +12,4 @@ pub mod pipeline;
 pub mod probes;
 pub mod run;
 pub mod sinks;
+pub mod sockets;
