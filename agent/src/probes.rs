@@ -11,7 +11,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     programs::{
-        ProgramError, TracePoint, UProbe,
+        ProgramError, RawTracePoint, UProbe,
         uprobe::{UProbeLinkId, UProbeScope},
     },
 };
@@ -57,18 +57,24 @@ pub const OPENSSL: &[ProbeSpec] = &[
 /// The program that records the socket fd of the syscalls made inside a TLS call.
 pub const FD_PROGRAM: &str = "sys_enter_fd";
 
-/// The `syscalls` tracepoints [`FD_PROGRAM`] is attached to: every socket read and write whose
-/// first argument is the fd.
-pub const FD_SYSCALLS: &[&str] = &[
-    "sys_enter_read",
-    "sys_enter_write",
-    "sys_enter_recvfrom",
-    "sys_enter_sendto",
-    "sys_enter_recvmsg",
-    "sys_enter_sendmsg",
-    "sys_enter_readv",
-    "sys_enter_writev",
+/// The syscalls [`FD_PROGRAM`] takes the fd from (their first argument): every socket read and
+/// write a TLS library's socket BIO makes.
+pub const FD_SYSCALLS: [libc::c_long; 8] = [
+    libc::SYS_read,
+    libc::SYS_write,
+    libc::SYS_recvfrom,
+    libc::SYS_sendto,
+    libc::SYS_recvmsg,
+    libc::SYS_sendmsg,
+    libc::SYS_readv,
+    libc::SYS_writev,
 ];
+
+/// Offset of the first syscall argument in the kernel's `struct pt_regs`.
+#[cfg(target_arch = "x86_64")]
+const FD_ARG_OFFSET: u64 = 14 * 8; // di
+#[cfg(target_arch = "aarch64")]
+const FD_ARG_OFFSET: u64 = 0; // regs[0]
 
 /// Every symbol the table attaches to, for discovery to resolve.
 #[must_use]
@@ -142,9 +148,12 @@ impl Probes {
     pub fn load(options: LoadOptions) -> Result<Self, ProbeError> {
         let agent_tgid = std::process::id();
         let trace_all = u32::from(options.trace_all);
+        let fd_syscalls: [u64; 8] = FD_SYSCALLS.map(|n| u64::try_from(n).unwrap_or(u64::MAX));
         let mut ebpf = EbpfLoader::new()
             .override_global("AGENT_TGID", &agent_tgid, true)
             .override_global("TRACE_ALL", &trace_all, true)
+            .override_global("FD_SYSCALL_NRS", &fd_syscalls, true)
+            .override_global("FD_ARG_OFFSET", &FD_ARG_OFFSET, true)
             .map_max_entries("EVENTS", options.ringbuf_bytes)
             .load(EBPF_OBJECT)
             .map_err(|e| {
@@ -177,14 +186,7 @@ impl Probes {
                 }
             })?;
         }
-        let fd_tracepoints = attach_fd_tracepoints(&mut ebpf)?;
-        if fd_tracepoints < FD_SYSCALLS.len() {
-            tracing::warn!(
-                attached = fd_tracepoints,
-                wanted = FD_SYSCALLS.len(),
-                "some syscall tracepoints could not be attached; socket fds may be unknown"
-            );
-        }
+        attach_fd_program(&mut ebpf)?;
         Ok(Self {
             ebpf,
             attached: HashMap::new(),
@@ -326,10 +328,11 @@ impl Probes {
     }
 }
 
-/// Loads [`FD_PROGRAM`] and attaches it to every tracepoint of [`FD_SYSCALLS`] that exists (for
-/// all processes: the program filters on the target set itself). Returns how many attached.
-fn attach_fd_tracepoints(ebpf: &mut Ebpf) -> Result<usize, ProbeError> {
-    let program: &mut TracePoint = ebpf
+/// Loads [`FD_PROGRAM`] and attaches it to the `sys_enter` raw tracepoint (for all processes:
+/// the program filters on the syscall and the target set itself). When it cannot be attached the
+/// agent runs on without socket fds, and says so.
+fn attach_fd_program(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
+    let program: &mut RawTracePoint = ebpf
         .program_mut(FD_PROGRAM)
         .ok_or_else(|| ProbeError::Load(format!("program {FD_PROGRAM} missing from the object")))?
         .try_into()
@@ -342,17 +345,11 @@ fn attach_fd_tracepoints(ebpf: &mut Ebpf) -> Result<usize, ProbeError> {
             ProbeError::Load(format!("{FD_PROGRAM}: {chain}"))
         }
     })?;
-    let mut n = 0;
-    for name in FD_SYSCALLS {
-        match program.attach("syscalls", name) {
-            // The link lives as long as the program, that is as long as the agent.
-            Ok(_) => n += 1,
-            Err(e) => {
-                tracing::debug!(tracepoint = name, error = %error_chain(&e), "tracepoint not attached");
-            }
-        }
+    // The link lives as long as the program, that is as long as the agent.
+    if let Err(e) = program.attach("sys_enter") {
+        tracing::warn!(error = %error_chain(&e), "sys_enter not attached: socket fds and addresses will be unknown");
     }
-    Ok(n)
+    Ok(())
 }
 
 /// The per-CPU kernel counters, summed on read.
