@@ -9,7 +9,7 @@ use std::{
 };
 
 use taskless_e2e::harness::{
-    Agent, AgentOutput, KillOnDrop, TempDir, TestApi, matching, packs_dir, require_root,
+    Agent, AgentOutput, KillOnDrop, TempDir, TestApi, dimensions, matching, packs_dir, require_root,
 };
 
 /// Starts a client script that prints `ready` once its TLS library is loaded and then waits for a
@@ -124,6 +124,21 @@ const rl = require("readline").createInterface({ input: process.stdin });
         ],
     );
     assert_eq!(declined.len(), 3, "{:#?}", out.lines);
+    // Memory BIOs: no socket syscall inside Node's TLS calls, so no fd and no addresses; the
+    // server name still comes from the Host header, and the agent counts what it missed.
+    for line in &declined {
+        let source = &line["source"];
+        assert_eq!(source["process"], "node", "{source}");
+        assert!(source["pid"].as_u64().is_some_and(|p| p > 0), "{source}");
+        assert_eq!(source["serverName"], "localhost", "{source}");
+        assert!(source.get("fd").is_none(), "{source}");
+        assert!(source.get("remoteAddress").is_none(), "{source}");
+    }
+    assert!(
+        summary(&out, "connections_without_fd") >= 1,
+        "{}",
+        out.stderr
+    );
     assert!(
         out.stderr.contains("library=/usr/bin/node") || out.stderr.contains("flavour=Executable"),
         "{}",
@@ -231,6 +246,29 @@ for t in threads: t.join()
             );
         }
     }
+    // Each connection's four exchanges carry its own fd, seen inside its own TLS calls.
+    let mut fds = std::collections::BTreeSet::new();
+    for i in 0..50 {
+        let prefix = format!("/v1/customers/cus_{i}_");
+        let mine: Vec<_> = out
+            .lines
+            .iter()
+            .filter(|l| {
+                dimensions(l)
+                    .get("core/path")
+                    .is_some_and(|p| p.starts_with(&prefix))
+            })
+            .collect();
+        assert_eq!(mine.len(), 4, "{prefix}");
+        let fd = mine[0]["source"]["fd"].as_i64().expect("fd known");
+        let serial = &mine[0]["source"]["connection"];
+        for l in &mine {
+            assert_eq!(l["source"]["fd"].as_i64(), Some(fd), "{}", l["source"]);
+            assert_eq!(&l["source"]["connection"], serial, "{}", l["source"]);
+        }
+        fds.insert(fd);
+    }
+    assert_eq!(fds.len(), 50, "fifty sockets, fifty fds: {fds:?}");
     assert_eq!(summary(&out, "connections"), 50, "{}", out.stderr);
     assert_nothing_lost(&out);
 }
