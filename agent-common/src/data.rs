@@ -15,7 +15,16 @@ pub mod record_kind {
     pub const DATA: u32 = 1;
     /// The TLS connection was freed (`SSL_free`): only the header is sent, `len` is 0.
     pub const CONN_CLOSE: u32 = 2;
+    /// The client set the TLS server name (SNI) on the connection (`SSL_ctrl` with
+    /// [`super::SSL_CTRL_SET_TLSEXT_HOSTNAME`]): the payload is the name, `len` bytes, no NUL.
+    pub const SERVER_NAME: u32 = 3;
 }
+
+/// `SSL_ctrl` command behind `SSL_set_tlsext_host_name`.
+pub const SSL_CTRL_SET_TLSEXT_HOSTNAME: i32 = 55;
+
+/// Longest server name copied (a DNS name is at most 253 bytes).
+pub const MAX_SERVER_NAME: usize = 256;
 
 /// Bits of [`DataHeader::flags`].
 pub mod flags {

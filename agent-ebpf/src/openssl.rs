@@ -1,5 +1,6 @@
 //! OpenSSL (and BoringSSL, which exports the same names): `SSL_write`, `SSL_read`,
-//! `SSL_write_ex`, `SSL_read_ex` entry and return, and `SSL_free` for the end of a connection.
+//! `SSL_write_ex`, `SSL_read_ex` entry and return, `SSL_free` for the end of a connection and
+//! `SSL_ctrl` for the server name a client sets (SNI).
 //!
 //! Entry probes save the arguments; return probes copy the bytes the call really moved (the return
 //! value, or `*written` / `*readbytes` for the `_ex` variants) into the ring buffer, in records of
@@ -8,12 +9,15 @@
 
 use agent_common::{
     Counter, DataHeader, DataRecord, Direction, SslArgs,
-    data::{MAX_CHUNK, MAX_CHUNKS_PER_CALL, flags},
+    data::{MAX_CHUNK, MAX_CHUNKS_PER_CALL, MAX_SERVER_NAME, SSL_CTRL_SET_TLSEXT_HOSTNAME, flags},
     record_kind,
 };
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_buf},
+    helpers::{
+        bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_buf,
+        bpf_probe_read_user_str_bytes,
+    },
     macros::{uprobe, uretprobe},
     maps::LruHashMap,
     programs::{ProbeContext, RetProbeContext},
@@ -99,6 +103,71 @@ fn try_ssl_free(ctx: &ProbeContext) -> Result<(), i64> {
         .output::<DataHeader>(&header, wakeup_flags())
         .is_err()
     {
+        count(Counter::RingbufFull);
+    }
+    Ok(())
+}
+
+/// `SSL_ctrl(ssl, cmd, larg, parg)`: with `SSL_CTRL_SET_TLSEXT_HOSTNAME`, `parg` is the server
+/// name the client will send (`SSL_set_tlsext_host_name` is a macro over this call).
+#[uprobe]
+pub fn ssl_ctrl(ctx: ProbeContext) -> u32 {
+    let _ = try_ssl_ctrl(&ctx);
+    0
+}
+
+fn try_ssl_ctrl(ctx: &ProbeContext) -> Result<(), i64> {
+    let cmd: u64 = ctx.arg(1).ok_or(0i64)?;
+    if cmd as i32 != SSL_CTRL_SET_TLSEXT_HOSTNAME {
+        return Ok(());
+    }
+    let (pid_tgid, traced) = current();
+    if !traced {
+        return Ok(());
+    }
+    let ssl: u64 = ctx.arg(0).ok_or(0i64)?;
+    let name: u64 = ctx.arg(3).ok_or(0i64)?;
+    if name == 0 {
+        return Ok(());
+    }
+    let record = SCRATCH.get_ptr_mut(0).ok_or(0i64)?;
+    // SAFETY: the per-CPU scratch slot belongs to this program until it returns.
+    let record: &mut DataRecord = unsafe { &mut *record };
+    // SAFETY: `MAX_SERVER_NAME <= MAX_CHUNK`, within `data`.
+    let dest = unsafe { record.data.get_unchecked_mut(..MAX_SERVER_NAME) };
+    // SAFETY: the checked helper copies at most `dest.len()` bytes.
+    let Ok(bytes) = (unsafe { bpf_probe_read_user_str_bytes(name as *const u8, dest) }) else {
+        count(Counter::ReadFailed);
+        return Ok(());
+    };
+    let len = bytes.len();
+    let len = if len > MAX_SERVER_NAME {
+        MAX_SERVER_NAME
+    } else {
+        len
+    };
+    record.header = DataHeader {
+        kind: record_kind::SERVER_NAME,
+        tgid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        conn: ssl,
+        // SAFETY: no preconditions.
+        timestamp_ns: unsafe { bpf_ktime_get_ns() },
+        fd: -1,
+        len: len as u32,
+        total_len: len as u32,
+        ..DataHeader::default()
+    };
+    let size = core::mem::size_of::<DataHeader>() + len;
+    let size = if size > core::mem::size_of::<DataHeader>() + MAX_SERVER_NAME {
+        core::mem::size_of::<DataHeader>() + MAX_SERVER_NAME
+    } else {
+        size
+    };
+    // SAFETY: `size` never exceeds the record.
+    let out =
+        unsafe { core::slice::from_raw_parts((record as *const DataRecord).cast::<u8>(), size) };
+    if EVENTS.output::<[u8]>(out, wakeup_flags()).is_err() {
         count(Counter::RingbufFull);
     }
     Ok(())

@@ -34,6 +34,15 @@ pub enum Record {
         /// `CLOCK_MONOTONIC` ns.
         timestamp_ns: u64,
     },
+    /// The client set the TLS server name (SNI) on a connection, before its handshake.
+    ServerName {
+        /// Process.
+        tgid: u32,
+        /// Connection key.
+        conn: u64,
+        /// The name (lossy UTF-8).
+        name: String,
+    },
 }
 
 /// Plaintext from one TLS call, or one piece of a call larger than a record.
@@ -127,6 +136,23 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 read_failed: h.flags & flags::READ_FAILED != 0,
                 payload: bytes[HEADER..HEADER + h.len as usize].to_vec(),
             }))
+        }
+        record_kind::SERVER_NAME => {
+            let held = bytes.len() - HEADER;
+            if h.len as usize > held {
+                return Err(DecodeError::Length {
+                    claimed: h.len,
+                    held,
+                });
+            }
+            let name = &bytes[HEADER..HEADER + h.len as usize];
+            // The kernel's copy may include the terminating NUL.
+            let name = name.split(|&b| b == 0).next().unwrap_or_default();
+            Ok(Record::ServerName {
+                tgid: h.tgid,
+                conn: h.conn,
+                name: String::from_utf8_lossy(name).into_owned(),
+            })
         }
         record_kind::CONN_CLOSE => Ok(Record::Close {
             tgid: h.tgid,
@@ -251,6 +277,29 @@ mod tests {
             panic!("not data")
         };
         assert!(d.fd_fallback && !d.truncated);
+    }
+
+    #[test]
+    fn decodes_a_server_name_without_its_nul() {
+        let h = DataHeader {
+            kind: record_kind::SERVER_NAME,
+            tgid: 5,
+            conn: 0xbeef,
+            len: 10,
+            ..DataHeader::default()
+        };
+        assert_eq!(
+            decode(&raw(h, b"localhost\0")),
+            Ok(Record::ServerName {
+                tgid: 5,
+                conn: 0xbeef,
+                name: "localhost".into()
+            })
+        );
+        assert!(matches!(
+            decode(&raw(h, b"short")),
+            Err(DecodeError::Length { .. })
+        ));
     }
 
     #[test]

@@ -25,6 +25,9 @@ use crate::{
     sockets::{self, CgroupInfo},
 };
 
+/// Server names waiting for their connection's first data are forgotten past this many.
+const MAX_PENDING_NAMES: usize = 16_384;
+
 /// Connections idle this long are closed and forgotten.
 pub const IDLE_TIMEOUT_NS: u64 = 5 * 60 * 1_000_000_000;
 
@@ -96,6 +99,8 @@ pub struct Flows {
     next_serial: u64,
     stats: Arc<FlowStats>,
     proc_cache: HashMap<u32, (String, Option<CgroupInfo>)>,
+    /// Server names (SNI) set on connection objects that have not moved data yet.
+    pending_names: HashMap<(u32, u64), String>,
     events: Vec<Event>,
     assembled: Vec<Assembled>,
 }
@@ -110,6 +115,7 @@ impl Flows {
             next_serial: 0,
             stats,
             proc_cache: HashMap::new(),
+            pending_names: HashMap::new(),
             events: Vec::new(),
             assembled: Vec::new(),
         }
@@ -135,8 +141,27 @@ impl Flows {
                 tgid,
                 conn,
                 timestamp_ns,
-            } => self.end(tgid, conn, timestamp_ns, dispatch),
+            } => {
+                self.pending_names.remove(&(tgid, conn));
+                self.end(tgid, conn, timestamp_ns, dispatch);
+            }
+            Record::ServerName { tgid, conn, name } => self.server_name(tgid, conn, name),
         }
+    }
+
+    /// A client names the server before the handshake, so before any data: the name waits for
+    /// the connection's first record. A name set on a live connection object updates it.
+    fn server_name(&mut self, tgid: u32, conn: u64, name: String) {
+        if let Some(flow) = self.flows.get_mut(&(tgid, conn)) {
+            let mut meta = (*flow.meta).clone();
+            meta.server_name = Some(name);
+            flow.meta = Arc::new(meta);
+            return;
+        }
+        if self.pending_names.len() >= MAX_PENDING_NAMES {
+            self.pending_names.clear();
+        }
+        self.pending_names.insert((tgid, conn), name);
     }
 
     /// Ends a connection, finishing what can be finished.
@@ -218,6 +243,7 @@ impl Flows {
                         pid: d.tgid,
                         comm,
                         serial: self.next_serial,
+                        server_name: self.pending_names.remove(&key),
                         cgroup: cgroup.as_ref().map(|c| c.path.clone()),
                         container_id: cgroup.and_then(|c| c.container_id),
                         ..ConnMeta::default()
@@ -365,6 +391,8 @@ impl Flows {
         }
         self.proc_cache
             .retain(|pid, _| crate::discovery::process_exists(*pid));
+        self.pending_names
+            .retain(|(pid, _), _| crate::discovery::process_exists(*pid));
     }
 
     /// Closes every connection (at exit), finishing what can be finished.

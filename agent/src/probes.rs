@@ -52,6 +52,7 @@ pub const OPENSSL: &[ProbeSpec] = &[
     spec("SSL_read_ex", "ssl_read_ex", false, false),
     spec("SSL_read_ex", "ssl_read_ex_ret", true, false),
     spec("SSL_free", "ssl_free", false, false),
+    spec("SSL_ctrl", "ssl_ctrl", false, false),
 ];
 
 /// The program that records the socket fd of the syscalls made inside a TLS call.

@@ -14,7 +14,8 @@ use taskless_e2e::harness::{
 };
 
 /// Two connections in turn, each with one request; the first is closed before the second opens,
-/// so the second gets the same fd number. Each stays open a moment after its response (the agent
+/// so the second gets the same fd number. The second sends a Host header that is not the TLS
+/// server name: `serverName` must still be the name the client put in its handshake (SNI). Each stays open a moment after its response (the agent
 /// reads the socket's addresses from `/proc` while it is open), and the process lives on until
 /// told to exit.
 const PYTHON_CLIENT: &str = r#"
@@ -23,9 +24,9 @@ host, port, ca = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 ctx = ssl.create_default_context(cafile=ca)
 print("ready", flush=True)
 sys.stdin.readline()
-for path in ("/v1/customers/cus_first", "/v1/customers/cus_second"):
+for path, headers in (("/v1/customers/cus_first", {}), ("/v1/customers/cus_second", {"Host": "elsewhere.test"})):
     conn = http.client.HTTPSConnection(host, port, context=ctx)
-    conn.request("GET", path)
+    conn.request("GET", path, headers=headers)
     r = conn.getresponse(); r.read()
     print(r.status, conn.sock.fileno(), "%s:%d" % conn.sock.getsockname()[:2], flush=True)
     time.sleep(0.3)
