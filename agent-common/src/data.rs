@@ -32,8 +32,8 @@ pub mod flags {
     pub const TRUNCATED: u32 = 1;
     /// Copying from the target's memory failed; the payload is missing (`len` is 0).
     pub const READ_FAILED: u32 = 2;
-    /// The call made no socket syscall of its own: `fd` is the last one the thread used inside
-    /// a TLS call, a guess that holds while the thread serves one connection.
+    /// The call made no socket syscall of its own: `fd` is the one the thread last saw inside a
+    /// call on the same connection object.
     pub const FD_FALLBACK: u32 = 4;
 }
 

@@ -211,12 +211,15 @@ fn finish_call(ctx: &RetProbeContext, map: &LruHashMap<u64, SslArgs>, dir: Direc
         return;
     };
     let _ = map.remove(&pid_tgid);
-    // No socket syscall inside this call: fall back to the thread's last TLS fd.
+    // No socket syscall inside this call: fall back to the fd this thread last saw inside a
+    // call on the same connection object.
     let mut fd_flags = 0;
     if args.fd < 0 {
-        // SAFETY: a plain i32 copied out at once.
-        if let Some(fd) = unsafe { LAST_FD.get(&pid_tgid) }.copied() {
-            args.fd = fd;
+        // SAFETY: plain data copied out at once.
+        if let Some(last) = unsafe { LAST_FD.get(&pid_tgid) }.copied()
+            && last.ssl == args.ssl
+        {
+            args.fd = last.fd;
             fd_flags = flags::FD_FALLBACK;
         }
     }

@@ -3,15 +3,16 @@
 //! One program on the `sys_enter` raw tracepoint (no tracefs needed) looks at read, write,
 //! recvfrom, sendto, recvmsg, sendmsg, readv and writev, whose first argument is the fd. While a
 //! TLS call is in flight on the thread (its arguments are saved in `READ_ARGS` / `WRITE_ARGS`),
-//! the fd is written into the saved arguments, and kept as the thread's last TLS fd for calls
-//! that make no syscall (a read served from the library's buffer). Libraries driven through
+//! the fd is written into the saved arguments, and kept as the thread's last TLS fd (with the
+//! call's `SSL *`) for later calls on that connection that make no syscall (a read served from
+//! the library's buffer). Libraries driven through
 //! memory BIOs (Node.js) make no syscall inside the call: their fd stays unknown.
 
 use aya_ebpf::{
     helpers::bpf_probe_read_kernel, macros::raw_tracepoint, programs::RawTracePointContext,
 };
 
-use crate::maps::{LAST_FD, READ_ARGS, WRITE_ARGS, current};
+use crate::maps::{LAST_FD, LastFd, READ_ARGS, WRITE_ARGS, current};
 
 /// Set by the agent at load time: this architecture's numbers of the eight syscalls above
 /// (`u64::MAX` never matches).
@@ -49,13 +50,35 @@ pub fn sys_enter_fd(ctx: RawTracePointContext) -> i32 {
     // Two separate lookups: the verifier refuses arithmetic on two maybe-null pointers.
     if let Some(args) = WRITE_ARGS.get_ptr_mut(&pid_tgid) {
         // SAFETY: an entry of this thread, written only by this thread's programs.
-        unsafe { (*args).fd = fd };
-        let _ = LAST_FD.insert(&pid_tgid, &fd, 0);
+        let ssl = unsafe {
+            (*args).fd = fd;
+            (*args).ssl
+        };
+        let _ = LAST_FD.insert(
+            &pid_tgid,
+            &LastFd {
+                ssl,
+                fd,
+                reserved: 0,
+            },
+            0,
+        );
     }
     if let Some(args) = READ_ARGS.get_ptr_mut(&pid_tgid) {
         // SAFETY: as above.
-        unsafe { (*args).fd = fd };
-        let _ = LAST_FD.insert(&pid_tgid, &fd, 0);
+        let ssl = unsafe {
+            (*args).fd = fd;
+            (*args).ssl
+        };
+        let _ = LAST_FD.insert(
+            &pid_tgid,
+            &LastFd {
+                ssl,
+                fd,
+                reserved: 0,
+            },
+            0,
+        );
     }
     0
 }
