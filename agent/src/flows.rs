@@ -403,3 +403,98 @@ impl Flows {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd as _;
+
+    use super::*;
+
+    fn record(conn: u64, fd: i32, fd_fallback: bool, ts: u64, payload: &[u8]) -> Record {
+        Record::Data(DataRecord {
+            tgid: std::process::id(),
+            tid: std::process::id(),
+            conn,
+            timestamp_ns: ts,
+            fd,
+            fd_fallback,
+            direction: Direction::Egress,
+            offset: 0,
+            total_len: u32::try_from(payload.len()).unwrap(),
+            truncated: false,
+            read_failed: false,
+            payload: payload.to_vec(),
+        })
+    }
+
+    fn requests(jobs: &[Job]) -> Vec<Arc<ConnMeta>> {
+        jobs.iter()
+            .filter_map(|j| match j {
+                Job::Request { meta, .. } => Some(Arc::clone(meta)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    const GET: &[u8] = b"GET /a HTTP/1.1\r\nHost: example.test\r\n\r\n";
+
+    #[test]
+    fn a_connection_learns_its_fd_addresses_and_server_name() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let stats = Arc::new(FlowStats::default());
+        let mut flows = Flows::new(Config::default(), Arc::clone(&stats));
+        let mut jobs = Vec::new();
+        let mut dispatch = |j: Job| jobs.push(j);
+        flows.handle(
+            Record::ServerName {
+                tgid: std::process::id(),
+                conn: 0x10,
+                name: "api.example.test".into(),
+            },
+            &mut dispatch,
+        );
+        flows.handle(
+            record(0x10, client.as_raw_fd(), false, 1, GET),
+            &mut dispatch,
+        );
+        let metas = requests(&jobs);
+        assert_eq!(metas.len(), 1);
+        let m = &metas[0];
+        assert_eq!(m.fd, Some(client.as_raw_fd()));
+        assert_eq!(m.remote, Some(listener.local_addr().unwrap()));
+        assert_eq!(m.local, Some(client.local_addr().unwrap()));
+        assert_eq!(m.server_name.as_deref(), Some("api.example.test"));
+        assert_eq!(stats.unresolved.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_new_seen_fd_under_the_same_pointer_is_a_new_connection_but_a_guessed_one_is_not() {
+        let stats = Arc::new(FlowStats::default());
+        let mut flows = Flows::new(Config::default(), Arc::clone(&stats));
+        let mut jobs = Vec::new();
+        let mut dispatch = |j: Job| jobs.push(j);
+        // fds 900+ are not open here: addresses stay unknown, the fds still count.
+        flows.handle(record(0x20, 901, false, 1, GET), &mut dispatch);
+        flows.handle(record(0x20, 905, true, 2, GET), &mut dispatch);
+        flows.handle(record(0x20, 902, false, 3, GET), &mut dispatch);
+        // A connection that never had an fd is counted when it ends.
+        flows.handle(record(0x30, -1, false, 4, GET), &mut dispatch);
+        flows.close_all(5, &mut dispatch);
+        let metas = requests(&jobs);
+        assert_eq!(metas.len(), 4);
+        assert_eq!(
+            metas.iter().map(|m| m.fd).collect::<Vec<_>>(),
+            [Some(901), Some(901), Some(902), None]
+        );
+        assert_eq!(
+            metas[0].serial, metas[1].serial,
+            "a guessed fd does not split"
+        );
+        assert_ne!(metas[1].serial, metas[2].serial, "a seen new fd does");
+        assert_eq!(stats.fd_changes.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.connections.load(Ordering::Relaxed), 3);
+        assert_eq!(stats.unresolved.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.without_fd.load(Ordering::Relaxed), 1);
+    }
+}
