@@ -15,7 +15,16 @@ pub mod record_kind {
     pub const DATA: u32 = 1;
     /// The TLS connection was freed (`SSL_free`): only the header is sent, `len` is 0.
     pub const CONN_CLOSE: u32 = 2;
+    /// The client set the TLS server name (SNI) on the connection (`SSL_ctrl` with
+    /// [`super::SSL_CTRL_SET_TLSEXT_HOSTNAME`]): the payload is the name, `len` bytes, no NUL.
+    pub const SERVER_NAME: u32 = 3;
 }
+
+/// `SSL_ctrl` command behind `SSL_set_tlsext_host_name`.
+pub const SSL_CTRL_SET_TLSEXT_HOSTNAME: i32 = 55;
+
+/// Longest server name copied (a DNS name is at most 253 bytes).
+pub const MAX_SERVER_NAME: usize = 256;
 
 /// Bits of [`DataHeader::flags`].
 pub mod flags {
@@ -23,6 +32,9 @@ pub mod flags {
     pub const TRUNCATED: u32 = 1;
     /// Copying from the target's memory failed; the payload is missing (`len` is 0).
     pub const READ_FAILED: u32 = 2;
+    /// The call made no socket syscall of its own: `fd` is the one the thread last saw inside a
+    /// call on the same connection object.
+    pub const FD_FALLBACK: u32 = 4;
 }
 
 /// Which way plaintext went, from the observed process's point of view.
@@ -65,7 +77,8 @@ pub struct DataHeader {
     /// `CLOCK_MONOTONIC` nanoseconds: the call's entry for writes (when the program sent the
     /// bytes), its return for reads (when the bytes had arrived).
     pub timestamp_ns: u64,
-    /// Socket file descriptor used inside the call, or -1 when not known.
+    /// Socket file descriptor of the read/write/send/recv syscalls made inside the call (see
+    /// [`flags::FD_FALLBACK`] for calls that made none), or -1 when not known.
     pub fd: i32,
     /// A [`Direction`] as `u32`.
     pub direction: u32,

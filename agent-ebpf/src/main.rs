@@ -6,6 +6,7 @@
 
 mod maps;
 mod openssl;
+mod syscalls;
 
 #[cfg(not(test))]
 #[panic_handler]

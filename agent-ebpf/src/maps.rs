@@ -33,6 +33,25 @@ pub static WRITE_ARGS: LruHashMap<u64, SslArgs> = LruHashMap::with_max_entries(6
 #[map]
 pub static READ_ARGS: LruHashMap<u64, SslArgs> = LruHashMap::with_max_entries(65_536, 0);
 
+/// The last socket fd seen inside a TLS call of a thread, and that call's connection object.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct LastFd {
+    /// `SSL *` of the call.
+    pub ssl: u64,
+    /// The fd.
+    pub fd: i32,
+    /// Zero.
+    pub reserved: u32,
+}
+
+/// The last socket fd seen inside a TLS call of each thread (pid_tgid → [`LastFd`]): the
+/// fallback for later calls on the same connection object that make no syscall of their own
+/// (a read served from the library's buffer). Keyed by the object too, so a thread serving many
+/// connections never lends one connection's fd to another.
+#[map]
+pub static LAST_FD: LruHashMap<u64, LastFd> = LruHashMap::with_max_entries(65_536, 0);
+
 /// One scratch record per CPU: records do not fit on the 512-byte stack.
 #[map]
 pub static SCRATCH: PerCpuArray<DataRecord> = PerCpuArray::with_max_entries(1, 0);

@@ -1,5 +1,6 @@
 //! OpenSSL (and BoringSSL, which exports the same names): `SSL_write`, `SSL_read`,
-//! `SSL_write_ex`, `SSL_read_ex` entry and return, and `SSL_free` for the end of a connection.
+//! `SSL_write_ex`, `SSL_read_ex` entry and return, `SSL_free` for the end of a connection and
+//! `SSL_ctrl` for the server name a client sets (SNI).
 //!
 //! Entry probes save the arguments; return probes copy the bytes the call really moved (the return
 //! value, or `*written` / `*readbytes` for the `_ex` variants) into the ring buffer, in records of
@@ -8,18 +9,21 @@
 
 use agent_common::{
     Counter, DataHeader, DataRecord, Direction, SslArgs,
-    data::{MAX_CHUNK, MAX_CHUNKS_PER_CALL, flags},
+    data::{MAX_CHUNK, MAX_CHUNKS_PER_CALL, MAX_SERVER_NAME, SSL_CTRL_SET_TLSEXT_HOSTNAME, flags},
     record_kind,
 };
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_buf},
+    helpers::{
+        bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_buf,
+        bpf_probe_read_user_str_bytes,
+    },
     macros::{uprobe, uretprobe},
     maps::LruHashMap,
     programs::{ProbeContext, RetProbeContext},
 };
 
-use crate::maps::{EVENTS, READ_ARGS, SCRATCH, WRITE_ARGS, count, current};
+use crate::maps::{EVENTS, LAST_FD, READ_ARGS, SCRATCH, WRITE_ARGS, count, current};
 
 /// Wake the reader early once this much is waiting (a quarter of the default ring).
 const WAKEUP_THRESHOLD: u64 = 4 * 1024 * 1024;
@@ -104,6 +108,71 @@ fn try_ssl_free(ctx: &ProbeContext) -> Result<(), i64> {
     Ok(())
 }
 
+/// `SSL_ctrl(ssl, cmd, larg, parg)`: with `SSL_CTRL_SET_TLSEXT_HOSTNAME`, `parg` is the server
+/// name the client will send (`SSL_set_tlsext_host_name` is a macro over this call).
+#[uprobe]
+pub fn ssl_ctrl(ctx: ProbeContext) -> u32 {
+    let _ = try_ssl_ctrl(&ctx);
+    0
+}
+
+fn try_ssl_ctrl(ctx: &ProbeContext) -> Result<(), i64> {
+    let cmd: u64 = ctx.arg(1).ok_or(0i64)?;
+    if cmd as i32 != SSL_CTRL_SET_TLSEXT_HOSTNAME {
+        return Ok(());
+    }
+    let (pid_tgid, traced) = current();
+    if !traced {
+        return Ok(());
+    }
+    let ssl: u64 = ctx.arg(0).ok_or(0i64)?;
+    let name: u64 = ctx.arg(3).ok_or(0i64)?;
+    if name == 0 {
+        return Ok(());
+    }
+    let record = SCRATCH.get_ptr_mut(0).ok_or(0i64)?;
+    // SAFETY: the per-CPU scratch slot belongs to this program until it returns.
+    let record: &mut DataRecord = unsafe { &mut *record };
+    // SAFETY: `MAX_SERVER_NAME <= MAX_CHUNK`, within `data`.
+    let dest = unsafe { record.data.get_unchecked_mut(..MAX_SERVER_NAME) };
+    // SAFETY: the checked helper copies at most `dest.len()` bytes.
+    let Ok(bytes) = (unsafe { bpf_probe_read_user_str_bytes(name as *const u8, dest) }) else {
+        count(Counter::ReadFailed);
+        return Ok(());
+    };
+    let len = bytes.len();
+    let len = if len > MAX_SERVER_NAME {
+        MAX_SERVER_NAME
+    } else {
+        len
+    };
+    record.header = DataHeader {
+        kind: record_kind::SERVER_NAME,
+        tgid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        conn: ssl,
+        // SAFETY: no preconditions.
+        timestamp_ns: unsafe { bpf_ktime_get_ns() },
+        fd: -1,
+        len: len as u32,
+        total_len: len as u32,
+        ..DataHeader::default()
+    };
+    let size = core::mem::size_of::<DataHeader>() + len;
+    let size = if size > core::mem::size_of::<DataHeader>() + MAX_SERVER_NAME {
+        core::mem::size_of::<DataHeader>() + MAX_SERVER_NAME
+    } else {
+        size
+    };
+    // SAFETY: `size` never exceeds the record.
+    let out =
+        unsafe { core::slice::from_raw_parts((record as *const DataRecord).cast::<u8>(), size) };
+    if EVENTS.output::<[u8]>(out, wakeup_flags()).is_err() {
+        count(Counter::RingbufFull);
+    }
+    Ok(())
+}
+
 #[inline(always)]
 fn save_args(ctx: &ProbeContext, map: &LruHashMap<u64, SslArgs>, ex: bool) {
     let (pid_tgid, traced) = current();
@@ -137,11 +206,23 @@ fn finish_call(ctx: &RetProbeContext, map: &LruHashMap<u64, SslArgs>, dir: Direc
         return;
     }
     // SAFETY: the value is copied out before the entry is removed.
-    let Some(args) = (unsafe { map.get(&pid_tgid) }).copied() else {
+    let Some(mut args) = (unsafe { map.get(&pid_tgid) }).copied() else {
         count(Counter::UnmatchedReturn);
         return;
     };
     let _ = map.remove(&pid_tgid);
+    // No socket syscall inside this call: fall back to the fd this thread last saw inside a
+    // call on the same connection object.
+    let mut fd_flags = 0;
+    if args.fd < 0 {
+        // SAFETY: plain data copied out at once.
+        if let Some(last) = unsafe { LAST_FD.get(&pid_tgid) }.copied()
+            && last.ssl == args.ssl
+        {
+            args.fd = last.fd;
+            fd_flags = flags::FD_FALLBACK;
+        }
+    }
 
     // Every one of these functions returns a C `int`: read it as 32 bits (`-1` in `eax` leaves the
     // upper half of `rax` zero, which as 64 bits would read as 4 GiB).
@@ -177,11 +258,18 @@ fn finish_call(ctx: &RetProbeContext, map: &LruHashMap<u64, SslArgs>, dir: Direc
         Direction::Ingress => unsafe { bpf_ktime_get_ns() },
         Direction::Egress => args.timestamp_ns,
     };
-    emit(pid_tgid, &args, dir, total, timestamp_ns);
+    emit(pid_tgid, &args, dir, total, timestamp_ns, fd_flags);
 }
 
 #[inline(always)]
-fn emit(pid_tgid: u64, args: &SslArgs, dir: Direction, total: u64, timestamp_ns: u64) {
+fn emit(
+    pid_tgid: u64,
+    args: &SslArgs,
+    dir: Direction,
+    total: u64,
+    timestamp_ns: u64,
+    fd_flags: u32,
+) {
     let total32 = if total > u32::MAX as u64 {
         u32::MAX
     } else {
@@ -209,6 +297,7 @@ fn emit(pid_tgid: u64, args: &SslArgs, dir: Direction, total: u64, timestamp_ns:
             offset,
             timestamp_ns,
             last && truncated,
+            fd_flags,
         );
         i += 1;
     }
@@ -225,6 +314,7 @@ fn emit_chunk(
     offset: u64,
     timestamp_ns: u64,
     truncated: bool,
+    fd_flags: u32,
 ) {
     let Some(record) = SCRATCH.get_ptr_mut(0) else {
         return;
@@ -243,7 +333,7 @@ fn emit_chunk(
     // SAFETY: `len <= MAX_CHUNK`, the size of `data`.
     let copied =
         unsafe { bpf_probe_read_user_buf(src, record.data.get_unchecked_mut(..len)) }.is_ok();
-    let mut f = if truncated { flags::TRUNCATED } else { 0 };
+    let mut f = fd_flags | if truncated { flags::TRUNCATED } else { 0 };
     let out_len = if copied {
         len
     } else {

@@ -34,6 +34,15 @@ pub enum Record {
         /// `CLOCK_MONOTONIC` ns.
         timestamp_ns: u64,
     },
+    /// The client set the TLS server name (SNI) on a connection, before its handshake.
+    ServerName {
+        /// Process.
+        tgid: u32,
+        /// Connection key.
+        conn: u64,
+        /// The name (lossy UTF-8).
+        name: String,
+    },
 }
 
 /// Plaintext from one TLS call, or one piece of a call larger than a record.
@@ -49,6 +58,8 @@ pub struct DataRecord {
     pub timestamp_ns: u64,
     /// Socket fd, or -1.
     pub fd: i32,
+    /// `fd` was not seen inside this call but is the thread's last TLS fd (a guess).
+    pub fd_fallback: bool,
     /// Which way the bytes went.
     pub direction: Direction,
     /// Offset of `payload` within the call.
@@ -117,6 +128,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 conn: h.conn,
                 timestamp_ns: h.timestamp_ns,
                 fd: h.fd,
+                fd_fallback: h.flags & flags::FD_FALLBACK != 0,
                 direction,
                 offset: h.offset,
                 total_len: h.total_len,
@@ -124,6 +136,23 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 read_failed: h.flags & flags::READ_FAILED != 0,
                 payload: bytes[HEADER..HEADER + h.len as usize].to_vec(),
             }))
+        }
+        record_kind::SERVER_NAME => {
+            let held = bytes.len() - HEADER;
+            if h.len as usize > held {
+                return Err(DecodeError::Length {
+                    claimed: h.len,
+                    held,
+                });
+            }
+            let name = &bytes[HEADER..HEADER + h.len as usize];
+            // The kernel's copy may include the terminating NUL.
+            let name = name.split(|&b| b == 0).next().unwrap_or_default();
+            Ok(Record::ServerName {
+                tgid: h.tgid,
+                conn: h.conn,
+                name: String::from_utf8_lossy(name).into_owned(),
+            })
         }
         record_kind::CONN_CLOSE => Ok(Record::Close {
             tgid: h.tgid,
@@ -238,7 +267,39 @@ mod tests {
             (7, 0xdead, 16384, 20000, 3)
         );
         assert_eq!(d.direction, Direction::Ingress);
-        assert!(d.truncated && !d.read_failed);
+        assert!(d.truncated && !d.read_failed && !d.fd_fallback);
+        let h = DataHeader {
+            flags: flags::FD_FALLBACK,
+            len: 0,
+            ..h
+        };
+        let Record::Data(d) = decode(&raw(h, b"")).unwrap() else {
+            panic!("not data")
+        };
+        assert!(d.fd_fallback && !d.truncated);
+    }
+
+    #[test]
+    fn decodes_a_server_name_without_its_nul() {
+        let h = DataHeader {
+            kind: record_kind::SERVER_NAME,
+            tgid: 5,
+            conn: 0xbeef,
+            len: 10,
+            ..DataHeader::default()
+        };
+        assert_eq!(
+            decode(&raw(h, b"localhost\0")),
+            Ok(Record::ServerName {
+                tgid: 5,
+                conn: 0xbeef,
+                name: "localhost".into()
+            })
+        );
+        assert!(matches!(
+            decode(&raw(h, b"short")),
+            Err(DecodeError::Length { .. })
+        ));
     }
 
     #[test]

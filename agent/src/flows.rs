@@ -2,10 +2,14 @@
 //! parser, whose exchange moments are handed to the pack stage.
 //!
 //! A connection is named by `(tgid, SSL pointer)` for as long as the kernel says it lives
-//! (`SSL_free` ends it); each gets a serial number so a reused pointer is a new connection.
+//! (`SSL_free` ends it); each gets a serial number so a reused pointer is a new connection. The
+//! socket fd the kernel saw inside the calls gives the connection its addresses (read once, from
+//! `/proc`, when the fd is first known); a pointer that turns up on a different fd is a new
+//! connection too (its `SSL_free` was missed).
 
 use std::{
     collections::HashMap,
+    net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -18,18 +22,39 @@ use taskless_http::{Assembled, Assembler, Config, Connection, Event, Flow};
 use crate::{
     capture::{DataRecord, Record},
     pipeline::{ExchangeKey, Job},
+    sockets::{self, CgroupInfo},
 };
+
+/// Server names waiting for their connection's first data are forgotten past this many.
+const MAX_PENDING_NAMES: usize = 16_384;
 
 /// Connections idle this long are closed and forgotten.
 pub const IDLE_TIMEOUT_NS: u64 = 5 * 60 * 1_000_000_000;
 
-/// What is known about a connection's owner, carried with its exchanges.
+/// What is known about a connection and its owner, carried with its exchanges. Fields that are
+/// `None` are unknown.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ConnMeta {
     /// Process id.
     pub pid: u32,
     /// Process name.
     pub comm: String,
+    /// The connection's serial: unique within this agent's run, so a reused `SSL *` or fd is a
+    /// new number.
+    pub serial: u64,
+    /// Socket fd in the process (unknown when the library does its socket I/O outside the TLS
+    /// calls, as Node.js does with memory BIOs).
+    pub fd: Option<i32>,
+    /// This process's end of the socket.
+    pub local: Option<SocketAddr>,
+    /// The peer's end.
+    pub remote: Option<SocketAddr>,
+    /// The server name the client asked for (TLS SNI).
+    pub server_name: Option<String>,
+    /// The process's cgroup path.
+    pub cgroup: Option<String>,
+    /// The container id in the cgroup path, if any.
+    pub container_id: Option<String>,
 }
 
 /// Counters of the flows stage.
@@ -49,6 +74,12 @@ pub struct FlowStats {
     pub incomplete: AtomicU64,
     /// Requests whose connection switched protocols (not parsed further).
     pub upgrades: AtomicU64,
+    /// Connections that ended with no socket fd known (memory BIOs): no addresses.
+    pub without_fd: AtomicU64,
+    /// Socket fds whose addresses could not be read from `/proc` (process or socket gone).
+    pub unresolved: AtomicU64,
+    /// Connection objects seen on a new fd without an `SSL_free` in between (ended, restarted).
+    pub fd_changes: AtomicU64,
 }
 
 struct FlowState {
@@ -56,6 +87,8 @@ struct FlowState {
     http: Connection,
     assembler: Assembler,
     meta: Arc<ConnMeta>,
+    /// `meta.fd` was seen inside a call (not the thread's fallback).
+    fd_exact: bool,
     last_seen_ns: u64,
 }
 
@@ -65,7 +98,9 @@ pub struct Flows {
     flows: HashMap<(u32, u64), FlowState>,
     next_serial: u64,
     stats: Arc<FlowStats>,
-    comm_cache: HashMap<u32, String>,
+    proc_cache: HashMap<u32, (String, Option<CgroupInfo>)>,
+    /// Server names (SNI) set on connection objects that have not moved data yet.
+    pending_names: HashMap<(u32, u64), String>,
     events: Vec<Event>,
     assembled: Vec<Assembled>,
 }
@@ -79,7 +114,8 @@ impl Flows {
             flows: HashMap::new(),
             next_serial: 0,
             stats,
-            comm_cache: HashMap::new(),
+            proc_cache: HashMap::new(),
+            pending_names: HashMap::new(),
             events: Vec::new(),
             assembled: Vec::new(),
         }
@@ -87,7 +123,7 @@ impl Flows {
 
     /// Names process `pid` (instead of reading `/proc`), e.g. from a recording's metadata.
     pub fn set_process_name(&mut self, pid: u32, comm: String) {
-        self.comm_cache.insert(pid, comm);
+        self.proc_cache.insert(pid, (comm, None));
     }
 
     /// Live connections.
@@ -111,23 +147,88 @@ impl Flows {
                 conn,
                 timestamp_ns,
             } => {
-                if let Some(mut flow) = self.flows.remove(&(tgid, conn)) {
-                    let mut events = std::mem::take(&mut self.events);
-                    flow.http.close(timestamp_ns, &mut events);
-                    self.process(&mut flow, &mut events, dispatch);
-                    self.events = events;
-                }
+                self.pending_names.remove(&(tgid, conn));
+                self.end(tgid, conn, timestamp_ns, dispatch);
+            }
+            Record::ServerName { tgid, conn, name } => self.server_name(tgid, conn, name),
+        }
+    }
+
+    /// A client names the server before the handshake, so before any data: the name waits for
+    /// the connection's first record. A name set on a live connection object updates it.
+    fn server_name(&mut self, tgid: u32, conn: u64, name: String) {
+        if let Some(flow) = self.flows.get_mut(&(tgid, conn)) {
+            let mut meta = (*flow.meta).clone();
+            meta.server_name = Some(name);
+            flow.meta = Arc::new(meta);
+            return;
+        }
+        if self.pending_names.len() >= MAX_PENDING_NAMES {
+            self.pending_names.clear();
+        }
+        self.pending_names.insert((tgid, conn), name);
+    }
+
+    /// Ends a connection, finishing what can be finished.
+    fn end(&mut self, tgid: u32, conn: u64, now_ns: u64, dispatch: &mut impl FnMut(Job)) {
+        if let Some(mut flow) = self.flows.remove(&(tgid, conn)) {
+            if flow.meta.fd.is_none() {
+                self.stats.without_fd.fetch_add(1, Ordering::Relaxed);
+            }
+            let mut events = std::mem::take(&mut self.events);
+            flow.http.close(now_ns, &mut events);
+            self.process(&mut flow, &mut events, dispatch);
+            self.events = events;
+        }
+    }
+
+    /// Takes the record's fd into the connection's meta when it tells more than what is known:
+    /// the first fd, or a seen one replacing a guessed one. Addresses are read from `/proc` then.
+    fn learn_fd(&self, flow: &mut FlowState, d: &DataRecord) {
+        if d.fd < 0 || (flow.meta.fd.is_some() && (flow.fd_exact || d.fd_fallback)) {
+            return;
+        }
+        let mut meta = (*flow.meta).clone();
+        meta.fd = Some(d.fd);
+        match sockets::resolve(d.tgid, d.fd) {
+            Ok(ends) => {
+                meta.local = Some(ends.local);
+                meta.remote = Some(ends.remote);
+            }
+            Err(e) => {
+                self.stats.unresolved.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(pid = d.tgid, fd = d.fd, error = %e, "socket not resolved");
+                meta.local = None;
+                meta.remote = None;
             }
         }
+        tracing::debug!(serial = meta.serial, fd = d.fd, remote = ?meta.remote, guessed = d.fd_fallback, "connection fd");
+        flow.fd_exact = !d.fd_fallback;
+        flow.meta = Arc::new(meta);
     }
 
     fn data(&mut self, d: DataRecord, dispatch: &mut impl FnMut(Job)) {
         let key = (d.tgid, d.conn);
+        if d.fd >= 0
+            && !d.fd_fallback
+            && self
+                .flows
+                .get(&key)
+                .is_some_and(|f| f.fd_exact && f.meta.fd != Some(d.fd))
+        {
+            self.stats.fd_changes.fetch_add(1, Ordering::Relaxed);
+            self.end(d.tgid, d.conn, d.timestamp_ns, dispatch);
+        }
         if !self.flows.contains_key(&key) {
-            let comm = self
-                .comm_cache
+            let (comm, cgroup) = self
+                .proc_cache
                 .entry(d.tgid)
-                .or_insert_with(|| crate::discovery::process_name(d.tgid))
+                .or_insert_with(|| {
+                    (
+                        crate::discovery::process_name(d.tgid),
+                        sockets::cgroup(d.tgid),
+                    )
+                })
                 .clone();
             self.next_serial += 1;
             self.stats.connections.fetch_add(1, Ordering::Relaxed);
@@ -143,7 +244,16 @@ impl Flows {
                     serial: self.next_serial,
                     http: Connection::new(self.config.clone()),
                     assembler: Assembler::new(self.config.max_body),
-                    meta: Arc::new(ConnMeta { pid: d.tgid, comm }),
+                    meta: Arc::new(ConnMeta {
+                        pid: d.tgid,
+                        comm,
+                        serial: self.next_serial,
+                        server_name: self.pending_names.remove(&key),
+                        cgroup: cgroup.as_ref().map(|c| c.path.clone()),
+                        container_id: cgroup.and_then(|c| c.container_id),
+                        ..ConnMeta::default()
+                    }),
+                    fd_exact: false,
                     last_seen_ns: d.timestamp_ns,
                 },
             );
@@ -152,6 +262,7 @@ impl Flows {
             return;
         };
         flow.last_seen_ns = d.timestamp_ns;
+        self.learn_fd(&mut flow, &d);
         let dir = match d.direction {
             Direction::Egress => Flow::Egress,
             Direction::Ingress => Flow::Ingress,
@@ -279,29 +390,116 @@ impl Flows {
             .filter(|(k, f)| f.last_seen_ns < cutoff || !crate::discovery::process_exists(k.0))
             .map(|(k, _)| *k)
             .collect();
-        for key in stale {
-            if let Some(mut flow) = self.flows.remove(&key) {
-                self.stats.evicted.fetch_add(1, Ordering::Relaxed);
-                let mut events = std::mem::take(&mut self.events);
-                flow.http.close(now_ns, &mut events);
-                self.process(&mut flow, &mut events, dispatch);
-                self.events = events;
-            }
+        for (tgid, conn) in stale {
+            self.stats.evicted.fetch_add(1, Ordering::Relaxed);
+            self.end(tgid, conn, now_ns, dispatch);
         }
-        self.comm_cache
+        self.proc_cache
             .retain(|pid, _| crate::discovery::process_exists(*pid));
+        self.pending_names
+            .retain(|(pid, _), _| crate::discovery::process_exists(*pid));
     }
 
     /// Closes every connection (at exit), finishing what can be finished.
     pub fn close_all(&mut self, now_ns: u64, dispatch: &mut impl FnMut(Job)) {
         let keys: Vec<_> = self.flows.keys().copied().collect();
-        for key in keys {
-            if let Some(mut flow) = self.flows.remove(&key) {
-                let mut events = std::mem::take(&mut self.events);
-                flow.http.close(now_ns, &mut events);
-                self.process(&mut flow, &mut events, dispatch);
-                self.events = events;
-            }
+        for (tgid, conn) in keys {
+            self.end(tgid, conn, now_ns, dispatch);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd as _;
+
+    use super::*;
+
+    fn record(conn: u64, fd: i32, fd_fallback: bool, ts: u64, payload: &[u8]) -> Record {
+        Record::Data(DataRecord {
+            tgid: std::process::id(),
+            tid: std::process::id(),
+            conn,
+            timestamp_ns: ts,
+            fd,
+            fd_fallback,
+            direction: Direction::Egress,
+            offset: 0,
+            total_len: u32::try_from(payload.len()).unwrap(),
+            truncated: false,
+            read_failed: false,
+            payload: payload.to_vec(),
+        })
+    }
+
+    fn requests(jobs: &[Job]) -> Vec<Arc<ConnMeta>> {
+        jobs.iter()
+            .filter_map(|j| match j {
+                Job::Request { meta, .. } => Some(Arc::clone(meta)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    const GET: &[u8] = b"GET /a HTTP/1.1\r\nHost: example.test\r\n\r\n";
+
+    #[test]
+    fn a_connection_learns_its_fd_addresses_and_server_name() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let stats = Arc::new(FlowStats::default());
+        let mut flows = Flows::new(Config::default(), Arc::clone(&stats));
+        let mut jobs = Vec::new();
+        let mut dispatch = |j: Job| jobs.push(j);
+        flows.handle(
+            Record::ServerName {
+                tgid: std::process::id(),
+                conn: 0x10,
+                name: "api.example.test".into(),
+            },
+            &mut dispatch,
+        );
+        flows.handle(
+            record(0x10, client.as_raw_fd(), false, 1, GET),
+            &mut dispatch,
+        );
+        let metas = requests(&jobs);
+        assert_eq!(metas.len(), 1);
+        let m = &metas[0];
+        assert_eq!(m.fd, Some(client.as_raw_fd()));
+        assert_eq!(m.remote, Some(listener.local_addr().unwrap()));
+        assert_eq!(m.local, Some(client.local_addr().unwrap()));
+        assert_eq!(m.server_name.as_deref(), Some("api.example.test"));
+        assert_eq!(stats.unresolved.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_new_seen_fd_under_the_same_pointer_is_a_new_connection_but_a_guessed_one_is_not() {
+        let stats = Arc::new(FlowStats::default());
+        let mut flows = Flows::new(Config::default(), Arc::clone(&stats));
+        let mut jobs = Vec::new();
+        let mut dispatch = |j: Job| jobs.push(j);
+        // fds 900+ are not open here: addresses stay unknown, the fds still count.
+        flows.handle(record(0x20, 901, false, 1, GET), &mut dispatch);
+        flows.handle(record(0x20, 905, true, 2, GET), &mut dispatch);
+        flows.handle(record(0x20, 902, false, 3, GET), &mut dispatch);
+        // A connection that never had an fd is counted when it ends.
+        flows.handle(record(0x30, -1, false, 4, GET), &mut dispatch);
+        flows.close_all(5, &mut dispatch);
+        let metas = requests(&jobs);
+        assert_eq!(metas.len(), 4);
+        assert_eq!(
+            metas.iter().map(|m| m.fd).collect::<Vec<_>>(),
+            [Some(901), Some(901), Some(902), None]
+        );
+        assert_eq!(
+            metas[0].serial, metas[1].serial,
+            "a guessed fd does not split"
+        );
+        assert_ne!(metas[1].serial, metas[2].serial, "a seen new fd does");
+        assert_eq!(stats.fd_changes.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.connections.load(Ordering::Relaxed), 3);
+        assert_eq!(stats.unresolved.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.without_fd.load(Ordering::Relaxed), 1);
     }
 }

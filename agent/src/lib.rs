@@ -15,4 +15,5 @@ pub mod record;
 pub mod replay;
 pub mod run;
 pub mod sinks;
+pub mod sockets;
 pub mod watch;

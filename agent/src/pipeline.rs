@@ -14,8 +14,11 @@ use std::{
 };
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
+use serde::Serialize;
 use taskless_http::{Exchange, Request};
-use taskless_pack_runtime::{PackSet, RequestState, RequestView, ResponseView, Timing, Worker};
+use taskless_pack_runtime::{
+    OutputLine, PackSet, RequestState, RequestView, ResponseView, Timing, Worker,
+};
 
 use crate::{clock::Clock, flows::ConnMeta};
 
@@ -213,7 +216,76 @@ pub fn host_of(authority: &str) -> &str {
     a.split(':').next().unwrap_or(a)
 }
 
+/// The NDJSON line: the pack runtime's line (`requestId`, `dimensions`, unchanged) and where the
+/// exchange came from.
+#[derive(Serialize)]
+struct Line<'a> {
+    #[serde(flatten)]
+    line: OutputLine,
+    source: Source<'a>,
+}
+
+/// The line's `source` object; unknown fields are left out.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Source<'a> {
+    /// Process id.
+    pub pid: u32,
+    /// Process name.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub process: &'a str,
+    /// The connection's serial within this run.
+    pub connection: u64,
+    /// Socket fd in the process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fd: Option<i32>,
+    /// The process's end, `ip:port` (`[v6]:port`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_address: Option<String>,
+    /// The peer, `ip:port` (`[v6]:port`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_address: Option<String>,
+    /// TLS SNI, else the request's Host / `:authority` host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<&'a str>,
+    /// The process's cgroup path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<&'a str>,
+    /// The container id found in the cgroup path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<&'a str>,
+}
+
+impl<'a> Source<'a> {
+    /// The source of an exchange on the connection `meta` whose request named `domain`.
+    #[must_use]
+    pub fn new(meta: &'a ConnMeta, domain: &'a str) -> Self {
+        Self {
+            pid: meta.pid,
+            process: &meta.comm,
+            connection: meta.serial,
+            fd: meta.fd,
+            local_address: meta.local.map(|a| a.to_string()),
+            remote_address: meta.remote.map(|a| a.to_string()),
+            server_name: meta
+                .server_name
+                .as_deref()
+                .or_else(|| (!domain.is_empty()).then_some(domain)),
+            cgroup: meta.cgroup.as_deref(),
+            container_id: meta.container_id.as_deref(),
+        }
+    }
+}
+
+/// One output line as JSON, without the trailing newline.
+#[must_use]
+pub fn line_json(line: OutputLine, source: Source<'_>) -> String {
+    // Strings, numbers and a Vec of plain structs always serialize.
+    serde_json::to_string(&Line { line, source }).unwrap_or_default()
+}
+
 struct InFlight {
+    meta: Arc<ConnMeta>,
     state: RequestState,
     request: OwnedRequest,
     status: u16,
@@ -232,13 +304,14 @@ struct WorkerLoop {
 impl WorkerLoop {
     fn handle(&mut self, job: Job) {
         match job {
-            Job::Request { key, request, .. } => {
+            Job::Request { key, request, meta } => {
                 let mut state = RequestState::new();
                 let owned = OwnedRequest::from_request(&request, &self.clock);
                 self.worker.pre(&mut state, &owned.view());
                 self.in_flight.insert(
                     key,
                     InFlight {
+                        meta,
                         state,
                         request: owned,
                         status: 0,
@@ -270,7 +343,11 @@ impl WorkerLoop {
                 self.worker
                     .chunk(&mut f.state, &f.request.view(), &response, Some(&data));
             }
-            Job::Complete { key, exchange, .. } => {
+            Job::Complete {
+                key,
+                exchange,
+                meta,
+            } => {
                 let Some(mut f) = self.in_flight.remove(&key) else {
                     self.stats.orphan_jobs.fetch_add(1, Ordering::Relaxed);
                     return;
@@ -293,19 +370,21 @@ impl WorkerLoop {
                 let request = f.request.view();
                 self.worker.chunk(&mut f.state, &request, &response, None);
                 self.worker.post(&mut f.state, &request, &response);
-                self.emit(f.state);
+                // The connection's latest meta (an fd may have been learnt since the request).
+                f.meta = meta;
+                self.emit(f);
             }
             Job::Incomplete { key, .. } => {
                 if let Some(f) = self.in_flight.remove(&key) {
-                    self.emit(f.state);
+                    self.emit(f);
                 }
             }
         }
     }
 
-    fn emit(&self, state: RequestState) {
+    fn emit(&self, f: InFlight) {
         self.stats.exchanges.fetch_add(1, Ordering::Relaxed);
-        let line = state.into_line().to_json();
+        let line = line_json(f.state.into_line(), Source::new(&f.meta, &f.request.domain));
         // A closed sink means we are shutting down; nothing else to do with the line.
         let _ = self.out.send(line);
     }
@@ -387,7 +466,7 @@ pub fn start_with_clock(
                 }
                 // Shutting down: write out what `pre` captured for exchanges still open.
                 for (_, f) in std::mem::take(&mut lp.in_flight) {
-                    lp.emit(f.state);
+                    lp.emit(f);
                 }
             })
             .map_err(PipelineError::Thread)?;
@@ -405,7 +484,67 @@ pub fn start_with_clock(
 
 #[cfg(test)]
 mod tests {
-    use super::host_of;
+    use taskless_pack_runtime::{Dimension, OutputLine};
+
+    use super::{Source, host_of, line_json};
+    use crate::flows::ConnMeta;
+
+    fn line() -> OutputLine {
+        OutputLine {
+            request_id: "0123456789abcdef0123456789abcdef".into(),
+            dimensions: vec![Dimension {
+                name: "core/status".into(),
+                value: "200".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn the_line_keeps_the_pack_fields_and_adds_a_full_source() {
+        let meta = ConnMeta {
+            pid: 42,
+            comm: "curl".into(),
+            serial: 7,
+            fd: Some(5),
+            local: Some("127.0.0.1:40000".parse().unwrap()),
+            remote: Some("[::1]:8443".parse().unwrap()),
+            server_name: Some("api.example.com".into()),
+            cgroup: Some("/user.slice".into()),
+            container_id: None,
+        };
+        let json = line_json(line(), Source::new(&meta, "ignored.example"));
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let expected_pack: serde_json::Value = serde_json::from_str(&line().to_json()).unwrap();
+        assert_eq!(v["requestId"], expected_pack["requestId"]);
+        assert_eq!(v["dimensions"], expected_pack["dimensions"]);
+        assert_eq!(
+            v["source"],
+            serde_json::json!({
+                "pid": 42, "process": "curl", "connection": 7, "fd": 5,
+                "localAddress": "127.0.0.1:40000", "remoteAddress": "[::1]:8443",
+                "serverName": "api.example.com", "cgroup": "/user.slice"
+            })
+        );
+        assert!(json.starts_with(r#"{"requestId":"#), "{json}");
+    }
+
+    #[test]
+    fn unknown_fields_are_left_out_and_the_server_name_falls_back_to_the_host() {
+        let meta = ConnMeta {
+            pid: 9,
+            serial: 1,
+            ..ConnMeta::default()
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&line_json(line(), Source::new(&meta, "localhost"))).unwrap();
+        assert_eq!(
+            v["source"],
+            serde_json::json!({"pid": 9, "connection": 1, "serverName": "localhost"})
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&line_json(line(), Source::new(&meta, ""))).unwrap();
+        assert_eq!(v["source"], serde_json::json!({"pid": 9, "connection": 1}));
+    }
 
     #[test]
     fn host_of_strips_ports_users_and_brackets() {

@@ -11,7 +11,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     programs::{
-        ProgramError, UProbe,
+        ProgramError, RawTracePoint, UProbe,
         uprobe::{UProbeLinkId, UProbeScope},
     },
 };
@@ -52,6 +52,7 @@ pub const OPENSSL: &[ProbeSpec] = &[
     spec("SSL_read_ex", "ssl_read_ex", false, false),
     spec("SSL_read_ex", "ssl_read_ex_ret", true, false),
     spec("SSL_free", "ssl_free", false, false),
+    spec("SSL_ctrl", "ssl_ctrl", false, false),
 ];
 
 /// The same attach points with programs that do nothing, for measuring the probes' own cost
@@ -66,7 +67,30 @@ pub const EMPTY: &[ProbeSpec] = &[
     spec("SSL_read_ex", "probe_empty", false, false),
     spec("SSL_read_ex", "probe_empty_ret", true, false),
     spec("SSL_free", "probe_empty", false, false),
+    spec("SSL_ctrl", "probe_empty", false, false),
 ];
+
+/// The program that records the socket fd of the syscalls made inside a TLS call.
+pub const FD_PROGRAM: &str = "sys_enter_fd";
+
+/// The syscalls [`FD_PROGRAM`] takes the fd from (their first argument): every socket read and
+/// write a TLS library's socket BIO makes.
+pub const FD_SYSCALLS: [libc::c_long; 8] = [
+    libc::SYS_read,
+    libc::SYS_write,
+    libc::SYS_recvfrom,
+    libc::SYS_sendto,
+    libc::SYS_recvmsg,
+    libc::SYS_sendmsg,
+    libc::SYS_readv,
+    libc::SYS_writev,
+];
+
+/// Offset of the first syscall argument in the kernel's `struct pt_regs`.
+#[cfg(target_arch = "x86_64")]
+const FD_ARG_OFFSET: u64 = 14 * 8; // di
+#[cfg(target_arch = "aarch64")]
+const FD_ARG_OFFSET: u64 = 0; // regs[0]
 
 /// Every symbol the table attaches to, for discovery to resolve.
 #[must_use]
@@ -143,9 +167,12 @@ impl Probes {
     pub fn load(options: LoadOptions) -> Result<Self, ProbeError> {
         let agent_tgid = std::process::id();
         let trace_all = u32::from(options.trace_all);
+        let fd_syscalls: [u64; 8] = FD_SYSCALLS.map(|n| u64::try_from(n).unwrap_or(u64::MAX));
         let mut ebpf = EbpfLoader::new()
             .override_global("AGENT_TGID", &agent_tgid, true)
             .override_global("TRACE_ALL", &trace_all, true)
+            .override_global("FD_SYSCALL_NRS", &fd_syscalls, true)
+            .override_global("FD_ARG_OFFSET", &FD_ARG_OFFSET, true)
             .map_max_entries("EVENTS", options.ringbuf_bytes)
             .load(EBPF_OBJECT)
             .map_err(|e| {
@@ -177,6 +204,10 @@ impl Probes {
                     ProbeError::Load(format!("{}: {chain}", spec.program))
                 }
             })?;
+        }
+        // The fd program belongs to the real probe set; the empty set is only the floor.
+        if std::ptr::eq(options.table, OPENSSL) {
+            attach_fd_program(&mut ebpf)?;
         }
         Ok(Self {
             ebpf,
@@ -326,6 +357,30 @@ impl Probes {
         let array = PerCpuArray::try_from(map).map_err(|_| ProbeError::Map("COUNTERS"))?;
         Ok(KernelCounters { array })
     }
+}
+
+/// Loads [`FD_PROGRAM`] and attaches it to the `sys_enter` raw tracepoint (for all processes:
+/// the program filters on the syscall and the target set itself). When it cannot be attached the
+/// agent runs on without socket fds, and says so.
+fn attach_fd_program(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
+    let program: &mut RawTracePoint = ebpf
+        .program_mut(FD_PROGRAM)
+        .ok_or_else(|| ProbeError::Load(format!("program {FD_PROGRAM} missing from the object")))?
+        .try_into()
+        .map_err(|e: ProgramError| ProbeError::Load(e.to_string()))?;
+    program.load().map_err(|e| {
+        let chain = error_chain(&e);
+        if is_permission_error(&chain) {
+            ProbeError::Privileges(chain)
+        } else {
+            ProbeError::Load(format!("{FD_PROGRAM}: {chain}"))
+        }
+    })?;
+    // The link lives as long as the program, that is as long as the agent.
+    if let Err(e) = program.attach("sys_enter") {
+        tracing::warn!(error = %error_chain(&e), "sys_enter not attached: socket fds and addresses will be unknown");
+    }
+    Ok(())
 }
 
 /// The per-CPU kernel counters, summed on read.

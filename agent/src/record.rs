@@ -208,6 +208,8 @@ impl Entry {
     pub fn from_record(record: &Record) -> Vec<Self> {
         match record {
             Record::Close { timestamp_ns, .. } => vec![Self::Close { t: *timestamp_ns }],
+            // The server name is not part of the format yet: replay takes it from Host.
+            Record::ServerName { .. } => Vec::new(),
             Record::Data(d) => {
                 let (t, dir) = (d.timestamp_ns, Dir::from(d.direction));
                 let mut v = Vec::new();
@@ -246,6 +248,7 @@ impl Entry {
                 conn,
                 timestamp_ns: t,
                 fd: -1,
+                fd_fallback: false,
                 direction: dir.into(),
                 offset: 0,
                 total_len,

@@ -103,6 +103,7 @@ fn replay_dir(dir: &Path, args: &ReplayArgs) -> Result<(Engine, u64), ReplayErro
         end_ns = end_ns.max(match &record {
             Record::Data(d) => d.timestamp_ns,
             Record::Close { timestamp_ns, .. } => *timestamp_ns,
+            Record::ServerName { .. } => 0,
         });
         engine.handle(record);
     }
@@ -133,6 +134,7 @@ fn replay_har(path: &Path, args: &ReplayArgs) -> Result<(Engine, u64), ReplayErr
     let meta = Arc::new(ConnMeta {
         pid: 0,
         comm: "har".into(),
+        ..ConnMeta::default()
     });
     for (i, exchange) in exchanges.into_iter().enumerate() {
         // Each entry is its own connection, so entries spread over the workers.

@@ -177,6 +177,8 @@ impl Stats {
             resyncs = self.flows.resyncs.load(Relaxed),
             skipped_bytes = self.flows.skipped_bytes.load(Relaxed),
             lost_bytes = self.flows.lost_bytes.load(Relaxed),
+            connections_without_fd = self.flows.without_fd.load(Relaxed),
+            addresses_unresolved = self.flows.unresolved.load(Relaxed),
             dropped_jobs = self.pipeline.dropped_jobs.load(Relaxed),
             orphan_jobs = self.pipeline.orphan_jobs.load(Relaxed),
             kernel_calls = kv(Counter::Calls),

@@ -9,7 +9,7 @@ use std::{
 };
 
 use taskless_e2e::harness::{
-    Agent, AgentOutput, KillOnDrop, TempDir, TestApi, matching, packs_dir, require_root,
+    Agent, AgentOutput, KillOnDrop, TempDir, TestApi, dimensions, matching, packs_dir, require_root,
 };
 
 /// Starts a client script that prints `ready` once its TLS library is loaded and then waits for a
@@ -124,6 +124,22 @@ const rl = require("readline").createInterface({ input: process.stdin });
         ],
     );
     assert_eq!(declined.len(), 3, "{:#?}", out.lines);
+    // Memory BIOs: Node's TLS calls rarely make a socket syscall, so the fd and addresses are
+    // mostly unknown (and counted); when one is seen it must be this connection's socket. The
+    // server name comes from SNI or the Host header either way.
+    let api_address = format!("127.0.0.1:{}", api.server.addr.port());
+    for line in &declined {
+        let source = &line["source"];
+        assert_eq!(source["process"], "node", "{source}");
+        assert!(source["pid"].as_u64().is_some_and(|p| p > 0), "{source}");
+        assert_eq!(source["serverName"], "localhost", "{source}");
+        if source.get("fd").is_some() {
+            assert_eq!(source["remoteAddress"], api_address.as_str(), "{source}");
+        } else {
+            assert!(source.get("remoteAddress").is_none(), "{source}");
+        }
+    }
+    let _ = summary(&out, "connections_without_fd");
     assert!(
         out.stderr.contains("library=/usr/bin/node") || out.stderr.contains("flavour=Executable"),
         "{}",
@@ -231,6 +247,29 @@ for t in threads: t.join()
             );
         }
     }
+    // Each connection's four exchanges carry its own fd, seen inside its own TLS calls.
+    let mut fds = std::collections::BTreeSet::new();
+    for i in 0..50 {
+        let prefix = format!("/v1/customers/cus_{i}_");
+        let mine: Vec<_> = out
+            .lines
+            .iter()
+            .filter(|l| {
+                dimensions(l)
+                    .get("core/path")
+                    .is_some_and(|p| p.starts_with(&prefix))
+            })
+            .collect();
+        assert_eq!(mine.len(), 4, "{prefix}");
+        let fd = mine[0]["source"]["fd"].as_i64().expect("fd known");
+        let serial = &mine[0]["source"]["connection"];
+        for l in &mine {
+            assert_eq!(l["source"]["fd"].as_i64(), Some(fd), "{}", l["source"]);
+            assert_eq!(&l["source"]["connection"], serial, "{}", l["source"]);
+        }
+        fds.insert(fd);
+    }
+    assert_eq!(fds.len(), 50, "fifty sockets, fifty fds: {fds:?}");
     assert_eq!(summary(&out, "connections"), 50, "{}", out.stderr);
     assert_nothing_lost(&out);
 }

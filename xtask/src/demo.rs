@@ -52,8 +52,9 @@ pub fn run(root: &Path, seconds: u64) -> anyhow::Result<()> {
     util::run(util::cargo().args(["build", "--bins"]))?;
     crate::build_packs(root)?;
 
-    let bin = root.join("target/debug");
-    let demo = root.join("target/demo");
+    let target = util::target_dir(root);
+    let bin = target.join("debug");
+    let demo = target.join("demo");
     std::fs::create_dir_all(&demo)?;
     let ca = demo.join("ca.pem");
 
@@ -132,7 +133,7 @@ pub fn run(root: &Path, seconds: u64) -> anyhow::Result<()> {
                 &curl.0.id().to_string(),
                 "--packs",
             ])
-            .arg(root.join("target/packs"))
+            .arg(target.join("packs"))
             .args(["--stats-interval", "5"])
             .spawn()
             .context("starting taskless-agent")?,

@@ -45,7 +45,7 @@ fn build_packs(root: &std::path::Path) -> anyhow::Result<Vec<std::path::PathBuf>
     let options = build_packs::BuildOptions {
         wasm_opt: setup::wasm_opt_path(),
     };
-    build_packs::build_packs_with(root, &root.join("target/packs"), &options)
+    build_packs::build_packs_with(root, &util::target_dir(root).join("packs"), &options)
 }
 
 fn main() -> anyhow::Result<()> {

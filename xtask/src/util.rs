@@ -76,6 +76,11 @@ pub fn tools_home() -> anyhow::Result<PathBuf> {
     Ok(base.join("taskless-agent-tools"))
 }
 
+/// Cargo's target directory: `CARGO_TARGET_DIR`, or `target` in the repository.
+pub fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
+}
+
 /// Whether we run as root.
 pub fn is_root() -> bool {
     // SAFETY: no preconditions.

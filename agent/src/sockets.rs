@@ -1,0 +1,266 @@
+//! Who a connection talks to, read from `/proc`: the socket behind a process's file descriptor
+//! (`/proc/PID/fd/N` → `socket:[INODE]`), its local and remote address from the process's own
+//! network namespace (`/proc/PID/net/tcp` and `tcp6`), and the process's cgroup
+//! (`/proc/PID/cgroup`), with the container id found in it.
+
+use std::{
+    fs,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+};
+
+/// The two ends of a TCP socket, as the observed process sees them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SocketEnds {
+    /// This process's end.
+    pub local: SocketAddr,
+    /// The peer.
+    pub remote: SocketAddr,
+}
+
+/// Why a socket could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    /// `/proc/PID/fd/N` or a `/proc/PID/net` table could not be read (the process or the fd is
+    /// gone, or permissions).
+    #[error("reading {path}: {source}")]
+    Io {
+        /// What was read.
+        path: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// The fd is not a socket (`/proc/PID/fd/N` names something else).
+    #[error("fd {fd} of pid {pid} is not a socket ({target})")]
+    NotSocket {
+        /// Process.
+        pid: u32,
+        /// Descriptor.
+        fd: i32,
+        /// What the descriptor is.
+        target: String,
+    },
+    /// The socket is not in the TCP tables (closed already, or not TCP).
+    #[error("socket inode {0} is not a TCP socket of the process's network namespace")]
+    NotTcp(u64),
+}
+
+/// The inode of the socket behind `fd` in process `pid`.
+///
+/// # Errors
+/// [`SocketError::Io`] when the link cannot be read, [`SocketError::NotSocket`] when it names
+/// something other than a socket.
+pub fn socket_inode(pid: u32, fd: i32) -> Result<u64, SocketError> {
+    let path = format!("/proc/{pid}/fd/{fd}");
+    let target = fs::read_link(&path).map_err(|source| SocketError::Io { path, source })?;
+    let target = target.to_string_lossy();
+    parse_socket_link(&target).ok_or_else(|| SocketError::NotSocket {
+        pid,
+        fd,
+        target: target.into_owned(),
+    })
+}
+
+/// The inode in a `socket:[INODE]` link target.
+#[must_use]
+pub fn parse_socket_link(target: &str) -> Option<u64> {
+    target
+        .strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+/// The ends of the TCP socket behind `fd` in process `pid`.
+///
+/// # Errors
+/// A [`SocketError`] when the fd is not a TCP socket of the process (any more).
+pub fn resolve(pid: u32, fd: i32) -> Result<SocketEnds, SocketError> {
+    let inode = socket_inode(pid, fd)?;
+    for table in ["tcp", "tcp6"] {
+        let path = format!("/proc/{pid}/net/{table}");
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            // A kernel without IPv6 has no tcp6 table.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => return Err(SocketError::Io { path, source }),
+        };
+        if let Some(ends) = find_inode(&text, inode) {
+            return Ok(ends);
+        }
+    }
+    Err(SocketError::NotTcp(inode))
+}
+
+/// Finds the socket with `inode` in the text of a `/proc/net/tcp` or `tcp6` table.
+#[must_use]
+pub fn find_inode(table: &str, inode: u64) -> Option<SocketEnds> {
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // sl local rem st tx:rx tr:when retrnsmt uid timeout inode ...
+        let found: u64 = fields.get(9)?.parse().ok()?;
+        if found != inode {
+            return None;
+        }
+        Some(SocketEnds {
+            local: parse_endpoint(fields.get(1)?)?,
+            remote: parse_endpoint(fields.get(2)?)?,
+        })
+    })
+}
+
+/// An `ADDR:PORT` of `/proc/net/tcp{,6}`: the address as the kernel's 32-bit words printed in
+/// native byte order (8 hex digits for IPv4, 32 for IPv6), the port in hex.
+#[must_use]
+pub fn parse_endpoint(s: &str) -> Option<SocketAddr> {
+    let (addr, port) = s.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let ip = match addr.len() {
+        8 => IpAddr::V4(Ipv4Addr::from(
+            u32::from_str_radix(addr, 16).ok()?.to_ne_bytes(),
+        )),
+        32 => {
+            let mut bytes = [0u8; 16];
+            for (i, chunk) in bytes.chunks_exact_mut(4).enumerate() {
+                let word = addr.get(i * 8..i * 8 + 8)?;
+                chunk.copy_from_slice(&u32::from_str_radix(word, 16).ok()?.to_ne_bytes());
+            }
+            let v6 = Ipv6Addr::from(bytes);
+            // A v4 peer on a dual-stack socket reads as ::ffff:a.b.c.d; report it as v4.
+            v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// The process's cgroup and the container id in it, if any.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CgroupInfo {
+    /// The cgroup path (the unified hierarchy's, else the first listed).
+    pub path: String,
+    /// A container runtime's 64-hex-digit id found in the path.
+    pub container_id: Option<String>,
+}
+
+/// Reads `/proc/PID/cgroup`; `None` when it cannot be read or lists nothing.
+#[must_use]
+pub fn cgroup(pid: u32) -> Option<CgroupInfo> {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    parse_cgroup(&text)
+}
+
+/// Parses the text of `/proc/PID/cgroup` (`ID:CONTROLLERS:PATH` lines): the unified hierarchy's
+/// path (`0::/…`) when there is one, else the first line's.
+#[must_use]
+pub fn parse_cgroup(text: &str) -> Option<CgroupInfo> {
+    let paths: Vec<(&str, &str)> = text
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let id = parts.next()?;
+            let _controllers = parts.next()?;
+            Some((id, parts.next()?))
+        })
+        .collect();
+    let path = paths
+        .iter()
+        .find(|(id, _)| *id == "0")
+        .or_else(|| paths.first())
+        .map(|(_, p)| *p)?;
+    Some(CgroupInfo {
+        path: path.to_owned(),
+        container_id: container_id(path),
+    })
+}
+
+/// The last 64-hex-digit run in a cgroup path (`/docker/<id>`,
+/// `/kubepods/…/cri-containerd-<id>.scope`, `/system.slice/docker-<id>.scope`).
+#[must_use]
+pub fn container_id(path: &str) -> Option<String> {
+    path.rsplit(|c: char| !c.is_ascii_hexdigit())
+        .find(|run| run.len() == 64)
+        .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Real lines (x86_64, little-endian): curl to 127.0.0.1:8443 and a v6 socket to [::1]:443.
+    const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:20FB 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:B5A2 0100007F:20FB 01 00000000:00000000 00:00000000 00000000     0        0 98765 1 0000000000000000 20 4 30 10 -1
+";
+    const TCP6: &str = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000000000000000000001000000:D431 00000000000000000000000001000000:01BB 01 00000000:00000000 00:00000000 00000000     0        0 555 1 0000000000000000 20 4 0 10 -1
+   1: 0000000000000000FFFF00000100007F:D432 0000000000000000FFFF00000100007F:20FB 01 00000000:00000000 00:00000000 00000000     0        0 556 1 0000000000000000 20 4 0 10 -1
+";
+
+    #[test]
+    fn finds_a_v4_socket_by_inode() {
+        let ends = find_inode(TCP, 98765).expect("inode present");
+        assert_eq!(ends.local, "127.0.0.1:46498".parse().unwrap());
+        assert_eq!(ends.remote, "127.0.0.1:8443".parse().unwrap());
+        assert_eq!(find_inode(TCP, 1), None);
+        // The header line's "inode" column never matches.
+        assert_eq!(find_inode(TCP, 0), None);
+    }
+
+    #[test]
+    fn finds_v6_and_v4_mapped_sockets() {
+        let ends = find_inode(TCP6, 555).expect("v6 inode");
+        assert_eq!(ends.remote, "[::1]:443".parse().unwrap());
+        assert_eq!(ends.local, "[::1]:54321".parse().unwrap());
+        let mapped = find_inode(TCP6, 556).expect("mapped inode");
+        assert_eq!(mapped.remote, "127.0.0.1:8443".parse().unwrap());
+    }
+
+    #[test]
+    fn rejects_malformed_endpoints() {
+        assert_eq!(parse_endpoint("0100007F"), None);
+        assert_eq!(parse_endpoint("0100007:20FB"), None);
+        assert_eq!(parse_endpoint("0100007F:XYZ"), None);
+        assert_eq!(parse_endpoint("zz00007F:20FB"), None);
+    }
+
+    #[test]
+    fn parses_socket_links() {
+        assert_eq!(parse_socket_link("socket:[98765]"), Some(98765));
+        assert_eq!(parse_socket_link("/dev/null"), None);
+        assert_eq!(parse_socket_link("socket:[x]"), None);
+        assert_eq!(parse_socket_link("pipe:[12]"), None);
+    }
+
+    #[test]
+    fn prefers_the_unified_cgroup_and_finds_container_ids() {
+        let id = "4f2a".repeat(16);
+        let text = format!(
+            "12:cpu,cpuacct:/docker/{id}\n0::/system.slice/docker-{id}.scope\n1:name=systemd:/x\n"
+        );
+        let info = parse_cgroup(&text).expect("cgroup");
+        assert_eq!(info.path, format!("/system.slice/docker-{id}.scope"));
+        assert_eq!(info.container_id.as_deref(), Some(id.as_str()));
+
+        let v1 = parse_cgroup("4:memory:/user.slice\n").expect("v1");
+        assert_eq!(v1.path, "/user.slice");
+        assert_eq!(v1.container_id, None);
+        assert_eq!(parse_cgroup(""), None);
+        // 63 hex digits is not an id.
+        assert_eq!(container_id(&format!("/docker/{}", &id[1..])), None);
+    }
+
+    #[test]
+    fn resolves_a_real_socket_of_this_process() {
+        use std::os::fd::AsRawFd as _;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
+        let ends = resolve(std::process::id(), client.as_raw_fd()).expect("resolve");
+        assert_eq!(ends.remote, listener.local_addr().unwrap());
+        assert_eq!(ends.local, client.local_addr().unwrap());
+        let file = std::fs::File::open("/proc/self/status").expect("open");
+        assert!(matches!(
+            resolve(std::process::id(), file.as_raw_fd()),
+            Err(SocketError::NotSocket { .. })
+        ));
+    }
+}
