@@ -12,6 +12,7 @@ fn data(conn: u64, t: u64, direction: Direction, payload: &[u8]) -> Record {
         conn,
         timestamp_ns: t,
         fd: 3,
+        fd_fallback: false,
         direction,
         offset: 0,
         total_len: u32::try_from(payload.len()).unwrap(),
@@ -159,6 +160,7 @@ fn a_recording_replays_the_records_it_was_given() {
         .map(|r| match r {
             Record::Data(d) => d.timestamp_ns,
             Record::Close { timestamp_ns, .. } => *timestamp_ns,
+            Record::ServerName { .. } => 0,
         })
         .collect();
     assert_eq!(times, vec![10, 11, 12, 20, 25, 25, 30, 40]);
