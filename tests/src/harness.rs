@@ -168,6 +168,31 @@ pub struct AgentOutput {
     pub code: Option<i32>,
 }
 
+impl AgentOutput {
+    /// The value of counter `name` in the agent's exit `summary` line.
+    ///
+    /// # Panics
+    /// When there is no summary line or no such counter in it.
+    #[must_use]
+    pub fn counter(&self, name: &str) -> u64 {
+        let line = self
+            .stderr
+            .lines()
+            .find(|l| l.contains(" summary "))
+            .expect("summary line");
+        let key = format!(" {name}=");
+        let start = line
+            .find(&key)
+            .map(|i| i + key.len())
+            .expect("counter in summary");
+        line[start..]
+            .split(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .expect("numeric counter")
+    }
+}
+
 impl Agent {
     /// Starts the agent with `args`.
     ///

@@ -52,25 +52,6 @@ fn watch(mut client: Command, expect: usize) -> AgentOutput {
     agent.stop(seen).expect("agent stops")
 }
 
-/// The value of `name=` in the agent's exit summary line.
-fn summary(out: &AgentOutput, name: &str) -> u64 {
-    let line = out
-        .stderr
-        .lines()
-        .find(|l| l.contains(" summary "))
-        .expect("summary line");
-    let key = format!(" {name}=");
-    let start = line
-        .find(&key)
-        .map(|i| i + key.len())
-        .expect("counter in summary");
-    line[start..]
-        .split(' ')
-        .next()
-        .and_then(|v| v.parse().ok())
-        .expect("numeric counter")
-}
-
 fn assert_nothing_lost(out: &AgentOutput) {
     for c in [
         "lost_bytes",
@@ -81,7 +62,7 @@ fn assert_nothing_lost(out: &AgentOutput) {
         "kernel_read_failed",
         "kernel_truncated_calls",
     ] {
-        assert_eq!(summary(out, c), 0, "{c} must be 0; stderr:\n{}", out.stderr);
+        assert_eq!(out.counter(c), 0, "{c} must be 0; stderr:\n{}", out.stderr);
     }
 }
 
@@ -139,7 +120,7 @@ const rl = require("readline").createInterface({ input: process.stdin });
             assert!(source.get("remoteAddress").is_none(), "{source}");
         }
     }
-    let _ = summary(&out, "connections_without_fd");
+    let _ = out.counter("connections_without_fd");
     assert!(
         out.stderr.contains("library=/usr/bin/node") || out.stderr.contains("flavour=Executable"),
         "{}",
@@ -197,7 +178,7 @@ assert len(data) == 1 << 20 and data[:10] == b"0123456789", "download"
         out.lines
     );
     // Both megabytes crossed the probes: at least 2 MiB of payload was decoded.
-    assert!(summary(&out, "bytes") >= 2 << 20, "{}", out.stderr);
+    assert!(out.counter("bytes") >= 2 << 20, "{}", out.stderr);
     assert_nothing_lost(&out);
 }
 
@@ -270,6 +251,6 @@ for t in threads: t.join()
         fds.insert(fd);
     }
     assert_eq!(fds.len(), 50, "fifty sockets, fifty fds: {fds:?}");
-    assert_eq!(summary(&out, "connections"), 50, "{}", out.stderr);
+    assert_eq!(out.counter("connections"), 50, "{}", out.stderr);
     assert_nothing_lost(&out);
 }

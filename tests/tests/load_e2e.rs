@@ -28,20 +28,6 @@ fn wrk_figures(out: &str) -> (u64, f64) {
     (requests, rate)
 }
 
-fn summary(stderr: &str, name: &str) -> u64 {
-    let line = stderr
-        .lines()
-        .find(|l| l.contains(" summary "))
-        .expect("summary line");
-    let key = format!(" {name}=");
-    let start = line.find(&key).map(|i| i + key.len()).expect("counter");
-    line[start..]
-        .split(' ')
-        .next()
-        .and_then(|v| v.parse().ok())
-        .expect("number")
-}
-
 #[test]
 fn every_request_wrk_completes_appears_once_with_nothing_lost() {
     require_root();
@@ -112,7 +98,7 @@ fn every_request_wrk_completes_appears_once_with_nothing_lost() {
         "kernel_read_failed",
         "kernel_unmatched_return",
     ] {
-        assert_eq!(summary(&out.stderr, c), 0, "{c}\n{}", out.stderr);
+        assert_eq!(out.counter(c), 0, "{c}\n{}", out.stderr);
     }
     eprintln!(
         "load: {requests} requests at about {rate:.0}/s through the probes, {lines} lines, nothing lost"
