@@ -139,6 +139,9 @@ pub struct LoadOptions {
     pub ringbuf_bytes: u32,
     /// The attach table: [`OPENSSL`], or [`EMPTY`] to measure the floor.
     pub table: &'static [ProbeSpec],
+    /// Attach the syscall program that finds each TLS call's socket fd (part of the real probe
+    /// set; off for the empty floor).
+    pub socket_fds: bool,
 }
 
 /// One library in one process: `(pid, device, inode)`.
@@ -205,8 +208,7 @@ impl Probes {
                 }
             })?;
         }
-        // The fd program belongs to the real probe set; the empty set is only the floor.
-        if std::ptr::eq(options.table, OPENSSL) {
+        if options.socket_fds {
             attach_fd_program(&mut ebpf)?;
         }
         Ok(Self {

@@ -237,6 +237,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
             ProbeSet::Openssl => crate::probes::OPENSSL,
             ProbeSet::Empty => crate::probes::EMPTY,
         },
+        socket_fds: args.probe_set == ProbeSet::Openssl,
     })?;
     for (pid, libs) in &targets {
         for lib in libs {
