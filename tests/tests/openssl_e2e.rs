@@ -155,7 +155,8 @@ fn curl_http1_exchanges_are_captured_with_core_dimensions() {
     );
     assert_eq!(customer.len(), 1, "the customer lookup in {:#?}", out.lines);
 
-    // The gate call started before the agent attached: it must not appear as a made-up exchange.
+    // The gate call started before the agent attached: its request was never seen, so at most
+    // its response could be, and it must not be reported twice.
     assert!(matching(&out.lines, &[("core/path", "/v1/gate")]).len() <= 1);
     for line in &out.lines {
         let id = line["requestId"].as_str().expect("requestId");

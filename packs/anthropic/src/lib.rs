@@ -10,7 +10,7 @@
 
 use serde_json::Value;
 use taskless_pack_kit::{
-    Input, Output, SseEvent, Summary, get_path, stream_chunk, stream_was_read,
+    Input, Output, SseEvent, Summary, model_request, stream_chunk, stream_was_read,
     summarize_stream_text,
 };
 
@@ -78,18 +78,10 @@ const RATE_LIMITS: &[(&str, &str)] = &[
 
 /// Captures `endpoint`, `model` and `stream` from the request.
 pub fn pre(input: &Input) -> Output {
-    let mut out = Output::new();
     if !input.in_domains(DEFAULT_DOMAINS) {
-        return out;
+        return Output::new();
     }
-    out.capture("endpoint", input.request.path.as_str());
-    if let Some(body) = &input.request.body {
-        out.capture_opt("model", get_path(body, &["model"]).and_then(Value::as_str));
-        if get_path(body, &["stream"]).and_then(Value::as_bool) == Some(true) {
-            out.capture("stream", 1u8);
-        }
-    }
-    out
+    model_request(input)
 }
 
 /// Reads a streamed response's events; captures the usage summary once, at the end.

@@ -6,7 +6,22 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::{Capture, Input, Output, SseDecoder, SseEvent, decode_chunk};
+use crate::{Capture, Input, Output, SseDecoder, SseEvent, decode_chunk, get_path};
+
+/// The `pre` captures every model API shares: `endpoint` (the request path), `model` (the body's
+/// `model`) and `stream` (1 when the body asks for a streamed response).
+#[must_use]
+pub fn model_request(input: &Input) -> Output {
+    let mut out = Output::new();
+    out.capture("endpoint", input.request.path.as_str());
+    if let Some(body) = &input.request.body {
+        out.capture_opt("model", get_path(body, &["model"]).and_then(Value::as_str));
+        if get_path(body, &["stream"]).and_then(Value::as_bool) == Some(true) {
+            out.capture("stream", 1u8);
+        }
+    }
+    out
+}
 
 /// Context key of the event decoder's state.
 const DECODER: &str = "sse";

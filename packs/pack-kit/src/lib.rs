@@ -34,7 +34,9 @@ pub mod wasm;
 pub use body::{get_path, scalar};
 pub use config::Config;
 pub use domain::{any_domain_matches, domain_matches};
-pub use event_stream::{Summary, stream_chunk, stream_was_read, summarize_stream_text};
+pub use event_stream::{
+    Summary, model_request, stream_chunk, stream_was_read, summarize_stream_text,
+};
 pub use headers::Headers;
 pub use input::{Input, InputError, Request, Response, Timing};
 pub use output::{Capture, Output};
