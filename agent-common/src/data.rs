@@ -18,6 +18,13 @@ pub mod record_kind {
     /// The client set the TLS server name (SNI) on the connection (`SSL_ctrl` with
     /// [`super::SSL_CTRL_SET_TLSEXT_HOSTNAME`]): the payload is the name, `len` bytes, no NUL.
     pub const SERVER_NAME: u32 = 3;
+    /// The process closed a socket fd that TLS calls were seen using (`close`): only the
+    /// header is sent, with `fd` set and `conn` 0.
+    pub const FD_CLOSE: u32 = 4;
+    /// A process has new code: it called `execve`, or mapped a file executable (a library
+    /// being loaded). Only the header is sent, `tgid` is the process, `fd` -1. Sent only when
+    /// the agent asked for them.
+    pub const CODE_CHANGED: u32 = 5;
 }
 
 /// `SSL_ctrl` command behind `SSL_set_tlsext_host_name`.

@@ -16,6 +16,18 @@ static AGENT_TGID: u32 = 0;
 #[unsafe(no_mangle)]
 static TRACE_ALL: u32 = 0;
 
+/// Set by the agent at load time: how many bytes may wait in [`EVENTS`] before a record forces
+/// a wakeup of the reader (a quarter of the ring).
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The [`WAKEUP_BYTES`] threshold.
+#[inline(always)]
+pub fn wakeup_bytes() -> u64 {
+    // SAFETY: a global set at load time; the volatile read keeps the compiler from folding it.
+    unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) }
+}
+
 /// Processes to trace (tgid → 1), maintained by the agent.
 #[map]
 pub static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(16_384, 0);
@@ -51,6 +63,11 @@ pub struct LastFd {
 /// connections never lends one connection's fd to another.
 #[map]
 pub static LAST_FD: LruHashMap<u64, LastFd> = LruHashMap::with_max_entries(65_536, 0);
+
+/// Socket fds seen inside TLS calls, keyed `tgid << 32 | fd`: a `close` of one of them ends
+/// its connection. LRU: fds closed while the agent was not looking age out.
+#[map]
+pub static TLS_FDS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(65_536, 0);
 
 /// One scratch record per CPU: records do not fit on the 512-byte stack.
 #[map]

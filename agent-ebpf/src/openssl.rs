@@ -23,10 +23,9 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext},
 };
 
-use crate::maps::{EVENTS, LAST_FD, READ_ARGS, SCRATCH, WRITE_ARGS, count, current};
+use crate::maps::{EVENTS, LAST_FD, READ_ARGS, SCRATCH, WRITE_ARGS, count, current, wakeup_bytes};
 
-/// Wake the reader early once this much is waiting (a quarter of the default ring).
-const WAKEUP_THRESHOLD: u64 = 4 * 1024 * 1024;
+const HEADER_SIZE: u64 = core::mem::size_of::<DataHeader>() as u64;
 
 #[uprobe]
 pub fn ssl_write(ctx: ProbeContext) -> u32 {
@@ -100,7 +99,7 @@ fn try_ssl_free(ctx: &ProbeContext) -> Result<(), i64> {
         ..DataHeader::default()
     };
     if EVENTS
-        .output::<DataHeader>(&header, wakeup_flags())
+        .output::<DataHeader>(&header, wakeup_flags(HEADER_SIZE))
         .is_err()
     {
         count(Counter::RingbufFull);
@@ -167,7 +166,10 @@ fn try_ssl_ctrl(ctx: &ProbeContext) -> Result<(), i64> {
     // SAFETY: `size` never exceeds the record.
     let out =
         unsafe { core::slice::from_raw_parts((record as *const DataRecord).cast::<u8>(), size) };
-    if EVENTS.output::<[u8]>(out, wakeup_flags()).is_err() {
+    if EVENTS
+        .output::<[u8]>(out, wakeup_flags(size as u64))
+        .is_err()
+    {
         count(Counter::RingbufFull);
     }
     Ok(())
@@ -258,7 +260,10 @@ fn finish_call(ctx: &RetProbeContext, map: &LruHashMap<u64, SslArgs>, dir: Direc
         Direction::Ingress => unsafe { bpf_ktime_get_ns() },
         Direction::Egress => args.timestamp_ns,
     };
-    emit(pid_tgid, &args, dir, total, timestamp_ns, fd_flags);
+    // One wakeup decision for all of the call's records: deciding per record inside the chunk
+    // loop multiplies the states the verifier walks.
+    let wake = wakeup_flags(total + HEADER_SIZE);
+    emit(pid_tgid, &args, dir, total, timestamp_ns, fd_flags, wake);
 }
 
 #[inline(always)]
@@ -269,6 +274,7 @@ fn emit(
     total: u64,
     timestamp_ns: u64,
     fd_flags: u32,
+    wake: u64,
 ) {
     let total32 = if total > u32::MAX as u64 {
         u32::MAX
@@ -298,6 +304,7 @@ fn emit(
             timestamp_ns,
             last && truncated,
             fd_flags,
+            wake,
         );
         i += 1;
     }
@@ -315,6 +322,7 @@ fn emit_chunk(
     timestamp_ns: u64,
     truncated: bool,
     fd_flags: u32,
+    wake: u64,
 ) {
     let Some(record) = SCRATCH.get_ptr_mut(0) else {
         return;
@@ -364,15 +372,23 @@ fn emit_chunk(
     // SAFETY: `size` never exceeds the record.
     let bytes =
         unsafe { core::slice::from_raw_parts((record as *const DataRecord).cast::<u8>(), size) };
-    if EVENTS.output::<[u8]>(bytes, wakeup_flags()).is_err() {
+    if EVENTS.output::<[u8]>(bytes, wake).is_err() {
         count(Counter::RingbufFull);
     }
 }
 
-/// No wakeup unless a lot is waiting: the reader polls on a short timer.
+/// No wakeup unless this record is the one that takes the waiting data past the threshold.
+///
+/// The reader polls on a short timer, so most records need no wakeup at all; the one forced
+/// wakeup on crossing the threshold gets a sleeping reader going before the ring fills. Once past
+/// it the reader is awake and draining: waking it again for every record would only cost each
+/// TLS call an inter-processor interrupt (an expensive MSR write in a virtual machine).
 #[inline(always)]
-fn wakeup_flags() -> u64 {
-    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_THRESHOLD {
+fn wakeup_flags(size: u64) -> u64 {
+    let threshold = wakeup_bytes();
+    let waiting = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    // Each record also carries an 8-byte ring-buffer header.
+    if waiting < threshold && waiting + size + 8 >= threshold {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64

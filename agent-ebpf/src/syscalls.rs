@@ -7,12 +7,23 @@
 //! call's `SSL *`) for later calls on that connection that make no syscall (a read served from
 //! the library's buffer). Libraries driven through
 //! memory BIOs (Node.js) make no syscall inside the call: their fd stays unknown.
+//!
+//! Each fd found that way is remembered in `TLS_FDS`; a later `close` of it by a traced process
+//! sends an `FD_CLOSE` record, so the connection ends when its socket does (and a reused fd
+//! number starts a new one). When the agent asks for them (`--all`, `--follow`), a second program
+//! on `sched_process_exec` reports new process images, and this one reports executable file
+//! mappings (libraries being loaded) by traced processes, so they are examined at once instead
+//! of at the next scan.
 
+use agent_common::{Counter, DataHeader, record_kind};
 use aya_ebpf::{
-    helpers::bpf_probe_read_kernel, macros::raw_tracepoint, programs::RawTracePointContext,
+    bindings::BPF_RB_NO_WAKEUP,
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
 };
 
-use crate::maps::{LAST_FD, LastFd, READ_ARGS, WRITE_ARGS, current};
+use crate::maps::{EVENTS, LAST_FD, LastFd, READ_ARGS, TLS_FDS, WRITE_ARGS, count, current};
 
 /// Set by the agent at load time: this architecture's numbers of the eight syscalls above
 /// (`u64::MAX` never matches).
@@ -24,31 +35,58 @@ static FD_SYSCALL_NRS: [u64; 8] = [u64::MAX; 8];
 #[unsafe(no_mangle)]
 static FD_ARG_OFFSET: u64 = 112;
 
+/// Set by the agent at load time: this architecture's number of `close`.
+#[unsafe(no_mangle)]
+static CLOSE_NR: u64 = u64::MAX;
+
+/// Set by the agent at load time: 1 when new process images and executable file mappings are
+/// to be reported.
+#[unsafe(no_mangle)]
+static REPORT_EXEC: u32 = 0;
+
+/// Set by the agent at load time: this architecture's number of `mmap`.
+#[unsafe(no_mangle)]
+static MMAP_NR: u64 = u64::MAX;
+
+/// Set by the agent at load time: offsets in `struct pt_regs` of `mmap`'s `prot` and `fd`
+/// arguments (`dx` and `r8` on x86_64).
+#[unsafe(no_mangle)]
+static MMAP_ARG_OFFSETS: [u64; 2] = [96, 72];
+
+/// `PROT_EXEC`.
+const PROT_EXEC: u64 = 4;
+
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn sys_enter_fd(ctx: RawTracePointContext) -> i32 {
     // sys_enter(struct pt_regs *regs, long id)
     let id: u64 = ctx.arg(1);
-    if !is_fd_syscall(id) {
+    // SAFETY: a global set at load time; the volatile read keeps it from being folded.
+    let closing = id == unsafe { core::ptr::read_volatile(&CLOSE_NR) };
+    // SAFETY: as above.
+    let mapping = id == unsafe { core::ptr::read_volatile(&MMAP_NR) };
+    if !closing && !mapping && !is_fd_syscall(id) {
         return 0;
     }
     let (pid_tgid, traced) = current();
     if !traced {
         return 0;
     }
-    let regs: u64 = ctx.arg(0);
-    // SAFETY: a global set at load time, read once.
-    let offset = unsafe { core::ptr::read_volatile(&FD_ARG_OFFSET) };
-    // SAFETY: a read of the kernel's saved user registers through the checked helper.
-    let Ok(raw) = (unsafe { bpf_probe_read_kernel((regs + offset) as *const u64) }) else {
-        return 0;
-    };
-    let fd = raw as i64;
-    if !(0..=i64::from(i32::MAX)).contains(&fd) {
+    if mapping {
+        on_mmap(&ctx, pid_tgid);
         return 0;
     }
-    let fd = fd as i32;
+    let Some(fd) = first_arg_fd(&ctx) else {
+        return 0;
+    };
+    let fd_key = (pid_tgid & 0xffff_ffff_0000_0000) | u64::from(fd as u32);
+    if closing {
+        on_close(pid_tgid, fd, fd_key);
+        return 0;
+    }
+    let mut found = false;
     // Two separate lookups: the verifier refuses arithmetic on two maybe-null pointers.
     if let Some(args) = WRITE_ARGS.get_ptr_mut(&pid_tgid) {
+        found = true;
         // SAFETY: an entry of this thread, written only by this thread's programs.
         let ssl = unsafe {
             (*args).fd = fd;
@@ -65,6 +103,7 @@ pub fn sys_enter_fd(ctx: RawTracePointContext) -> i32 {
         );
     }
     if let Some(args) = READ_ARGS.get_ptr_mut(&pid_tgid) {
+        found = true;
         // SAFETY: as above.
         let ssl = unsafe {
             (*args).fd = fd;
@@ -80,6 +119,115 @@ pub fn sys_enter_fd(ctx: RawTracePointContext) -> i32 {
             0,
         );
     }
+    if found {
+        // SAFETY: a plain byte, read once.
+        if unsafe { TLS_FDS.get(&fd_key) }.is_none() {
+            let _ = TLS_FDS.insert(&fd_key, &1, 0);
+        }
+    }
+    0
+}
+
+/// The fd in the syscall's first argument, if it is one.
+#[inline(always)]
+fn first_arg_fd(ctx: &RawTracePointContext) -> Option<i32> {
+    let regs: u64 = ctx.arg(0);
+    // SAFETY: a global set at load time, read once.
+    let offset = unsafe { core::ptr::read_volatile(&FD_ARG_OFFSET) };
+    // SAFETY: a read of the kernel's saved user registers through the checked helper.
+    let raw = unsafe { bpf_probe_read_kernel((regs + offset) as *const u64) }.ok()?;
+    let fd = raw as i64;
+    if !(0..=i64::from(i32::MAX)).contains(&fd) {
+        return None;
+    }
+    Some(fd as i32)
+}
+
+/// `close(fd)` of a socket TLS calls were seen on: tell user space, once.
+#[inline(always)]
+fn on_close(pid_tgid: u64, fd: i32, fd_key: u64) {
+    // SAFETY: a plain byte, read once.
+    if unsafe { TLS_FDS.get(&fd_key) }.is_none() {
+        return;
+    }
+    let _ = TLS_FDS.remove(&fd_key);
+    let header = DataHeader {
+        kind: record_kind::FD_CLOSE,
+        tgid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        // SAFETY: no preconditions.
+        timestamp_ns: unsafe { bpf_ktime_get_ns() },
+        fd,
+        ..DataHeader::default()
+    };
+    if EVENTS
+        .output::<DataHeader>(&header, BPF_RB_NO_WAKEUP as u64)
+        .is_err()
+    {
+        count(Counter::RingbufFull);
+    }
+}
+
+/// `mmap` of a file with `PROT_EXEC` (a library being loaded, e.g. by `dlopen`), when asked for:
+/// reported like a new image, so the agent looks at the process's libraries again.
+#[inline(always)]
+fn on_mmap(ctx: &RawTracePointContext, pid_tgid: u64) {
+    // SAFETY: a global set at load time; the volatile read keeps it from being folded.
+    if unsafe { core::ptr::read_volatile(&REPORT_EXEC) } == 0 {
+        return;
+    }
+    let regs: u64 = ctx.arg(0);
+    // SAFETY: globals set at load time.
+    let (prot_at, fd_at) = unsafe {
+        (
+            core::ptr::read_volatile(&MMAP_ARG_OFFSETS[0]),
+            core::ptr::read_volatile(&MMAP_ARG_OFFSETS[1]),
+        )
+    };
+    // SAFETY: reads of the kernel's saved user registers through the checked helper.
+    let (Ok(prot), Ok(fd)) = (unsafe {
+        (
+            bpf_probe_read_kernel((regs + prot_at) as *const u64),
+            bpf_probe_read_kernel((regs + fd_at) as *const u64),
+        )
+    }) else {
+        return;
+    };
+    if prot & PROT_EXEC == 0 || (fd as i64) < 0 {
+        return;
+    }
+    report_process(pid_tgid);
+}
+
+/// Sends a `CODE_CHANGED` record for the calling process.
+#[inline(always)]
+fn report_process(pid_tgid: u64) {
+    let header = DataHeader {
+        kind: record_kind::CODE_CHANGED,
+        tgid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        // SAFETY: no preconditions.
+        timestamp_ns: unsafe { bpf_ktime_get_ns() },
+        fd: -1,
+        ..DataHeader::default()
+    };
+    if EVENTS
+        .output::<DataHeader>(&header, BPF_RB_NO_WAKEUP as u64)
+        .is_err()
+    {
+        count(Counter::RingbufFull);
+    }
+}
+
+/// `sched_process_exec`: the calling process has a new image. Reported (when asked for) so the
+/// agent examines it at once; libraries the new image loads later are found by the next scan.
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn proc_exec(_ctx: RawTracePointContext) -> i32 {
+    // SAFETY: a global set at load time; the volatile read keeps it from being folded.
+    if unsafe { core::ptr::read_volatile(&REPORT_EXEC) } == 0 {
+        return 0;
+    }
+    report_process(bpf_get_current_pid_tgid());
     0
 }
 

@@ -34,6 +34,21 @@ pub enum Record {
         /// `CLOCK_MONOTONIC` ns.
         timestamp_ns: u64,
     },
+    /// The process closed a socket fd that TLS calls were seen on.
+    FdClose {
+        /// Process.
+        tgid: u32,
+        /// The fd.
+        fd: i32,
+        /// `CLOCK_MONOTONIC` ns.
+        timestamp_ns: u64,
+    },
+    /// A process has new code: a new image (`execve`) or a file mapped executable (a library
+    /// being loaded). Only when the agent asked for these.
+    CodeChanged {
+        /// The process.
+        tgid: u32,
+    },
     /// The client set the TLS server name (SNI) on a connection, before its handshake.
     ServerName {
         /// Process.
@@ -159,6 +174,12 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             conn: h.conn,
             timestamp_ns: h.timestamp_ns,
         }),
+        record_kind::FD_CLOSE => Ok(Record::FdClose {
+            tgid: h.tgid,
+            fd: h.fd,
+            timestamp_ns: h.timestamp_ns,
+        }),
+        record_kind::CODE_CHANGED => Ok(Record::CodeChanged { tgid: h.tgid }),
         kind => Err(DecodeError::Unknown {
             kind,
             direction: h.direction,

@@ -5,7 +5,8 @@
 //! (`SSL_free` ends it); each gets a serial number so a reused pointer is a new connection. The
 //! socket fd the kernel saw inside the calls gives the connection its addresses (read once, from
 //! `/proc`, when the fd is first known); a pointer that turns up on a different fd is a new
-//! connection too (its `SSL_free` was missed).
+//! connection too (its `SSL_free` was missed). Closing that fd (`close`, seen by the kernel side)
+//! ends the connection as well, so a reused fd number always starts a new one.
 
 use std::{
     collections::HashMap,
@@ -101,6 +102,8 @@ pub struct Flows {
     proc_cache: HashMap<u32, (String, Option<CgroupInfo>)>,
     /// Server names (SNI) set on connection objects that have not moved data yet.
     pending_names: HashMap<(u32, u64), String>,
+    /// The live connection on each known `(tgid, fd)`.
+    by_fd: HashMap<(u32, i32), u64>,
     events: Vec<Event>,
     assembled: Vec<Assembled>,
 }
@@ -116,6 +119,7 @@ impl Flows {
             stats,
             proc_cache: HashMap::new(),
             pending_names: HashMap::new(),
+            by_fd: HashMap::new(),
             events: Vec::new(),
             assembled: Vec::new(),
         }
@@ -150,7 +154,19 @@ impl Flows {
                 self.pending_names.remove(&(tgid, conn));
                 self.end(tgid, conn, timestamp_ns, dispatch);
             }
+            Record::FdClose {
+                tgid,
+                fd,
+                timestamp_ns,
+            } => {
+                if let Some(conn) = self.by_fd.get(&(tgid, fd)).copied() {
+                    tracing::debug!(pid = tgid, fd, "socket closed");
+                    self.end(tgid, conn, timestamp_ns, dispatch);
+                }
+            }
             Record::ServerName { tgid, conn, name } => self.server_name(tgid, conn, name),
+            // Process events are the watcher's business.
+            Record::CodeChanged { .. } => {}
         }
     }
 
@@ -172,8 +188,11 @@ impl Flows {
     /// Ends a connection, finishing what can be finished.
     fn end(&mut self, tgid: u32, conn: u64, now_ns: u64, dispatch: &mut impl FnMut(Job)) {
         if let Some(mut flow) = self.flows.remove(&(tgid, conn)) {
-            if flow.meta.fd.is_none() {
-                self.stats.without_fd.fetch_add(1, Ordering::Relaxed);
+            match flow.meta.fd {
+                None => {
+                    self.stats.without_fd.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(fd) => self.forget_fd(tgid, fd, conn),
             }
             let mut events = std::mem::take(&mut self.events);
             flow.http.close(now_ns, &mut events);
@@ -184,10 +203,14 @@ impl Flows {
 
     /// Takes the record's fd into the connection's meta when it tells more than what is known:
     /// the first fd, or a seen one replacing a guessed one. Addresses are read from `/proc` then.
-    fn learn_fd(&self, flow: &mut FlowState, d: &DataRecord) {
+    fn learn_fd(&mut self, flow: &mut FlowState, d: &DataRecord) {
         if d.fd < 0 || (flow.meta.fd.is_some() && (flow.fd_exact || d.fd_fallback)) {
             return;
         }
+        if let Some(old) = flow.meta.fd {
+            self.forget_fd(d.tgid, old, d.conn);
+        }
+        self.by_fd.insert((d.tgid, d.fd), d.conn);
         let mut meta = (*flow.meta).clone();
         meta.fd = Some(d.fd);
         match sockets::resolve(d.tgid, d.fd) {
@@ -205,6 +228,13 @@ impl Flows {
         tracing::debug!(serial = meta.serial, fd = d.fd, remote = ?meta.remote, guessed = d.fd_fallback, "connection fd");
         flow.fd_exact = !d.fd_fallback;
         flow.meta = Arc::new(meta);
+    }
+
+    /// Drops the fd index entry of `(tgid, fd)` if it still names `conn`.
+    fn forget_fd(&mut self, tgid: u32, fd: i32, conn: u64) {
+        if self.by_fd.get(&(tgid, fd)) == Some(&conn) {
+            self.by_fd.remove(&(tgid, fd));
+        }
     }
 
     fn data(&mut self, d: DataRecord, dispatch: &mut impl FnMut(Job)) {
@@ -398,6 +428,9 @@ impl Flows {
             .retain(|pid, _| crate::discovery::process_exists(*pid));
         self.pending_names
             .retain(|(pid, _), _| crate::discovery::process_exists(*pid));
+        let live = &self.flows;
+        self.by_fd
+            .retain(|(pid, _), conn| live.contains_key(&(*pid, *conn)));
     }
 
     /// Closes every connection (at exit), finishing what can be finished.
@@ -501,5 +534,61 @@ mod tests {
         assert_eq!(stats.connections.load(Ordering::Relaxed), 3);
         assert_eq!(stats.unresolved.load(Ordering::Relaxed), 2);
         assert_eq!(stats.without_fd.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn closing_the_fd_ends_the_connection_and_a_reused_fd_starts_a_new_one() {
+        let stats = Arc::new(FlowStats::default());
+        let mut flows = Flows::new(Config::default(), Arc::clone(&stats));
+        let mut jobs = Vec::new();
+        let mut dispatch = |j: Job| jobs.push(j);
+        let tgid = std::process::id();
+        flows.handle(record(0x40, 911, false, 1, GET), &mut dispatch);
+        // Another process's fd 911 is not this connection's.
+        flows.handle(
+            Record::FdClose {
+                tgid: tgid + 1,
+                fd: 911,
+                timestamp_ns: 2,
+            },
+            &mut dispatch,
+        );
+        assert_eq!(flows.len(), 1);
+        flows.handle(
+            Record::FdClose {
+                tgid,
+                fd: 911,
+                timestamp_ns: 3,
+            },
+            &mut dispatch,
+        );
+        assert!(flows.is_empty(), "the close ended the connection");
+        // The request never got a response: the close finished it as incomplete.
+        assert_eq!(stats.incomplete.load(Ordering::Relaxed), 1);
+        // The same object on the same fd number again is a new connection.
+        flows.handle(record(0x40, 911, false, 4, GET), &mut dispatch);
+        flows.handle(
+            Record::FdClose {
+                tgid,
+                fd: 911,
+                timestamp_ns: 5,
+            },
+            &mut dispatch,
+        );
+        assert!(flows.is_empty());
+        // A close after the connection ended does nothing.
+        flows.handle(
+            Record::FdClose {
+                tgid,
+                fd: 911,
+                timestamp_ns: 6,
+            },
+            &mut dispatch,
+        );
+        let metas = requests(&jobs);
+        assert_eq!(metas.len(), 2);
+        assert_ne!(metas[0].serial, metas[1].serial);
+        assert_eq!(stats.connections.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.incomplete.load(Ordering::Relaxed), 2);
     }
 }

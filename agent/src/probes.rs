@@ -86,11 +86,20 @@ pub const FD_SYSCALLS: [libc::c_long; 8] = [
     libc::SYS_writev,
 ];
 
+/// The program that reports new process images (`sched_process_exec`).
+pub const EXEC_PROGRAM: &str = "proc_exec";
+
 /// Offset of the first syscall argument in the kernel's `struct pt_regs`.
 #[cfg(target_arch = "x86_64")]
 const FD_ARG_OFFSET: u64 = 14 * 8; // di
 #[cfg(target_arch = "aarch64")]
 const FD_ARG_OFFSET: u64 = 0; // regs[0]
+
+/// Offsets of `mmap`'s `prot` and `fd` arguments in the kernel's `struct pt_regs`.
+#[cfg(target_arch = "x86_64")]
+const MMAP_ARG_OFFSETS: [u64; 2] = [12 * 8, 9 * 8]; // dx, r8
+#[cfg(target_arch = "aarch64")]
+const MMAP_ARG_OFFSETS: [u64; 2] = [2 * 8, 4 * 8]; // regs[2], regs[4]
 
 /// Every symbol the table attaches to, for discovery to resolve.
 #[must_use]
@@ -142,6 +151,9 @@ pub struct LoadOptions {
     /// Attach the syscall program that finds each TLS call's socket fd (part of the real probe
     /// set; off for the empty floor).
     pub socket_fds: bool,
+    /// Report new process images (`exec`) and executable file mappings, for `--all` and
+    /// `--follow`.
+    pub report_exec: bool,
 }
 
 /// One library in one process: `(pid, device, inode)`.
@@ -170,12 +182,22 @@ impl Probes {
     pub fn load(options: LoadOptions) -> Result<Self, ProbeError> {
         let agent_tgid = std::process::id();
         let trace_all = u32::from(options.trace_all);
+        // Records force a wakeup only when they take the waiting data past a quarter of the ring.
+        let wakeup_bytes = u64::from(options.ringbuf_bytes / 4);
         let fd_syscalls: [u64; 8] = FD_SYSCALLS.map(|n| u64::try_from(n).unwrap_or(u64::MAX));
+        let close_nr = u64::try_from(libc::SYS_close).unwrap_or(u64::MAX);
+        let mmap_nr = u64::try_from(libc::SYS_mmap).unwrap_or(u64::MAX);
+        let report_exec = u32::from(options.report_exec);
         let mut ebpf = EbpfLoader::new()
             .override_global("AGENT_TGID", &agent_tgid, true)
             .override_global("TRACE_ALL", &trace_all, true)
+            .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
             .override_global("FD_SYSCALL_NRS", &fd_syscalls, true)
             .override_global("FD_ARG_OFFSET", &FD_ARG_OFFSET, true)
+            .override_global("CLOSE_NR", &close_nr, true)
+            .override_global("MMAP_NR", &mmap_nr, true)
+            .override_global("MMAP_ARG_OFFSETS", &MMAP_ARG_OFFSETS, true)
+            .override_global("REPORT_EXEC", &report_exec, true)
             .map_max_entries("EVENTS", options.ringbuf_bytes)
             .load(EBPF_OBJECT)
             .map_err(|e| {
@@ -209,7 +231,20 @@ impl Probes {
             })?;
         }
         if options.socket_fds {
-            attach_fd_program(&mut ebpf)?;
+            attach_raw_tracepoint(
+                &mut ebpf,
+                FD_PROGRAM,
+                "sys_enter",
+                "socket fds and addresses will be unknown, and closes unseen",
+            )?;
+        }
+        if options.report_exec {
+            attach_raw_tracepoint(
+                &mut ebpf,
+                EXEC_PROGRAM,
+                "sched_process_exec",
+                "new processes are found by the once-a-second scan only",
+            )?;
         }
         Ok(Self {
             ebpf,
@@ -361,13 +396,18 @@ impl Probes {
     }
 }
 
-/// Loads [`FD_PROGRAM`] and attaches it to the `sys_enter` raw tracepoint (for all processes:
-/// the program filters on the syscall and the target set itself). When it cannot be attached the
-/// agent runs on without socket fds, and says so.
-fn attach_fd_program(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
+/// Loads `name` and attaches it to the raw tracepoint `tracepoint` (for all processes: the
+/// program filters itself). When it cannot be attached the agent runs on without it, and says
+/// what that costs (`without`).
+fn attach_raw_tracepoint(
+    ebpf: &mut Ebpf,
+    name: &str,
+    tracepoint: &str,
+    without: &str,
+) -> Result<(), ProbeError> {
     let program: &mut RawTracePoint = ebpf
-        .program_mut(FD_PROGRAM)
-        .ok_or_else(|| ProbeError::Load(format!("program {FD_PROGRAM} missing from the object")))?
+        .program_mut(name)
+        .ok_or_else(|| ProbeError::Load(format!("program {name} missing from the object")))?
         .try_into()
         .map_err(|e: ProgramError| ProbeError::Load(e.to_string()))?;
     program.load().map_err(|e| {
@@ -375,12 +415,12 @@ fn attach_fd_program(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
         if is_permission_error(&chain) {
             ProbeError::Privileges(chain)
         } else {
-            ProbeError::Load(format!("{FD_PROGRAM}: {chain}"))
+            ProbeError::Load(format!("{name}: {chain}"))
         }
     })?;
     // The link lives as long as the program, that is as long as the agent.
-    if let Err(e) = program.attach("sys_enter") {
-        tracing::warn!(error = %error_chain(&e), "sys_enter not attached: socket fds and addresses will be unknown");
+    if let Err(e) = program.attach(tracepoint) {
+        tracing::warn!(error = %error_chain(&e), "{tracepoint} not attached: {without}");
     }
     Ok(())
 }

@@ -210,6 +210,9 @@ impl Entry {
             Record::Close { timestamp_ns, .. } => vec![Self::Close { t: *timestamp_ns }],
             // The server name is not part of the format yet: replay takes it from Host.
             Record::ServerName { .. } => Vec::new(),
+            // Connections end at SSL_free or the end of the recording; process events are not
+            // part of a connection.
+            Record::FdClose { .. } | Record::CodeChanged { .. } => Vec::new(),
             Record::Data(d) => {
                 let (t, dir) = (d.timestamp_ns, Dir::from(d.direction));
                 let mut v = Vec::new();

@@ -103,7 +103,8 @@ fn replay_dir(dir: &Path, args: &ReplayArgs) -> Result<(Engine, u64), ReplayErro
         end_ns = end_ns.max(match &record {
             Record::Data(d) => d.timestamp_ns,
             Record::Close { timestamp_ns, .. } => *timestamp_ns,
-            Record::ServerName { .. } => 0,
+            Record::FdClose { timestamp_ns, .. } => *timestamp_ns,
+            Record::ServerName { .. } | Record::CodeChanged { .. } => 0,
         });
         engine.handle(record);
     }

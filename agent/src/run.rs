@@ -15,7 +15,7 @@ use agent_common::Counter;
 use taskless_pack_runtime::{PackSet, RuntimeConfig, RuntimeError};
 
 use crate::{
-    capture::{self, CaptureStats, Delivery},
+    capture::{self, CaptureStats, Delivery, Record},
     cli::{PackArgs, ProbeSet, RunArgs},
     clock::Clock,
     discovery::{self, DiscoveryError, TlsLibrary},
@@ -238,6 +238,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
             ProbeSet::Empty => crate::probes::EMPTY,
         },
         socket_fds: args.probe_set == ProbeSet::Openssl,
+        report_exec: args.probe_set == ProbeSet::Openssl && (args.all || args.follow),
     })?;
     for (pid, libs) in &targets {
         for lib in libs {
@@ -282,6 +283,9 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         &stop_flag,
         &stats.capture,
         |delivery| match delivery {
+            Delivery::Record(Record::CodeChanged { tgid }) => {
+                watcher.code_changed(tgid, Instant::now());
+            }
             Delivery::Record(record) => {
                 if let Some(recorder) = &recorder {
                     recorder.record(&record);
@@ -289,6 +293,9 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
                 engine.handle(record);
             }
             Delivery::Idle => {
+                if let Err(e) = watcher.examine_due(&mut probes, Instant::now()) {
+                    tracing::warn!(error = %e, "attaching to a new process failed");
+                }
                 if last_check.elapsed() >= Duration::from_secs(1) {
                     last_check = Instant::now();
                     engine.evict_idle(Clock::monotonic_now());

@@ -2,8 +2,16 @@
 //! detached and forgotten; with `--follow` their children are found and attached; with `--all`
 //! every new process is examined and each new TLS library file is attached once for all
 //! processes (so a process that maps an already attached file is traced from its first call).
+//!
+//! Between scans, the kernel reports processes whose code changes (`execve`, or a file mapped
+//! executable: a library being loaded). Such a process is examined at once and twice more
+//! shortly after, since the dynamic loader maps an executable's libraries only after `execve`
+//! returns.
 
-use std::collections::{BTreeSet, HashSet};
+use std::{
+    collections::{BTreeSet, HashMap, HashSet},
+    time::{Duration, Instant},
+};
 
 use crate::{
     discovery::{self, DiscoveryError, SymbolCache},
@@ -22,6 +30,16 @@ pub enum Mode {
     All,
 }
 
+/// When a process reported by the kernel is examined, counted from the report.
+const EXAMINE_AFTER: [Duration; 3] = [
+    Duration::ZERO,
+    Duration::from_millis(50),
+    Duration::from_millis(250),
+];
+
+/// Reported processes waiting to be examined are forgotten past this many (the scan remains).
+const MAX_PENDING: usize = 4_096;
+
 /// The set of watched processes.
 pub struct Watcher {
     mode: Mode,
@@ -34,6 +52,9 @@ pub struct Watcher {
     examined: HashSet<u32>,
     symbols: Vec<&'static str>,
     cache: SymbolCache,
+    /// Processes the kernel reported: when each was reported, and how many examinations it has
+    /// had since.
+    pending: HashMap<u32, (Instant, usize)>,
 }
 
 /// All pids in `/proc`.
@@ -79,6 +100,7 @@ impl Watcher {
             examined: HashSet::new(),
             symbols: probes::symbols(),
             cache: SymbolCache::default(),
+            pending: HashMap::new(),
         }
     }
 
@@ -136,6 +158,72 @@ impl Watcher {
             }
         }
         self.tick(probes)
+    }
+
+    /// The kernel reported that `pid` has new code (a new image or a library being mapped):
+    /// examine it soon, if it is of interest.
+    pub fn code_changed(&mut self, pid: u32, now: Instant) {
+        if pid == std::process::id() {
+            return;
+        }
+        match self.mode {
+            Mode::All => {
+                // A new image may map libraries this process was not examined with.
+                self.examined.remove(&pid);
+            }
+            Mode::Pids { follow: true } => {
+                let ours = self.family.contains(&pid)
+                    || parent_of(pid).is_some_and(|pp| self.family.contains(&pp));
+                if !ours {
+                    return;
+                }
+                self.family.insert(pid);
+            }
+            Mode::Pids { follow: false } => return,
+        }
+        if self.pending.len() >= MAX_PENDING && !self.pending.contains_key(&pid) {
+            return;
+        }
+        self.pending.insert(pid, (now, 0));
+    }
+
+    /// Examines the reported processes whose next examination is due.
+    ///
+    /// # Errors
+    /// When attaching a library fails for a reason other than the process being gone.
+    pub fn examine_due(&mut self, probes: &mut Probes, now: Instant) -> Result<(), ProbeError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let due: Vec<u32> = self
+            .pending
+            .iter()
+            .filter(|(_, (since, done))| {
+                EXAMINE_AFTER
+                    .get(*done)
+                    .is_none_or(|after| now.duration_since(*since) >= *after)
+            })
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in due {
+            let Some((since, done)) = self.pending.get(&pid).copied() else {
+                continue;
+            };
+            let all = self.mode == Mode::All;
+            let uses_tls = self.attach(probes, pid, all)?;
+            if uses_tls {
+                self.watched.insert(pid);
+                if all {
+                    self.examined.insert(pid);
+                }
+            }
+            if uses_tls || done + 1 >= EXAMINE_AFTER.len() || !discovery::process_exists(pid) {
+                self.pending.remove(&pid);
+            } else {
+                self.pending.insert(pid, (since, done + 1));
+            }
+        }
+        Ok(())
     }
 
     /// Brings the watched set up to date.

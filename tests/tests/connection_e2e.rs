@@ -10,7 +10,7 @@ use std::{
 };
 
 use taskless_e2e::harness::{
-    Agent, KillOnDrop, TempDir, TestApi, matching, packs_dir, require_root,
+    Agent, KillOnDrop, TempDir, TestApi, dimensions, matching, packs_dir, require_root,
 };
 
 /// Two connections in turn, each with one request; the first is closed before the second opens,
@@ -147,4 +147,90 @@ fn each_line_names_its_process_remote_address_and_server_and_a_reused_fd_is_a_ne
     for counter in [" connections_without_fd=0", " addresses_unresolved=0"] {
         assert!(summary.contains(counter), "{counter} in {summary}");
     }
+}
+
+/// Sends a request to a slow endpoint, then closes the socket's fd before the response while
+/// keeping the TLS object alive (no `SSL_free`), and lives on.
+const PYTHON_CLOSER: &str = r#"
+import os, socket, ssl, sys
+host, port, ca = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+ctx = ssl.create_default_context(cafile=ca)
+print("ready", flush=True)
+sys.stdin.readline()
+s = ctx.wrap_socket(socket.create_connection((host, port)), server_hostname=host)
+s.sendall(b"GET /v1/customers/cus_abandoned?delay_ms=8000 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+keep = s._sslobj
+fd = s.detach()
+os.close(fd)
+print("closed", fd, flush=True)
+sys.stdin.readline()
+"#;
+
+#[test]
+fn closing_the_socket_ends_the_connection_even_while_the_tls_object_lives() {
+    require_root();
+    let api = TestApi::start().expect("test API");
+    let port = api.server.addr.port();
+    let dir = TempDir::new("fdclose").expect("tempdir");
+    let script = dir.path().join("client.py");
+    std::fs::write(&script, PYTHON_CLOSER).expect("write script");
+    let mut py = KillOnDrop(
+        Command::new("python3")
+            .arg(&script)
+            .args([
+                "localhost",
+                &port.to_string(),
+                &api.server.ca_file.display().to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3"),
+    );
+    let pid = py.0.id();
+    let mut stdout = std::io::BufReader::new(py.0.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("python ready");
+    assert_eq!(line.trim(), "ready", "python client failed to start");
+    let packs = packs_dir();
+    let mut agent = Agent::start(&[
+        "--pid".to_owned(),
+        pid.to_string(),
+        "--packs".to_owned(),
+        packs.display().to_string(),
+    ])
+    .expect("start agent");
+    agent
+        .wait_for_log("ready", Duration::from_secs(60))
+        .expect("agent ready");
+    let stdin = py.0.stdin.as_mut().expect("stdin");
+    stdin.write_all(b"go\n").expect("release python");
+    line.clear();
+    stdout.read_line(&mut line).expect("python output");
+    assert!(line.starts_with("closed "), "python: {line}");
+
+    // The response would take 8 s and never comes; the process and its TLS object live on.
+    // Only the close can end the exchange, so its line must come well before either.
+    let mut seen = Vec::new();
+    agent
+        .wait_for_lines(1, Duration::from_secs(4), &mut seen)
+        .expect("the close ends the connection and its unanswered exchange");
+    let out = agent.stop(seen).expect("agent stops");
+    stdin.write_all(b"exit\n").expect("let python exit");
+    assert_eq!(out.lines.len(), 1, "{:#?}", out.lines);
+    let l = &out.lines[0];
+    assert_eq!(
+        matching(&out.lines, &[("core/path", "/v1/customers/cus_abandoned")]).len(),
+        1,
+        "{l}"
+    );
+    assert!(
+        !dimensions(l).contains_key("core/status"),
+        "no response, so no status: {l}"
+    );
+    assert_eq!(
+        l["source"]["fd"].to_string(),
+        line.trim()["closed ".len()..]
+    );
+    assert_eq!(out.counter("incomplete"), 1, "{}", out.stderr);
 }

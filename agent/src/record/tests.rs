@@ -160,8 +160,10 @@ fn a_recording_replays_the_records_it_was_given() {
         .iter()
         .map(|r| match r {
             Record::Data(d) => d.timestamp_ns,
-            Record::Close { timestamp_ns, .. } => *timestamp_ns,
-            Record::ServerName { .. } => 0,
+            Record::Close { timestamp_ns, .. } | Record::FdClose { timestamp_ns, .. } => {
+                *timestamp_ns
+            }
+            Record::ServerName { .. } | Record::CodeChanged { .. } => 0,
         })
         .collect();
     assert_eq!(times, vec![10, 11, 12, 20, 25, 25, 30, 40]);

@@ -170,7 +170,9 @@ impl Writer {
         let (key, close) = match record {
             Record::Data(d) => ((d.tgid, d.conn), false),
             Record::Close { tgid, conn, .. } => ((*tgid, *conn), true),
-            Record::ServerName { .. } => return,
+            Record::ServerName { .. } | Record::FdClose { .. } | Record::CodeChanged { .. } => {
+                return;
+            }
         };
         if close && !self.conns.contains_key(&key) {
             // A connection this recording never saw data for.
