@@ -4,9 +4,10 @@
 //! processes (so a process that maps an already attached file is traced from its first call).
 //!
 //! Between scans, the kernel reports processes whose code changes (`execve`, or a file mapped
-//! executable: a library being loaded). Such a process is examined at once and twice more
-//! shortly after, since the dynamic loader maps an executable's libraries only after `execve`
-//! returns.
+//! executable: a library being loaded). Such a process is examined at once and a few more
+//! times within half a second, since the dynamic loader maps an executable's libraries only
+//! after `execve` returns. With `--follow`, family members without TLS are also examined again
+//! at every scan, for libraries they load later.
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
@@ -31,14 +32,34 @@ pub enum Mode {
 }
 
 /// When a process reported by the kernel is examined, counted from the report.
-const EXAMINE_AFTER: [Duration; 3] = [
+const EXAMINE_AFTER: [Duration; 5] = [
     Duration::ZERO,
-    Duration::from_millis(50),
+    Duration::from_millis(25),
+    Duration::from_millis(100),
     Duration::from_millis(250),
+    Duration::from_millis(500),
 ];
 
 /// Reported processes waiting to be examined are forgotten past this many (the scan remains).
 const MAX_PENDING: usize = 4_096;
+
+/// How a process came to be examined (logged with each attach).
+#[derive(Clone, Copy, Debug)]
+enum Found {
+    /// The once-a-second scan.
+    Scan,
+    /// The kernel reported an `execve` or a library being loaded.
+    Event,
+}
+
+impl Found {
+    fn as_str(self) -> &'static str {
+        match self {
+            Found::Scan => "scan",
+            Found::Event => "exec-or-load",
+        }
+    }
+}
 
 /// The set of watched processes.
 pub struct Watcher {
@@ -118,7 +139,13 @@ impl Watcher {
 
     /// Examines `pid` and attaches its TLS libraries: for that process alone, or with `all` for
     /// every process. Returns whether it uses TLS.
-    fn attach(&mut self, probes: &mut Probes, pid: u32, all: bool) -> Result<bool, ProbeError> {
+    fn attach(
+        &mut self,
+        probes: &mut Probes,
+        pid: u32,
+        all: bool,
+        found_by: Found,
+    ) -> Result<bool, ProbeError> {
         let libs = match discovery::find_tls_libraries_cached(pid, &self.symbols, &mut self.cache) {
             Ok(libs) => libs,
             Err(DiscoveryError::NoTlsLibrary { .. } | DiscoveryError::NoSuchProcess { .. }) => {
@@ -139,6 +166,7 @@ impl Watcher {
                     flavour = ?lib.flavour,
                     probes = n,
                     scope = if all { "all processes" } else { "this process" },
+                    found_by = found_by.as_str(),
                     "attached"
                 );
             }
@@ -210,7 +238,7 @@ impl Watcher {
                 continue;
             };
             let all = self.mode == Mode::All;
-            let uses_tls = self.attach(probes, pid, all)?;
+            let uses_tls = self.attach(probes, pid, all, Found::Event)?;
             if uses_tls {
                 self.watched.insert(pid);
                 if all {
@@ -242,7 +270,7 @@ impl Watcher {
                     if pid == me || !self.examined.insert(pid) || !is_process(pid) {
                         continue;
                     }
-                    if self.attach(probes, pid, true)? {
+                    if self.attach(probes, pid, true, Found::Scan)? {
                         self.watched.insert(pid);
                     }
                 }
@@ -262,6 +290,14 @@ impl Watcher {
                     }
                 }
                 if follow {
+                    // Family members without TLS yet may have loaded it since (`dlopen`, or an
+                    // `execve` that was missed).
+                    let bare: Vec<u32> = self.family.difference(&self.watched).copied().collect();
+                    for pid in bare {
+                        if self.attach(probes, pid, false, Found::Scan)? {
+                            self.watched.insert(pid);
+                        }
+                    }
                     self.follow_children(probes, me)?;
                 }
             }
@@ -286,7 +322,7 @@ impl Watcher {
             }
             for pid in new {
                 self.family.insert(pid);
-                if self.attach(probes, pid, false)? {
+                if self.attach(probes, pid, false, Found::Scan)? {
                     self.watched.insert(pid);
                 }
             }

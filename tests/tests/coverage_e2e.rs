@@ -1,6 +1,7 @@
 //! Process coverage, end to end as root: `--all` picks up a process started after the agent and
 //! a process in its own mount namespace using a copy of libssl at a path that exists only there;
-//! `--follow` picks up a child started after the agent by a parent without TLS.
+//! `--follow` picks up a child started after the agent by a parent without TLS, and examines a
+//! child again when it becomes another program through `exec`.
 
 use std::{
     io::{BufRead as _, Write as _},
@@ -182,4 +183,73 @@ fn follow_picks_up_a_child_started_after_the_agent() {
         ],
     );
     assert_eq!(hits.len(), 1, "{:#?}", out.lines);
+}
+
+/// Once released, the followed shell forks a child that waits (so the scan sees it, without
+/// TLS), then becomes Python through `exec` in the same pid: a new image, which must be examined
+/// again and attached before its call, made soon after it loads its TLS library.
+const EXEC_CLIENT: &str = r#"
+import http.client, ssl, sys, time
+port, ca = int(sys.argv[1]), sys.argv[2]
+time.sleep(0.3)
+conn = http.client.HTTPSConnection("localhost", port, context=ssl.create_default_context(cafile=ca))
+conn.request("GET", "/v1/customers/cus_after_exec"); r = conn.getresponse(); r.read(); assert r.status == 200
+"#;
+
+#[test]
+fn follow_examines_a_child_again_when_it_execs() {
+    require_root();
+    let api = TestApi::start().expect("test API");
+    let dir = TempDir::new("exec").expect("tempdir");
+    let client = dir.path().join("client.py");
+    std::fs::write(&client, EXEC_CLIENT).expect("script");
+    let script = format!(
+        "read go; (sleep 1.5; exec python3 {} {} {}); echo done",
+        client.display(),
+        api.server.addr.port(),
+        api.server.ca_file.display()
+    );
+    let mut sh = KillOnDrop(
+        Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("sh"),
+    );
+    let pid = sh.0.id().to_string();
+    let mut agent = Agent::start(&["--pid", &pid, "--follow", "--packs", &packs()]).expect("agent");
+    agent
+        .wait_for_log("ready", Duration::from_secs(60))
+        .expect("agent ready");
+    sh.0.stdin
+        .as_mut()
+        .expect("stdin")
+        .write_all(b"go\n")
+        .expect("release");
+    let mut line = String::new();
+    std::io::BufReader::new(sh.0.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("shell output");
+    assert_eq!(line.trim(), "done");
+    assert!(sh.0.wait().expect("exit").success(), "the client failed");
+    let mut seen = Vec::new();
+    let _ = agent.wait_for_lines(1, Duration::from_secs(10), &mut seen);
+    let out = agent.stop(seen).expect("agent stops");
+    let hits = matching(
+        &out.lines,
+        &[
+            ("core/path", "/v1/customers/cus_after_exec"),
+            ("core/status", "200"),
+        ],
+    );
+    assert_eq!(hits.len(), 1, "{:#?}\n{}", out.lines, out.stderr);
+    // Found through the kernel's report of the exec or of the library load, not the scan.
+    assert!(
+        out.stderr.lines().any(|l| l.contains("attached")
+            && l.contains("comm=python3")
+            && l.contains("found_by=\"exec-or-load\"")),
+        "{}",
+        out.stderr
+    );
 }
