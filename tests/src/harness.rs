@@ -234,6 +234,12 @@ impl Agent {
         })
     }
 
+    /// The agent's process id.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Waits until a stderr line contains `needle`, failing early if the agent exits.
     ///
     /// # Errors

@@ -1,0 +1,174 @@
+//! The agent under load, end to end (needs root; `cargo bench -p taskless-e2e --bench load`).
+//!
+//! wrk (OpenSSL, 8 kept-alive connections) calls the local test API at paced rates, rising step
+//! by step, while a freshly started agent watches it: first with no packs (the capture path
+//! alone), then with every shipped pack. For each step it prints the rate wrk achieved, whether
+//! every request wrk completed came out as one line with every loss counter at zero, and the
+//! agent's CPU time per exchange (user + system, from `/proc/PID/stat`, over the load window).
+//! The highest step with nothing lost is the loss-free rate on this machine. Figures only: on a
+//! shared machine they vary from run to run, so nothing here is asserted beyond the run working.
+
+use std::{path::Path, process::Command, time::Duration};
+
+use taskless_e2e::harness::{Agent, TempDir, TestApi, packs_dir, require_root};
+
+const CONNECTIONS: u32 = 8;
+/// wrk connects at once, then holds every first request this long, so every request is made
+/// after the agent is attached.
+const HOLD_S: u32 = 8;
+const LOAD_S: u32 = 5;
+/// Requests per second to aim for; 0 means as fast as wrk can.
+const RATES: [u32; 5] = [500, 1_000, 2_000, 4_000, 0];
+
+/// The agent's user + system CPU time so far, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rfind(')').map_or("", |i| &stat[i + 1..]);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|v| v.parse::<u64>().ok()))
+        .sum();
+    // SAFETY: no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
+    #[allow(clippy::cast_precision_loss)]
+    let secs = ticks as f64 / hz as f64;
+    secs
+}
+
+fn wrk_requests(out: &str) -> u64 {
+    out.lines()
+        .find_map(|l| {
+            l.trim()
+                .split_once(" requests in ")
+                .and_then(|(n, _)| n.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+struct Step {
+    requests: u64,
+    lines: u64,
+    lost: u64,
+    cpu_s: f64,
+}
+
+fn step(api: &TestApi, dir: &Path, packs: &Path, rate: u32) -> Step {
+    // Each connection waits `CONNECTIONS * 1000 / rate` ms between requests.
+    let delay_ms = (CONNECTIONS * 1000).checked_div(rate).map_or(0, |d| d.max(1));
+    let lua = dir.join(format!("pace-{rate}.lua"));
+    std::fs::write(
+        &lua,
+        format!(
+            "local start = os.time()\nfunction delay()\n  local left = start + {HOLD_S} - os.time()\n  if left > 0 then return left * 1000 end\n  return {delay_ms}\nend\n"
+        ),
+    )
+    .expect("lua");
+    let url = format!("{}/v1/customers/cus_load", api.server.base_url());
+    let wrk = Command::new("wrk")
+        .args([
+            "-t1",
+            &format!("-c{CONNECTIONS}"),
+            &format!("-d{}s", HOLD_S + LOAD_S),
+            "-s",
+        ])
+        .arg(&lua)
+        .arg(&url)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("wrk");
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = wrk.id().to_string();
+    let mut agent = Agent::start(&[
+        "--pid",
+        &pid,
+        "--packs",
+        &packs.display().to_string(),
+        "--stats-interval",
+        "0",
+    ])
+    .expect("agent");
+    agent
+        .wait_for_log("ready", Duration::from_secs(u64::from(HOLD_S) - 1))
+        .expect("agent ready before wrk starts sending");
+    let cpu_before = cpu_seconds(agent.pid());
+    let wrk_out = wrk.wait_with_output().expect("wrk finishes");
+    let text = String::from_utf8_lossy(&wrk_out.stdout).into_owned();
+    agent
+        .wait_for_log("every watched process has exited", Duration::from_secs(60))
+        .expect("agent drains and stops");
+    let cpu_s = cpu_seconds(agent.pid()) - cpu_before;
+    let out = agent.stop(Vec::new()).expect("agent output");
+    let requests = wrk_requests(&text);
+    let lines = out.lines.len() as u64;
+    let counted: u64 = [
+        "lost_bytes",
+        "resyncs",
+        "dropped_jobs",
+        "undecodable",
+        "kernel_ringbuf_full",
+        "kernel_read_failed",
+        "kernel_unmatched_return",
+    ]
+    .iter()
+    .map(|c| out.counter(c))
+    .sum();
+    // Requests in flight when wrk's clock stopped are real exchanges beyond its count: at most
+    // one per connection.
+    let missing = requests.saturating_sub(lines);
+    Step {
+        requests,
+        lines,
+        lost: missing + counted,
+        cpu_s,
+    }
+}
+
+fn main() {
+    require_root();
+    let api = TestApi::start().expect("test API");
+    let dir = TempDir::new("load-bench").expect("tempdir");
+    let none = dir.path().join("no-packs");
+    std::fs::create_dir(&none).expect("packs dir");
+    let all = packs_dir();
+    println!(
+        "load: wrk, {CONNECTIONS} kept-alive connections, {LOAD_S} s per step, agent: {}",
+        taskless_e2e::harness::agent_bin().display()
+    );
+    for (name, packs) in [("no packs", none.as_path()), ("all packs", all.as_path())] {
+        println!("\n{name} ({})", packs.display());
+        println!(
+            "  {:>10} {:>10} {:>10} {:>8} {:>12} {:>14}",
+            "aimed/s", "achieved/s", "lines", "lost", "agent CPU", "CPU/exchange"
+        );
+        let mut best = 0.0f64;
+        for rate in RATES {
+            let s = step(&api, dir.path(), packs, rate);
+            #[allow(clippy::cast_precision_loss)]
+            let achieved = s.requests as f64 / f64::from(LOAD_S);
+            #[allow(clippy::cast_precision_loss)]
+            let per = if s.lines == 0 {
+                0.0
+            } else {
+                s.cpu_s * 1e6 / s.lines as f64
+            };
+            let aimed = if rate == 0 {
+                "max".to_owned()
+            } else {
+                rate.to_string()
+            };
+            println!(
+                "  {aimed:>10} {achieved:>10.0} {:>10} {:>8} {:>11.0}% {:>11.1} µs",
+                s.lines,
+                s.lost,
+                s.cpu_s * 100.0 / f64::from(LOAD_S),
+                per
+            );
+            if s.lost == 0 {
+                best = best.max(achieved);
+            }
+        }
+        println!("  highest loss-free rate: {best:.0} requests/s");
+    }
+}
