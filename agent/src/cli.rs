@@ -89,8 +89,8 @@ pub struct RunArgs {
     #[arg(long = "pid", value_name = "PID", conflicts_with = "all")]
     pub pids: Vec<u32>,
 
-    /// Also watch the children of the watched processes, and theirs (found within a second of
-    /// starting).
+    /// Also watch the children of the watched processes, and theirs: found when they start a
+    /// program (exec) or load a library, and by a scan every second.
     #[arg(long, requires = "pids")]
     pub follow: bool,
 
