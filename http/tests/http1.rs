@@ -471,3 +471,40 @@ fn garbage_never_panics_and_buffers_stay_bounded() {
         assert_eq!(conn.buffered_bytes(), 0);
     }
 }
+
+/// Bytes that are not HTTP (a protocol the parser does not know, or a stream joined where no
+/// message starts) must be skipped as they come, not held: holding them while waiting for a
+/// request line makes every later feed re-read the whole buffer.
+#[test]
+fn a_stream_that_is_not_http_is_skipped_as_it_comes_and_a_later_request_is_found() {
+    let mut conn = taskless_http::Connection::new(Config::default());
+    let mut events = Vec::new();
+    let piece = vec![b'x'; 1024];
+    for i in 0..256u64 {
+        conn.feed(Flow::Egress, &piece, i, &mut events);
+        assert!(
+            conn.buffered_bytes() <= 64,
+            "after {} KiB of non-HTTP bytes, {} are held",
+            i + 1,
+            conn.buffered_bytes()
+        );
+    }
+    conn.feed(
+        Flow::Egress,
+        b"\r\nGET /after HTTP/1.1\r\nHost: a.test\r\n\r\n",
+        300,
+        &mut events,
+    );
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            Event::RequestHead { head, .. } if head.target == "/after"
+        )),
+        "{events:?}"
+    );
+    assert!(
+        conn.stats().bytes_skipped >= 256 * 1024,
+        "{:?}",
+        conn.stats()
+    );
+}

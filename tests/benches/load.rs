@@ -56,7 +56,9 @@ struct Step {
 
 fn step(api: &TestApi, dir: &Path, packs: &Path, rate: u32) -> Step {
     // Each connection waits `CONNECTIONS * 1000 / rate` ms between requests.
-    let delay_ms = (CONNECTIONS * 1000).checked_div(rate).map_or(0, |d| d.max(1));
+    let delay_ms = (CONNECTIONS * 1000)
+        .checked_div(rate)
+        .map_or(0, |d| d.max(1));
     let lua = dir.join(format!("pace-{rate}.lua"));
     std::fs::write(
         &lua,

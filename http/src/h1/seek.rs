@@ -69,6 +69,20 @@ fn check(buf: &[u8], want: Option<Side>, max_headers: usize, max_head: usize) ->
     if maybe { Check::Maybe } else { Check::No }
 }
 
+/// Longest method accepted where the bytes start (the registered ones are at most 17 bytes).
+const MAX_METHOD: usize = 24;
+
+/// Whether `buf` can start with a method of any name: a non-empty word of at most
+/// [`MAX_METHOD`] bytes followed by a space (or the start of one). Anything else would make the
+/// head parser wait for a request line that never comes, re-reading the growing buffer at
+/// every feed.
+fn could_be_method(buf: &[u8]) -> bool {
+    match buf.iter().take(MAX_METHOD + 1).position(|&b| b == b' ') {
+        Some(n) => n > 0,
+        None => buf.len() <= MAX_METHOD,
+    }
+}
+
 fn could_start(buf: &[u8]) -> bool {
     STARTS
         .iter()
@@ -85,6 +99,9 @@ pub(crate) fn seek(buf: &[u8], want: Option<Side>, max_headers: usize, max_head:
             && (!matches!(buf[at], b'H' | b'G' | b'P' | b'D' | b'O' | b'C' | b'T')
                 || !could_start(rest))
         {
+            continue;
+        }
+        if at == 0 && !could_start(rest) && !could_be_method(rest) {
             continue;
         }
         match check(rest, want, max_headers, max_head) {
@@ -121,6 +138,24 @@ mod tests {
             seek(buf, Some(Side::Request), 16, 1024),
             Seek::Found {
                 at: 20,
+                side: Side::Request
+            }
+        );
+    }
+
+    #[test]
+    fn a_long_word_without_a_space_is_not_waited_on_as_a_method() {
+        let mut buf = vec![b'x'; 1024];
+        assert_eq!(
+            seek(&buf, None, 16, 64 << 10),
+            Seek::NeedMore { skip: 1024 - 7 }
+        );
+        // An unusual method is still accepted where the bytes start.
+        buf = b"PROPFIND /a HTTP/1.1\r\n".to_vec();
+        assert_eq!(
+            seek(&buf, None, 16, 64 << 10),
+            Seek::Found {
+                at: 0,
                 side: Side::Request
             }
         );
