@@ -15,7 +15,7 @@ use agent_common::{
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_buf,
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_buf,
         bpf_probe_read_user_str_bytes,
     },
     macros::{uprobe, uretprobe},
@@ -23,13 +23,15 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext},
 };
 
-use crate::maps::{EVENTS, LAST_FD, READ_ARGS, SCRATCH, WRITE_ARGS, count, current, wakeup_bytes};
+use crate::maps::{
+    EVENTS, LAST_FD, READ_ARGS, SCRATCH, WRITE_ARGS, count, current, is_target, wakeup_bytes,
+};
 
 const HEADER_SIZE: u64 = core::mem::size_of::<DataHeader>() as u64;
 
 #[uprobe]
 pub fn ssl_write(ctx: ProbeContext) -> u32 {
-    save_args(&ctx, &WRITE_ARGS, false);
+    save_args(&ctx, &WRITE_ARGS, false, true);
     0
 }
 
@@ -41,7 +43,7 @@ pub fn ssl_write_ret(ctx: RetProbeContext) -> u32 {
 
 #[uprobe]
 pub fn ssl_write_ex(ctx: ProbeContext) -> u32 {
-    save_args(&ctx, &WRITE_ARGS, true);
+    save_args(&ctx, &WRITE_ARGS, true, true);
     0
 }
 
@@ -53,7 +55,7 @@ pub fn ssl_write_ex_ret(ctx: RetProbeContext) -> u32 {
 
 #[uprobe]
 pub fn ssl_read(ctx: ProbeContext) -> u32 {
-    save_args(&ctx, &READ_ARGS, false);
+    save_args(&ctx, &READ_ARGS, false, false);
     0
 }
 
@@ -65,7 +67,7 @@ pub fn ssl_read_ret(ctx: RetProbeContext) -> u32 {
 
 #[uprobe]
 pub fn ssl_read_ex(ctx: ProbeContext) -> u32 {
-    save_args(&ctx, &READ_ARGS, true);
+    save_args(&ctx, &READ_ARGS, true, false);
     0
 }
 
@@ -176,7 +178,7 @@ fn try_ssl_ctrl(ctx: &ProbeContext) -> Result<(), i64> {
 }
 
 #[inline(always)]
-fn save_args(ctx: &ProbeContext, map: &LruHashMap<u64, SslArgs>, ex: bool) {
+fn save_args(ctx: &ProbeContext, map: &LruHashMap<u64, SslArgs>, ex: bool, stamp: bool) {
     let (pid_tgid, traced) = current();
     if !traced {
         return;
@@ -193,8 +195,13 @@ fn save_args(ctx: &ProbeContext, map: &LruHashMap<u64, SslArgs>, ex: bool) {
         ssl,
         buf,
         len_out,
+        // Writes are stamped when the bytes are handed over; reads when they arrive (at return).
         // SAFETY: no preconditions.
-        timestamp_ns: unsafe { bpf_ktime_get_ns() },
+        timestamp_ns: if stamp {
+            unsafe { bpf_ktime_get_ns() }
+        } else {
+            0
+        },
         fd: -1,
         reserved: 0,
     };
@@ -203,13 +210,13 @@ fn save_args(ctx: &ProbeContext, map: &LruHashMap<u64, SslArgs>, ex: bool) {
 
 #[inline(always)]
 fn finish_call(ctx: &RetProbeContext, map: &LruHashMap<u64, SslArgs>, dir: Direction, ex: bool) {
-    let (pid_tgid, traced) = current();
-    if !traced {
-        return;
-    }
+    // The entry probe saved arguments only for traced processes: finding them is the filter.
+    let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: the value is copied out before the entry is removed.
     let Some(mut args) = (unsafe { map.get(&pid_tgid) }).copied() else {
-        count(Counter::UnmatchedReturn);
+        if is_target((pid_tgid >> 32) as u32) {
+            count(Counter::UnmatchedReturn);
+        }
         return;
     };
     let _ = map.remove(&pid_tgid);

@@ -92,15 +92,7 @@ pub fn sys_enter_fd(ctx: RawTracePointContext) -> i32 {
             (*args).fd = fd;
             (*args).ssl
         };
-        let _ = LAST_FD.insert(
-            &pid_tgid,
-            &LastFd {
-                ssl,
-                fd,
-                reserved: 0,
-            },
-            0,
-        );
+        remember_fd(pid_tgid, ssl, fd);
     }
     if let Some(args) = READ_ARGS.get_ptr_mut(&pid_tgid) {
         found = true;
@@ -109,15 +101,7 @@ pub fn sys_enter_fd(ctx: RawTracePointContext) -> i32 {
             (*args).fd = fd;
             (*args).ssl
         };
-        let _ = LAST_FD.insert(
-            &pid_tgid,
-            &LastFd {
-                ssl,
-                fd,
-                reserved: 0,
-            },
-            0,
-        );
+        remember_fd(pid_tgid, ssl, fd);
     }
     if found {
         // SAFETY: a plain byte, read once.
@@ -126,6 +110,28 @@ pub fn sys_enter_fd(ctx: RawTracePointContext) -> i32 {
         }
     }
     0
+}
+
+/// Keeps `fd` as the thread's last TLS fd, writing only when it changed (a lookup is cheaper
+/// than an update of an LRU map).
+#[inline(always)]
+fn remember_fd(pid_tgid: u64, ssl: u64, fd: i32) {
+    // SAFETY: plain data, read once.
+    if let Some(last) = unsafe { LAST_FD.get(&pid_tgid) }
+        && last.ssl == ssl
+        && last.fd == fd
+    {
+        return;
+    }
+    let _ = LAST_FD.insert(
+        &pid_tgid,
+        &LastFd {
+            ssl,
+            fd,
+            reserved: 0,
+        },
+        0,
+    );
 }
 
 /// The fd in the syscall's first argument, if it is one.
