@@ -11,13 +11,12 @@ use std::{
 use taskless_http::har::HarError;
 
 use crate::{
-    capture::Record,
     cli::ReplayArgs,
     clock::Clock,
     engine::{Backpressure, Engine},
     flows::ConnMeta,
     pipeline::{ExchangeKey, Job},
-    record::{RecordError, Recording},
+    record::{Player, RecordError, Recording},
     run::{self, RunError},
 };
 
@@ -77,8 +76,9 @@ pub fn replay(args: &ReplayArgs) -> Result<(), ReplayError> {
     Ok(())
 }
 
-/// Feeds a recording's records, in timestamp order, to a fresh engine whose clock has the
-/// recording's Unix offset. Returns it and the last timestamp (when open connections close).
+/// Plays a recording, in timestamp order, through a fresh engine whose clock has the
+/// recording's Unix offset; each exchange gets the identity (`source`) the recording holds for
+/// its connection. Returns the engine and the last timestamp.
 fn replay_dir(dir: &Path, args: &ReplayArgs) -> Result<(Engine, u64), ReplayError> {
     let recording = Recording::read_dir(dir)?;
     let packs = run::load_packs(&args.pack)?;
@@ -98,16 +98,19 @@ fn replay_dir(dir: &Path, args: &ReplayArgs) -> Result<(Engine, u64), ReplayErro
             .set_process_name(c.meta.pid, c.meta.comm.clone());
     }
     tracing::info!(dir = %dir.display(), connections = recording.connections.len(), packs = packs.packs().len(), "replaying");
-    let mut end_ns = 0;
-    for record in recording.records() {
-        end_ns = end_ns.max(match &record {
-            Record::Data(d) => d.timestamp_ns,
-            Record::Close { timestamp_ns, .. } => *timestamp_ns,
-            Record::ServerName { .. } => 0,
-        });
-        engine.handle(record);
+    let mut player = Player::new(&recording);
+    let mut jobs = Vec::new();
+    for moment in recording.moments() {
+        player.step(moment, engine.flows_mut(), &mut |job| jobs.push(job));
+        for job in jobs.drain(..) {
+            engine.dispatch(job);
+        }
     }
-    Ok((engine, end_ns))
+    player.finish(engine.flows_mut(), &mut |job| jobs.push(job));
+    for job in jobs.drain(..) {
+        engine.dispatch(job);
+    }
+    Ok((engine, player.end_ns()))
 }
 
 /// Sends every exchange of a HAR file to the packs as a request moment and then a complete

@@ -282,12 +282,16 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         &stop_flag,
         &stats.capture,
         |delivery| match delivery {
-            Delivery::Record(record) => {
-                if let Some(recorder) = &recorder {
-                    recorder.record(&record);
+            Delivery::Record(record) => match &recorder {
+                // The recorder gets the record with what the flows stage then knows about its
+                // connection (fd, addresses, server name, cgroup).
+                Some(recorder) => {
+                    let copy = record.clone();
+                    engine.handle(record);
+                    recorder.record(copy, engine.flows_mut());
                 }
-                engine.handle(record);
-            }
+                None => engine.handle(record),
+            },
             Delivery::Idle => {
                 if last_check.elapsed() >= Duration::from_secs(1) {
                     last_check = Instant::now();
