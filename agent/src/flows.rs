@@ -130,6 +130,12 @@ impl Flows {
         self.proc_cache.insert(pid, (comm, None));
     }
 
+    /// What is known about the live connection `(tgid, conn)`, if there is one.
+    #[must_use]
+    pub fn meta(&self, tgid: u32, conn: u64) -> Option<&Arc<ConnMeta>> {
+        self.flows.get(&(tgid, conn)).map(|f| &f.meta)
+    }
+
     /// Live connections.
     #[must_use]
     pub fn len(&self) -> usize {

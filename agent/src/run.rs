@@ -286,12 +286,16 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
             Delivery::Record(Record::CodeChanged { tgid }) => {
                 watcher.code_changed(tgid, Instant::now());
             }
-            Delivery::Record(record) => {
-                if let Some(recorder) = &recorder {
-                    recorder.record(&record);
+            Delivery::Record(record) => match &recorder {
+                // The recorder gets the record with what the flows stage then knows about its
+                // connection (fd, addresses, server name, cgroup).
+                Some(recorder) => {
+                    let copy = record.clone();
+                    engine.handle(record);
+                    recorder.record(copy, engine.flows_mut());
                 }
-                engine.handle(record);
-            }
+                None => engine.handle(record),
+            },
             Delivery::Idle => {
                 if let Err(e) = watcher.examine_due(&mut probes, Instant::now()) {
                     tracing::warn!(error = %e, "attaching to a new process failed");

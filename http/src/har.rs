@@ -3,6 +3,11 @@
 //!
 //! Response bodies in a HAR file are already decoded, so, as for captured bodies,
 //! `content-encoding` and `content-length` are removed from the response headers.
+//!
+//! A HAR file holds each response body whole, where a live capture hands it to packs piece by
+//! piece as it arrives. [`HarEntry::response_pieces`] rebuilds the pieces a live run would give
+//! a pack's `chunk` hook: one per server-sent event for a `text/event-stream` body, else the
+//! body as one piece.
 
 use std::sync::Arc;
 
@@ -35,6 +40,19 @@ pub enum HarError {
     },
 }
 
+/// One HAR entry: the exchange, and its response body in the pieces a live capture would
+/// have delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HarEntry {
+    /// The exchange (bodies kept up to `max_body`, like captured ones).
+    pub exchange: Exchange,
+    /// The whole decoded response body, in the pieces packs' `chunk` hook gets live: one per
+    /// server-sent event (up to and including the blank line that ends it) for a
+    /// `text/event-stream` body, else one piece; none for an empty body. Like live pieces,
+    /// they are not cut at `max_body`.
+    pub response_pieces: Vec<Vec<u8>>,
+}
+
 /// Parses a HAR 1.2 document given as text. See [`exchanges_from_har`].
 ///
 /// # Errors
@@ -51,6 +69,27 @@ pub fn exchanges_from_har_str(text: &str, max_body: usize) -> Result<Vec<Exchang
 /// # Errors
 /// [`HarError`] when a required field is missing or malformed.
 pub fn exchanges_from_har(doc: &Value, max_body: usize) -> Result<Vec<Exchange>, HarError> {
+    Ok(entries_from_har(doc, max_body)?
+        .into_iter()
+        .map(|e| e.exchange)
+        .collect())
+}
+
+/// Parses a HAR 1.2 document given as text. See [`entries_from_har`].
+///
+/// # Errors
+/// [`HarError`] when the text is not a HAR document.
+pub fn entries_from_har_str(text: &str, max_body: usize) -> Result<Vec<HarEntry>, HarError> {
+    let doc: Value = serde_json::from_str(text)?;
+    entries_from_har(&doc, max_body)
+}
+
+/// Like [`exchanges_from_har`], with each response body also split into the pieces a live
+/// capture would have delivered ([`HarEntry::response_pieces`]).
+///
+/// # Errors
+/// [`HarError`] when a required field is missing or malformed.
+pub fn entries_from_har(doc: &Value, max_body: usize) -> Result<Vec<HarEntry>, HarError> {
     let entries = doc
         .pointer("/log/entries")
         .and_then(Value::as_array)
@@ -63,6 +102,56 @@ pub fn exchanges_from_har(doc: &Value, max_body: usize) -> Result<Vec<Exchange>,
         .enumerate()
         .map(|(i, e)| entry(i, e, max_body))
         .collect()
+}
+
+/// Splits a complete `text/event-stream` body into its events, each with the line ends that
+/// follow it up to and including the blank line that dispatches it (lines end with CRLF, LF
+/// or CR). Blank lines before an event's first line stay with that event; what follows the
+/// last blank line is the last piece. The pieces put together are the body.
+#[must_use]
+pub fn split_events(body: &[u8]) -> Vec<&[u8]> {
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    let mut line_start = 0;
+    // Whether the current piece has a line that is not blank.
+    let mut has_line = false;
+    let mut i = 0;
+    while i < body.len() {
+        let end_len = match body[i] {
+            b'\n' => 1,
+            b'\r' if body.get(i + 1) == Some(&b'\n') => 2,
+            b'\r' => 1,
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        let blank = i == line_start;
+        i += end_len;
+        line_start = i;
+        if !blank {
+            has_line = true;
+        } else if has_line {
+            pieces.push(&body[start..i]);
+            start = i;
+            has_line = false;
+        }
+    }
+    if start < body.len() {
+        pieces.push(&body[start..]);
+    }
+    pieces
+}
+
+/// Whether a content type (header value or HAR `mimeType`) is `text/event-stream`.
+fn is_event_stream(content_type: Option<&str>) -> bool {
+    content_type.is_some_and(|t| {
+        t.split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .eq_ignore_ascii_case("text/event-stream")
+    })
 }
 
 fn field<'a>(
@@ -110,30 +199,31 @@ fn version(v: Option<&str>) -> Version {
     }
 }
 
-fn body(entry: usize, content: Option<&Value>, max_body: usize) -> Result<Body, HarError> {
+/// The whole decoded text of a HAR `content` or `postData` object.
+fn body_bytes(entry: usize, content: Option<&Value>) -> Result<Vec<u8>, HarError> {
     let Some(text) = content.and_then(|c| c.get("text")).and_then(Value::as_str) else {
-        return Ok(Body::default());
+        return Ok(Vec::new());
     };
     let base64 = content
         .and_then(|c| c.get("encoding"))
         .and_then(Value::as_str)
         .is_some_and(|e| e.eq_ignore_ascii_case("base64"));
-    let data = if base64 {
+    if base64 {
         base64::engine::general_purpose::STANDARD
             .decode(text.trim())
-            .map_err(|_| HarError::Base64 { entry })?
+            .map_err(|_| HarError::Base64 { entry })
     } else {
-        text.as_bytes().to_vec()
-    };
-    let total_len = data.len() as u64;
-    let truncated = data.len() > max_body;
-    let mut data = data;
-    data.truncate(max_body);
-    Ok(Body {
-        data,
-        total_len,
-        truncated,
-    })
+        Ok(text.as_bytes().to_vec())
+    }
+}
+
+/// `data` as kept for packs: at most `max_body` bytes, with its true length.
+fn kept(data: &[u8], max_body: usize) -> Body {
+    Body {
+        data: data[..data.len().min(max_body)].to_vec(),
+        total_len: data.len() as u64,
+        truncated: data.len() > max_body,
+    }
 }
 
 /// Splits `scheme://authority/path?query` into scheme, authority and target.
@@ -169,7 +259,7 @@ fn ms_to_ns(ms: f64) -> u64 {
     (ms * 1_000_000.0) as u64
 }
 
-fn entry(i: usize, e: &Value, max_body: usize) -> Result<Exchange, HarError> {
+fn entry(i: usize, e: &Value, max_body: usize) -> Result<HarEntry, HarError> {
     let started = str_field(i, e, "/startedDateTime", "startedDateTime")?;
     let t0 = parse_rfc3339_ns(started).ok_or(HarError::Field {
         entry: i,
@@ -208,12 +298,30 @@ fn entry(i: usize, e: &Value, max_body: usize) -> Result<Exchange, HarError> {
             version: version(e.pointer("/request/httpVersion").and_then(Value::as_str)),
             headers: req_headers,
         },
-        body: body(i, e.pointer("/request/postData"), max_body)?,
+        body: kept(&body_bytes(i, e.pointer("/request/postData"))?, max_body),
         start_ns: t0,
         end_ns: send_end,
     };
     let mut resp_headers = headers(e.pointer("/response/headers"));
     resp_headers.retain(|h| h.name != "content-encoding" && h.name != "content-length");
+    let content = e.pointer("/response/content");
+    let response_body = body_bytes(i, content)?;
+    let stream = is_event_stream(crate::types::header_value(&resp_headers, "content-type"))
+        || is_event_stream(
+            content
+                .and_then(|c| c.get("mimeType"))
+                .and_then(Value::as_str),
+        );
+    let response_pieces = if stream {
+        split_events(&response_body)
+            .into_iter()
+            .map(<[u8]>::to_vec)
+            .collect()
+    } else if response_body.is_empty() {
+        Vec::new()
+    } else {
+        vec![response_body.clone()]
+    };
     let response = Response {
         head: ResponseHead {
             status,
@@ -225,14 +333,17 @@ fn entry(i: usize, e: &Value, max_body: usize) -> Result<Exchange, HarError> {
             version: version(e.pointer("/response/httpVersion").and_then(Value::as_str)),
             headers: resp_headers,
         },
-        body: body(i, e.pointer("/response/content"), max_body)?,
+        body: kept(&response_body, max_body),
         start_ns: wait_end,
         end_ns: end,
     };
-    Ok(Exchange {
-        id: i as u64,
-        request: Arc::new(request),
-        response,
+    Ok(HarEntry {
+        exchange: Exchange {
+            id: i as u64,
+            request: Arc::new(request),
+            response,
+        },
+        response_pieces,
     })
 }
 
@@ -305,6 +416,72 @@ mod tests {
         );
         assert_eq!(parse_rfc3339_ns("2024-02-29"), None);
         assert_eq!(parse_rfc3339_ns("2024-13-01T00:00:00Z"), None);
+    }
+
+    #[test]
+    fn event_streams_split_after_each_blank_line_whatever_the_line_ends() {
+        let body: &[u8] =
+            b"data: a\n\ndata: b\r\n\r\nevent: x\rdata: c\r\r\r\ndata: d\ndata: e\n\ndata: tail";
+        let pieces = split_events(body);
+        assert_eq!(
+            pieces,
+            [
+                &b"data: a\n\n"[..],
+                b"data: b\r\n\r\n",
+                b"event: x\rdata: c\r\r",
+                // The blank lines before an event stay with it.
+                b"\r\ndata: d\ndata: e\n\n",
+                b"data: tail",
+            ]
+        );
+        assert_eq!(pieces.concat(), body);
+        assert!(split_events(b"").is_empty());
+        assert_eq!(split_events(b"\n\n"), [&b"\n\n"[..]]);
+    }
+
+    fn har(content_type: &str, mime: &str, text: &str) -> String {
+        serde_json::json!({"log": {"entries": [{
+            "startedDateTime": "2026-01-15T10:00:00Z",
+            "request": {"method": "POST", "url": "https://api.example.com/v1/x", "headers": []},
+            "response": {"status": 200, "headers": [{"name": "Content-Type", "value": content_type}],
+                         "content": {"mimeType": mime, "text": text}}
+        }]}})
+        .to_string()
+    }
+
+    #[test]
+    fn har_response_pieces_are_events_for_a_stream_and_the_whole_body_otherwise() {
+        let text = "data: {\"n\":1}\n\ndata: {\"n\":2}\n\ndata: [DONE]\n\n";
+        let entries =
+            entries_from_har_str(&har("text/event-stream; charset=utf-8", "", text), 10).unwrap();
+        let e = &entries[0];
+        assert_eq!(
+            e.response_pieces,
+            [
+                b"data: {\"n\":1}\n\n".to_vec(),
+                b"data: {\"n\":2}\n\n".to_vec(),
+                b"data: [DONE]\n\n".to_vec()
+            ]
+        );
+        // The kept body is cut at max_body; the pieces, as live, are not.
+        assert_eq!(
+            e.exchange.response.body.data,
+            text.as_bytes()[..10].to_vec()
+        );
+        assert!(e.exchange.response.body.truncated);
+        assert_eq!(e.exchange.response.body.total_len, text.len() as u64);
+
+        // The HAR mimeType alone is enough.
+        let entries = entries_from_har_str(&har("", "text/event-stream", text), 1 << 20).unwrap();
+        assert_eq!(entries[0].response_pieces.len(), 3);
+
+        let json = "{\"a\":1}\n\n{\"b\":2}";
+        let entries =
+            entries_from_har_str(&har("application/json", "application/json", json), 1 << 20)
+                .unwrap();
+        assert_eq!(entries[0].response_pieces, [json.as_bytes().to_vec()]);
+        let entries = entries_from_har_str(&har("application/json", "", ""), 1 << 20).unwrap();
+        assert!(entries[0].response_pieces.is_empty());
     }
 
     #[test]

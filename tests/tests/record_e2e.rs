@@ -1,9 +1,13 @@
-//! End to end, as root, with the real eBPF programs: curl calls the local HTTPS test API while
-//! the agent watches it with `--record DIR`; `taskless-agent replay DIR` must then print the
-//! same lines as the live run (only requestIds differ), without root or eBPF.
+//! End to end, as root, with the real eBPF programs: curl calls the local HTTPS test API (Stripe
+//! style calls and an OpenAI style streamed completion) while the agent watches it with
+//! `--record DIR`; `taskless-agent replay DIR` must then print the same lines as the live run,
+//! without root or eBPF: the same pack outputs (the openai pack's streamed token usage
+//! included) and the same `source` (pid, process, connection, fd, addresses, server name,
+//! cgroup). Only requestIds differ.
 
 use std::{
     collections::BTreeMap,
+    path::Path,
     process::Command,
     time::{Duration, Instant},
 };
@@ -12,66 +16,83 @@ use taskless_e2e::harness::{
     Agent, KillOnDrop, TempDir, TestApi, agent_bin, dimensions, matching, packs_dir, require_root,
 };
 
-fn sorted_dimensions(lines: &[serde_json::Value]) -> Vec<BTreeMap<String, String>> {
-    let mut v: Vec<_> = lines.iter().map(dimensions).collect();
+/// Each line's dimensions and `source`, sorted: what must be the same live and replayed.
+fn comparable(lines: &[serde_json::Value]) -> Vec<(BTreeMap<String, String>, String)> {
+    let mut v: Vec<_> = lines
+        .iter()
+        .map(|l| (dimensions(l), l["source"].to_string()))
+        .collect();
     v.sort();
     v
+}
+
+/// Copies the built packs to `dir`, the openai pack configured for `localhost` (the test API)
+/// through its `config.json`, as a user would install it for another host.
+fn packs_for_localhost(dir: &Path) {
+    for entry in std::fs::read_dir(packs_dir()).expect("built packs") {
+        let src = entry.expect("entry").path();
+        let dst = dir.join(src.file_name().expect("name"));
+        std::fs::create_dir_all(&dst).expect("mkdir");
+        for f in ["manifest.json", "config.json", "pack.wasm"] {
+            std::fs::copy(src.join(f), dst.join(f)).expect("copy pack file");
+        }
+        if dst
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("openai@"))
+        {
+            let path = dst.join("config.json");
+            let mut config: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&path).expect("config")).expect("json");
+            config["configuration"]["domains"] = serde_json::json!(["localhost"]);
+            std::fs::write(&path, config.to_string()).expect("write config");
+        }
+    }
 }
 
 #[test]
 fn a_recorded_curl_session_replays_to_the_same_lines() {
     require_root();
-    let packs = packs_dir();
     assert!(
-        packs.join("core@0.1.0/manifest.json").exists(),
+        packs_dir().join("core@0.1.0/manifest.json").exists(),
         "packs not built in {}: run `cargo xtask test`",
-        packs.display()
+        packs_dir().display()
     );
     let api = TestApi::start().expect("test API");
     let base = api.server.base_url();
     let ca = api.server.ca_file.display().to_string();
     let rec = TempDir::new("recording").expect("tempdir");
     let rec_dir = rec.path().join("rec");
+    let packs = rec.path().join("packs");
+    packs_for_localhost(&packs);
 
-    let mut curl = KillOnDrop(
-        Command::new("curl")
-            .args(["-sS", "-o", "/dev/null", "--http1.1", "--cacert", &ca])
-            .arg(format!("{base}/v1/gate"))
-            .args([
-                "--next",
-                "-sS",
-                "-o",
-                "/dev/null",
-                "--http1.1",
-                "--cacert",
-                &ca,
-            ])
-            .args(["-d", "amount=2000&source=tok_visa"])
-            .arg(format!("{base}/v1/charges?delay_ms=50"))
-            .args([
-                "--next",
-                "-sS",
-                "-o",
-                "/dev/null",
-                "--http1.1",
-                "--cacert",
-                &ca,
-            ])
-            .args(["-d", "amount=500&source=tok_chargeDeclined"])
-            .arg(format!("{base}/v1/charges"))
-            .args([
-                "--next",
-                "-sS",
-                "-o",
-                "/dev/null",
-                "--http1.1",
-                "--cacert",
-                &ca,
-            ])
-            .arg(format!("{base}/v1/customers/cus_42"))
-            .spawn()
-            .expect("curl"),
-    );
+    let next = |args: &mut Command| {
+        args.args([
+            "--next",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "--http1.1",
+            "--cacert",
+            ca.as_str(),
+        ]);
+    };
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "-o", "/dev/null", "--http1.1", "--cacert", &ca])
+        .arg(format!("{base}/v1/gate"));
+    next(&mut cmd);
+    cmd.args(["-d", "amount=2000&source=tok_visa"])
+        .arg(format!("{base}/v1/charges?delay_ms=50"));
+    next(&mut cmd);
+    cmd.args(["-d", "amount=500&source=tok_chargeDeclined"])
+        .arg(format!("{base}/v1/charges"));
+    next(&mut cmd);
+    cmd.arg(format!("{base}/v1/customers/cus_42"));
+    next(&mut cmd);
+    cmd.args(["-H", "Content-Type: application/json", "-d"])
+        .arg(r#"{"model":"gpt-4o-stream","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#)
+        .arg(format!("{base}/v1/chat/completions"));
+    let mut curl = KillOnDrop(cmd.spawn().expect("curl"));
     api.wait_gate_waiters(1, Duration::from_secs(20))
         .expect("curl at the gate");
 
@@ -95,8 +116,8 @@ fn a_recorded_curl_session_replays_to_the_same_lines() {
     }
     let mut seen = Vec::new();
     agent
-        .wait_for_lines(3, Duration::from_secs(30), &mut seen)
-        .expect("three exchanges");
+        .wait_for_lines(4, Duration::from_secs(30), &mut seen)
+        .expect("four exchanges");
     let live = agent.stop(seen).expect("agent stops");
     assert_eq!(live.code, Some(0), "stderr:\n{}", live.stderr);
     assert!(
@@ -113,6 +134,35 @@ fn a_recorded_curl_session_replays_to_the_same_lines() {
         ],
     );
     assert_eq!(declined.len(), 1, "{:#?}", live.lines);
+    // The streamed completion's usage comes from its last server-sent event, through `chunk`.
+    let streamed = matching(
+        &live.lines,
+        &[
+            ("openai/model", "gpt-4o-stream"),
+            ("openai/stream", "1"),
+            ("openai/totalTokens", "15"),
+        ],
+    );
+    assert_eq!(streamed.len(), 1, "{:#?}", live.lines);
+    // What the comparison below is about: the live run knew the connection's socket, server
+    // name and cgroup.
+    let curl_pid = curl.0.id();
+    for line in &live.lines {
+        let s = &line["source"];
+        assert_eq!(s["pid"], curl_pid, "{line}");
+        assert_eq!(s["process"], "curl", "{line}");
+        assert!(s["fd"].is_i64(), "{line}");
+        assert!(s["localAddress"].is_string(), "{line}");
+        let port = format!(":{}", api.server.addr.port());
+        assert!(
+            s["remoteAddress"]
+                .as_str()
+                .is_some_and(|a| a.ends_with(&port)),
+            "{line}"
+        );
+        assert_eq!(s["serverName"], "localhost", "{line}");
+        assert!(s["cgroup"].is_string(), "{line}");
+    }
 
     let files = std::fs::read_dir(&rec_dir)
         .expect("recording directory")
@@ -121,6 +171,8 @@ fn a_recorded_curl_session_replays_to_the_same_lines() {
         .count();
     assert!(files >= 1, "one file per connection");
 
+    // Replay needs neither root nor the watched process: curl has exited, and nothing of the
+    // source may come from this machine's /proc now.
     let out = Command::new(agent_bin())
         .arg("replay")
         .arg(&rec_dir)
@@ -137,11 +189,11 @@ fn a_recorded_curl_session_replays_to_the_same_lines() {
         .lines()
         .map(|l| serde_json::from_str(l).expect("NDJSON line"))
         .collect();
-    // Same dimensions, durationMs included: the recording keeps the kernel timestamps and the
-    // clock offset of the live run.
+    // Same dimensions, durationMs included (the recording keeps the kernel timestamps and the
+    // clock offset of the live run), and the same source, field for field.
     assert_eq!(
-        sorted_dimensions(&replayed),
-        sorted_dimensions(&live.lines),
+        comparable(&replayed),
+        comparable(&live.lines),
         "replay of {}",
         rec_dir.display()
     );

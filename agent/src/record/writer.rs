@@ -1,4 +1,6 @@
-//! The recorder: a writer thread behind a bounded channel, one file per connection.
+//! The recorder: a writer thread behind a bounded channel, one file per connection. Each record
+//! comes with what the flows stage knew about its connection once it had handled it, so the
+//! file holds the connection's identity as it became known, ahead of the bytes it applies to.
 
 use std::{
     collections::HashMap,
@@ -16,8 +18,15 @@ use std::{
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use super::{ConnectionMeta, EXTENSION, Entry, FORMAT, QUEUE, RecordError, VERSION};
-use crate::capture::Record;
+use super::{ConnectionMeta, EXTENSION, Entry, FORMAT, Identity, QUEUE, RecordError, VERSION};
+use crate::{
+    capture::Record,
+    flows::{ConnMeta, Flows},
+};
+
+/// A record and its connection's meta after the flows stage handled it (`None` when the
+/// connection is not live: closed, or a server name waiting for its first data).
+type Message = (Record, Option<Arc<ConnMeta>>);
 
 /// Counters of the recorder.
 #[derive(Debug, Default)]
@@ -34,7 +43,7 @@ pub struct RecordStats {
 
 /// Writes records to a recording directory on its own thread.
 pub struct Recorder {
-    tx: Sender<Record>,
+    tx: Sender<Message>,
     handle: JoinHandle<()>,
     stats: Arc<RecordStats>,
 }
@@ -85,9 +94,23 @@ impl Recorder {
         Ok(Self { tx, handle, stats })
     }
 
-    /// Queues a copy of `record`, or drops and counts it when the writer is behind.
-    pub fn record(&self, record: &Record) {
-        match self.tx.try_send(record.clone()) {
+    /// Queues `record`, which `flows` has just handled, with what `flows` now knows about its
+    /// connection; drops and counts it when the writer is behind.
+    pub fn record(&self, record: Record, flows: &Flows) {
+        match record {
+            // Process events are not part of any connection.
+            Record::CodeChanged { .. } => {}
+            _ => {
+                let meta = key(&record).and_then(|(tgid, conn)| flows.meta(tgid, conn).cloned());
+                self.record_with_meta(record, meta);
+            }
+        }
+    }
+
+    /// Queues `record` with its connection's `meta` as the flows stage has it after handling
+    /// the record; drops and counts it when the writer is behind.
+    pub fn record_with_meta(&self, record: Record, meta: Option<Arc<ConnMeta>>) {
+        match self.tx.try_send((record, meta)) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -129,10 +152,28 @@ impl Recorder {
 /// reopened for appending when its connection moves again.
 pub const MAX_OPEN: usize = 256;
 
+/// The connection a record belongs to.
+/// The connection a record belongs to, when it names one by its `SSL *`.
+const fn key(record: &Record) -> Option<(u32, u64)> {
+    match record {
+        Record::Data(d) => Some((d.tgid, d.conn)),
+        Record::Close { tgid, conn, .. } | Record::ServerName { tgid, conn, .. } => {
+            Some((*tgid, *conn))
+        }
+        Record::FdClose { .. } | Record::CodeChanged { .. } => None,
+    }
+}
+
 struct ConnFile {
     path: PathBuf,
     file: Option<BufWriter<File>>,
     used: u64,
+    /// The flows stage's serial for the connection this file holds.
+    serial: u64,
+    /// The identity last written.
+    identity: Option<Arc<ConnMeta>>,
+    /// The timestamp of the last line written.
+    last_t: u64,
 }
 
 struct Writer {
@@ -147,10 +188,10 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(&mut self, rx: &Receiver<Record>) {
+    fn run(&mut self, rx: &Receiver<Message>) {
         loop {
             match rx.recv_timeout(Duration::from_secs(1)) {
-                Ok(record) => self.write(&record),
+                Ok((record, meta)) => self.write(&record, meta),
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => self.flush_all(),
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
             }
@@ -166,39 +207,79 @@ impl Writer {
         }
     }
 
-    fn write(&mut self, record: &Record) {
-        let (key, close) = match record {
-            Record::Data(d) => ((d.tgid, d.conn), false),
-            Record::Close { tgid, conn, .. } => ((*tgid, *conn), true),
-            Record::ServerName { .. } | Record::FdClose { .. } | Record::CodeChanged { .. } => {
-                return;
+    fn write(&mut self, record: &Record, meta: Option<Arc<ConnMeta>>) {
+        if let Record::FdClose {
+            tgid,
+            fd,
+            timestamp_ns,
+        } = record
+        {
+            // A closed socket ends the connection recorded on that fd, as it did live.
+            let on_fd = self.conns.iter().find_map(|(k, c)| {
+                (k.0 == *tgid && c.identity.as_ref().and_then(|m| m.fd) == Some(*fd)).then_some(k.1)
+            });
+            if let Some(conn) = on_fd {
+                let close = Record::Close {
+                    tgid: *tgid,
+                    conn,
+                    timestamp_ns: *timestamp_ns,
+                };
+                self.write(&close, None);
             }
+            return;
+        }
+        let Some(key) = key(record) else {
+            return;
         };
-        if close && !self.conns.contains_key(&key) {
+        let known = self.conns.get(&key).map(|c| (c.serial, c.last_t));
+        let t = match record {
+            Record::Data(d) => d.timestamp_ns,
+            Record::Close { timestamp_ns, .. } => *timestamp_ns,
+            // A server name has no timestamp: it applies from the connection's last line on.
+            // Before the first data there is no file yet; the name comes with that data.
+            Record::ServerName { .. } => match known {
+                Some((_, last_t)) => last_t,
+                None => return,
+            },
+            Record::FdClose { .. } | Record::CodeChanged { .. } => return,
+        };
+        let is_close = matches!(record, Record::Close { .. });
+        if is_close && known.is_none() {
             // A connection this recording never saw data for.
             return;
         }
-        if let Err(e) = self.open_file(key) {
-            self.stats.failed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %e, "cannot write a recording file");
+        if let (Record::Data(_), Some((serial, _)), Some(m)) = (record, known, &meta)
+            && serial != m.serial
+        {
+            // The flows stage ended that connection and started another under the same key
+            // (a new fd without a close in between, or it had been idle too long).
+            if !self.append(key, None, &[Entry::Close { t }]) {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            }
+            self.remove(key);
+        }
+        let identity = meta.filter(|m| {
+            !is_close
+                && self
+                    .conns
+                    .get(&key)
+                    .and_then(|c| c.identity.as_ref())
+                    .is_none_or(|old| !Arc::ptr_eq(old, m) && **old != **m)
+        });
+        let mut entries = Vec::new();
+        if let Some(m) = &identity {
+            entries.push(Entry::Identity {
+                t,
+                source: Identity::from_meta(m),
+            });
+        }
+        entries.extend(Entry::from_record(record));
+        if entries.is_empty() {
             return;
         }
-        self.tick += 1;
-        let Some(c) = self.conns.get_mut(&key) else {
-            return;
-        };
-        c.used = self.tick;
-        let Some(f) = c.file.as_mut() else {
-            return;
-        };
-        let mut ok = true;
-        for entry in Entry::from_record(record) {
-            ok &= writeln!(f, "{}", entry.to_json()).is_ok();
-        }
-        if close {
-            ok &= f.flush().is_ok();
-            self.conns.remove(&key);
-            self.open -= 1;
+        let ok = self.append(key, identity, &entries);
+        if is_close {
+            self.remove(key);
         }
         let counter = if ok {
             &self.stats.written
@@ -208,9 +289,53 @@ impl Writer {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Makes sure `key` has an open file: a new one for a new connection, or its old one
-    /// reopened for appending after it was closed to make room.
-    fn open_file(&mut self, key: (u32, u64)) -> Result<(), RecordError> {
+    /// Writes `entries` to `key`'s file (created when new, with `identity` for its header),
+    /// remembering `identity` as the last one written. False when something failed.
+    fn append(
+        &mut self,
+        key: (u32, u64),
+        identity: Option<Arc<ConnMeta>>,
+        entries: &[Entry],
+    ) -> bool {
+        if let Err(e) = self.open_file(key, identity.as_deref()) {
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, "cannot write a recording file");
+            return false;
+        }
+        self.tick += 1;
+        let Some(c) = self.conns.get_mut(&key) else {
+            return false;
+        };
+        c.used = self.tick;
+        if let Some(m) = identity {
+            c.identity = Some(m);
+        }
+        let Some(f) = c.file.as_mut() else {
+            return false;
+        };
+        let mut ok = true;
+        for entry in entries {
+            ok &= writeln!(f, "{}", entry.to_json()).is_ok();
+            c.last_t = c.last_t.max(entry.t());
+        }
+        ok
+    }
+
+    /// Flushes and forgets `key`'s file: its connection has ended.
+    fn remove(&mut self, key: (u32, u64)) {
+        if let Some(c) = self.conns.remove(&key)
+            && let Some(mut f) = c.file
+        {
+            if f.flush().is_err() {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            }
+            self.open -= 1;
+        }
+    }
+
+    /// Makes sure `key` has an open file: a new one for a new connection (named after `meta`),
+    /// or its old one reopened for appending after it was closed to make room.
+    fn open_file(&mut self, key: (u32, u64), meta: Option<&ConnMeta>) -> Result<(), RecordError> {
         if self.conns.get(&key).is_some_and(|c| c.file.is_some()) {
             return Ok(());
         }
@@ -225,7 +350,7 @@ impl Writer {
                 })?;
             c.file = Some(BufWriter::new(file));
         } else {
-            let c = self.create(key)?;
+            let c = self.create(key, meta)?;
             self.conns.insert(key, c);
         }
         self.open += 1;
@@ -253,7 +378,11 @@ impl Writer {
         }
     }
 
-    fn create(&mut self, (pid, conn): (u32, u64)) -> Result<ConnFile, RecordError> {
+    fn create(
+        &mut self,
+        (pid, conn): (u32, u64),
+        meta: Option<&ConnMeta>,
+    ) -> Result<ConnFile, RecordError> {
         self.serial += 1;
         let path = self
             .dir
@@ -270,15 +399,15 @@ impl Writer {
             .open(&path)
             .map_err(io)?;
         let mut f = BufWriter::new(file);
-        let meta = ConnectionMeta {
+        let header = ConnectionMeta {
             format: FORMAT.into(),
             version: VERSION,
             pid,
-            comm: crate::discovery::process_name(pid),
+            comm: meta.map_or_else(|| crate::discovery::process_name(pid), |m| m.comm.clone()),
             conn: format!("{conn:#x}"),
             unix_offset_ns: self.unix_offset_ns,
         };
-        let text = serde_json::to_string(&meta).unwrap_or_default();
+        let text = serde_json::to_string(&header).unwrap_or_default();
         writeln!(f, "{text}").map_err(io)?;
         self.stats.files.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(path = %path.display(), "recording connection");
@@ -286,6 +415,9 @@ impl Writer {
             path,
             file: Some(f),
             used: 0,
+            serial: meta.map_or(0, |m| m.serial),
+            identity: None,
+            last_t: 0,
         })
     }
 }
