@@ -73,8 +73,18 @@ pub(crate) fn prepare_cache(cache_dir: &Path) -> Result<PathBuf, RuntimeError> {
     // A JSON string is also a valid TOML basic string.
     let quoted = serde_json::to_string(modules).map_err(|e| err(e.to_string()))?;
     let settings = cache_dir.join("wasmtime-cache.toml");
-    std::fs::write(&settings, format!("[cache]\ndirectory = {quoted}\n"))
-        .map_err(|e| err(e.to_string()))?;
+    let text = format!("[cache]\ndirectory = {quoted}\n");
+    // Several agents may share the directory: never let one read a half-written file. Leave a
+    // correct file alone, and replace a wrong one whole (write aside, then rename over it).
+    if std::fs::read_to_string(&settings).is_ok_and(|old| old == text) {
+        return Ok(settings);
+    }
+    let aside = cache_dir.join(format!("wasmtime-cache.toml.{}", std::process::id()));
+    std::fs::write(&aside, text).map_err(|e| err(e.to_string()))?;
+    std::fs::rename(&aside, &settings).map_err(|e| {
+        let _ = std::fs::remove_file(&aside);
+        err(e.to_string())
+    })?;
     Ok(settings)
 }
 
