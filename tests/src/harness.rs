@@ -56,6 +56,31 @@ pub fn packs_dir() -> PathBuf {
     )
 }
 
+/// The OpenSSL 1.1.1 shared libraries `cargo xtask setup` fetches: `TASKLESS_OPENSSL11_DIR`, or
+/// `taskless-agent-tools/openssl-1.1.1` under `CARGO_HOME` (default `~/.cargo`).
+///
+/// # Panics
+/// When the directory is missing: the test says to run setup rather than skip.
+#[must_use]
+pub fn openssl11_dir() -> PathBuf {
+    let dir = std::env::var_os("TASKLESS_OPENSSL11_DIR").map_or_else(
+        || {
+            std::env::var_os("CARGO_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+                .unwrap_or_default()
+                .join("taskless-agent-tools/openssl-1.1.1")
+        },
+        PathBuf::from,
+    );
+    assert!(
+        dir.is_dir(),
+        "{} is missing: run `cargo xtask setup` (it fetches OpenSSL 1.1.1 for this test)",
+        dir.display()
+    );
+    dir
+}
+
 /// Fails the test, saying why, unless it runs as root (end-to-end tests load eBPF programs).
 ///
 /// # Panics
@@ -298,6 +323,12 @@ impl Agent {
             }
         }
         Ok(())
+    }
+
+    /// Everything the agent has printed on stderr so far.
+    #[must_use]
+    pub fn stderr_snapshot(&self) -> String {
+        self.stderr_text()
     }
 
     fn stderr_text(&self) -> String {

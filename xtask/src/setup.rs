@@ -14,6 +14,11 @@ use crate::util::{self, output, run, succeeds, tools_home};
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// binaryen release providing `wasm-opt` (runs under node).
 const BINARYEN_VERSION: &str = "132.0.0";
+/// A wheel from the Python package registry that bundles OpenSSL 1.1.1 as shared libraries
+/// (`libssl-<hash>.so.1.1`, `libcrypto-<hash>.so.1.1`): the end-to-end tests load them beside the
+/// system's OpenSSL 3, as a Python service using this package does.
+const OPENSSL11_WHEEL: &str = "psycopg2-binary==2.9.5";
+
 /// Debian packages the tests and the demo run (programs observed, load generator).
 const DEBIAN_PACKAGES: &[&str] = &["curl", "ca-certificates", "wrk", "openssl"];
 
@@ -25,6 +30,7 @@ pub fn ensure() -> anyhow::Result<()> {
     bpf_linker()?;
     debian_packages()?;
     wasm_opt()?;
+    openssl11()?;
     Ok(())
 }
 
@@ -205,6 +211,77 @@ fn wasm_opt() -> anyhow::Result<()> {
             "binaryen installed but wasm-opt not found under {}",
             dir.display()
         );
+    }
+    Ok(())
+}
+
+/// Where setup puts the OpenSSL 1.1.1 libraries for the tests.
+pub fn openssl11_dir() -> anyhow::Result<PathBuf> {
+    Ok(tools_home()?.join("openssl-1.1.1"))
+}
+
+fn has_openssl11(dir: &Path) -> bool {
+    let names: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    ["libssl", "libcrypto"].iter().all(|lib| {
+        names
+            .iter()
+            .any(|n| n.starts_with(&format!("{lib}-")) && n.ends_with(".so.1.1"))
+    })
+}
+
+fn openssl11() -> anyhow::Result<()> {
+    let dir = openssl11_dir()?;
+    if has_openssl11(&dir) {
+        eprintln!("setup: OpenSSL 1.1.1 test libraries present");
+        return Ok(());
+    }
+    let platform = match std::env::consts::ARCH {
+        "x86_64" => "manylinux_2_17_x86_64",
+        "aarch64" => "manylinux_2_17_aarch64",
+        other => bail!("no OpenSSL 1.1.1 test libraries known for {other}"),
+    };
+    eprintln!(
+        "setup: fetching OpenSSL 1.1.1 shared libraries ({OPENSSL11_WHEEL} from the Python package registry) for the tests"
+    );
+    let download = tools_home()?.join("wheels");
+    std::fs::create_dir_all(&download)?;
+    run(Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary",
+            ":all:",
+        ])
+        .args(["--python-version", "3.11", "--platform", platform, "-d"])
+        .arg(&download)
+        .arg(OPENSSL11_WHEEL))
+    .context("python3 -m pip download (pip is needed to fetch the OpenSSL 1.1.1 test libraries)")?;
+    std::fs::create_dir_all(&dir)?;
+    // A wheel is a zip file; Python reads it without any other tool.
+    run(Command::new("python3")
+        .args([
+            "-c",
+            "import glob, os, sys, zipfile\n\
+             for w in glob.glob(os.path.join(sys.argv[1], 'psycopg2_binary-*.whl')):\n\
+             \x20   z = zipfile.ZipFile(w)\n\
+             \x20   for n in z.namelist():\n\
+             \x20       b = os.path.basename(n)\n\
+             \x20       if b.endswith('.so.1.1') and b.startswith(('libssl-', 'libcrypto-')):\n\
+             \x20           open(os.path.join(sys.argv[2], b), 'wb').write(z.read(n))\n",
+        ])
+        .arg(&download)
+        .arg(&dir))?;
+    if !has_openssl11(&dir) {
+        bail!("no OpenSSL 1.1.1 libraries found in {OPENSSL11_WHEEL}");
     }
     Ok(())
 }
