@@ -305,7 +305,7 @@ impl Flows {
                     headers: head
                         .headers
                         .iter()
-                        .map(|h| (h.name.clone(), h.value.clone()))
+                        .map(|(name, value)| (name.to_owned(), value.to_owned()))
                         .collect(),
                 }),
                 Event::Resync {

@@ -1,9 +1,13 @@
 //! What the HTTP/1 and HTTP/2 state machines share: the event context and a message body that
 //! decodes and emits itself piece by piece.
 
+use bytes::Bytes;
+
+use crate::arena::Arena;
 use crate::config::{Config, ConnectionStats};
 use crate::decode::{BodyDecoder, Coding};
-use crate::types::{Event, ExchangeId, Header, header_value};
+use crate::headers::Headers;
+use crate::types::{Event, ExchangeId};
 
 /// Everything a protocol state machine needs to emit events.
 pub(crate) struct Ctx<'a> {
@@ -11,6 +15,8 @@ pub(crate) struct Ctx<'a> {
     pub stats: &'a mut ConnectionStats,
     pub next_id: &'a mut ExchangeId,
     pub out: &'a mut Vec<Event>,
+    /// Where the bytes of emitted heads and body pieces are copied.
+    pub arena: &'a mut Arena,
 }
 
 impl Ctx<'_> {
@@ -32,11 +38,11 @@ pub(crate) enum Side {
 
 /// The decoder for a message whose head is `headers`; removes `content-encoding` and
 /// `content-length` from `headers` when the body will be decoded.
-pub(crate) fn decoder_for(headers: &mut Vec<Header>, ctx: &mut Ctx<'_>) -> BodyDecoder {
-    match Coding::from_header(header_value(headers, "content-encoding")) {
+pub(crate) fn decoder_for(headers: &mut Headers, ctx: &mut Ctx<'_>) -> BodyDecoder {
+    match Coding::from_header(headers.get("content-encoding")) {
         Ok(Coding::Identity) => BodyDecoder::new(Coding::Identity, u64::MAX),
         Ok(coding) => {
-            headers.retain(|h| h.name != "content-encoding" && h.name != "content-length");
+            headers.retain(|name, _| name != "content-encoding" && name != "content-length");
             BodyDecoder::new(coding, ctx.config.max_decoded_body)
         }
         Err(e) => {
@@ -72,9 +78,33 @@ impl MessageBody {
     /// Emits the decoded form of `data`.
     pub fn data(&mut self, data: &[u8], ts_ns: u64, ctx: &mut Ctx<'_>) {
         let Some(id) = self.id else { return };
+        if self.decoder.passes_through() {
+            if !data.is_empty() {
+                let data = ctx.arena.copy(data);
+                self.push_piece(id, data, ts_ns, ctx);
+            }
+            return;
+        }
         let mut decoded = Vec::new();
         self.decoder.push(data, &mut decoded);
         self.emit(id, decoded, ts_ns, ctx);
+    }
+
+    /// Emits the trailer fields of this message (before its end).
+    pub fn trailers(&self, trailers: Headers, ts_ns: u64, ctx: &mut Ctx<'_>) {
+        let Some(id) = self.id else { return };
+        ctx.out.push(match self.side {
+            Side::Request => Event::RequestTrailers {
+                id,
+                trailers,
+                ts_ns,
+            },
+            Side::Response => Event::ResponseTrailers {
+                id,
+                trailers,
+                ts_ns,
+            },
+        });
     }
 
     /// Bytes of the body were lost: the decoded stream cannot go on for compressed bodies.
@@ -114,6 +144,10 @@ impl MessageBody {
         if data.is_empty() {
             return;
         }
+        self.push_piece(id, Bytes::from(data), ts_ns, ctx);
+    }
+
+    fn push_piece(&self, id: ExchangeId, data: Bytes, ts_ns: u64, ctx: &mut Ctx<'_>) {
         ctx.out.push(match self.side {
             Side::Request => Event::RequestBody { id, data, ts_ns },
             Side::Response => Event::ResponseBody { id, data, ts_ns },

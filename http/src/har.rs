@@ -11,7 +11,9 @@ use serde_json::Value;
 use thiserror::Error;
 
 use crate::assembler::{Body, Exchange, Request, Response};
-use crate::types::{Header, RequestHead, ResponseHead, Version};
+use crate::headers::Headers;
+use crate::text::{Text, well_known_method};
+use crate::types::{RequestHead, ResponseHead, Version};
 
 /// Why a HAR document could not be read.
 #[derive(Debug, Error)]
@@ -86,17 +88,12 @@ fn str_field<'a>(
         .ok_or(HarError::Field { entry, field: name })
 }
 
-fn headers(v: Option<&Value>) -> Vec<Header> {
+fn headers(v: Option<&Value>) -> Headers {
     v.and_then(Value::as_array)
         .map(|list| {
             list.iter()
-                .filter_map(|h| {
-                    Some(Header::new(
-                        h.get("name")?.as_str()?,
-                        h.get("value")?.as_str()?,
-                    ))
-                })
-                .filter(|h| !h.name.starts_with(':'))
+                .filter_map(|h| Some((h.get("name")?.as_str()?, h.get("value")?.as_str()?)))
+                .filter(|(name, _)| !name.starts_with(':'))
                 .collect()
         })
         .unwrap_or_default()
@@ -130,7 +127,7 @@ fn body(entry: usize, content: Option<&Value>, max_body: usize) -> Result<Body, 
     let mut data = data;
     data.truncate(max_body);
     Ok(Body {
-        data,
+        data: data.into(),
         total_len,
         truncated,
     })
@@ -186,9 +183,9 @@ fn entry(i: usize, e: &Value, max_body: usize) -> Result<Exchange, HarError> {
         })?;
     let (scheme, url_authority, target) = split_url(url);
     let req_headers = headers(e.pointer("/request/headers"));
-    let authority = crate::types::header_value(&req_headers, "host")
-        .map(str::to_owned)
-        .or(url_authority);
+    let authority = req_headers
+        .get_text("host")
+        .or_else(|| url_authority.map(Text::from));
     let timings = e.get("timings").cloned().unwrap_or(Value::Null);
     let send_end = t0
         + ms_to_ns(
@@ -201,19 +198,20 @@ fn entry(i: usize, e: &Value, max_body: usize) -> Result<Exchange, HarError> {
     let end = (t0 + ms_to_ns(ms(e, "time"))).max(wait_end);
     let request = Request {
         head: RequestHead {
-            method: method.to_owned(),
-            target,
+            method: well_known_method(method).unwrap_or_else(|| Text::from(method)),
+            target: target.into(),
             authority,
-            scheme,
+            scheme: scheme.map(Text::from),
             version: version(e.pointer("/request/httpVersion").and_then(Value::as_str)),
             headers: req_headers,
         },
         body: body(i, e.pointer("/request/postData"), max_body)?,
+        trailers: Headers::new(),
         start_ns: t0,
         end_ns: send_end,
     };
     let mut resp_headers = headers(e.pointer("/response/headers"));
-    resp_headers.retain(|h| h.name != "content-encoding" && h.name != "content-length");
+    resp_headers.retain(|name, _| name != "content-encoding" && name != "content-length");
     let response = Response {
         head: ResponseHead {
             status,
@@ -221,11 +219,12 @@ fn entry(i: usize, e: &Value, max_body: usize) -> Result<Exchange, HarError> {
                 .pointer("/response/statusText")
                 .and_then(Value::as_str)
                 .unwrap_or_default()
-                .to_owned(),
+                .into(),
             version: version(e.pointer("/response/httpVersion").and_then(Value::as_str)),
             headers: resp_headers,
         },
         body: body(i, e.pointer("/response/content"), max_body)?,
+        trailers: Headers::new(),
         start_ns: wait_end,
         end_ns: end,
     };
