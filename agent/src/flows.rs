@@ -356,7 +356,7 @@ impl Flows {
                         conn: flow.serial,
                         id,
                     },
-                    exchange: Box::new(exchange),
+                    exchange,
                     meta: Arc::clone(&flow.meta),
                 },
                 Assembled::Incomplete {

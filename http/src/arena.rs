@@ -8,6 +8,8 @@
 
 use bytes::{Bytes, BytesMut};
 
+use crate::headers::Field;
+
 /// Size of a fresh chunk. A retained view keeps at most one chunk alive, so this bounds what a
 /// small kept head can pin.
 pub(crate) const CHUNK: usize = 8 << 10;
@@ -20,6 +22,8 @@ const OWN_ALLOCATION: usize = CHUNK / 2;
 pub(crate) struct Arena {
     /// Bytes of the value being built (from `len()` back to the last split), then spare room.
     buf: BytesMut,
+    /// Scratch list of a head's fields while its text is being built, reused from head to head.
+    pub fields: Vec<Field>,
 }
 
 impl Arena {

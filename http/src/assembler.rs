@@ -137,7 +137,7 @@ pub enum Assembled {
         /// Exchange id.
         id: ExchangeId,
         /// The exchange.
-        exchange: Exchange,
+        exchange: Box<Exchange>,
     },
     /// The exchange will not complete (connection closed, aborted, upgrade).
     Incomplete {
@@ -289,7 +289,7 @@ impl Assembler {
         };
         out.push(Assembled::Complete {
             id,
-            exchange: Exchange {
+            exchange: Box::new(Exchange {
                 id,
                 request,
                 response: Response {
@@ -299,7 +299,7 @@ impl Assembler {
                     start_ns: p.response_start,
                     end_ns,
                 },
-            },
+            }),
         });
     }
 }

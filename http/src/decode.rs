@@ -203,12 +203,6 @@ impl BodyDecoder {
         self.coding != Coding::Identity
     }
 
-    /// Whether every byte pushed comes out as is (identity coding, no error).
-    #[must_use]
-    pub fn passes_through(&self) -> bool {
-        matches!(self.inner, Inner::Identity)
-    }
-
     /// Why decoding stopped, if it did.
     #[must_use]
     pub fn error(&self) -> Option<&DecodeError> {

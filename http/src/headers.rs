@@ -5,6 +5,7 @@ use std::fmt;
 use bytes::Bytes;
 use bytestring::ByteString;
 
+use crate::arena::Arena;
 use crate::text::Text;
 
 /// Byte range of one piece of text inside a head's buffer.
@@ -40,6 +41,10 @@ impl Span {
     pub fn range(self) -> std::ops::Range<usize> {
         self.start as usize..self.end as usize
     }
+
+    pub fn len(self) -> usize {
+        self.end.saturating_sub(self.start) as usize
+    }
 }
 
 /// One field: where its (lower-case) name and its value lie in the buffer.
@@ -49,11 +54,51 @@ pub(crate) struct Field {
     pub value: Span,
 }
 
+impl Field {
+    /// Bytes of one entry of a field table.
+    pub const SIZE: usize = 16;
+
+    /// The table entry of this field (four little-endian `u32`s).
+    pub fn encode(self) -> [u8; Field::SIZE] {
+        let mut out = [0u8; Field::SIZE];
+        let words = [
+            self.name.start,
+            self.name.end,
+            self.value.start,
+            self.value.end,
+        ];
+        for (chunk, word) in out.chunks_exact_mut(4).zip(words) {
+            chunk.copy_from_slice(&word.to_le_bytes());
+        }
+        out
+    }
+
+    /// The field of a table entry (`entry` holds [`Field::SIZE`] bytes).
+    fn decode(entry: &[u8]) -> Field {
+        let word = |i: usize| {
+            entry
+                .get(i * 4..i * 4 + 4)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u32::from_le_bytes)
+        };
+        Field {
+            name: Span {
+                start: word(0),
+                end: word(1),
+            },
+            value: Span {
+                start: word(2),
+                end: word(3),
+            },
+        }
+    }
+}
+
 /// Header fields in the order sent, names lower-case, values as lossy UTF-8.
 ///
-/// All fields share one buffer: building a head costs one copy of its bytes and one small
-/// index, whatever the number of fields, and cloning shares the buffer. Look fields up with
-/// [`Headers::get`] and iterate them as `(&str, &str)` pairs.
+/// All fields share one buffer: building a head costs one copy of its bytes and of a small
+/// table of where each field lies, whatever the number of fields, and cloning shares the buffer.
+/// Look fields up with [`Headers::get`] and iterate them as `(&str, &str)` pairs.
 ///
 /// ```
 /// use taskless_http::Headers;
@@ -67,8 +112,10 @@ pub(crate) struct Field {
 /// ```
 #[derive(Clone, Default)]
 pub struct Headers {
+    /// The text the fields point into.
     buf: ByteString,
-    fields: Vec<Field>,
+    /// One [`Field::SIZE`]-byte entry per field, in order (usually beside `buf` in one chunk).
+    table: Bytes,
 }
 
 impl Headers {
@@ -78,21 +125,25 @@ impl Headers {
         Headers::default()
     }
 
-    /// Fields whose spans lie in `buf`.
-    pub(crate) fn from_parts(buf: ByteString, fields: Vec<Field>) -> Self {
-        Headers { buf, fields }
+    /// Fields whose entries in `table` point into `buf`.
+    pub(crate) fn from_parts(buf: ByteString, table: Bytes) -> Self {
+        Headers { buf, table }
     }
 
     /// Number of fields.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.fields.len()
+        self.table.len() / Field::SIZE
     }
 
     /// Whether there are no fields.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.fields.is_empty()
+        self.len() == 0
+    }
+
+    fn fields(&self) -> impl DoubleEndedIterator<Item = Field> + '_ {
+        self.table.chunks_exact(Field::SIZE).map(Field::decode)
     }
 
     /// The text of a span of the buffer.
@@ -105,14 +156,22 @@ impl Headers {
         Text::share(&self.buf, self.text(span))
     }
 
-    fn pair(&self, field: &Field) -> (&str, &str) {
+    fn pair(&self, field: Field) -> (&str, &str) {
         (self.text(field.name), self.text(field.value))
+    }
+
+    /// Whether `field` is called `name` (a cheap test: lengths first).
+    fn is_named(&self, field: Field, name: &str) -> bool {
+        field.name.len() == name.len()
+            && self.buf.as_bytes().get(field.name.range()) == Some(name.as_bytes())
     }
 
     /// The value of the first field called `name` (lower-case).
     #[must_use]
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+        self.fields()
+            .find(|f| self.is_named(*f, name))
+            .map(|f| self.text(f.value))
     }
 
     /// The value of the first field called `name` (lower-case), sharing the buffer.
@@ -123,7 +182,9 @@ impl Headers {
 
     /// The values of every field called `name` (lower-case), in order.
     pub fn get_all<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a str> {
-        self.iter().filter(move |(n, _)| *n == name).map(|(_, v)| v)
+        self.fields()
+            .filter(move |f| self.is_named(*f, name))
+            .map(|f| self.text(f.value))
     }
 
     /// Whether a field called `name` (lower-case) is present.
@@ -137,15 +198,19 @@ impl Headers {
     pub fn iter(&self) -> Iter<'_> {
         Iter {
             headers: self,
-            inner: self.fields.iter(),
+            inner: self.table.chunks_exact(Field::SIZE),
         }
     }
 
     /// Keeps only the fields for which `keep(name, value)` is true.
     pub fn retain(&mut self, mut keep: impl FnMut(&str, &str) -> bool) {
-        let buf = &self.buf;
-        let text = |span: Span| buf.get(span.range()).unwrap_or_default();
-        self.fields.retain(|f| keep(text(f.name), text(f.value)));
+        let mut table = Vec::with_capacity(self.table.len());
+        for f in self.fields() {
+            if keep(self.text(f.name), self.text(f.value)) {
+                table.extend_from_slice(&f.encode());
+            }
+        }
+        self.table = Bytes::from(table);
     }
 }
 
@@ -153,14 +218,16 @@ impl Headers {
 #[derive(Debug, Clone)]
 pub struct Iter<'a> {
     headers: &'a Headers,
-    inner: std::slice::Iter<'a, Field>,
+    inner: std::slice::ChunksExact<'a, u8>,
 }
 
 impl<'a> Iterator for Iter<'a> {
     type Item = (&'a str, &'a str);
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.inner.next().map(|f| self.headers.pair(f))
+        self.inner
+            .next()
+            .map(|entry| self.headers.pair(Field::decode(entry)))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -172,7 +239,9 @@ impl ExactSizeIterator for Iter<'_> {}
 
 impl DoubleEndedIterator for Iter<'_> {
     fn next_back(&mut self) -> Option<Self::Item> {
-        self.inner.next_back().map(|f| self.headers.pair(f))
+        self.inner
+            .next_back()
+            .map(|entry| self.headers.pair(Field::decode(entry)))
     }
 }
 
@@ -214,7 +283,7 @@ impl<N: AsRef<[u8]>, V: AsRef<[u8]>> FromIterator<(N, V)> for Headers {
 #[derive(Debug, Default)]
 pub(crate) struct Builder {
     buf: String,
-    fields: Vec<Field>,
+    table: Vec<u8>,
 }
 
 impl Builder {
@@ -237,38 +306,89 @@ impl Builder {
             name.make_ascii_lowercase();
         }
         match self.text(value) {
-            Some(value) => self.fields.push(Field { name, value }),
+            Some(value) => self
+                .table
+                .extend_from_slice(&Field { name, value }.encode()),
             None => self.buf.truncate(mark),
         }
     }
 
     /// The fields built.
     pub fn finish(self) -> Headers {
-        Headers::from_parts(ByteString::from(self.buf), self.fields)
+        Headers::from_parts(ByteString::from(self.buf), Bytes::from(self.table))
     }
 }
 
-/// Turns bytes copied from the wire into a head's buffer. Field names must already be lower-case.
-/// When `raw` is valid UTF-8 (the usual case) it is shared as is; otherwise every span is rebuilt
-/// from its lossy text, and `fields` and `extra` are rewritten to match.
-pub(crate) fn seal(raw: Bytes, fields: &mut [Field], extra: &mut [Span]) -> ByteString {
-    // A clone shares the buffer: the bytes stay at hand when they turn out not to be UTF-8.
-    if let Ok(text) = ByteString::try_from(raw.clone()) {
-        return text;
+/// [`<[u8]>::make_ascii_lowercase`], a word at a time (header names are short and many).
+pub(crate) fn make_ascii_lowercase(bytes: &mut [u8]) {
+    let len = bytes.len();
+    if len < 8 {
+        if len >= 4 {
+            // Two overlapping words: lower-casing twice changes nothing.
+            lowercase_word::<4>(&mut bytes[..4]);
+            lowercase_word::<4>(&mut bytes[len - 4..]);
+        } else {
+            bytes.make_ascii_lowercase();
+        }
+        return;
     }
-    let mut b = Builder::default();
-    let mut relocate = |span: &mut Span| {
-        *span = raw
-            .get(span.range())
-            .and_then(|bytes| b.text(bytes))
-            .unwrap_or_default();
-    };
-    for f in fields.iter_mut() {
-        relocate(&mut f.name);
-        relocate(&mut f.value);
+    let mut chunks = bytes.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        lowercase_word::<8>(chunk);
     }
-    extra.iter_mut().for_each(relocate);
-    ByteString::from(b.buf)
+    if !chunks.into_remainder().is_empty() {
+        lowercase_word::<8>(&mut bytes[len - 8..]);
+    }
+}
+
+/// Lower-cases the `N` (4 or 8) bytes of `chunk` at once.
+fn lowercase_word<const N: usize>(chunk: &mut [u8]) {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut word = [0u8; 8];
+    word[..N].copy_from_slice(chunk);
+    let x = u64::from_le_bytes(word);
+    // Per byte, the high bit of `ge_a` is set from 'A' up and that of `gt_z` past 'Z' (7-bit
+    // sums, no carry between bytes); bytes from 0x80 up are never upper case.
+    let ge_a = (x & LOW7) + 0x3f3f_3f3f_3f3f_3f3f;
+    let gt_z = (x & LOW7) + 0x2525_2525_2525_2525;
+    let upper = ge_a & !gt_z & !x & HIGH;
+    chunk.copy_from_slice(&(x | (upper >> 2)).to_le_bytes()[..N]);
+}
+
+/// Finishes a head built in `arena`: its text (`text_len` bytes, field names already lower-case)
+/// followed by its field table. When the text is valid UTF-8 (the usual case) both become one
+/// shared chunk; otherwise every span is rebuilt from its lossy text, and `extra` (spans of other
+/// texts of the head) is rewritten to match.
+pub(crate) fn finish_head(arena: &mut Arena, text_len: usize, extra: &mut [Span]) -> Headers {
+    let built = arena.building();
+    let (text, table) = built.split_at(text_len.min(built.len()));
+    if std::str::from_utf8(text).is_err() {
+        let mut b = Builder::default();
+        let relocate = |b: &mut Builder, span: Span| {
+            text.get(span.range())
+                .and_then(|bytes| b.text(bytes))
+                .unwrap_or_default()
+        };
+        for span in extra.iter_mut() {
+            *span = relocate(&mut b, *span);
+        }
+        for entry in table.chunks_exact(Field::SIZE) {
+            let f = Field::decode(entry);
+            let f = Field {
+                name: relocate(&mut b, f.name),
+                value: relocate(&mut b, f.value),
+            };
+            b.table.extend_from_slice(&f.encode());
+        }
+        arena.discard();
+        return b.finish();
+    }
+    let mut text = arena.finish();
+    let table = text.split_off(text_len);
+    // Checked above; an empty head is the safe answer should the check ever disagree.
+    let text = ByteString::try_from(text).unwrap_or_default();
+    Headers::from_parts(text, table)
 }
 
 #[cfg(test)]
@@ -298,17 +418,53 @@ mod tests {
     }
 
     #[test]
-    fn seal_rebuilds_spans_of_invalid_input() {
-        let raw = Bytes::from_static(b"GET /\xff x-a: v\xfe\r\n");
-        let mut fields = [Field {
+    fn finish_head_rebuilds_spans_of_invalid_input() {
+        let mut arena = Arena::new();
+        let raw = b"GET /\xff x-a: v\xfe\r\n";
+        let field = Field {
             name: Span::new(7, 10).expect("span"),
             value: Span::new(12, 14).expect("span"),
-        }];
+        };
+        arena.reserve(raw.len() + Field::SIZE);
+        arena.building().extend_from_slice(raw);
+        arena.building().extend_from_slice(&field.encode());
         let mut target = [Span::new(4, 6).expect("span")];
-        let buf = seal(raw, &mut fields, &mut target);
-        let h = Headers::from_parts(buf, fields.to_vec());
+        let h = finish_head(&mut arena, raw.len(), &mut target);
         assert_eq!(h.iter().collect::<Vec<_>>(), [("x-a", "v\u{fffd}")]);
         assert_eq!(h.text(target[0]), "/\u{fffd}");
+    }
+
+    #[test]
+    fn finish_head_shares_valid_text_with_its_table() {
+        let mut arena = Arena::new();
+        let raw = b"x-a: 1\r\ny: 22\r\n";
+        arena.reserve(raw.len() + 2 * Field::SIZE);
+        arena.building().extend_from_slice(raw);
+        for (n, v) in [((0, 3), (5, 6)), ((8, 9), (11, 13))] {
+            let f = Field {
+                name: Span::new(n.0, n.1).expect("span"),
+                value: Span::new(v.0, v.1).expect("span"),
+            };
+            arena.building().extend_from_slice(&f.encode());
+        }
+        let h = finish_head(&mut arena, raw.len(), &mut []);
+        assert_eq!(h.iter().collect::<Vec<_>>(), [("x-a", "1"), ("y", "22")]);
+        assert_eq!(h.iter().next_back(), Some(("y", "22")));
+        assert_eq!(h.len(), 2);
+    }
+
+    #[test]
+    fn lowercase_matches_std_for_every_byte() {
+        let all: Vec<u8> = (0..=255u8)
+            .chain(b"Content-TYPE:X".iter().copied())
+            .collect();
+        for start in 0..all.len() {
+            for end in start..all.len().min(start + 20) {
+                let mut ours = all[start..end].to_vec();
+                make_ascii_lowercase(&mut ours);
+                assert_eq!(ours, all[start..end].to_ascii_lowercase());
+            }
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::mem::MaybeUninit;
 
 use crate::arena::Arena;
-use crate::headers::{Builder, Field, Headers, Span, seal};
+use crate::headers::{Builder, Field, Headers, Span, finish_head, make_ascii_lowercase};
 use crate::text::{Text, well_known_method};
 use crate::types::{RequestHead, ResponseHead, Version};
 
@@ -44,6 +44,10 @@ fn parser_config() -> httparse::ParserConfig {
 
 /// Splits an absolute-form target (`http://host/path`) into scheme (lower-case) and authority.
 fn absolute_form(target: &Text) -> Option<(Text, Text)> {
+    if target.starts_with('/') {
+        // Origin form, the usual case.
+        return None;
+    }
     let (scheme, rest) = target.split_once("://")?;
     if scheme.is_empty()
         || !scheme
@@ -69,28 +73,25 @@ fn copy_head(
     parsed: &[httparse::Header<'_>],
     extra: &mut [Span],
 ) -> Headers {
-    let mut fields = Vec::with_capacity(parsed.len());
+    arena.discard();
+    arena.reserve(raw.len() + parsed.len() * Field::SIZE);
+    let buf = arena.building();
+    buf.extend_from_slice(raw);
     for h in parsed {
         let (Some(name), Some(value)) = (
             Span::within(raw, h.name.as_bytes()),
             Span::within(raw, h.value),
         ) else {
             // Not a slice of the head (never with httparse): copy field by field instead.
+            arena.discard();
             return copy_fields(raw, parsed, extra);
         };
-        fields.push(Field { name, value });
-    }
-    arena.discard();
-    arena.reserve(raw.len());
-    let buf = arena.building();
-    buf.extend_from_slice(raw);
-    for f in &fields {
-        if let Some(name) = buf.get_mut(f.name.range()) {
-            name.make_ascii_lowercase();
+        if let Some(name) = buf.get_mut(name.range()) {
+            make_ascii_lowercase(name);
         }
+        buf.extend_from_slice(&Field { name, value }.encode());
     }
-    let text = seal(arena.finish(), &mut fields, extra);
-    Headers::from_parts(text, fields)
+    finish_head(arena, raw.len(), extra)
 }
 
 /// The slow path of [`copy_head`]: each field and text copied on its own.
@@ -259,9 +260,26 @@ fn is_chunked(headers: &Headers) -> Option<bool> {
     seen.then(|| last.eq_ignore_ascii_case("chunked"))
 }
 
+/// `value` as a number when it is only (at most 19) digits: the usual `Content-Length`.
+fn plain_number(value: &str) -> Option<u64> {
+    if value.is_empty() || value.len() > 19 {
+        return None;
+    }
+    value.bytes().try_fold(0u64, |n, b| {
+        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
+    })
+}
+
 fn content_length(headers: &Headers) -> Result<Option<u64>, BadFraming> {
     let mut found: Option<u64> = None;
     for value in headers.get_all("content-length") {
+        if let Some(n) = plain_number(value) {
+            if found.is_some_and(|f| f != n) {
+                return Err(BadFraming);
+            }
+            found = Some(n);
+            continue;
+        }
         for part in value.split(',') {
             let part = part.trim();
             if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {

@@ -4,7 +4,7 @@
 use loona_hpack::decoder::DecoderError;
 
 use crate::arena::Arena;
-use crate::headers::{Field, Headers, Span, seal};
+use crate::headers::{Field, Headers, Span, finish_head};
 use crate::text::{Text, well_known_method};
 
 /// The pseudo-header fields kept, in the order of [`Decoded::pseudo`].
@@ -80,7 +80,8 @@ pub(super) fn decode(
     max_headers: usize,
     arena: &mut Arena,
 ) -> Result<Option<Decoded>, DecoderError> {
-    let mut fields = Vec::new();
+    let mut fields = std::mem::take(&mut arena.fields);
+    fields.clear();
     let mut spans = [Span::default(); 5];
     let mut seen = [false; 5];
     arena.discard();
@@ -118,14 +119,22 @@ pub(super) fn decode(
     });
     if let Err(e) = result {
         arena.discard();
+        arena.fields = fields;
         return Err(e);
     }
     if !keep {
+        arena.fields = fields;
         return Ok(None);
     }
-    let text = seal(arena.finish(), &mut fields, &mut spans);
+    let text_len = arena.building().len();
+    arena.reserve(fields.len() * Field::SIZE);
+    for f in &fields {
+        arena.building().extend_from_slice(&f.encode());
+    }
+    arena.fields = fields;
+    let headers = finish_head(arena, text_len, &mut spans);
     Ok(Some(Decoded {
-        headers: Headers::from_parts(text, fields),
+        headers,
         spans,
         seen,
     }))
