@@ -319,41 +319,45 @@ impl Builder {
     }
 }
 
-/// [`<[u8]>::make_ascii_lowercase`], a word at a time (header names are short and many).
-pub(crate) fn make_ascii_lowercase(bytes: &mut [u8]) {
-    let len = bytes.len();
-    if len < 8 {
-        if len >= 4 {
-            // Two overlapping words: lower-casing twice changes nothing.
-            lowercase_word::<4>(&mut bytes[..4]);
-            lowercase_word::<4>(&mut bytes[len - 4..]);
-        } else {
-            bytes.make_ascii_lowercase();
+/// Writes `src` lower-cased (ASCII) into `dst` (of the same length), a word at a time: header
+/// names are short and many. Reading the source rather than bytes just copied into `dst` keeps
+/// loads from waiting on those stores.
+pub(crate) fn copy_lowercase(dst: &mut [u8], src: &[u8]) {
+    let len = src.len().min(dst.len());
+    let (dst, src) = (&mut dst[..len], &src[..len]);
+    if len < 4 {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = s.to_ascii_lowercase();
         }
-        return;
-    }
-    let mut chunks = bytes.chunks_exact_mut(8);
-    for chunk in &mut chunks {
-        lowercase_word::<8>(chunk);
-    }
-    if !chunks.into_remainder().is_empty() {
-        lowercase_word::<8>(&mut bytes[len - 8..]);
+    } else if len < 8 {
+        // Two overlapping words: the bytes they share get the same value twice.
+        lowercase_word::<4>(&mut dst[..4], &src[..4]);
+        lowercase_word::<4>(&mut dst[len - 4..], &src[len - 4..]);
+    } else {
+        let mut at = 0;
+        while at + 8 <= len {
+            lowercase_word::<8>(&mut dst[at..at + 8], &src[at..at + 8]);
+            at += 8;
+        }
+        if at < len {
+            lowercase_word::<8>(&mut dst[len - 8..], &src[len - 8..]);
+        }
     }
 }
 
-/// Lower-cases the `N` (4 or 8) bytes of `chunk` at once.
-fn lowercase_word<const N: usize>(chunk: &mut [u8]) {
+/// Writes the `N` (4 or 8) bytes of `src` lower-cased into `dst`, at once.
+fn lowercase_word<const N: usize>(dst: &mut [u8], src: &[u8]) {
     const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let mut word = [0u8; 8];
-    word[..N].copy_from_slice(chunk);
+    word[..N].copy_from_slice(src);
     let x = u64::from_le_bytes(word);
     // Per byte, the high bit of `ge_a` is set from 'A' up and that of `gt_z` past 'Z' (7-bit
     // sums, no carry between bytes); bytes from 0x80 up are never upper case.
     let ge_a = (x & LOW7) + 0x3f3f_3f3f_3f3f_3f3f;
     let gt_z = (x & LOW7) + 0x2525_2525_2525_2525;
     let upper = ge_a & !gt_z & !x & HIGH;
-    chunk.copy_from_slice(&(x | (upper >> 2)).to_le_bytes()[..N]);
+    dst.copy_from_slice(&(x | (upper >> 2)).to_le_bytes()[..N]);
 }
 
 /// Finishes a head built in `arena`: its text (`text_len` bytes, field names already lower-case)
@@ -460,8 +464,8 @@ mod tests {
             .collect();
         for start in 0..all.len() {
             for end in start..all.len().min(start + 20) {
-                let mut ours = all[start..end].to_vec();
-                make_ascii_lowercase(&mut ours);
+                let mut ours = vec![0u8; end - start];
+                copy_lowercase(&mut ours, &all[start..end]);
                 assert_eq!(ours, all[start..end].to_ascii_lowercase());
             }
         }

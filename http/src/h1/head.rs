@@ -3,7 +3,7 @@
 use std::mem::MaybeUninit;
 
 use crate::arena::Arena;
-use crate::headers::{Builder, Field, Headers, Span, finish_head, make_ascii_lowercase};
+use crate::headers::{Builder, Field, Headers, Span, copy_lowercase, finish_head};
 use crate::text::{Text, well_known_method};
 use crate::types::{RequestHead, ResponseHead, Version};
 
@@ -86,8 +86,8 @@ fn copy_head(
             arena.discard();
             return copy_fields(raw, parsed, extra);
         };
-        if let Some(name) = buf.get_mut(name.range()) {
-            make_ascii_lowercase(name);
+        if let Some(dst) = buf.get_mut(name.range()) {
+            copy_lowercase(dst, h.name.as_bytes());
         }
         buf.extend_from_slice(&Field { name, value }.encode());
     }
