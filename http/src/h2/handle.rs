@@ -42,9 +42,10 @@ impl Http2 {
                     stream: hdr.stream,
                     end_stream: hdr.has(frame::FLAG_END_STREAM),
                     push: false,
-                    buf: fragment.to_vec(),
+                    buf: Vec::new(),
                 };
-                self.start_block(flow, block, hdr.has(frame::FLAG_END_HEADERS), ts_ns, ctx);
+                let end_headers = hdr.has(frame::FLAG_END_HEADERS);
+                self.start_block(flow, block, fragment, end_headers, ts_ns, ctx);
             }
             frame::PUSH_PROMISE => {
                 let Some(fragment) = unpad(&hdr, payload, 4) else {
@@ -56,9 +57,10 @@ impl Http2 {
                     stream: hdr.stream,
                     end_stream: false,
                     push: true,
-                    buf: fragment.to_vec(),
+                    buf: Vec::new(),
                 };
-                self.start_block(flow, block, hdr.has(frame::FLAG_END_HEADERS), ts_ns, ctx);
+                let end_headers = hdr.has(frame::FLAG_END_HEADERS);
+                self.start_block(flow, block, fragment, end_headers, ts_ns, ctx);
             }
             frame::CONTINUATION => {
                 let fi = flow.index();
@@ -73,8 +75,8 @@ impl Http2 {
                     self.hpack_failed(flow, ctx);
                     return;
                 }
-                block.buf.extend_from_slice(payload);
-                self.start_block(flow, block, hdr.has(frame::FLAG_END_HEADERS), ts_ns, ctx);
+                let end_headers = hdr.has(frame::FLAG_END_HEADERS);
+                self.start_block(flow, block, payload, end_headers, ts_ns, ctx);
             }
             frame::RST_STREAM => {
                 if let Some(stream) = self.streams.remove(&hdr.stream) {
@@ -101,16 +103,25 @@ impl Http2 {
         }
     }
 
+    /// Takes the next `fragment` of a header block: decodes the block once it is complete
+    /// (straight from the frame when it fits in one), else keeps collecting.
     fn start_block(
         &mut self,
         flow: Flow,
-        block: Block,
+        mut block: Block,
+        fragment: &[u8],
         end_headers: bool,
         ts_ns: u64,
         ctx: &mut Ctx<'_>,
     ) {
+        if end_headers && block.buf.is_empty() {
+            self.finish_block(flow, &block, fragment, ts_ns, ctx);
+            return;
+        }
+        block.buf.extend_from_slice(fragment);
         if end_headers {
-            self.finish_block(flow, block, ts_ns, ctx);
+            let buf = std::mem::take(&mut block.buf);
+            self.finish_block(flow, &block, &buf, ts_ns, ctx);
         } else {
             self.flows[flow.index()].block = Some(block);
         }
@@ -157,11 +168,18 @@ impl Http2 {
         }
     }
 
-    fn finish_block(&mut self, flow: Flow, block: Block, ts_ns: u64, ctx: &mut Ctx<'_>) {
+    fn finish_block(
+        &mut self,
+        flow: Flow,
+        block: &Block,
+        fragment: &[u8],
+        ts_ns: u64,
+        ctx: &mut Ctx<'_>,
+    ) {
         let fi = flow.index();
         let decoded = super::block::decode(
             &mut self.flows[fi].hpack,
-            &block.buf,
+            fragment,
             !block.push,
             ctx.config.max_headers,
             ctx.arena,
@@ -180,9 +198,9 @@ impl Http2 {
             }
         };
         if let Some(method) = decoded.method() {
-            self.on_request_head(flow, &block, method, decoded, ts_ns, ctx);
+            self.on_request_head(flow, block, method, decoded, ts_ns, ctx);
         } else if decoded.status().is_some() {
-            self.on_response_head(flow, &block, decoded, ts_ns, ctx);
+            self.on_response_head(flow, block, decoded, ts_ns, ctx);
         } else if block.end_stream {
             // Trailers end the side they follow.
             let side = self.is_request_flow(flow);
