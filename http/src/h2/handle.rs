@@ -64,7 +64,7 @@ impl Http2 {
             }
             frame::CONTINUATION => {
                 let fi = flow.index();
-                let Some(mut block) = self.flows[fi].block.take() else {
+                let Some(block) = self.flows[fi].block.take() else {
                     // The start of this block was not seen.
                     return;
                 };
