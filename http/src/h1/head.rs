@@ -390,6 +390,10 @@ mod tests {
             Parsed::Complete(ref t, 2) if t.is_empty()
         ));
         assert!(matches!(
+            parse_trailers(b"\nHTTP/1.1", 16, &mut arena),
+            Parsed::Complete(ref t, 1) if t.is_empty()
+        ));
+        assert!(matches!(
             parse_trailers(b"X-Sum: 1\r\n", 16, &mut arena),
             Parsed::Partial { .. }
         ));
