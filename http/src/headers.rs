@@ -38,10 +38,12 @@ impl Span {
         Span::new(start, end)
     }
 
+    /// The span as an index range.
     pub fn range(self) -> std::ops::Range<usize> {
         self.start as usize..self.end as usize
     }
 
+    /// Its length in bytes.
     pub fn len(self) -> usize {
         self.end.saturating_sub(self.start) as usize
     }
