@@ -2,9 +2,10 @@
 //!
 //! Each head or body piece is copied once into the arena and split off as a [`Bytes`]: a
 //! reference-counted view into a shared chunk, not an allocation of its own. A chunk is freed when
-//! the last view into it is dropped; once every view into the current chunk is dropped, the arena
-//! reuses it in place. So a connection whose events are consumed promptly allocates nothing per
-//! message, and one whose events are kept allocates once per [`CHUNK`] bytes.
+//! the last view into it is dropped. When the current chunk is full, the arena takes the previous
+//! one back if every view into it was dropped, else a new one. So a connection whose events are
+//! consumed promptly allocates nothing per message, and one whose events are kept allocates once
+//! per [`CHUNK`] bytes. An arena holds at most two chunks itself.
 
 use bytes::{Bytes, BytesMut};
 
@@ -22,6 +23,8 @@ const OWN_ALLOCATION: usize = CHUNK / 2;
 pub(crate) struct Arena {
     /// Bytes of the value being built (from `len()` back to the last split), then spare room.
     buf: BytesMut,
+    /// The previous chunk, taken back once its views are all dropped.
+    spare: BytesMut,
     /// Scratch list of a head's fields while its text is being built, reused from head to head.
     pub fields: Vec<Field>,
 }
@@ -34,12 +37,23 @@ impl Arena {
 
     /// Makes room for `additional` more bytes after the value being built.
     pub fn reserve(&mut self, additional: usize) {
-        if self.buf.capacity() - self.buf.len() >= additional || self.buf.try_reclaim(additional) {
+        let len = self.buf.len();
+        if self.buf.capacity() - len >= additional {
             return;
         }
-        let mut fresh = BytesMut::with_capacity((self.buf.len() + additional).max(CHUNK));
-        fresh.extend_from_slice(&self.buf);
-        self.buf = fresh;
+        // Ask for a whole chunk: a buffer reclaimed for less would be full again at once.
+        let want = additional.max(CHUNK.saturating_sub(len));
+        if self.buf.try_reclaim(want) {
+            return;
+        }
+        let mut next = std::mem::take(&mut self.spare);
+        if !next.try_reclaim(len + want) {
+            next = BytesMut::with_capacity(len + want);
+        }
+        next.extend_from_slice(&self.buf);
+        let mut previous = std::mem::replace(&mut self.buf, next);
+        previous.clear();
+        self.spare = previous;
     }
 
     /// The value being built: append to it, then [`Arena::finish`] or [`Arena::discard`].
@@ -96,6 +110,23 @@ mod tests {
         let again = arena.copy(b"world");
         assert_eq!(again.as_ptr(), chunk);
         assert_eq!(&again[..], b"world");
+    }
+
+    #[test]
+    fn full_chunk_gives_way_to_the_previous_one_once_free() {
+        let mut arena = Arena::new();
+        let a = arena.copy(&[1; OWN_ALLOCATION]);
+        let a2 = arena.copy(&[1; OWN_ALLOCATION]);
+        // Chunk A is full and still referenced: a second chunk B.
+        let b = arena.copy(&[2; OWN_ALLOCATION]);
+        assert_ne!(b.as_ptr(), a.as_ptr().wrapping_add(2 * OWN_ALLOCATION));
+        let chunk_a = a.as_ptr();
+        drop((a, a2));
+        let _b2 = arena.copy(&[2; OWN_ALLOCATION]);
+        // B is full and referenced; A is free again and taken back.
+        let again = arena.copy(b"x");
+        assert_eq!(again.as_ptr(), chunk_a);
+        assert!(b.iter().all(|&x| x == 2));
     }
 
     #[test]

@@ -211,6 +211,8 @@ impl Connection {
                 ctx.stats.bytes_skipped += buffered;
             }
         }
+        // Nothing more is parsed: the arena lets its chunks go (views handed out stay valid).
+        self.arena = Arena::new();
     }
 
     /// Bytes held in parser buffers (incomplete heads, frames, header blocks): bounded by the
