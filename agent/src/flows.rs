@@ -341,7 +341,7 @@ impl Flows {
                     headers: head
                         .headers
                         .iter()
-                        .map(|h| (h.name.clone(), h.value.clone()))
+                        .map(|(name, value)| (name.to_owned(), value.to_owned()))
                         .collect(),
                 }),
                 Event::Resync {
@@ -392,7 +392,7 @@ impl Flows {
                         conn: flow.serial,
                         id,
                     },
-                    exchange: Box::new(exchange),
+                    exchange,
                     meta: Arc::clone(&flow.meta),
                 },
                 Assembled::Incomplete {

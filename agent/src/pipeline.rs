@@ -15,7 +15,7 @@ use std::{
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use serde::Serialize;
-use taskless_http::{Exchange, Request};
+use taskless_http::{Bytes, Exchange, Request};
 use taskless_pack_runtime::{
     OutputLine, PackSet, RequestState, RequestView, ResponseView, Timing, Worker,
 };
@@ -57,7 +57,7 @@ pub enum Job {
         /// Which exchange.
         key: ExchangeKey,
         /// The bytes.
-        data: Vec<u8>,
+        data: Bytes,
     },
     /// The response is complete: the closing `chunk`, `post`, and the output line.
     Complete {
@@ -156,11 +156,12 @@ impl OwnedRequest {
         let headers: Vec<(String, String)> = head
             .headers
             .iter()
-            .map(|h| (h.name.clone(), h.value.clone()))
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
             .collect();
         let authority = head
             .authority
-            .clone()
+            .as_deref()
+            .map(str::to_owned)
             .or_else(|| {
                 headers
                     .iter()
@@ -169,21 +170,21 @@ impl OwnedRequest {
             })
             .unwrap_or_default();
         let domain = host_of(&authority).to_owned();
-        let scheme = head.scheme.clone().unwrap_or_else(|| "https".to_owned());
+        let scheme = head.scheme.as_deref().unwrap_or("https");
         let target = if head.target.starts_with('/') {
-            head.target.clone()
+            head.target.to_string()
         } else {
             format!("/{}", head.target)
         };
         let path = target.split(['?', '#']).next().unwrap_or("/").to_owned();
         let url = format!("{scheme}://{authority}{target}");
         Self {
-            method: head.method.clone(),
+            method: head.method.to_string(),
             url,
             domain,
             path,
             headers,
-            body: (!request.body.data.is_empty()).then(|| request.body.data.clone()),
+            body: (!request.body.data.is_empty()).then(|| request.body.data.to_vec()),
             timing: Timing {
                 request_start_unix_ns: clock.to_unix_ns(request.start_ns),
                 request_end_unix_ns: clock.to_unix_ns(request.end_ns),
@@ -341,7 +342,7 @@ impl WorkerLoop {
                     body: None,
                 };
                 self.worker
-                    .chunk(&mut f.state, &f.request.view(), &response, Some(&data));
+                    .chunk(&mut f.state, &f.request.view(), &response, Some(&data[..]));
             }
             Job::Complete {
                 key,
@@ -360,12 +361,12 @@ impl WorkerLoop {
                     .head
                     .headers
                     .iter()
-                    .map(|h| (h.name.clone(), h.value.clone()))
+                    .map(|(name, value)| (name.to_owned(), value.to_owned()))
                     .collect();
                 let response = ResponseView {
                     status: resp.head.status,
                     headers: &headers,
-                    body: (!resp.body.data.is_empty()).then_some(resp.body.data.as_slice()),
+                    body: (!resp.body.data.is_empty()).then_some(&resp.body.data[..]),
                 };
                 let request = f.request.view();
                 self.worker.chunk(&mut f.state, &request, &response, None);

@@ -176,14 +176,13 @@ fn har_jobs(entry: HarEntry, conn: u64, meta: &Arc<ConnMeta>) -> Vec<Job> {
         headers: head
             .headers
             .iter()
-            .map(|h| (h.name.clone(), h.value.clone()))
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
             .collect(),
     });
-    jobs.extend(
-        response_pieces
-            .into_iter()
-            .map(|data| Job::ResponseBody { key, data }),
-    );
+    jobs.extend(response_pieces.into_iter().map(|data| Job::ResponseBody {
+        key,
+        data: data.into(),
+    }));
     jobs.push(Job::Complete {
         key,
         exchange: Box::new(exchange),

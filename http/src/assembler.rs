@@ -4,27 +4,71 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use bytes::{Bytes, BytesMut};
+
+use crate::headers::Headers;
 use crate::types::{AbortReason, Event, ExchangeId, RequestHead, ResponseHead};
 
 /// A message body as kept for packs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Body {
     /// Decoded bytes, at most the assembler's `max_body`.
-    pub data: Vec<u8>,
+    pub data: Bytes,
     /// True decoded length.
     pub total_len: u64,
     /// Whether `data` holds less than `total_len`.
     pub truncated: bool,
 }
 
-impl Body {
-    fn push(&mut self, piece: &[u8], max: usize) {
+/// A body being received: one piece is kept as is (shared, not copied); more are joined.
+#[derive(Debug, Default)]
+struct BodyBuf {
+    first: Bytes,
+    joined: Option<BytesMut>,
+    total_len: u64,
+    truncated: bool,
+}
+
+impl BodyBuf {
+    fn push(&mut self, piece: &Bytes, max: usize) {
         self.total_len += piece.len() as u64;
-        let room = max.saturating_sub(self.data.len());
+        let kept = self.joined.as_ref().map_or(self.first.len(), BytesMut::len);
+        let room = max.saturating_sub(kept);
         if piece.len() > room {
             self.truncated = true;
         }
-        self.data.extend_from_slice(&piece[..piece.len().min(room)]);
+        let piece = &piece[..piece.len().min(room)];
+        if piece.is_empty() {
+            return;
+        }
+        match &mut self.joined {
+            Some(joined) => joined.extend_from_slice(piece),
+            None if self.first.is_empty() => self.first = Bytes::copy_from_slice(piece),
+            None => {
+                let mut joined = BytesMut::with_capacity(kept + piece.len());
+                joined.extend_from_slice(&self.first);
+                joined.extend_from_slice(piece);
+                self.joined = Some(joined);
+            }
+        }
+    }
+
+    /// `push` for the first piece, without copying it.
+    fn push_shared(&mut self, piece: Bytes, max: usize) {
+        if self.first.is_empty() && self.joined.is_none() && piece.len() <= max {
+            self.total_len += piece.len() as u64;
+            self.first = piece;
+        } else {
+            self.push(&piece, max);
+        }
+    }
+
+    fn finish(self) -> Body {
+        Body {
+            data: self.joined.map_or(self.first, BytesMut::freeze),
+            total_len: self.total_len,
+            truncated: self.truncated,
+        }
     }
 }
 
@@ -35,6 +79,8 @@ pub struct Request {
     pub head: RequestHead,
     /// The decoded body.
     pub body: Body,
+    /// Trailer fields (empty when none were sent).
+    pub trailers: Headers,
     /// Timestamp of the first byte of the message.
     pub start_ns: u64,
     /// Timestamp of the bytes that completed the request.
@@ -48,6 +94,8 @@ pub struct Response {
     pub head: ResponseHead,
     /// The decoded body.
     pub body: Body,
+    /// Trailer fields, such as gRPC's `grpc-status` (empty when none were sent).
+    pub trailers: Headers,
     /// Timestamp of the first byte of the message.
     pub start_ns: u64,
     /// Timestamp of the bytes that completed the response.
@@ -80,7 +128,7 @@ pub enum Assembled {
         /// Exchange id.
         id: ExchangeId,
         /// Decoded bytes.
-        data: Vec<u8>,
+        data: Bytes,
         /// Timestamp of the bytes that carried it.
         ts_ns: u64,
     },
@@ -89,7 +137,7 @@ pub enum Assembled {
         /// Exchange id.
         id: ExchangeId,
         /// The exchange.
-        exchange: Exchange,
+        exchange: Box<Exchange>,
     },
     /// The exchange will not complete (connection closed, aborted, upgrade).
     Incomplete {
@@ -105,11 +153,13 @@ pub enum Assembled {
 #[derive(Debug, Default)]
 struct Partial {
     request_head: Option<RequestHead>,
-    request_body: Body,
+    request_body: BodyBuf,
+    request_trailers: Headers,
     request_start: u64,
     request: Option<Arc<Request>>,
     response_head: Option<ResponseHead>,
-    response_body: Body,
+    response_body: BodyBuf,
+    response_trailers: Headers,
     response_start: u64,
     response_end: Option<u64>,
 }
@@ -152,7 +202,17 @@ impl Assembler {
             }
             Event::RequestBody { id, data, .. } => {
                 if let Some(p) = self.open.get_mut(&id) {
-                    p.request_body.push(&data, self.max_body);
+                    p.request_body.push_shared(data, self.max_body);
+                }
+            }
+            Event::RequestTrailers { id, trailers, .. } => {
+                if let Some(p) = self.open.get_mut(&id) {
+                    p.request_trailers = trailers;
+                }
+            }
+            Event::ResponseTrailers { id, trailers, .. } => {
+                if let Some(p) = self.open.get_mut(&id) {
+                    p.response_trailers = trailers;
                 }
             }
             Event::RequestEnd { id, ts_ns } => {
@@ -164,7 +224,8 @@ impl Assembler {
                 };
                 let request = Arc::new(Request {
                     head,
-                    body: std::mem::take(&mut p.request_body),
+                    body: std::mem::take(&mut p.request_body).finish(),
+                    trailers: std::mem::take(&mut p.request_trailers),
                     start_ns: p.request_start,
                     end_ns: ts_ns,
                 });
@@ -228,16 +289,17 @@ impl Assembler {
         };
         out.push(Assembled::Complete {
             id,
-            exchange: Exchange {
+            exchange: Box::new(Exchange {
                 id,
                 request,
                 response: Response {
                     head,
-                    body: p.response_body,
+                    body: p.response_body.finish(),
+                    trailers: p.response_trailers,
                     start_ns: p.response_start,
                     end_ns,
                 },
-            },
+            }),
         });
     }
 }

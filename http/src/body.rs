@@ -1,9 +1,13 @@
 //! What the HTTP/1 and HTTP/2 state machines share: the event context and a message body that
 //! decodes and emits itself piece by piece.
 
+use bytes::Bytes;
+
+use crate::arena::Arena;
 use crate::config::{Config, ConnectionStats};
 use crate::decode::{BodyDecoder, Coding};
-use crate::types::{Event, ExchangeId, Header, header_value};
+use crate::headers::Headers;
+use crate::types::{Event, ExchangeId};
 
 /// Everything a protocol state machine needs to emit events.
 pub(crate) struct Ctx<'a> {
@@ -11,6 +15,8 @@ pub(crate) struct Ctx<'a> {
     pub stats: &'a mut ConnectionStats,
     pub next_id: &'a mut ExchangeId,
     pub out: &'a mut Vec<Event>,
+    /// Where the bytes of emitted heads and body pieces are copied.
+    pub arena: &'a mut Arena,
 }
 
 impl Ctx<'_> {
@@ -30,20 +36,24 @@ pub(crate) enum Side {
     Response,
 }
 
-/// The decoder for a message whose head is `headers`; removes `content-encoding` and
-/// `content-length` from `headers` when the body will be decoded.
-pub(crate) fn decoder_for(headers: &mut Vec<Header>, ctx: &mut Ctx<'_>) -> BodyDecoder {
-    match Coding::from_header(header_value(headers, "content-encoding")) {
-        Ok(Coding::Identity) => BodyDecoder::new(Coding::Identity, u64::MAX),
+/// The decoder for a message whose head is `headers` (`None`: the body is passed through as
+/// sent); removes `content-encoding` and `content-length` from `headers` when the body will be
+/// decoded.
+pub(crate) fn decoder_for(headers: &mut Headers, ctx: &mut Ctx<'_>) -> Option<Box<BodyDecoder>> {
+    match Coding::from_header(headers.get("content-encoding")) {
+        Ok(Coding::Identity) => None,
         Ok(coding) => {
-            headers.retain(|h| h.name != "content-encoding" && h.name != "content-length");
-            BodyDecoder::new(coding, ctx.config.max_decoded_body)
+            headers.retain(|name, _| name != "content-encoding" && name != "content-length");
+            Some(Box::new(BodyDecoder::new(
+                coding,
+                ctx.config.max_decoded_body,
+            )))
         }
         Err(e) => {
             tracing::debug!(error = %e, "body left encoded");
             ctx.stats.decode_errors += 1;
             // Unknown codings are passed through as sent, headers intact.
-            BodyDecoder::new(Coding::Identity, u64::MAX)
+            None
         }
     }
 }
@@ -54,13 +64,15 @@ pub(crate) fn decoder_for(headers: &mut Vec<Header>, ctx: &mut Ctx<'_>) -> BodyD
 pub(crate) struct MessageBody {
     pub id: Option<ExchangeId>,
     pub side: Side,
-    decoder: BodyDecoder,
+    /// `None` for a body passed through as sent (boxed: most bodies need none, and the state
+    /// machines move this struct at every step).
+    decoder: Option<Box<BodyDecoder>>,
     /// Set once a decoding failure has been counted.
     failed: bool,
 }
 
 impl MessageBody {
-    pub fn new(id: Option<ExchangeId>, side: Side, decoder: BodyDecoder) -> Self {
+    pub fn new(id: Option<ExchangeId>, side: Side, decoder: Option<Box<BodyDecoder>>) -> Self {
         MessageBody {
             id,
             side,
@@ -72,16 +84,43 @@ impl MessageBody {
     /// Emits the decoded form of `data`.
     pub fn data(&mut self, data: &[u8], ts_ns: u64, ctx: &mut Ctx<'_>) {
         let Some(id) = self.id else { return };
+        let Some(decoder) = &mut self.decoder else {
+            if !data.is_empty() {
+                let data = ctx.arena.copy(data);
+                self.push_piece(id, data, ts_ns, ctx);
+            }
+            return;
+        };
         let mut decoded = Vec::new();
-        self.decoder.push(data, &mut decoded);
+        decoder.push(data, &mut decoded);
         self.emit(id, decoded, ts_ns, ctx);
+    }
+
+    /// Emits the trailer fields of this message (before its end).
+    pub fn trailers(&self, trailers: Headers, ts_ns: u64, ctx: &mut Ctx<'_>) {
+        let Some(id) = self.id else { return };
+        ctx.out.push(match self.side {
+            Side::Request => Event::RequestTrailers {
+                id,
+                trailers,
+                ts_ns,
+            },
+            Side::Response => Event::ResponseTrailers {
+                id,
+                trailers,
+                ts_ns,
+            },
+        });
     }
 
     /// Bytes of the body were lost: the decoded stream cannot go on for compressed bodies.
     pub fn lost(&mut self, ctx: &mut Ctx<'_>) {
-        if self.decoder.is_transforming() && !self.failed {
-            self.decoder = BodyDecoder::failed(crate::decode::DecodeError::Corrupt {
-                coding: self.decoder.coding(),
+        if let Some(decoder) = &mut self.decoder
+            && decoder.is_transforming()
+            && !self.failed
+        {
+            **decoder = BodyDecoder::failed(crate::decode::DecodeError::Corrupt {
+                coding: decoder.coding(),
                 message: "bytes lost".into(),
             });
             self.failed = true;
@@ -92,9 +131,11 @@ impl MessageBody {
     /// The body is complete: emits the last decoded bytes and the end event.
     pub fn end(mut self, ts_ns: u64, ctx: &mut Ctx<'_>) {
         let Some(id) = self.id else { return };
-        let mut decoded = Vec::new();
-        self.decoder.finish(&mut decoded);
-        self.emit(id, decoded, ts_ns, ctx);
+        if let Some(decoder) = &mut self.decoder {
+            let mut decoded = Vec::new();
+            decoder.finish(&mut decoded);
+            self.emit(id, decoded, ts_ns, ctx);
+        }
         ctx.out.push(match self.side {
             Side::Request => Event::RequestEnd { id, ts_ns },
             Side::Response => Event::ResponseEnd { id, ts_ns },
@@ -103,7 +144,7 @@ impl MessageBody {
 
     fn emit(&mut self, id: ExchangeId, data: Vec<u8>, ts_ns: u64, ctx: &mut Ctx<'_>) {
         if !self.failed
-            && let Some(err) = self.decoder.error()
+            && let Some(err) = self.decoder.as_ref().and_then(|d| d.error())
         {
             self.failed = true;
             match err {
@@ -114,6 +155,10 @@ impl MessageBody {
         if data.is_empty() {
             return;
         }
+        self.push_piece(id, Bytes::from(data), ts_ns, ctx);
+    }
+
+    fn push_piece(&self, id: ExchangeId, data: Bytes, ts_ns: u64, ctx: &mut Ctx<'_>) {
         ctx.out.push(match self.side {
             Side::Request => Event::RequestBody { id, data, ts_ns },
             Side::Response => Event::ResponseBody { id, data, ts_ns },

@@ -1,6 +1,7 @@
 //! One observed connection: works out the protocol and the process's role from the first bytes,
 //! then hands every byte to the HTTP/1 or HTTP/2 state machine.
 
+use crate::arena::Arena;
 use crate::body::Ctx;
 use crate::config::{Config, ConnectionStats};
 use crate::h1::Http1;
@@ -32,6 +33,8 @@ pub struct Connection {
     next_id: ExchangeId,
     proto: Proto,
     last_activity_ns: u64,
+    /// Buffer the bytes of emitted heads and body pieces are copied into.
+    arena: Arena,
 }
 
 enum Detected {
@@ -71,6 +74,7 @@ impl Connection {
             next_id: 0,
             proto: Proto::Detect([Vec::new(), Vec::new()]),
             last_activity_ns: 0,
+            arena: Arena::new(),
         }
     }
 
@@ -114,6 +118,7 @@ impl Connection {
             stats: &mut self.stats,
             next_id: &mut self.next_id,
             out,
+            arena: &mut self.arena,
         };
         match &mut self.proto {
             Proto::Http1(h1) => {
@@ -165,6 +170,7 @@ impl Connection {
             stats: &mut self.stats,
             next_id: &mut self.next_id,
             out,
+            arena: &mut self.arena,
         };
         match &mut self.proto {
             Proto::Http1(h1) => h1.gap(flow, lost, ts_ns, &mut ctx),
@@ -194,6 +200,7 @@ impl Connection {
             stats: &mut self.stats,
             next_id: &mut self.next_id,
             out,
+            arena: &mut self.arena,
         };
         match std::mem::replace(&mut self.proto, Proto::Closed) {
             Proto::Http1(mut h1) => h1.close(ts_ns, &mut ctx),
@@ -204,6 +211,8 @@ impl Connection {
                 ctx.stats.bytes_skipped += buffered;
             }
         }
+        // Nothing more is parsed: the arena lets its chunks go (views handed out stay valid).
+        self.arena = Arena::new();
     }
 
     /// Bytes held in parser buffers (incomplete heads, frames, header blocks): bounded by the

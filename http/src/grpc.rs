@@ -3,11 +3,12 @@
 /// Whether a `content-type` is gRPC (`application/grpc`, `application/grpc+proto`, ...).
 #[must_use]
 pub fn is_grpc(content_type: Option<&str>) -> bool {
+    const GRPC: &str = "application/grpc";
     content_type.is_some_and(|ct| {
-        let ct = ct.trim().to_ascii_lowercase();
-        ct == "application/grpc"
-            || ct.starts_with("application/grpc+")
-            || ct.starts_with("application/grpc;")
+        let ct = ct.trim().as_bytes();
+        ct.get(..GRPC.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(GRPC.as_bytes()))
+            && matches!(ct.get(GRPC.len()), None | Some(b'+' | b';'))
     })
 }
 
@@ -90,6 +91,8 @@ mod tests {
     fn recognises_grpc_content_types() {
         assert!(is_grpc(Some("application/grpc")));
         assert!(is_grpc(Some("application/grpc+proto")));
+        assert!(is_grpc(Some(" Application/GRPC; charset=x")));
+        assert!(!is_grpc(Some("application/grp")));
         assert!(!is_grpc(Some("application/grpc-web")));
         assert!(!is_grpc(Some("application/json")));
         assert!(!is_grpc(None));

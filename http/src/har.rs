@@ -12,11 +12,14 @@
 use std::sync::Arc;
 
 use base64::Engine as _;
+use bytes::Bytes;
 use serde_json::Value;
 use thiserror::Error;
 
 use crate::assembler::{Body, Exchange, Request, Response};
-use crate::types::{Header, RequestHead, ResponseHead, Version};
+use crate::headers::Headers;
+use crate::text::{Text, well_known_method};
+use crate::types::{RequestHead, ResponseHead, Version};
 
 /// Why a HAR document could not be read.
 #[derive(Debug, Error)]
@@ -175,17 +178,12 @@ fn str_field<'a>(
         .ok_or(HarError::Field { entry, field: name })
 }
 
-fn headers(v: Option<&Value>) -> Vec<Header> {
+fn headers(v: Option<&Value>) -> Headers {
     v.and_then(Value::as_array)
         .map(|list| {
             list.iter()
-                .filter_map(|h| {
-                    Some(Header::new(
-                        h.get("name")?.as_str()?,
-                        h.get("value")?.as_str()?,
-                    ))
-                })
-                .filter(|h| !h.name.starts_with(':'))
+                .filter_map(|h| Some((h.get("name")?.as_str()?, h.get("value")?.as_str()?)))
+                .filter(|(name, _)| !name.starts_with(':'))
                 .collect()
         })
         .unwrap_or_default()
@@ -220,7 +218,7 @@ fn body_bytes(entry: usize, content: Option<&Value>) -> Result<Vec<u8>, HarError
 /// `data` as kept for packs: at most `max_body` bytes, with its true length.
 fn kept(data: &[u8], max_body: usize) -> Body {
     Body {
-        data: data[..data.len().min(max_body)].to_vec(),
+        data: Bytes::copy_from_slice(&data[..data.len().min(max_body)]),
         total_len: data.len() as u64,
         truncated: data.len() > max_body,
     }
@@ -276,9 +274,9 @@ fn entry(i: usize, e: &Value, max_body: usize) -> Result<HarEntry, HarError> {
         })?;
     let (scheme, url_authority, target) = split_url(url);
     let req_headers = headers(e.pointer("/request/headers"));
-    let authority = crate::types::header_value(&req_headers, "host")
-        .map(str::to_owned)
-        .or(url_authority);
+    let authority = req_headers
+        .get_text("host")
+        .or_else(|| url_authority.map(Text::from));
     let timings = e.get("timings").cloned().unwrap_or(Value::Null);
     let send_end = t0
         + ms_to_ns(
@@ -291,22 +289,23 @@ fn entry(i: usize, e: &Value, max_body: usize) -> Result<HarEntry, HarError> {
     let end = (t0 + ms_to_ns(ms(e, "time"))).max(wait_end);
     let request = Request {
         head: RequestHead {
-            method: method.to_owned(),
-            target,
+            method: well_known_method(method).unwrap_or_else(|| Text::from(method)),
+            target: target.into(),
             authority,
-            scheme,
+            scheme: scheme.map(Text::from),
             version: version(e.pointer("/request/httpVersion").and_then(Value::as_str)),
             headers: req_headers,
         },
         body: kept(&body_bytes(i, e.pointer("/request/postData"))?, max_body),
+        trailers: Headers::new(),
         start_ns: t0,
         end_ns: send_end,
     };
     let mut resp_headers = headers(e.pointer("/response/headers"));
-    resp_headers.retain(|h| h.name != "content-encoding" && h.name != "content-length");
+    resp_headers.retain(|name, _| name != "content-encoding" && name != "content-length");
     let content = e.pointer("/response/content");
     let response_body = body_bytes(i, content)?;
-    let stream = is_event_stream(crate::types::header_value(&resp_headers, "content-type"))
+    let stream = is_event_stream(resp_headers.get("content-type"))
         || is_event_stream(
             content
                 .and_then(|c| c.get("mimeType"))
@@ -329,11 +328,12 @@ fn entry(i: usize, e: &Value, max_body: usize) -> Result<HarEntry, HarError> {
                 .pointer("/response/statusText")
                 .and_then(Value::as_str)
                 .unwrap_or_default()
-                .to_owned(),
+                .into(),
             version: version(e.pointer("/response/httpVersion").and_then(Value::as_str)),
             headers: resp_headers,
         },
         body: kept(&response_body, max_body),
+        trailers: Headers::new(),
         start_ns: wait_end,
         end_ns: end,
     };

@@ -4,8 +4,12 @@
 //! ([`Flow::Ingress`]) in whatever slices the TLS calls delivered, each with a timestamp. It works
 //! out whether the connection speaks HTTP/1.x or HTTP/2 and whether the process is the client or
 //! the server, and emits [`Event`]s: request and response heads, decoded body pieces as they
-//! arrive, ends, upgrades, resynchronisations and aborts. An [`Assembler`] turns those events into
-//! whole [`Exchange`]s for the pack stage.
+//! arrive, trailers, ends, upgrades, resynchronisations and aborts. An [`Assembler`] turns those
+//! events into whole [`Exchange`]s for the pack stage.
+//!
+//! Events own their data but cost few allocations: each message head is copied once into a
+//! buffer shared by its [`Headers`] and [`Text`] fields, and body pieces are [`Bytes`] views
+//! into a per-connection buffer that is reused once the pieces are dropped.
 //!
 //! ```
 //! use taskless_http::{Assembled, Assembler, Config, Connection, Flow};
@@ -22,11 +26,12 @@
 //! }
 //! let Some(Assembled::Complete { exchange, .. }) = ready.last() else { panic!("no exchange") };
 //! assert_eq!(exchange.request.head.target, "/v1/models");
-//! assert_eq!(exchange.response.body.data, b"{}");
+//! assert_eq!(exchange.response.body.data, &b"{}"[..]);
 //! ```
 //!
 //! Nothing here does I/O, and every buffer is bounded by [`Config`], whatever the input.
 
+mod arena;
 mod assembler;
 mod body;
 mod config;
@@ -36,12 +41,16 @@ pub mod grpc;
 mod h1;
 mod h2;
 pub mod har;
+mod headers;
+mod text;
 mod types;
 
 pub use assembler::{Assembled, Assembler, Body, Exchange, Request, Response};
+pub use bytes::Bytes;
 pub use config::{Config, ConnectionStats};
 pub use connection::Connection;
+pub use headers::{Headers, Iter as HeadersIter};
+pub use text::Text;
 pub use types::{
-    AbortReason, Event, ExchangeId, Flow, Header, RequestHead, ResponseHead, ResyncReason, Version,
-    header_value,
+    AbortReason, Event, ExchangeId, Flow, RequestHead, ResponseHead, ResyncReason, Version,
 };

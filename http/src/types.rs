@@ -1,5 +1,10 @@
 //! The records the parser emits: flows, heads and events.
 
+use bytes::Bytes;
+
+use crate::headers::Headers;
+use crate::text::Text;
+
 /// Direction of bytes relative to the observed process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Flow {
@@ -53,67 +58,29 @@ impl Version {
     }
 }
 
-/// One header field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Header {
-    /// Field name, lower-case.
-    pub name: String,
-    /// Field value, decoded as lossy UTF-8.
-    pub value: String,
-}
-
-impl Header {
-    /// Builds a header, lower-casing the name.
-    pub fn new(name: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Self {
-        let mut name = lossy(name.as_ref());
-        name.make_ascii_lowercase();
-        Header {
-            name,
-            value: lossy(value.as_ref()),
-        }
-    }
-}
-
-/// Bytes as a `String`, invalid UTF-8 replaced (fast path for valid input).
-pub(crate) fn lossy(bytes: &[u8]) -> String {
-    match std::str::from_utf8(bytes) {
-        Ok(s) => s.to_owned(),
-        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
-    }
-}
-
-/// Looks up the first header called `name` (lower-case) in `headers`.
-#[must_use]
-pub fn header_value<'a>(headers: &'a [Header], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|h| h.name == name)
-        .map(|h| h.value.as_str())
-}
-
 /// The head of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
     /// Method, e.g. `GET`.
-    pub method: String,
+    pub method: Text,
     /// Path and query as sent (HTTP/1 request target or HTTP/2 `:path`).
-    pub target: String,
+    pub target: Text,
     /// `Host` header or `:authority`.
-    pub authority: Option<String>,
+    pub authority: Option<Text>,
     /// `:scheme` for HTTP/2, or the scheme of an absolute-form HTTP/1 target.
-    pub scheme: Option<String>,
+    pub scheme: Option<Text>,
     /// Protocol version.
     pub version: Version,
     /// Header fields in the order sent; HTTP/2 pseudo-headers are not included. When the parser
     /// decoded the body, `content-encoding` and `content-length` are removed.
-    pub headers: Vec<Header>,
+    pub headers: Headers,
 }
 
 impl RequestHead {
     /// The first header called `name` (lower-case).
     #[must_use]
     pub fn header(&self, name: &str) -> Option<&str> {
-        header_value(&self.headers, name)
+        self.headers.get(name)
     }
 }
 
@@ -123,19 +90,19 @@ pub struct ResponseHead {
     /// Status code.
     pub status: u16,
     /// Reason phrase (empty for HTTP/2).
-    pub reason: String,
+    pub reason: Text,
     /// Protocol version.
     pub version: Version,
     /// Header fields in the order sent; HTTP/2 pseudo-headers are not included. When the parser
     /// decoded the body, `content-encoding` and `content-length` are removed.
-    pub headers: Vec<Header>,
+    pub headers: Headers,
 }
 
 impl ResponseHead {
     /// The first header called `name` (lower-case).
     #[must_use]
     pub fn header(&self, name: &str) -> Option<&str> {
-        header_value(&self.headers, name)
+        self.headers.get(name)
     }
 }
 
@@ -184,8 +151,18 @@ pub enum Event {
         /// Exchange id.
         id: ExchangeId,
         /// Decoded bytes.
-        data: Vec<u8>,
+        data: Bytes,
         /// Timestamp of the bytes that carried it.
+        ts_ns: u64,
+    },
+    /// The trailer fields of a request (HTTP/1 chunked trailer section, HTTP/2 trailing
+    /// HEADERS), just before its [`Event::RequestEnd`].
+    RequestTrailers {
+        /// Exchange id.
+        id: ExchangeId,
+        /// The trailer fields, in the order sent (names lower-case).
+        trailers: Headers,
+        /// Timestamp of the bytes that carried them.
         ts_ns: u64,
     },
     /// The request is complete.
@@ -209,8 +186,18 @@ pub enum Event {
         /// Exchange id.
         id: ExchangeId,
         /// Decoded bytes.
-        data: Vec<u8>,
+        data: Bytes,
         /// Timestamp of the bytes that carried it.
+        ts_ns: u64,
+    },
+    /// The trailer fields of a response (HTTP/1 chunked trailer section, HTTP/2 trailing HEADERS
+    /// such as gRPC's `grpc-status`), just before its [`Event::ResponseEnd`].
+    ResponseTrailers {
+        /// Exchange id.
+        id: ExchangeId,
+        /// The trailer fields, in the order sent (names lower-case).
+        trailers: Headers,
+        /// Timestamp of the bytes that carried them.
         ts_ns: u64,
     },
     /// The response is complete.
@@ -253,9 +240,11 @@ impl Event {
         match self {
             Event::RequestHead { id, .. }
             | Event::RequestBody { id, .. }
+            | Event::RequestTrailers { id, .. }
             | Event::RequestEnd { id, .. }
             | Event::ResponseHead { id, .. }
             | Event::ResponseBody { id, .. }
+            | Event::ResponseTrailers { id, .. }
             | Event::ResponseEnd { id, .. }
             | Event::Upgrade { id, .. }
             | Event::Aborted { id, .. } => Some(*id),

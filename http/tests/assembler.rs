@@ -48,14 +48,18 @@ fn request_then_chunks_then_complete_with_timestamps() {
     let Assembled::Request { id: 0, request } = &out[0] else {
         panic!("first must be the request: {out:?}");
     };
-    assert_eq!(request.body.data, b"{\"a\"");
+    assert_eq!(request.body.data, &b"{\"a\""[..]);
     assert_eq!((request.start_ns, request.end_ns), (10, 11));
-    assert!(matches!(&out[1], Assembled::ResponseBody { data, ts_ns: 20, .. } if data == b"abc"));
-    assert!(matches!(&out[2], Assembled::ResponseBody { data, ts_ns: 25, .. } if data == b"de"));
+    assert!(
+        matches!(&out[1], Assembled::ResponseBody { data, ts_ns: 20, .. } if data == &b"abc"[..])
+    );
+    assert!(
+        matches!(&out[2], Assembled::ResponseBody { data, ts_ns: 25, .. } if data == &b"de"[..])
+    );
     let Assembled::Complete { exchange, .. } = &out[3] else {
         panic!("last must be complete: {out:?}");
     };
-    assert_eq!(exchange.response.body.data, b"abcde");
+    assert_eq!(exchange.response.body.data, &b"abcde"[..]);
     assert_eq!(exchange.response.body.total_len, 5);
     assert!(!exchange.response.body.truncated);
     assert_eq!(
@@ -83,6 +87,58 @@ fn bodies_past_the_limit_are_truncated_with_true_length() {
     assert_eq!(exchange.response.body.data.len(), 10);
     assert_eq!(exchange.response.body.total_len, 100);
     assert!(exchange.response.body.truncated);
+}
+
+#[test]
+fn pieces_are_joined_up_to_the_limit() {
+    let out = assemble(
+        5,
+        &[
+            (Flow::Egress, b"GET / HTTP/1.1\r\n\r\n", 1),
+            (
+                Flow::Ingress,
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",
+                2,
+            ),
+            (Flow::Ingress, b"3\r\ndef\r\n", 3),
+            (Flow::Ingress, b"2\r\ngh\r\n0\r\n\r\n", 4),
+        ],
+        None,
+    );
+    let Some(Assembled::Complete { exchange, .. }) = out.last() else {
+        panic!("{out:?}");
+    };
+    assert_eq!(exchange.response.body.data, &b"abcde"[..]);
+    assert_eq!(exchange.response.body.total_len, 8);
+    assert!(exchange.response.body.truncated);
+}
+
+#[test]
+fn trailers_are_kept_on_the_request_and_the_response() {
+    let out = assemble(
+        1 << 20,
+        &[
+            (
+                Flow::Egress,
+                b"POST /up HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nDigest: x\r\n\r\n",
+                1,
+            ),
+            (
+                Flow::Ingress,
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nb\r\n0\r\nGrpc-Status: 0\r\n\r\n",
+                2,
+            ),
+        ],
+        None,
+    );
+    let Some(Assembled::Complete { exchange, .. }) = out.last() else {
+        panic!("{out:?}");
+    };
+    assert_eq!(exchange.request.trailers.get("digest"), Some("x"));
+    assert_eq!(exchange.request.head.header("digest"), None);
+    assert_eq!(exchange.response.trailers.get("grpc-status"), Some("0"));
+    assert_eq!(exchange.response.trailers.len(), 1);
+    assert_eq!(exchange.response.body.data, &b"b"[..]);
 }
 
 #[test]
@@ -174,13 +230,13 @@ fn har_entries_become_exchanges() {
     assert_eq!(req.head.scheme.as_deref(), Some("https"));
     assert_eq!(req.head.version, taskless_http::Version::Http2);
     assert_eq!(req.head.headers.len(), 1, "pseudo-headers dropped");
-    assert_eq!(req.body.data, b"{\"model\":\"m\"}");
+    assert_eq!(req.body.data, &b"{\"model\":\"m\"}"[..]);
     let t0 = 1_714_564_800_000_000_000;
     assert_eq!(req.start_ns, t0);
     assert_eq!(req.end_ns, t0 + 3_000_000);
     assert_eq!(x.response.start_ns, t0 + 103_000_000);
     assert_eq!(x.response.end_ns, t0 + 120_500_000);
-    assert_eq!(x.response.body.data, b"hello");
+    assert_eq!(x.response.body.data, &b"hello"[..]);
     assert_eq!(x.response.head.header("content-encoding"), None);
     assert_eq!(
         x.response.head.header("content-type"),

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use common::{inp, out, run_all};
 use serde_json::Value;
-use taskless_http::{Config, Event, Header, Version};
+use taskless_http::{Config, Event, Headers, Version};
 
 fn data(path: &str) -> String {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -159,10 +159,10 @@ fn expected_headers(s: &Sample) -> Vec<(String, String)> {
         .collect()
 }
 
-fn actual_headers(headers: &[Header]) -> Vec<(String, String)> {
+fn actual_headers(headers: &Headers) -> Vec<(String, String)> {
     headers
         .iter()
-        .map(|h| (h.name.clone(), h.value.trim().to_owned()))
+        .map(|(name, value)| (name.to_owned(), value.trim().to_owned()))
         .collect()
 }
 
@@ -170,7 +170,7 @@ fn body_of(events: &[Event]) -> Vec<u8> {
     events
         .iter()
         .flat_map(|e| match e {
-            Event::RequestBody { data, .. } | Event::ResponseBody { data, .. } => data.clone(),
+            Event::RequestBody { data, .. } | Event::ResponseBody { data, .. } => data.to_vec(),
             _ => Vec::new(),
         })
         .collect()
@@ -191,8 +191,8 @@ fn llhttp_samples_parse_as_llhttp_does() {
                         _ => None,
                     })
                     .unwrap_or_else(|| panic!("{}: no request head in {events:?}", s.title));
-                assert_eq!(Some(&head.method), s.method.as_ref(), "{}", s.title);
-                assert_eq!(Some(&head.target), s.url.as_ref(), "{}", s.title);
+                assert_eq!(Some(&*head.method), s.method.as_deref(), "{}", s.title);
+                assert_eq!(Some(&*head.target), s.url.as_deref(), "{}", s.title);
                 assert_eq!(head.version, version(s.version.as_deref()), "{}", s.title);
                 assert_eq!(
                     actual_headers(&head.headers),
@@ -302,7 +302,7 @@ fn check_response_story(file: &str) {
         let got: Vec<(String, String)> = head
             .headers
             .iter()
-            .map(|h| (h.name.clone(), h.value.clone()))
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
             .collect();
         assert_eq!(got, want, "{file}");
     }

@@ -322,6 +322,54 @@ fn cases() -> Vec<Case> {
             "reqend#0",
             "resp#0 200",
             "body#0 \0\0\0\0\u{5}reply",
+            "trailers#0 grpc-status=0",
+            "end#0",
+        ],
+    });
+
+    let (mut c, mut s) = (Encoder::new(), Encoder::new());
+    cases.push(Case {
+        name: "request and response trailers, interleaved streams",
+        steps: vec![
+            out(cat(&[
+                client_start(),
+                get(&mut c, 1, "/up", false),
+                get(&mut c, 3, "/other", true),
+                frame(DATA, 0, 1, b"part"),
+                frame(
+                    HEADERS,
+                    END_HEADERS | END_STREAM,
+                    1,
+                    &block(&mut c, &[("x-checksum", "abc"), ("X-Count", "1")]),
+                ),
+            ])),
+            inp(cat(&[
+                server_start(),
+                status(&mut s, 3, "200", &[], false),
+                status(&mut s, 1, "200", &[], false),
+                frame(DATA, 0, 3, b"three"),
+                frame(
+                    HEADERS,
+                    END_HEADERS | END_STREAM,
+                    3,
+                    &block(&mut s, &[("grpc-status", "13"), ("grpc-message", "bad")]),
+                ),
+                // A trailing block without fields ends the stream without a trailers event.
+                frame(HEADERS, END_HEADERS | END_STREAM, 1, &block(&mut s, &[])),
+            ])),
+        ],
+        expect: vec![
+            "req#0 POST /up",
+            "req#1 GET /other",
+            "reqend#1",
+            "reqbody#0 part",
+            "reqtrailers#0 x-checksum=abc&x-count=1",
+            "reqend#0",
+            "resp#1 200",
+            "resp#0 200",
+            "body#1 three",
+            "trailers#1 grpc-status=13&grpc-message=bad",
+            "end#1",
             "end#0",
         ],
     });

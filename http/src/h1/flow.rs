@@ -205,12 +205,12 @@ impl Http1 {
         let side = self.side_of(flow).unwrap_or(Side::Request);
         let max_headers = ctx.config.max_headers;
         let outcome = match side {
-            Side::Request => match head::parse_request(rest, max_headers) {
+            Side::Request => match head::parse_request(rest, max_headers, ctx.arena) {
                 Parsed::Complete(h, n) => Ok((self.on_request(flow, h, start_ns, ts_ns, ctx), n)),
                 Parsed::Partial { .. } => Err(false),
                 Parsed::Invalid => Err(true),
             },
-            Side::Response => match head::parse_response(rest, max_headers) {
+            Side::Response => match head::parse_response(rest, max_headers, ctx.arena) {
                 Parsed::Complete(h, n) => Ok((self.on_response(flow, h, start_ns, ts_ns, ctx), n)),
                 Parsed::Partial { .. } => Err(false),
                 Parsed::Invalid => Err(true),
@@ -448,23 +448,27 @@ impl Http1 {
                 }
             }
             Chunk::Trailers => {
-                let end = if rest.starts_with(b"\r\n") {
-                    Some(2)
-                } else if rest.starts_with(b"\n") {
-                    Some(1)
-                } else {
-                    find_blank_line(rest)
-                };
-                match end {
-                    Some(n) => {
+                return match head::parse_trailers(rest, ctx.config.max_headers, ctx.arena) {
+                    Parsed::Complete(trailers, n) => {
+                        if !trailers.is_empty() {
+                            body.message.trailers(trailers, ts_ns, ctx);
+                        }
                         body.message.end(ts_ns, ctx);
-                        return go(n, FlowState::Head);
+                        go(n, FlowState::Head)
                     }
-                    None if rest.len() <= ctx.config.max_header_bytes => {
-                        return wait(0, FlowState::Body(body));
-                    }
-                    None => return self.chunk_error(body, ctx),
-                }
+                    // Fields httparse rejects are skipped up to the empty line, not passed on.
+                    Parsed::Invalid | Parsed::Partial { .. } => match find_blank_line(rest) {
+                        Some(n) => {
+                            tracing::debug!(id = ?body.message.id, "unparsable trailer fields skipped");
+                            body.message.end(ts_ns, ctx);
+                            go(n, FlowState::Head)
+                        }
+                        None if rest.len() <= ctx.config.max_header_bytes => {
+                            wait(0, FlowState::Body(body))
+                        }
+                        None => self.chunk_error(body, ctx),
+                    },
+                };
             }
         };
         body.framing = BodyFraming::Chunked(next);

@@ -1,7 +1,7 @@
 //! Finding the next HTTP/1 message boundary in bytes of unknown position (after a gap, when a
 //! connection is joined mid-stream, or after malformed input).
 
-use super::head::{Parsed, parse_request, parse_response};
+use super::head::{Parsed, probe_request, probe_response};
 use crate::body::Side;
 
 /// Words a message can start with: the status line's version, or a method and a space.
@@ -48,12 +48,12 @@ fn check(buf: &[u8], want: Option<Side>, max_headers: usize, max_head: usize) ->
     };
     for &side in sides {
         let partial = match side {
-            Side::Request => match parse_request(buf, max_headers) {
+            Side::Request => match probe_request(buf, max_headers) {
                 Parsed::Complete(..) => return Check::Yes(side),
                 Parsed::Partial { first_line } => first_line,
                 Parsed::Invalid => continue,
             },
-            Side::Response => match parse_response(buf, max_headers) {
+            Side::Response => match probe_response(buf, max_headers) {
                 Parsed::Complete(..) => return Check::Yes(side),
                 Parsed::Partial { first_line } => first_line,
                 Parsed::Invalid => continue,

@@ -1,21 +1,13 @@
 //! Handling complete HTTP/2 frames: header blocks, DATA, RST_STREAM and GOAWAY.
 
+use super::block::Decoded;
 use super::frame::{self, FrameHeader};
 use super::stream::{Part, Stream};
 use super::{Block, Http2};
 use crate::body::{Ctx, MessageBody, Side, decoder_for};
 use crate::grpc::{GrpcCounter, is_grpc};
-use crate::types::{AbortReason, Event, Flow, Header, RequestHead, ResponseHead, Version};
-
-/// Pseudo-header fields of one header block.
-#[derive(Debug, Default)]
-struct Pseudo {
-    method: Option<String>,
-    path: Option<String>,
-    authority: Option<String>,
-    scheme: Option<String>,
-    status: Option<String>,
-}
+use crate::text::Text;
+use crate::types::{AbortReason, Event, Flow, RequestHead, ResponseHead, Version};
 
 /// Strips padding (and, for HEADERS, priority fields) from a frame payload.
 fn unpad<'a>(hdr: &FrameHeader, payload: &'a [u8], priority_len: usize) -> Option<&'a [u8]> {
@@ -50,9 +42,10 @@ impl Http2 {
                     stream: hdr.stream,
                     end_stream: hdr.has(frame::FLAG_END_STREAM),
                     push: false,
-                    buf: fragment.to_vec(),
+                    buf: Vec::new(),
                 };
-                self.start_block(flow, block, hdr.has(frame::FLAG_END_HEADERS), ts_ns, ctx);
+                let end_headers = hdr.has(frame::FLAG_END_HEADERS);
+                self.start_block(flow, block, fragment, end_headers, ts_ns, ctx);
             }
             frame::PUSH_PROMISE => {
                 let Some(fragment) = unpad(&hdr, payload, 4) else {
@@ -64,13 +57,14 @@ impl Http2 {
                     stream: hdr.stream,
                     end_stream: false,
                     push: true,
-                    buf: fragment.to_vec(),
+                    buf: Vec::new(),
                 };
-                self.start_block(flow, block, hdr.has(frame::FLAG_END_HEADERS), ts_ns, ctx);
+                let end_headers = hdr.has(frame::FLAG_END_HEADERS);
+                self.start_block(flow, block, fragment, end_headers, ts_ns, ctx);
             }
             frame::CONTINUATION => {
                 let fi = flow.index();
-                let Some(mut block) = self.flows[fi].block.take() else {
+                let Some(block) = self.flows[fi].block.take() else {
                     // The start of this block was not seen.
                     return;
                 };
@@ -81,8 +75,8 @@ impl Http2 {
                     self.hpack_failed(flow, ctx);
                     return;
                 }
-                block.buf.extend_from_slice(payload);
-                self.start_block(flow, block, hdr.has(frame::FLAG_END_HEADERS), ts_ns, ctx);
+                let end_headers = hdr.has(frame::FLAG_END_HEADERS);
+                self.start_block(flow, block, payload, end_headers, ts_ns, ctx);
             }
             frame::RST_STREAM => {
                 if let Some(stream) = self.streams.remove(&hdr.stream) {
@@ -109,16 +103,25 @@ impl Http2 {
         }
     }
 
+    /// Takes the next `fragment` of a header block: decodes the block once it is complete
+    /// (straight from the frame when it fits in one), else keeps collecting.
     fn start_block(
         &mut self,
         flow: Flow,
-        block: Block,
+        mut block: Block,
+        fragment: &[u8],
         end_headers: bool,
         ts_ns: u64,
         ctx: &mut Ctx<'_>,
     ) {
+        if end_headers && block.buf.is_empty() {
+            self.finish_block(flow, &block, fragment, ts_ns, ctx);
+            return;
+        }
+        block.buf.extend_from_slice(fragment);
         if end_headers {
-            self.finish_block(flow, block, ts_ns, ctx);
+            let buf = std::mem::take(&mut block.buf);
+            self.finish_block(flow, &block, &buf, ts_ns, ctx);
         } else {
             self.flows[flow.index()].block = Some(block);
         }
@@ -165,64 +168,61 @@ impl Http2 {
         }
     }
 
-    fn finish_block(&mut self, flow: Flow, block: Block, ts_ns: u64, ctx: &mut Ctx<'_>) {
+    fn finish_block(
+        &mut self,
+        flow: Flow,
+        block: &Block,
+        fragment: &[u8],
+        ts_ns: u64,
+        ctx: &mut Ctx<'_>,
+    ) {
         let fi = flow.index();
-        let max_headers = ctx.config.max_headers;
-        let mut pseudo = Pseudo::default();
-        let mut headers = Vec::new();
-        let result = self.flows[fi]
-            .hpack
-            .decode_with_cb(&block.buf, |name, value| {
-                let text = || String::from_utf8_lossy(&value).into_owned();
-                match &*name {
-                    b":method" => pseudo.method = Some(text()),
-                    b":path" => pseudo.path = Some(text()),
-                    b":authority" => pseudo.authority = Some(text()),
-                    b":scheme" => pseudo.scheme = Some(text()),
-                    b":status" => pseudo.status = Some(text()),
-                    n if n.starts_with(b":") => {}
-                    _ if headers.len() < max_headers => headers.push(Header::new(&name, &value)),
-                    _ => {}
+        let decoded = super::block::decode(
+            &mut self.flows[fi].hpack,
+            fragment,
+            !block.push,
+            ctx.config.max_headers,
+            ctx.arena,
+        );
+        let decoded = match decoded {
+            Ok(Some(decoded)) => decoded,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(?flow, stream = block.stream, error = %e, "hpack block not decodable");
+                ctx.stats.hpack_errors += 1;
+                self.flows[fi].hpack = super::hpack_decoder(ctx.config.max_hpack_table);
+                if !block.push {
+                    self.skip_stream(block.stream, ctx);
                 }
-            });
-        if let Err(e) = result {
-            tracing::debug!(?flow, stream = block.stream, error = %e, "hpack block not decodable");
-            ctx.stats.hpack_errors += 1;
-            self.flows[fi].hpack = super::hpack_decoder(ctx.config.max_hpack_table);
-            if !block.push {
-                self.skip_stream(block.stream, ctx);
+                return;
             }
-            return;
-        }
-        if block.push {
-            return;
-        }
-        if let Some(method) = pseudo.method.take() {
-            self.on_request_head(flow, &block, method, pseudo, headers, ts_ns, ctx);
-        } else if let Some(status) = pseudo.status.take() {
-            self.on_response_head(flow, &block, &status, headers, ts_ns, ctx);
+        };
+        if let Some(method) = decoded.method() {
+            self.on_request_head(flow, block, method, decoded, ts_ns, ctx);
+        } else if decoded.status().is_some() {
+            self.on_response_head(flow, block, decoded, ts_ns, ctx);
         } else if block.end_stream {
             // Trailers end the side they follow.
             let side = self.is_request_flow(flow);
             if let Some(stream) = self.streams.get_mut(&block.stream) {
-                match side {
-                    Some(true) => stream.request.end(ts_ns, ctx),
-                    Some(false) => stream.response.end(ts_ns, ctx),
-                    None => {}
-                }
+                let part = match side {
+                    Some(true) => &mut stream.request,
+                    Some(false) => &mut stream.response,
+                    None => return,
+                };
+                part.trailers(decoded.headers, ts_ns, ctx);
+                part.end(ts_ns, ctx);
             }
             self.remove_if_complete(block.stream);
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn on_request_head(
         &mut self,
         flow: Flow,
         block: &Block,
-        method: String,
-        pseudo: Pseudo,
-        mut headers: Vec<Header>,
+        method: Text,
+        decoded: Decoded,
         ts_ns: u64,
         ctx: &mut Ctx<'_>,
     ) {
@@ -241,14 +241,17 @@ impl Http2 {
             return;
         }
         let id = ctx.new_exchange();
-        let grpc = is_grpc(crate::types::header_value(&headers, "content-type"))
-            .then(GrpcCounter::default);
+        let target = decoded.path().unwrap_or_default();
+        let authority = decoded.authority();
+        let scheme = decoded.scheme();
+        let mut headers = decoded.headers;
+        let grpc = is_grpc(headers.get("content-type")).then(GrpcCounter::default);
         let decoder = decoder_for(&mut headers, ctx);
         let head = RequestHead {
             method,
-            target: pseudo.path.unwrap_or_default(),
-            authority: pseudo.authority,
-            scheme: pseudo.scheme,
+            target,
+            authority,
+            scheme,
             version: Version::Http2,
             headers,
         };
@@ -269,8 +272,7 @@ impl Http2 {
         &mut self,
         flow: Flow,
         block: &Block,
-        status: &str,
-        mut headers: Vec<Header>,
+        decoded: Decoded,
         ts_ns: u64,
         ctx: &mut Ctx<'_>,
     ) {
@@ -284,7 +286,7 @@ impl Http2 {
             ctx.stats.orphan_responses += 1;
             return;
         };
-        let Ok(status) = status.parse::<u16>() else {
+        let Some(Ok(status)) = decoded.status().map(str::parse::<u16>) else {
             self.skip_stream(block.stream, ctx);
             return;
         };
@@ -296,12 +298,12 @@ impl Http2 {
             return;
         }
         let id = stream.id;
-        let grpc = is_grpc(crate::types::header_value(&headers, "content-type"))
-            .then(GrpcCounter::default);
+        let mut headers = decoded.headers;
+        let grpc = is_grpc(headers.get("content-type")).then(GrpcCounter::default);
         let decoder = decoder_for(&mut headers, ctx);
         let head = ResponseHead {
             status,
-            reason: String::new(),
+            reason: Text::new(),
             version: Version::Http2,
             headers,
         };

@@ -6,6 +6,7 @@
 //! of bounds. A block that fails is dropped (its stream skipped) and the decoder starts afresh, so
 //! wrong headers are never emitted.
 
+mod block;
 pub(crate) mod frame;
 mod handle;
 mod stream;
@@ -209,6 +210,13 @@ impl Http2 {
                     return wait(0);
                 };
                 self.on_frame_header(flow, hdr, ts_ns, ctx);
+                if let FrameState::Payload(hdr) = self.flows[fi].state
+                    && hdr.len == 0
+                {
+                    // Nothing more to wait for, even when these are the last bytes fed.
+                    self.flows[fi].state = FrameState::Header;
+                    self.on_frame(flow, hdr, &[], ts_ns, ctx);
+                }
                 go(HEADER_LEN)
             }
             FrameState::DataPadLen(hdr) => {

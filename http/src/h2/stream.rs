@@ -2,6 +2,7 @@
 
 use crate::body::{Ctx, MessageBody};
 use crate::grpc::GrpcCounter;
+use crate::headers::Headers;
 use crate::types::{AbortReason, Event, ExchangeId};
 
 /// One side (request or response) of a stream.
@@ -33,6 +34,15 @@ impl Part {
                 ctx.stats.grpc_messages += counter.messages() - before;
             }
             body.data(data, ts_ns, ctx);
+        }
+    }
+
+    /// Emits this side's trailer fields (if it is open and there are any).
+    pub fn trailers(&self, trailers: Headers, ts_ns: u64, ctx: &mut Ctx<'_>) {
+        if let Part::Open { body, .. } = self
+            && !trailers.is_empty()
+        {
+            body.trailers(trailers, ts_ns, ctx);
         }
     }
 

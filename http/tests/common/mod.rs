@@ -4,7 +4,7 @@
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use taskless_http::{Config, Connection, ConnectionStats, Event, Flow};
+use taskless_http::{Config, Connection, ConnectionStats, Event, Flow, Headers};
 
 /// One thing that happens on a connection. Each write has its own timestamp (its index).
 #[derive(Debug, Clone)]
@@ -81,7 +81,7 @@ pub fn normalize(events: Vec<Event>) -> Vec<Event> {
                     data: more,
                     ts_ns: ts2,
                 },
-            ) if *id == id2 && *ts_ns == ts2 => data.extend(more),
+            ) if *id == id2 && *ts_ns == ts2 => *data = [&data[..], &more[..]].concat().into(),
             (
                 Some(Event::ResponseBody { id, data, ts_ns }),
                 Event::ResponseBody {
@@ -89,7 +89,7 @@ pub fn normalize(events: Vec<Event>) -> Vec<Event> {
                     data: more,
                     ts_ns: ts2,
                 },
-            ) if *id == id2 && *ts_ns == ts2 => data.extend(more),
+            ) if *id == id2 && *ts_ns == ts2 => *data = [&data[..], &more[..]].concat().into(),
             (_, e) => out.push(e),
         }
     }
@@ -128,10 +128,16 @@ pub fn summary(events: &[Event]) -> Vec<String> {
             Event::RequestBody { id, data, .. } => {
                 format!("reqbody#{id} {}", String::from_utf8_lossy(data))
             }
+            Event::RequestTrailers { id, trailers, .. } => {
+                format!("reqtrailers#{id} {}", fields(trailers))
+            }
             Event::RequestEnd { id, .. } => format!("reqend#{id}"),
             Event::ResponseHead { id, head, .. } => format!("resp#{id} {}", head.status),
             Event::ResponseBody { id, data, .. } => {
                 format!("body#{id} {}", String::from_utf8_lossy(data))
+            }
+            Event::ResponseTrailers { id, trailers, .. } => {
+                format!("trailers#{id} {}", fields(trailers))
             }
             Event::ResponseEnd { id, .. } => format!("end#{id}"),
             Event::Upgrade { id, protocol } => format!("upgrade#{id} {protocol}"),
@@ -143,4 +149,13 @@ pub fn summary(events: &[Event]) -> Vec<String> {
             Event::Aborted { id, reason } => format!("abort#{id} {reason:?}"),
         })
         .collect()
+}
+
+/// Fields as `name=value` joined by `&`, for readable expectations.
+pub fn fields(headers: &Headers) -> String {
+    headers
+        .iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect::<Vec<_>>()
+        .join("&")
 }
