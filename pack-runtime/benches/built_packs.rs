@@ -5,7 +5,8 @@
 //! it instantiates the pack and pays for whatever the pack sets up once.
 //!
 //! `cargo bench -p taskless-pack-runtime --bench built_packs [-- DIR...]`: each `DIR` is one
-//! built pack folder (holding `manifest.json`, `config.json` and `pack.wasm`); without any, the
+//! built pack folder (holding `manifest.json`, `config.json` and `pack.wasm`; a relative path is
+//! taken from `pack-runtime/`, where cargo runs benches); without any, the
 //! `core` and `pii` packs under `target/packs` (or `$CARGO_TARGET_DIR/packs`).
 
 #[path = "../tests/support/mod.rs"]
