@@ -35,20 +35,27 @@ print("done", flush=True)
 sys.stdin.readline()
 "#;
 
-#[test]
-fn each_line_names_its_process_remote_address_and_server_and_a_reused_fd_is_a_new_connection() {
-    require_root();
-    let api = TestApi::start().expect("test API");
-    let port = api.server.addr.port();
-    let dir = TempDir::new("connid").expect("tempdir");
-    let script = dir.path().join("client.py");
-    std::fs::write(&script, PYTHON_CLIENT).expect("write script");
+/// A Python client waiting for `go` on stdin, and an agent attached to it.
+struct Started {
+    _dir: TempDir,
+    py: KillOnDrop,
+    pid: u32,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    agent: Agent,
+}
+
+/// Runs `script` with the test API's host, port and CA file, waits for its `ready`, then starts
+/// the agent on it with the shipped packs and waits for the agent's `ready`.
+fn start(api: &TestApi, name: &str, script: &str) -> Started {
+    let dir = TempDir::new(name).expect("tempdir");
+    let path = dir.path().join("client.py");
+    std::fs::write(&path, script).expect("write script");
     let mut py = KillOnDrop(
         Command::new("python3")
-            .arg(&script)
+            .arg(&path)
             .args([
                 "localhost",
-                &port.to_string(),
+                &api.server.addr.port().to_string(),
                 &api.server.ca_file.display().to_string(),
             ])
             .stdin(Stdio::piped())
@@ -61,18 +68,38 @@ fn each_line_names_its_process_remote_address_and_server_and_a_reused_fd_is_a_ne
     let mut line = String::new();
     stdout.read_line(&mut line).expect("python ready");
     assert_eq!(line.trim(), "ready", "python client failed to start");
-
-    let packs = packs_dir();
     let mut agent = Agent::start(&[
         "--pid".to_owned(),
         pid.to_string(),
         "--packs".to_owned(),
-        packs.display().to_string(),
+        packs_dir().display().to_string(),
     ])
     .expect("start agent");
     agent
         .wait_for_log("ready", Duration::from_secs(60))
         .expect("agent ready");
+    Started {
+        _dir: dir,
+        py,
+        pid,
+        stdout,
+        agent,
+    }
+}
+
+#[test]
+fn each_line_names_its_process_remote_address_and_server_and_a_reused_fd_is_a_new_connection() {
+    require_root();
+    let api = TestApi::start().expect("test API");
+    let port = api.server.addr.port();
+    let Started {
+        _dir,
+        mut py,
+        pid,
+        mut stdout,
+        mut agent,
+    } = start(&api, "connid", PYTHON_CLIENT);
+    let mut line = String::new();
     let stdin = py.0.stdin.as_mut().expect("stdin");
     stdin.write_all(b"go\n").expect("release python");
 
@@ -170,39 +197,14 @@ sys.stdin.readline()
 fn closing_the_socket_ends_the_connection_even_while_the_tls_object_lives() {
     require_root();
     let api = TestApi::start().expect("test API");
-    let port = api.server.addr.port();
-    let dir = TempDir::new("fdclose").expect("tempdir");
-    let script = dir.path().join("client.py");
-    std::fs::write(&script, PYTHON_CLOSER).expect("write script");
-    let mut py = KillOnDrop(
-        Command::new("python3")
-            .arg(&script)
-            .args([
-                "localhost",
-                &port.to_string(),
-                &api.server.ca_file.display().to_string(),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3"),
-    );
-    let pid = py.0.id();
-    let mut stdout = std::io::BufReader::new(py.0.stdout.take().expect("stdout"));
+    let Started {
+        _dir,
+        mut py,
+        mut stdout,
+        mut agent,
+        ..
+    } = start(&api, "fdclose", PYTHON_CLOSER);
     let mut line = String::new();
-    stdout.read_line(&mut line).expect("python ready");
-    assert_eq!(line.trim(), "ready", "python client failed to start");
-    let packs = packs_dir();
-    let mut agent = Agent::start(&[
-        "--pid".to_owned(),
-        pid.to_string(),
-        "--packs".to_owned(),
-        packs.display().to_string(),
-    ])
-    .expect("start agent");
-    agent
-        .wait_for_log("ready", Duration::from_secs(60))
-        .expect("agent ready");
     let stdin = py.0.stdin.as_mut().expect("stdin");
     stdin.write_all(b"go\n").expect("release python");
     line.clear();
