@@ -332,18 +332,13 @@ impl Flows {
         let mut assembled = std::mem::take(&mut self.assembled);
         for event in events.drain(..) {
             match &event {
-                Event::ResponseHead { id, head, .. } => dispatch(Job::ResponseHead {
-                    key: ExchangeKey {
+                Event::ResponseHead { id, head, .. } => dispatch(Job::response_head(
+                    ExchangeKey {
                         conn: flow.serial,
                         id: *id,
                     },
-                    status: head.status,
-                    headers: head
-                        .headers
-                        .iter()
-                        .map(|(name, value)| (name.to_owned(), value.to_owned()))
-                        .collect(),
-                }),
+                    head,
+                )),
                 Event::Resync {
                     skipped, reason, ..
                 } => {

@@ -136,6 +136,22 @@ const fn job_key(job: &Job) -> ExchangeKey {
     }
 }
 
+impl Job {
+    /// The response-head moment of exchange `key`.
+    #[must_use]
+    pub fn response_head(key: ExchangeKey, head: &taskless_http::ResponseHead) -> Self {
+        Job::ResponseHead {
+            key,
+            status: head.status,
+            headers: head
+                .headers
+                .iter()
+                .map(|(name, value)| (name.to_owned(), value.to_owned()))
+                .collect(),
+        }
+    }
+}
+
 /// In-flight exchanges older than this are forgotten (their response never came).
 const IN_FLIGHT_TTL: Duration = Duration::from_secs(600);
 

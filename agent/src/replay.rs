@@ -170,15 +170,7 @@ fn har_jobs(entry: HarEntry, conn: u64, meta: &Arc<ConnMeta>) -> Vec<Job> {
         request: Arc::clone(&exchange.request),
         meta: Arc::clone(meta),
     });
-    jobs.push(Job::ResponseHead {
-        key,
-        status: head.status,
-        headers: head
-            .headers
-            .iter()
-            .map(|(name, value)| (name.to_owned(), value.to_owned()))
-            .collect(),
-    });
+    jobs.push(Job::response_head(key, head));
     jobs.extend(response_pieces.into_iter().map(|data| Job::ResponseBody {
         key,
         data: data.into(),
