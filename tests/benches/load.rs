@@ -10,7 +10,7 @@
 
 use std::{path::Path, process::Command, time::Duration};
 
-use taskless_e2e::harness::{Agent, TempDir, TestApi, packs_dir, require_root};
+use taskless_e2e::harness::{Agent, TempDir, TestApi, packs_dir, require_root, wrk_requests};
 
 const CONNECTIONS: u32 = 8;
 /// wrk connects at once, then holds every first request this long, so every request is made
@@ -35,16 +35,6 @@ fn cpu_seconds(pid: u32) -> f64 {
     #[allow(clippy::cast_precision_loss)]
     let secs = ticks as f64 / hz as f64;
     secs
-}
-
-fn wrk_requests(out: &str) -> u64 {
-    out.lines()
-        .find_map(|l| {
-            l.trim()
-                .split_once(" requests in ")
-                .and_then(|(n, _)| n.trim().parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 struct Step {
@@ -102,7 +92,7 @@ fn step(api: &TestApi, dir: &Path, packs: &Path, rate: u32) -> Step {
         .expect("agent drains and stops");
     let cpu_s = cpu_seconds(agent.pid()) - cpu_before;
     let out = agent.stop(Vec::new()).expect("agent output");
-    let requests = wrk_requests(&text);
+    let requests = wrk_requests(&text).unwrap_or(0);
     let lines = out.lines.len() as u64;
     let counted: u64 = [
         "lost_bytes",

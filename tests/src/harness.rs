@@ -56,6 +56,16 @@ pub fn packs_dir() -> PathBuf {
     )
 }
 
+/// wrk's own count of completed requests, from its report (`N requests in ...`).
+#[must_use]
+pub fn wrk_requests(report: &str) -> Option<u64> {
+    report.lines().find_map(|l| {
+        l.trim()
+            .split_once(" requests in ")
+            .and_then(|(n, _)| n.trim().parse().ok())
+    })
+}
+
 /// The OpenSSL 1.1.1 shared libraries `cargo xtask setup` fetches: `TASKLESS_OPENSSL11_DIR`, or
 /// `taskless-agent-tools/openssl-1.1.1` under `CARGO_HOME` (default `~/.cargo`).
 ///

@@ -5,28 +5,7 @@
 
 use std::{process::Command, time::Duration};
 
-use taskless_e2e::harness::{Agent, TempDir, TestApi, require_root};
-
-/// wrk's own count of completed requests and its (whole-run) rate.
-fn wrk_figures(out: &str) -> (u64, f64) {
-    let requests = out
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .split_once(" requests in ")
-                .and_then(|(n, _)| n.trim().parse().ok())
-        })
-        .expect("wrk request count");
-    let rate = out
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("Requests/sec:")
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .expect("wrk rate");
-    (requests, rate)
-}
+use taskless_e2e::harness::{Agent, TempDir, TestApi, require_root, wrk_requests};
 
 #[test]
 fn every_request_wrk_completes_appears_once_with_nothing_lost() {
@@ -68,7 +47,7 @@ fn every_request_wrk_completes_appears_once_with_nothing_lost() {
     let wrk_out = wrk.wait_with_output().expect("wrk finishes");
     let wrk_text = String::from_utf8_lossy(&wrk_out.stdout).into_owned();
     assert!(wrk_out.status.success(), "{wrk_text}");
-    let (requests, _) = wrk_figures(&wrk_text);
+    let requests = wrk_requests(&wrk_text).expect("wrk request count");
     // wrk averages over its whole run; the load itself lasted the last 4 of its 16 seconds.
     #[allow(clippy::cast_precision_loss)]
     let rate = requests as f64 / 4.0;
