@@ -341,6 +341,24 @@ impl Agent {
         self.stderr_text()
     }
 
+    /// Waits until a stdout line contains `needle`, keeping every line seen in `seen` (they
+    /// stay for `stop`); returns whether it came within `timeout`.
+    pub fn wait_for_line_containing(
+        &mut self,
+        needle: &str,
+        timeout: Duration,
+        seen: &mut Vec<String>,
+    ) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !seen.iter().any(|l| l.contains(needle)) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            let _ = self.wait_for_lines(seen.len() + 1, Duration::from_millis(500), seen);
+        }
+        true
+    }
+
     fn stderr_text(&self) -> String {
         self.stderr.lock().map(|v| v.join("\n")).unwrap_or_default()
     }
