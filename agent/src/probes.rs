@@ -221,14 +221,7 @@ impl Probes {
                 })?
                 .try_into()
                 .map_err(|e: ProgramError| ProbeError::Load(e.to_string()))?;
-            program.load().map_err(|e| {
-                let chain = error_chain(&e);
-                if is_permission_error(&chain) {
-                    ProbeError::Privileges(chain)
-                } else {
-                    ProbeError::Load(format!("{}: {chain}", spec.program))
-                }
-            })?;
+            program.load().map_err(|e| load_error(spec.program, &e))?;
         }
         if options.socket_fds {
             attach_raw_tracepoint(
@@ -396,6 +389,16 @@ impl Probes {
     }
 }
 
+/// Why loading program `name` failed: missing privileges, or the verifier's or kernel's reason.
+fn load_error(name: &str, e: &ProgramError) -> ProbeError {
+    let chain = error_chain(e);
+    if is_permission_error(&chain) {
+        ProbeError::Privileges(chain)
+    } else {
+        ProbeError::Load(format!("{name}: {chain}"))
+    }
+}
+
 /// Loads `name` and attaches it to the raw tracepoint `tracepoint` (for all processes: the
 /// program filters itself). When it cannot be attached the agent runs on without it, and says
 /// what that costs (`without`).
@@ -410,14 +413,7 @@ fn attach_raw_tracepoint(
         .ok_or_else(|| ProbeError::Load(format!("program {name} missing from the object")))?
         .try_into()
         .map_err(|e: ProgramError| ProbeError::Load(e.to_string()))?;
-    program.load().map_err(|e| {
-        let chain = error_chain(&e);
-        if is_permission_error(&chain) {
-            ProbeError::Privileges(chain)
-        } else {
-            ProbeError::Load(format!("{name}: {chain}"))
-        }
-    })?;
+    program.load().map_err(|e| load_error(name, &e))?;
     // The link lives as long as the program, that is as long as the agent.
     if let Err(e) = program.attach(tracepoint) {
         tracing::warn!(error = %error_chain(&e), "{tracepoint} not attached: {without}");
