@@ -1,4 +1,5 @@
-//! The data record: a slice of plaintext seen in one TLS read or write call.
+//! Ring-buffer records: one header for every kind, then the kind's payload (for data records,
+//! a slice of plaintext seen in one TLS read or write call).
 
 /// Largest payload one record carries. A call that moved more bytes is sent as several records
 /// with increasing `offset`; one TLS record is at most 16 KiB, so a read fits in one.
@@ -11,7 +12,7 @@ pub const MAX_CHUNKS_PER_CALL: u32 = 64;
 
 /// Stable record kinds (the first `u32` of every ring-buffer record).
 pub mod record_kind {
-    /// A [`super::DataRecord`]: plaintext from one TLS call.
+    /// Plaintext from one TLS call: a [`super::RecordHeader`] then `len` payload bytes.
     pub const DATA: u32 = 1;
     /// The TLS connection was freed (`SSL_free`): only the header is sent, `len` is 0.
     pub const CONN_CLOSE: u32 = 2;
@@ -33,7 +34,7 @@ pub const SSL_CTRL_SET_TLSEXT_HOSTNAME: i32 = 55;
 /// Longest server name copied (a DNS name is at most 253 bytes).
 pub const MAX_SERVER_NAME: usize = 256;
 
-/// Bits of [`DataHeader::flags`].
+/// Bits of [`RecordHeader::flags`].
 pub mod flags {
     /// Bytes of this call beyond `offset + len` were not copied (the per-call limit).
     pub const TRUNCATED: u32 = 1;
@@ -66,10 +67,10 @@ impl Direction {
     }
 }
 
-/// The fixed header in front of every ring-buffer record.
+/// The header every ring-buffer record starts with, whatever its kind.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct DataHeader {
+pub struct RecordHeader {
     /// One of [`record_kind`].
     pub kind: u32,
     /// Bits of [`flags`].
@@ -100,11 +101,11 @@ pub struct DataHeader {
 }
 
 /// A header and its payload buffer, as the eBPF side builds it in a per-CPU scratch slot. Only
-/// `size_of::<DataHeader>() + len` bytes of it are sent.
+/// `size_of::<RecordHeader>() + len` bytes of it are sent.
 #[repr(C)]
-pub struct DataRecord {
+pub struct RecordBuffer {
     /// The header.
-    pub header: DataHeader,
+    pub header: RecordHeader,
     /// The payload; the first `header.len` bytes are valid.
     pub data: [u8; MAX_CHUNK],
 }
@@ -127,7 +128,7 @@ pub struct SslArgs {
     pub reserved: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<DataHeader>() == 56);
-const _: () = assert!(core::mem::size_of::<DataHeader>().is_multiple_of(8));
-const _: () = assert!(core::mem::size_of::<DataRecord>() == 56 + MAX_CHUNK);
+const _: () = assert!(core::mem::size_of::<RecordHeader>() == 56);
+const _: () = assert!(core::mem::size_of::<RecordHeader>().is_multiple_of(8));
+const _: () = assert!(core::mem::size_of::<RecordBuffer>() == 56 + MAX_CHUNK);
 const _: () = assert!(core::mem::size_of::<SslArgs>() == 40);

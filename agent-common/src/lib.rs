@@ -9,4 +9,4 @@ pub mod counters;
 pub mod data;
 
 pub use counters::Counter;
-pub use data::{DataHeader, DataRecord, Direction, SslArgs, record_kind};
+pub use data::{Direction, RecordBuffer, RecordHeader, SslArgs, record_kind};

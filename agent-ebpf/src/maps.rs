@@ -1,6 +1,6 @@
 //! Maps and globals shared by every probe family.
 
-use agent_common::{Counter, DataRecord, SslArgs};
+use agent_common::{Counter, RecordBuffer, SslArgs};
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
     macros::map,
@@ -71,7 +71,7 @@ pub static TLS_FDS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(65_536, 0
 
 /// One scratch record per CPU: records do not fit on the 512-byte stack.
 #[map]
-pub static SCRATCH: PerCpuArray<DataRecord> = PerCpuArray::with_max_entries(1, 0);
+pub static SCRATCH: PerCpuArray<RecordBuffer> = PerCpuArray::with_max_entries(1, 0);
 
 /// Counters indexed by [`Counter`].
 #[map]

@@ -8,7 +8,7 @@
 //! triple the cost of every call).
 
 use agent_common::{
-    Counter, DataHeader, DataRecord, Direction, SslArgs,
+    Counter, Direction, RecordBuffer, RecordHeader, SslArgs,
     data::{MAX_CHUNK, MAX_CHUNKS_PER_CALL, MAX_SERVER_NAME, SSL_CTRL_SET_TLSEXT_HOSTNAME, flags},
     record_kind,
 };
@@ -27,7 +27,7 @@ use crate::maps::{
     EVENTS, LAST_FD, READ_ARGS, SCRATCH, WRITE_ARGS, count, current, is_target, wakeup_bytes,
 };
 
-const HEADER_SIZE: u64 = core::mem::size_of::<DataHeader>() as u64;
+const HEADER_SIZE: u64 = core::mem::size_of::<RecordHeader>() as u64;
 
 #[uprobe]
 pub fn ssl_write(ctx: ProbeContext) -> u32 {
@@ -90,7 +90,7 @@ fn try_ssl_free(ctx: &ProbeContext) -> Result<(), i64> {
         return Ok(());
     }
     let ssl: u64 = ctx.arg(0).ok_or(0i64)?;
-    let header = DataHeader {
+    let header = RecordHeader {
         kind: record_kind::CONN_CLOSE,
         tgid: (pid_tgid >> 32) as u32,
         tid: pid_tgid as u32,
@@ -98,10 +98,10 @@ fn try_ssl_free(ctx: &ProbeContext) -> Result<(), i64> {
         // SAFETY: no preconditions.
         timestamp_ns: unsafe { bpf_ktime_get_ns() },
         fd: -1,
-        ..DataHeader::default()
+        ..RecordHeader::default()
     };
     if EVENTS
-        .output::<DataHeader>(&header, wakeup_flags(HEADER_SIZE))
+        .output::<RecordHeader>(&header, wakeup_flags(HEADER_SIZE))
         .is_err()
     {
         count(Counter::RingbufFull);
@@ -133,7 +133,7 @@ fn try_ssl_ctrl(ctx: &ProbeContext) -> Result<(), i64> {
     }
     let record = SCRATCH.get_ptr_mut(0).ok_or(0i64)?;
     // SAFETY: the per-CPU scratch slot belongs to this program until it returns.
-    let record: &mut DataRecord = unsafe { &mut *record };
+    let record: &mut RecordBuffer = unsafe { &mut *record };
     // SAFETY: `MAX_SERVER_NAME <= MAX_CHUNK`, within `data`.
     let dest = unsafe { record.data.get_unchecked_mut(..MAX_SERVER_NAME) };
     // SAFETY: the checked helper copies at most `dest.len()` bytes.
@@ -147,7 +147,7 @@ fn try_ssl_ctrl(ctx: &ProbeContext) -> Result<(), i64> {
     } else {
         len
     };
-    record.header = DataHeader {
+    record.header = RecordHeader {
         kind: record_kind::SERVER_NAME,
         tgid: (pid_tgid >> 32) as u32,
         tid: pid_tgid as u32,
@@ -157,17 +157,17 @@ fn try_ssl_ctrl(ctx: &ProbeContext) -> Result<(), i64> {
         fd: -1,
         len: len as u32,
         total_len: len as u32,
-        ..DataHeader::default()
+        ..RecordHeader::default()
     };
-    let size = core::mem::size_of::<DataHeader>() + len;
-    let size = if size > core::mem::size_of::<DataHeader>() + MAX_SERVER_NAME {
-        core::mem::size_of::<DataHeader>() + MAX_SERVER_NAME
+    let size = core::mem::size_of::<RecordHeader>() + len;
+    let size = if size > core::mem::size_of::<RecordHeader>() + MAX_SERVER_NAME {
+        core::mem::size_of::<RecordHeader>() + MAX_SERVER_NAME
     } else {
         size
     };
     // SAFETY: `size` never exceeds the record.
     let out =
-        unsafe { core::slice::from_raw_parts((record as *const DataRecord).cast::<u8>(), size) };
+        unsafe { core::slice::from_raw_parts((record as *const RecordBuffer).cast::<u8>(), size) };
     if EVENTS
         .output::<[u8]>(out, wakeup_flags(size as u64))
         .is_err()
@@ -335,7 +335,7 @@ fn emit_chunk(
         return;
     };
     // SAFETY: the per-CPU scratch slot belongs to this program until it returns.
-    let record: &mut DataRecord = unsafe { &mut *record };
+    let record: &mut RecordBuffer = unsafe { &mut *record };
     let remaining = total - offset;
     let len = if remaining < MAX_CHUNK as u64 {
         remaining as usize
@@ -356,7 +356,7 @@ fn emit_chunk(
         f |= flags::READ_FAILED;
         0
     };
-    record.header = DataHeader {
+    record.header = RecordHeader {
         kind: record_kind::DATA,
         flags: f,
         tgid: (pid_tgid >> 32) as u32,
@@ -370,15 +370,15 @@ fn emit_chunk(
         total_len: total32,
         reserved: 0,
     };
-    let size = core::mem::size_of::<DataHeader>() + out_len;
-    let size = if size > core::mem::size_of::<DataRecord>() {
-        core::mem::size_of::<DataRecord>()
+    let size = core::mem::size_of::<RecordHeader>() + out_len;
+    let size = if size > core::mem::size_of::<RecordBuffer>() {
+        core::mem::size_of::<RecordBuffer>()
     } else {
         size
     };
     // SAFETY: `size` never exceeds the record.
     let bytes =
-        unsafe { core::slice::from_raw_parts((record as *const DataRecord).cast::<u8>(), size) };
+        unsafe { core::slice::from_raw_parts((record as *const RecordBuffer).cast::<u8>(), size) };
     if EVENTS.output::<[u8]>(bytes, wake).is_err() {
         count(Counter::RingbufFull);
     }

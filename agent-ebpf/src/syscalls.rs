@@ -15,7 +15,7 @@
 //! mappings (libraries being loaded) by traced processes, so they are examined at once instead
 //! of at the next scan.
 
-use agent_common::{Counter, DataHeader, record_kind};
+use agent_common::{Counter, RecordHeader, record_kind};
 use aya_ebpf::{
     bindings::BPF_RB_NO_WAKEUP,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
@@ -157,17 +157,17 @@ fn on_close(pid_tgid: u64, fd: i32, fd_key: u64) {
         return;
     }
     let _ = TLS_FDS.remove(&fd_key);
-    let header = DataHeader {
+    let header = RecordHeader {
         kind: record_kind::FD_CLOSE,
         tgid: (pid_tgid >> 32) as u32,
         tid: pid_tgid as u32,
         // SAFETY: no preconditions.
         timestamp_ns: unsafe { bpf_ktime_get_ns() },
         fd,
-        ..DataHeader::default()
+        ..RecordHeader::default()
     };
     if EVENTS
-        .output::<DataHeader>(&header, BPF_RB_NO_WAKEUP as u64)
+        .output::<RecordHeader>(&header, BPF_RB_NO_WAKEUP as u64)
         .is_err()
     {
         count(Counter::RingbufFull);
@@ -208,17 +208,17 @@ fn on_mmap(ctx: &RawTracePointContext, pid_tgid: u64) {
 /// Sends a `CODE_CHANGED` record for the calling process.
 #[inline(always)]
 fn report_process(pid_tgid: u64) {
-    let header = DataHeader {
+    let header = RecordHeader {
         kind: record_kind::CODE_CHANGED,
         tgid: (pid_tgid >> 32) as u32,
         tid: pid_tgid as u32,
         // SAFETY: no preconditions.
         timestamp_ns: unsafe { bpf_ktime_get_ns() },
         fd: -1,
-        ..DataHeader::default()
+        ..RecordHeader::default()
     };
     if EVENTS
-        .output::<DataHeader>(&header, BPF_RB_NO_WAKEUP as u64)
+        .output::<RecordHeader>(&header, BPF_RB_NO_WAKEUP as u64)
         .is_err()
     {
         count(Counter::RingbufFull);

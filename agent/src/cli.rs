@@ -1,8 +1,10 @@
 //! Command-line interface.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
+
+use crate::config::{PackConfig, ProbeSet, ReplayConfig, ReplayInput, WatchConfig};
 
 /// Watches programs' HTTPS calls to third-party APIs through eBPF and runs Taskless packs over
 /// every exchange, printing one NDJSON line per exchange on stdout. Logs go to stderr.
@@ -71,15 +73,6 @@ pub enum PackCommand {
         /// The packs directory (`<dir>/**/manifest.json`).
         dir: PathBuf,
     },
-}
-
-/// The probe programs to attach.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum ProbeSet {
-    /// Capture plaintext (the default).
-    Openssl,
-    /// Attach programs that do nothing: the floor for the probe-cost benchmark.
-    Empty,
 }
 
 /// Options for watching processes.
@@ -162,6 +155,54 @@ pub struct PackArgs {
         default_value = "/var/lib/taskless-agent"
     )]
     pub state_dir: PathBuf,
+}
+
+impl RunArgs {
+    /// The configuration these options ask for.
+    #[must_use]
+    pub fn config(&self) -> WatchConfig {
+        WatchConfig {
+            pids: self.pids.clone(),
+            follow: self.follow,
+            all: self.all,
+            record: self.record.clone(),
+            packs: self.pack.config(),
+            ringbuf_size: self.ringbuf_size,
+            probe_set: self.probe_set,
+            stats_interval: Duration::from_secs(self.stats_interval),
+        }
+    }
+}
+
+impl ReplayArgs {
+    /// The configuration these options ask for.
+    #[must_use]
+    pub fn config(&self) -> ReplayConfig {
+        ReplayConfig {
+            // clap requires one of the two.
+            input: match (&self.har, &self.dir) {
+                (Some(har), _) => ReplayInput::Har(har.clone()),
+                (None, dir) => ReplayInput::Recording(dir.clone().unwrap_or_default()),
+            },
+            packs: self.pack.config(),
+        }
+    }
+}
+
+impl PackArgs {
+    /// The configuration these options ask for.
+    #[must_use]
+    pub fn config(&self) -> PackConfig {
+        PackConfig {
+            dir: self.packs.clone(),
+            max_body: self.max_body,
+            workers: self.workers,
+            queue: self.queue,
+            timeout: Duration::from_millis(self.pack_timeout_ms),
+            memory_mib: self.pack_memory_mib,
+            state_dir: self.state_dir.clone(),
+        }
+    }
 }
 
 fn default_workers() -> usize {

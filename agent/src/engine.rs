@@ -1,5 +1,5 @@
-//! The stages after capture, shared by watching and `replay`: the flows stage (HTTP parser and
-//! assembler per connection), the pack workers and the stdout sink.
+//! The stages after capture, wired together for watching and `replay` alike: the flows stage,
+//! the pack workers and the sinks.
 
 use std::{sync::Arc, thread::JoinHandle};
 
@@ -7,72 +7,76 @@ use taskless_pack_runtime::PackSet;
 
 use crate::{
     capture::Record,
-    cli::PackArgs,
     clock::Clock,
-    flows::{FlowStats, Flows},
-    pipeline::{self, Dispatcher, Job, PipelineStats},
-    run::RunError,
-    sinks,
+    config::PackConfig,
+    flows::{FlowStats, Flows, Moment},
+    packs::{self, Backpressure, Dispatcher, PackStageError, PackStageStats, StageOptions},
+    sinks::{self, NdjsonSink},
+    stats::{Counters, Prefixed, Snapshot},
 };
 
-/// What to do with a job when its pack worker's queue is full.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backpressure {
-    /// Drop and count it: capture never waits (watching).
-    Drop,
-    /// Wait for room: nothing is lost (replay).
-    Wait,
+/// Why the stages after capture could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The pack stage could not start.
+    #[error(transparent)]
+    Packs(#[from] PackStageError),
+    /// The sink thread could not start.
+    #[error("starting the output thread: {0}")]
+    Sinks(std::io::Error),
 }
 
-/// Flows, pack workers and sink, running.
+/// Flows, pack workers and sinks, running.
 pub struct Engine {
     flows: Flows,
     dispatcher: Dispatcher,
     workers: Vec<JoinHandle<()>>,
-    sink: JoinHandle<()>,
-    backpressure: Backpressure,
+    sinks: JoinHandle<()>,
     /// Counters of the flows stage.
     pub flow_stats: Arc<FlowStats>,
     /// Counters of the pack stage.
-    pub pipeline_stats: Arc<PipelineStats>,
+    pub pack_stats: Arc<PackStageStats>,
 }
 
 impl Engine {
-    /// Starts the sink and the pack workers; `clock` turns exchange timestamps into Unix time.
+    /// Starts the sinks (NDJSON on stdout) and the pack workers; `clock` turns exchange
+    /// timestamps into Unix time.
     ///
     /// # Errors
     /// When a thread or the packs' instances cannot be started.
     pub fn start(
         packs: &Arc<PackSet>,
-        args: &PackArgs,
+        config: &PackConfig,
         clock: Clock,
         backpressure: Backpressure,
-    ) -> Result<Self, RunError> {
+    ) -> Result<Self, EngineError> {
         let flow_stats = Arc::new(FlowStats::default());
-        let pipeline_stats = Arc::new(PipelineStats::default());
-        let (out, sink) = sinks::stdout()
-            .map_err(|e| RunError::Setup(format!("starting the output thread: {e}")))?;
-        let (dispatcher, workers) = pipeline::start_with_clock(
+        let pack_stats = Arc::new(PackStageStats::default());
+        let (out, sinks) = sinks::start(vec![Box::new(NdjsonSink::new(std::io::stdout()))])
+            .map_err(EngineError::Sinks)?;
+        let (dispatcher, workers) = packs::start(
             packs,
-            args.workers,
-            args.queue,
+            &StageOptions {
+                workers: config.workers,
+                queue: config.queue,
+                backpressure,
+                clock,
+            },
             &out,
-            &pipeline_stats,
-            clock,
+            &pack_stats,
         )?;
         drop(out);
         let http_config = taskless_http::Config {
-            max_body: args.max_body,
+            max_body: config.max_body,
             ..taskless_http::Config::default()
         };
         Ok(Self {
             flows: Flows::new(http_config, Arc::clone(&flow_stats)),
             dispatcher,
             workers,
-            sink,
-            backpressure,
+            sinks,
             flow_stats,
-            pipeline_stats,
+            pack_stats,
         })
     }
 
@@ -81,41 +85,75 @@ impl Engine {
         &mut self.flows
     }
 
-    /// Hands a job straight to the pack stage (exchanges that did not come from bytes).
-    pub fn dispatch(&self, job: Job) {
-        send(&self.dispatcher, self.backpressure, job);
+    /// The flows stage, read only.
+    #[must_use]
+    pub fn flows(&self) -> &Flows {
+        &self.flows
+    }
+
+    /// Hands a moment straight to the pack stage (exchanges that did not come from bytes).
+    pub fn dispatch(&self, moment: Moment) {
+        self.dispatcher.dispatch(moment);
     }
 
     /// Feeds one captured record through the flows stage to the packs.
     pub fn handle(&mut self, record: Record) {
-        let (dispatcher, bp) = (&self.dispatcher, self.backpressure);
+        let dispatcher = &self.dispatcher;
         self.flows
-            .handle(record, &mut |job| send(dispatcher, bp, job));
+            .handle(record, &mut |moment| dispatcher.dispatch(moment));
     }
 
     /// Closes idle connections and those of exited processes.
     pub fn evict_idle(&mut self, now_ns: u64) {
-        let (dispatcher, bp) = (&self.dispatcher, self.backpressure);
+        let dispatcher = &self.dispatcher;
         self.flows
-            .evict_idle(now_ns, &mut |job| send(dispatcher, bp, job));
+            .evict_idle(now_ns, &mut |moment| dispatcher.dispatch(moment));
     }
 
-    /// Closes every connection at `now_ns`, lets the workers finish and the sink write out.
-    pub fn finish(mut self, now_ns: u64) {
-        let (dispatcher, bp) = (&self.dispatcher, self.backpressure);
-        self.flows
-            .close_all(now_ns, &mut |job| send(dispatcher, bp, job));
-        drop(self.dispatcher);
-        for w in self.workers {
+    /// Closes every connection at `now_ns`, lets the workers finish and the sinks write out.
+    /// Gives the final counters.
+    pub fn finish(self, now_ns: u64) -> Snapshot {
+        let Self {
+            mut flows,
+            dispatcher,
+            workers,
+            sinks,
+            flow_stats,
+            pack_stats,
+        } = self;
+        flows.close_all(now_ns, &mut |moment| dispatcher.dispatch(moment));
+        drop(dispatcher);
+        for w in workers {
             let _ = w.join();
         }
-        let _ = self.sink.join();
+        let _ = sinks.join();
+        let mut values = Vec::new();
+        report(&flow_stats, &flows, &pack_stats, &mut values);
+        Snapshot(values)
     }
 }
 
-fn send(dispatcher: &Dispatcher, backpressure: Backpressure, job: Job) {
-    match backpressure {
-        Backpressure::Drop => dispatcher.dispatch(job),
-        Backpressure::Wait => dispatcher.dispatch_waiting(job),
+/// The counters of the flows stage, the HTTP parsers (`http_`) and the pack stage.
+impl Counters for Engine {
+    fn report(&self, out: &mut Vec<(String, u64)>) {
+        report(&self.flow_stats, &self.flows, &self.pack_stats, out);
     }
+}
+
+fn report(
+    flow_stats: &FlowStats,
+    flows: &Flows,
+    pack_stats: &PackStageStats,
+    out: &mut Vec<(String, u64)>,
+) {
+    flow_stats.report(out);
+    let mut http = flows.http_stats().fields();
+    // The flows stage reports these itself, as `resyncs` and `skipped_bytes`.
+    http.retain(|(name, _)| !matches!(*name, "resyncs" | "bytes_skipped"));
+    Prefixed {
+        prefix: "http_",
+        values: &http,
+    }
+    .report(out);
+    pack_stats.report(out);
 }

@@ -1,19 +1,24 @@
 //! taskless-agent: sees the plaintext of a program's TLS calls through eBPF, rebuilds the HTTP
-//! exchanges and runs Taskless packs over them. `main.rs` only wires the command line to these
-//! modules; see docs/ARCHITECTURE.md for the path the data takes.
+//! exchanges and runs Taskless packs over them.
+//!
+//! The data path, one stage per folder, each importing only from the stages before it:
+//! [`capture`] (kernel records) → [`flows`] (connections, identity, HTTP parsing) → [`packs`]
+//! (pack hooks per exchange) → [`sinks`] (NDJSON). [`record`] writes and reads recordings;
+//! [`engine`] wires the stages after capture for [`run`] (watching) and [`replay`]; `main.rs`
+//! only turns the command line ([`cli`]) into a [`config`] and calls them. See
+//! docs/ARCHITECTURE.md.
 
 pub mod capture;
 pub mod cli;
 pub mod clock;
-pub mod discovery;
+pub mod config;
 pub mod engine;
 pub mod flows;
 pub mod pack_cmd;
-pub mod pipeline;
-pub mod probes;
+pub mod packs;
+pub mod procfs;
 pub mod record;
 pub mod replay;
 pub mod run;
 pub mod sinks;
-pub mod sockets;
-pub mod watch;
+pub mod stats;

@@ -30,14 +30,14 @@ fn main() -> ExitCode {
             wasm,
         })) => pack_cmd::check(&fixture, &manifest, &wasm),
         Some(Command::Pack(PackCommand::List { dir })) => pack_cmd::list(&dir),
-        Some(Command::Replay(args)) => match replay::replay(&args) {
+        Some(Command::Replay(args)) => match replay::replay(&args.config()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");
                 ExitCode::FAILURE
             }
         },
-        None => match run::run(&cli.run) {
+        None => match run::run(&cli.run.config()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");

@@ -36,10 +36,7 @@ pub fn check(fixture: &Path, manifest: &Path, wasm: &Path) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(2)
-        }
+        Err(e) => cannot_run(&e),
     }
 }
 
@@ -79,9 +76,12 @@ pub fn list(dir: &Path) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(2)
-        }
+        Err(e) => cannot_run(&e),
     }
+}
+
+/// The command could not run at all (exit 2, as for a usage error).
+fn cannot_run(e: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(2)
 }

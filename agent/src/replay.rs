@@ -2,22 +2,18 @@
 //! over a HAR file, through the same flows stage, pack workers and sink as watching. Needs
 //! neither root nor eBPF. Nothing is dropped: the reader waits for the pack workers.
 
-use std::{
-    path::{Path, PathBuf},
-    sync::Arc,
-    time::Instant,
-};
+use std::{path::Path, sync::Arc, time::Instant};
 
 use taskless_http::har::{HarEntry, HarError};
 
 use crate::{
-    cli::ReplayArgs,
     clock::Clock,
-    engine::{Backpressure, Engine},
-    flows::ConnMeta,
-    pipeline::{ExchangeKey, Job},
+    config::{PackConfig, ReplayConfig, ReplayInput},
+    engine::{Engine, EngineError},
+    flows::{ExchangeKey, Identity, Moment},
+    packs::{self, Backpressure},
     record::{Player, RecordError, Recording},
-    run::{self, RunError},
+    stats,
 };
 
 /// Why a replay could not run.
@@ -30,7 +26,7 @@ pub enum ReplayError {
     #[error("{path}: {source}")]
     HarRead {
         /// The file.
-        path: PathBuf,
+        path: std::path::PathBuf,
         /// The cause.
         source: std::io::Error,
     },
@@ -38,54 +34,45 @@ pub enum ReplayError {
     #[error("{path}: {source}")]
     Har {
         /// The file.
-        path: PathBuf,
+        path: std::path::PathBuf,
         /// The cause.
         source: HarError,
     },
-    /// The packs or the pipeline could not start.
+    /// The packs could not be loaded.
     #[error(transparent)]
-    Run(#[from] RunError),
+    Packs(#[from] packs::LoadError),
+    /// The stages after capture could not start.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
 }
 
-/// Runs `args`' recording or HAR file through the packs, printing one NDJSON line per exchange.
+/// Runs the recording or HAR file of `config` through the packs, printing one NDJSON line per
+/// exchange, then the summary of every counter.
 ///
 /// # Errors
 /// A [`ReplayError`] when the input or the packs cannot be loaded.
-pub fn replay(args: &ReplayArgs) -> Result<(), ReplayError> {
-    use std::sync::atomic::Ordering::Relaxed;
+pub fn replay(config: &ReplayConfig) -> Result<(), ReplayError> {
     let started = Instant::now();
-    let (engine, end_ns) = match (&args.har, &args.dir) {
-        (Some(path), _) => replay_har(path, args)?,
-        (None, Some(dir)) => replay_dir(dir, args)?,
-        // clap requires one of the two.
-        (None, None) => return Ok(()),
+    let (engine, end_ns) = match &config.input {
+        ReplayInput::Har(path) => replay_har(path, &config.packs)?,
+        ReplayInput::Recording(dir) => replay_dir(dir, &config.packs)?,
     };
-    let flows = Arc::clone(&engine.flow_stats);
-    let pipeline = Arc::clone(&engine.pipeline_stats);
-    engine.finish(end_ns);
-    tracing::info!(
-        connections = flows.connections.load(Relaxed),
-        exchanges = pipeline.exchanges.load(Relaxed),
-        incomplete = flows.incomplete.load(Relaxed),
-        resyncs = flows.resyncs.load(Relaxed),
-        lost_bytes = flows.lost_bytes.load(Relaxed),
-        orphan_jobs = pipeline.orphan_jobs.load(Relaxed),
-        elapsed_ms = started.elapsed().as_millis(),
-        "replay done"
-    );
+    let counters = engine.finish(end_ns);
+    stats::log("replay done", &[&counters]);
+    tracing::debug!(elapsed_ms = started.elapsed().as_millis(), "replay time");
     Ok(())
 }
 
 /// Plays a recording, in timestamp order, through a fresh engine whose clock has the
 /// recording's Unix offset; each exchange gets the identity (`source`) the recording holds for
 /// its connection. Returns the engine and the last timestamp.
-fn replay_dir(dir: &Path, args: &ReplayArgs) -> Result<(Engine, u64), ReplayError> {
+fn replay_dir(dir: &Path, config: &PackConfig) -> Result<(Engine, u64), ReplayError> {
     let recording = Recording::read_dir(dir)?;
-    let packs = run::load_packs(&args.pack)?;
+    let packs = packs::load_packs(config)?;
     let offset = recording.unix_offset_ns();
     let mut engine = Engine::start(
         &packs,
-        &args.pack,
+        config,
         Clock::with_offset(i128::from(offset)),
         Backpressure::Wait,
     )?;
@@ -99,16 +86,16 @@ fn replay_dir(dir: &Path, args: &ReplayArgs) -> Result<(Engine, u64), ReplayErro
     }
     tracing::info!(dir = %dir.display(), connections = recording.connections.len(), packs = packs.packs().len(), "replaying");
     let mut player = Player::new(&recording);
-    let mut jobs = Vec::new();
-    for moment in recording.moments() {
-        player.step(moment, engine.flows_mut(), &mut |job| jobs.push(job));
-        for job in jobs.drain(..) {
-            engine.dispatch(job);
+    let mut moments = Vec::new();
+    for step in recording.moments() {
+        player.step(step, engine.flows_mut(), &mut |m| moments.push(m));
+        for m in moments.drain(..) {
+            engine.dispatch(m);
         }
     }
-    player.finish(engine.flows_mut(), &mut |job| jobs.push(job));
-    for job in jobs.drain(..) {
-        engine.dispatch(job);
+    player.finish(engine.flows_mut(), &mut |m| moments.push(m));
+    for m in moments.drain(..) {
+        engine.dispatch(m);
     }
     Ok((engine, player.end_ns()))
 }
@@ -117,44 +104,38 @@ fn replay_dir(dir: &Path, args: &ReplayArgs) -> Result<(Engine, u64), ReplayErro
 /// given them: the request, the response head, each response body piece (one per server-sent
 /// event for a `text/event-stream` body, else the whole body) and the complete exchange. HAR
 /// timestamps are already Unix time, so the clock's offset is zero.
-fn replay_har(path: &Path, args: &ReplayArgs) -> Result<(Engine, u64), ReplayError> {
+fn replay_har(path: &Path, config: &PackConfig) -> Result<(Engine, u64), ReplayError> {
     let text = std::fs::read_to_string(path).map_err(|source| ReplayError::HarRead {
         path: path.to_path_buf(),
         source,
     })?;
     let entries =
-        taskless_http::har::entries_from_har_str(&text, args.pack.max_body).map_err(|source| {
+        taskless_http::har::entries_from_har_str(&text, config.max_body).map_err(|source| {
             ReplayError::Har {
                 path: path.to_path_buf(),
                 source,
             }
         })?;
-    let packs = run::load_packs(&args.pack)?;
-    let engine = Engine::start(
-        &packs,
-        &args.pack,
-        Clock::with_offset(0),
-        Backpressure::Wait,
-    )?;
+    let packs = packs::load_packs(config)?;
+    let engine = Engine::start(&packs, config, Clock::with_offset(0), Backpressure::Wait)?;
     tracing::info!(file = %path.display(), exchanges = entries.len(), packs = packs.packs().len(), "replaying HAR");
-    let meta = Arc::new(ConnMeta {
+    let identity = Arc::new(Identity {
         pid: 0,
-        comm: "har".into(),
-        ..ConnMeta::default()
+        process: "har".into(),
+        ..Identity::default()
     });
     for (i, entry) in entries.into_iter().enumerate() {
         // Each entry is its own connection, so entries spread over the workers.
         let conn = i as u64 + 1;
-        for job in har_jobs(entry, conn, &meta) {
-            engine.dispatch(job);
+        for moment in har_moments(entry, conn, &identity) {
+            engine.dispatch(moment);
         }
     }
     Ok((engine, 0))
 }
 
-/// The pack stage's jobs for one HAR entry on connection `conn`, in the order a live capture
-/// makes them.
-fn har_jobs(entry: HarEntry, conn: u64, meta: &Arc<ConnMeta>) -> Vec<Job> {
+/// The moments of one HAR entry on connection `conn`, in the order a live capture makes them.
+fn har_moments(entry: HarEntry, conn: u64, identity: &Arc<Identity>) -> Vec<Moment> {
     let HarEntry {
         exchange,
         response_pieces,
@@ -164,23 +145,27 @@ fn har_jobs(entry: HarEntry, conn: u64, meta: &Arc<ConnMeta>) -> Vec<Job> {
         id: exchange.id,
     };
     let head = &exchange.response.head;
-    let mut jobs = Vec::with_capacity(response_pieces.len() + 3);
-    jobs.push(Job::Request {
+    let mut moments = Vec::with_capacity(response_pieces.len() + 3);
+    moments.push(Moment::Request {
         key,
         request: Arc::clone(&exchange.request),
-        meta: Arc::clone(meta),
+        identity: Arc::clone(identity),
     });
-    jobs.push(Job::response_head(key, head));
-    jobs.extend(response_pieces.into_iter().map(|data| Job::ResponseBody {
-        key,
-        data: data.into(),
-    }));
-    jobs.push(Job::Complete {
+    moments.push(Moment::response_head(key, head));
+    moments.extend(
+        response_pieces
+            .into_iter()
+            .map(|data| Moment::ResponseBody {
+                key,
+                data: data.into(),
+            }),
+    );
+    moments.push(Moment::Complete {
         key,
         exchange: Box::new(exchange),
-        meta: Arc::clone(meta),
+        identity: Arc::clone(identity),
     });
-    jobs
+    moments
 }
 
 #[cfg(test)]
@@ -189,23 +174,23 @@ mod tests {
 
     use taskless_http::har::entries_from_har_str;
 
-    use super::har_jobs;
-    use crate::{flows::ConnMeta, pipeline::Job};
+    use super::har_moments;
+    use crate::flows::{Identity, Moment};
 
-    /// What the pack stage is asked to do for one job, in short.
-    fn moment(job: &Job) -> String {
-        match job {
-            Job::Request { request, .. } => format!("pre {}", request.head.target),
-            Job::ResponseHead {
+    /// What the pack stage is asked to do for one moment, in short.
+    fn moment(m: &Moment) -> String {
+        match m {
+            Moment::Request { request, .. } => format!("pre {}", request.head.target),
+            Moment::ResponseHead {
                 status, headers, ..
             } => format!("head {status} {}", headers.len()),
-            Job::ResponseBody { data, .. } => {
+            Moment::ResponseBody { data, .. } => {
                 format!("chunk {}", String::from_utf8_lossy(data))
             }
-            Job::Complete { exchange, .. } => {
+            Moment::Complete { exchange, .. } => {
                 format!("post {}", exchange.response.body.total_len)
             }
-            Job::Incomplete { .. } => "incomplete".into(),
+            Moment::Incomplete { .. } => "incomplete".into(),
         }
     }
 
@@ -225,13 +210,13 @@ mod tests {
                           "content": {"mimeType": "application/json", "text": "{\"data\":[]}"}}}
         ]}})
         .to_string();
-        let meta = Arc::new(ConnMeta::default());
+        let identity = Arc::new(Identity::default());
         // A kept body shorter than the stream: the pieces still carry all of it.
         let entries = entries_from_har_str(&har, 8).unwrap();
         let jobs: Vec<Vec<String>> = entries
             .into_iter()
             .zip(1..)
-            .map(|(e, conn)| har_jobs(e, conn, &meta).iter().map(moment).collect())
+            .map(|(e, conn)| har_moments(e, conn, &identity).iter().map(moment).collect())
             .collect();
         assert_eq!(
             jobs,

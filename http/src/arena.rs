@@ -9,7 +9,9 @@
 
 use bytes::{Bytes, BytesMut};
 
-use crate::headers::Field;
+use bytestring::ByteString;
+
+use crate::headers::{Builder, Field, Headers, Span};
 
 /// Size of a fresh chunk. A retained view keeps at most one chunk alive, so this bounds what a
 /// small kept head can pin.
@@ -83,6 +85,41 @@ impl Arena {
     }
 }
 
+/// Finishes a head built in `arena`: its text (`text_len` bytes, field names already lower-case)
+/// followed by its field table. When the text is valid UTF-8 (the usual case) both become one
+/// shared chunk; otherwise every span is rebuilt from its lossy text, and `extra` (spans of other
+/// texts of the head) is rewritten to match.
+pub(crate) fn finish_head(arena: &mut Arena, text_len: usize, extra: &mut [Span]) -> Headers {
+    let built = arena.building();
+    let (text, table) = built.split_at(text_len.min(built.len()));
+    if std::str::from_utf8(text).is_err() {
+        let mut b = Builder::default();
+        let relocate = |b: &mut Builder, span: Span| {
+            text.get(span.range())
+                .and_then(|bytes| b.text(bytes))
+                .unwrap_or_default()
+        };
+        for span in extra.iter_mut() {
+            *span = relocate(&mut b, *span);
+        }
+        for entry in table.chunks_exact(Field::SIZE) {
+            let f = Field::decode(entry);
+            let f = Field {
+                name: relocate(&mut b, f.name),
+                value: relocate(&mut b, f.value),
+            };
+            b.table.extend_from_slice(&f.encode());
+        }
+        arena.discard();
+        return b.finish();
+    }
+    let mut text = arena.finish();
+    let table = text.split_off(text_len);
+    // Checked above; an empty head is the safe answer should the check ever disagree.
+    let text = ByteString::try_from(text).unwrap_or_default();
+    Headers::from_parts(text, table)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,5 +189,41 @@ mod tests {
         let built = arena.finish();
         assert_eq!(&built[..4], b"head");
         assert_eq!(built.len(), 4 + CHUNK);
+    }
+
+    #[test]
+    fn finish_head_rebuilds_spans_of_invalid_input() {
+        let mut arena = Arena::new();
+        let raw = b"GET /\xff x-a: v\xfe\r\n";
+        let field = Field {
+            name: Span::new(7, 10).expect("span"),
+            value: Span::new(12, 14).expect("span"),
+        };
+        arena.reserve(raw.len() + Field::SIZE);
+        arena.building().extend_from_slice(raw);
+        arena.building().extend_from_slice(&field.encode());
+        let mut target = [Span::new(4, 6).expect("span")];
+        let h = finish_head(&mut arena, raw.len(), &mut target);
+        assert_eq!(h.iter().collect::<Vec<_>>(), [("x-a", "v\u{fffd}")]);
+        assert_eq!(h.text(target[0]), "/\u{fffd}");
+    }
+
+    #[test]
+    fn finish_head_shares_valid_text_with_its_table() {
+        let mut arena = Arena::new();
+        let raw = b"x-a: 1\r\ny: 22\r\n";
+        arena.reserve(raw.len() + 2 * Field::SIZE);
+        arena.building().extend_from_slice(raw);
+        for (n, v) in [((0, 3), (5, 6)), ((8, 9), (11, 13))] {
+            let f = Field {
+                name: Span::new(n.0, n.1).expect("span"),
+                value: Span::new(v.0, v.1).expect("span"),
+            };
+            arena.building().extend_from_slice(&f.encode());
+        }
+        let h = finish_head(&mut arena, raw.len(), &mut []);
+        assert_eq!(h.iter().collect::<Vec<_>>(), [("x-a", "1"), ("y", "22")]);
+        assert_eq!(h.iter().next_back(), Some(("y", "22")));
+        assert_eq!(h.len(), 2);
     }
 }

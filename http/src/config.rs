@@ -36,27 +36,50 @@ impl Default for Config {
     }
 }
 
-/// Counters of one connection: everything the parser skipped, lost or could not decode.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ConnectionStats {
+/// Declares [`ConnectionStats`]: each counter once, with its name in [`ConnectionStats::fields`]
+/// and its sum in [`ConnectionStats::add`].
+macro_rules! connection_stats {
+    ($( $(#[$doc:meta])* $field:ident ),* $(,)?) => {
+        /// Counters of one connection: everything the parser skipped, lost or could not decode.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        pub struct ConnectionStats {
+            $( $(#[$doc])* pub $field: u64, )*
+        }
+
+        impl ConnectionStats {
+            /// Every counter with its name, in declaration order.
+            #[must_use]
+            pub fn fields(&self) -> Vec<(&'static str, u64)> {
+                vec![$( (stringify!($field), self.$field), )*]
+            }
+
+            /// Adds `other`'s counts to these (totals over many connections).
+            pub fn add(&mut self, other: &Self) {
+                $( self.$field += other.$field; )*
+            }
+        }
+    };
+}
+
+connection_stats! {
     /// Times a flow had to find the next message boundary.
-    pub resyncs: u64,
+    resyncs,
     /// Bytes skipped while resynchronising (lost bytes included).
-    pub bytes_skipped: u64,
+    bytes_skipped,
     /// Bodies whose `Content-Encoding` could not be decoded (unknown coding or corrupt data).
-    pub decode_errors: u64,
+    decode_errors,
     /// Bodies whose decoded size reached [`Config::max_decoded_body`].
-    pub decode_limited: u64,
+    decode_limited,
     /// HTTP/2 header blocks that could not be decoded (HPACK errors, unknown dynamic entries).
-    pub hpack_errors: u64,
+    hpack_errors,
     /// Exchanges whose request head was parsed.
-    pub exchanges: u64,
+    exchanges,
     /// 1xx interim responses seen (100-continue, 103 Early Hints).
-    pub interim_responses: u64,
+    interim_responses,
     /// Responses that matched no known request (the connection was joined mid-stream).
-    pub orphan_responses: u64,
+    orphan_responses,
     /// HTTP/2 streams that were skipped (no request head seen, or too many streams).
-    pub h2_streams_skipped: u64,
+    h2_streams_skipped,
     /// gRPC length-prefixed messages seen in HTTP/2 bodies.
-    pub grpc_messages: u64,
+    grpc_messages,
 }

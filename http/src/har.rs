@@ -224,27 +224,6 @@ fn kept(data: &[u8], max_body: usize) -> Body {
     }
 }
 
-/// Splits `scheme://authority/path?query` into scheme, authority and target.
-fn split_url(url: &str) -> (Option<String>, Option<String>, String) {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return (None, None, url.to_owned());
-    };
-    let cut = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, target) = rest.split_at(cut);
-    let authority = authority.rsplit('@').next().unwrap_or(authority);
-    let target = match target {
-        "" => "/".to_owned(),
-        t if t.starts_with('?') => format!("/{t}"),
-        t => t.to_owned(),
-    };
-    let target = target.split('#').next().unwrap_or_default().to_owned();
-    (
-        Some(scheme.to_ascii_lowercase()),
-        Some(authority.to_owned()),
-        target,
-    )
-}
-
 fn ms(v: &Value, key: &str) -> f64 {
     v.get(key)
         .and_then(Value::as_f64)
@@ -272,11 +251,11 @@ fn entry(i: usize, e: &Value, max_body: usize) -> Result<HarEntry, HarError> {
             entry: i,
             field: "response.status",
         })?;
-    let (scheme, url_authority, target) = split_url(url);
+    let url = taskless_url::split(url);
     let req_headers = headers(e.pointer("/request/headers"));
     let authority = req_headers
         .get_text("host")
-        .or_else(|| url_authority.map(Text::from));
+        .or_else(|| (!url.authority.is_empty()).then(|| Text::from(url.authority)));
     let timings = e.get("timings").cloned().unwrap_or(Value::Null);
     let send_end = t0
         + ms_to_ns(
@@ -290,9 +269,11 @@ fn entry(i: usize, e: &Value, max_body: usize) -> Result<HarEntry, HarError> {
     let request = Request {
         head: RequestHead {
             method: well_known_method(method).unwrap_or_else(|| Text::from(method)),
-            target: target.into(),
+            target: Text::from(&*url.target),
             authority,
-            scheme: scheme.map(Text::from),
+            scheme: url
+                .scheme
+                .map(|s| Text::from(s.to_ascii_lowercase().as_str())),
             version: version(e.pointer("/request/httpVersion").and_then(Value::as_str)),
             headers: req_headers,
         },
@@ -482,19 +463,5 @@ mod tests {
         assert_eq!(entries[0].response_pieces, [json.as_bytes().to_vec()]);
         let entries = entries_from_har_str(&har("application/json", "", ""), 1 << 20).unwrap();
         assert!(entries[0].response_pieces.is_empty());
-    }
-
-    #[test]
-    fn urls_split_into_scheme_authority_target() {
-        assert_eq!(
-            split_url("https://api.example.com:8443/v1/chat?x=1#frag"),
-            (
-                Some("https".into()),
-                Some("api.example.com:8443".into()),
-                "/v1/chat?x=1".into()
-            )
-        );
-        assert_eq!(split_url("http://a.b?q").2, "/?q");
-        assert_eq!(split_url("http://a.b").2, "/");
     }
 }

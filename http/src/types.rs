@@ -5,8 +5,9 @@ use bytes::Bytes;
 use crate::headers::Headers;
 use crate::text::Text;
 
-/// Direction of bytes relative to the observed process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Direction of bytes relative to the observed process (`egress`, `ingress` in JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Flow {
     /// Bytes the process wrote (`SSL_write`).
     Egress,

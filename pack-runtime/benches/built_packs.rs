@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::{Behavior, Exchange, config, manifest, module, write_pack};
-use taskless_pack_runtime::{PackSet, RequestState, RuntimeConfig, Worker};
+use taskless_pack_runtime::{PackSet, RuntimeConfig, Session, Worker};
 
 /// Batches timed per pack; the median batch is reported.
 const BATCHES: usize = 15;
@@ -74,10 +74,11 @@ fn stripe_customer() -> Exchange {
 /// set-up included), the median time of one exchange after it, and the dimensions produced.
 fn time(worker: &mut Worker, ex: &Exchange) -> (Duration, Duration, usize) {
     let run = |worker: &mut Worker| {
-        let mut state = RequestState::new();
-        worker.pre(&mut state, &ex.request_before_response());
-        worker.post(&mut state, &ex.request(), &ex.response());
-        state.into_line().dimensions.len()
+        let session = Session::start(worker, &ex.request_before_response());
+        session
+            .finish(worker, &ex.request(), &ex.response())
+            .dimensions
+            .len()
     };
     let started = Instant::now();
     let dimensions = run(worker);

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput};
 use serde_json::json;
 use support::{Behavior, Exchange, captures, config, manifest, module, write_pack};
-use taskless_pack_runtime::{PackSet, RequestState, RuntimeConfig, Worker};
+use taskless_pack_runtime::{PackSet, RuntimeConfig, Session, Worker};
 
 fn small_pack() -> Vec<u8> {
     module(&[
@@ -42,10 +42,11 @@ fn set_with(root: &Path, wasm: &[u8], n: usize) -> PackSet {
 }
 
 fn exchange(worker: &mut Worker, ex: &Exchange) -> usize {
-    let mut state = RequestState::new();
-    worker.pre(&mut state, &ex.request_before_response());
-    worker.post(&mut state, &ex.request(), &ex.response());
-    state.into_line().dimensions.len()
+    let session = Session::start(worker, &ex.request_before_response());
+    session
+        .finish(worker, &ex.request(), &ex.response())
+        .dimensions
+        .len()
 }
 
 /// Runs exchanges on `threads` threads (one worker each) for `run`, returns exchanges/s and

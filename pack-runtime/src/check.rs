@@ -8,14 +8,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::RuntimeConfig;
-use crate::error::{LoadFailure, PackLoadError, RuntimeError};
+use crate::error::{PackLoadError, RuntimeError};
 use crate::input::{RequestView, ResponseView, Timing};
 use crate::loader;
-use crate::manifest;
 use crate::output::OutputLine;
 use crate::pack::PackInfo;
 use crate::packset::PackSet;
-use crate::state::RequestState;
+use crate::session::Session;
 use crate::stats::PackStats;
 
 /// A Taskless fixture file.
@@ -140,45 +139,18 @@ pub fn check_fixture(
     let text = std::fs::read(fixture).map_err(|e| fixture_err(e.to_string()))?;
     let fx: Fixture = serde_json::from_slice(&text).map_err(|e| fixture_err(e.to_string()))?;
 
-    let dir = manifest_path
-        .parent()
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
-    let refuse = |pack: Option<String>, reason: LoadFailure| PackLoadError {
-        dir: dir.clone(),
-        pack,
-        reason,
-    };
-    let read = |path: &Path, file: &'static str| {
-        std::fs::read(path).map_err(|e| LoadFailure::Read {
-            file,
-            message: e.to_string(),
-        })
-    };
-    let manifest = read(manifest_path, "manifest.json").map_err(|r| refuse(None, r))?;
-    let config_path = dir.join("config.json");
-    let config_json = if config_path.exists() {
-        read(&config_path, "config.json").map_err(|r| refuse(None, r))?
-    } else {
-        b"{}".to_vec()
-    };
-    let desc = manifest::describe(&manifest, &config_json).map_err(|r| refuse(None, r))?;
-    let id = format!("{}@{}", desc.name, desc.version);
-    let module = read(wasm, "pack.wasm").map_err(|r| refuse(Some(id.clone()), r))?;
     let cache = config
         .cache_dir
         .as_deref()
         .map(loader::prepare_cache)
         .transpose()?;
-    let loaded = loader::load_module(
-        dir.clone(),
-        desc,
-        module,
-        config,
-        cache.as_deref(),
-        &mut BTreeSet::new(),
-    )
-    .map_err(|r| refuse(Some(id.clone()), r))?;
+    let files = loader::PackFiles {
+        manifest: manifest_path,
+        wasm,
+        config_optional: true,
+    };
+    let loaded = loader::load_files(&files, config, cache.as_deref(), &mut BTreeSet::new())?;
+    let id = loaded.def.info.id.clone();
     let set = PackSet::from_loaded(vec![loaded], config, cache);
     let line = run_fixture(&set, &fx)?;
     let lines = vec![line];
@@ -231,25 +203,6 @@ fn lower(headers: &[(String, String)]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Splits a URL into host name (no port) and path (no query), as packs receive them.
-#[must_use]
-pub fn split_url(url: &str) -> (String, String) {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let (authority, path) = match rest.find(['/', '?', '#']) {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, ""),
-    };
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = if let Some(v6) = host_port.strip_prefix('[') {
-        v6.split_once(']').map_or(v6, |(h, _)| h)
-    } else {
-        host_port.split_once(':').map_or(host_port, |(h, _)| h)
-    };
-    let path = path.split(['?', '#']).next().unwrap_or("");
-    let path = if path.is_empty() { "/" } else { path };
-    (host.to_ascii_lowercase(), path.to_string())
-}
-
 fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -258,7 +211,7 @@ fn now_ns() -> u64 {
 
 fn run_fixture(set: &PackSet, fx: &Fixture) -> Result<OutputLine, RuntimeError> {
     let mut worker = set.worker()?;
-    let (domain, path) = split_url(&fx.request.url);
+    let url = taskless_url::RequestUrl::parse(&fx.request.url);
     let req_headers = lower(&fx.request.headers);
     let req_body = body_bytes(fx.request.body.as_ref());
     let resp_headers = lower(&fx.response.headers);
@@ -266,9 +219,9 @@ fn run_fixture(set: &PackSet, fx: &Fixture) -> Result<OutputLine, RuntimeError> 
     let start = now_ns();
     let mut request = RequestView {
         method: &fx.request.method,
-        url: &fx.request.url,
-        domain: &domain,
-        path: &path,
+        url: &url.url,
+        domain: &url.domain,
+        path: &url.path,
         headers: &req_headers,
         body: req_body.as_deref(),
         timing: Timing {
@@ -283,17 +236,14 @@ fn run_fixture(set: &PackSet, fx: &Fixture) -> Result<OutputLine, RuntimeError> 
         headers: &resp_headers,
         body: resp_body.as_deref(),
     };
-    let mut state = RequestState::new();
-    worker.pre(&mut state, &request);
+    let mut session = Session::start(&mut worker, &request);
     let end = now_ns();
     request.timing.response_start_unix_ns = Some(end);
     request.timing.response_end_unix_ns = Some(end);
     if let Some(b) = resp_body.as_deref() {
-        worker.chunk(&mut state, &request, &response, Some(b));
+        session.chunk(&mut worker, &request, &response, b);
     }
-    worker.chunk(&mut state, &request, &response, None);
-    worker.post(&mut state, &request, &response);
-    Ok(state.into_line())
+    Ok(session.finish(&mut worker, &request, &response))
 }
 
 /// The result of `pack list`.
@@ -332,25 +282,6 @@ pub fn list_packs(dir: &Path, config: &RuntimeConfig) -> Result<PackListing, Run
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_split_into_host_and_path_without_query() {
-        let s = |u: &str| split_url(u);
-        assert_eq!(
-            s("https://api.stripe.com/v1/charges?x=1"),
-            ("api.stripe.com".into(), "/v1/charges".into())
-        );
-        assert_eq!(
-            s("https://API.example.com:8443"),
-            ("api.example.com".into(), "/".into())
-        );
-        assert_eq!(
-            s("http://u:p@h.example/a#f"),
-            ("h.example".into(), "/a".into())
-        );
-        assert_eq!(s("https://[::1]:443/x"), ("::1".into(), "/x".into()));
-        assert_eq!(s("https://h.example?q"), ("h.example".into(), "/".into()));
-    }
 
     #[test]
     fn jsonpath_tests_pass_only_when_they_select_something() {

@@ -9,12 +9,10 @@
 //!     eprintln!("{r}");
 //! }
 //! let mut worker = packs.worker()?; // one per worker thread
-//! let mut state = RequestState::new();
-//! worker.pre(&mut state, request); // request complete
-//! worker.chunk(&mut state, request, response, Some(b"...")); // each body piece
-//! worker.chunk(&mut state, request, response, None); // end of body
-//! worker.post(&mut state, request, response); // response complete
-//! println!("{}", state.into_line().to_json());
+//! let mut session = Session::start(&mut worker, request); // request complete: `pre`
+//! session.chunk(&mut worker, request, response, b"..."); // each body piece: `chunk`
+//! let line = session.finish(&mut worker, request, response); // closing `chunk`, `post`
+//! println!("{}", line.to_json());
 //! # Ok(()) }
 //! ```
 //!
@@ -32,13 +30,15 @@ mod manifest;
 mod output;
 mod pack;
 mod packset;
+mod session;
+mod shared;
 mod state;
 mod stats;
 mod worker;
 
 pub use check::{
     CheckError, CheckReport, Fixture, FixtureRequest, FixtureResponse, FixtureTest, PackListing,
-    TestResult, check_fixture, list_packs, split_url,
+    TestResult, check_fixture, list_packs,
 };
 pub use config::{
     DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MEMORY_MAX_PAGES, DEFAULT_TIMEOUT, DEFAULT_WARN_INTERVAL,
@@ -51,7 +51,7 @@ pub use manifest::{Field, Method, Permissions};
 pub use output::{Dimension, OutputLine};
 pub use pack::PackInfo;
 pub use packset::PackSet;
-pub use state::RequestState;
+pub use session::Session;
 pub use stats::{FailureKind, PackStats};
 pub use worker::Worker;
 
@@ -64,6 +64,6 @@ mod send_sync {
     fn pack_set_is_shared_and_workers_move_to_their_threads() {
         assert_send_sync::<super::PackSet>();
         assert_send::<super::Worker>();
-        assert_send::<super::RequestState>();
+        assert_send::<super::Session>();
     }
 }

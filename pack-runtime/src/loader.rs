@@ -94,14 +94,42 @@ pub(crate) struct Loaded {
     pub compiled: CompiledPlugin,
 }
 
-/// Loads the pack whose `manifest.json` is at `manifest_path`.
+/// Loads the pack whose `manifest.json` is at `manifest_path`, with the `config.json` and
+/// `pack.wasm` beside it.
 pub(crate) fn load_pack(
     manifest_path: &Path,
     config: &RuntimeConfig,
     cache_config: Option<&Path>,
     seen: &mut BTreeSet<String>,
 ) -> Result<Loaded, PackLoadError> {
-    let dir = manifest_path
+    let dir = manifest_path.parent().unwrap_or(Path::new("."));
+    let files = PackFiles {
+        manifest: manifest_path,
+        wasm: &dir.join("pack.wasm"),
+        config_optional: false,
+    };
+    load_files(&files, config, cache_config, seen)
+}
+
+/// Where one pack's files are.
+pub(crate) struct PackFiles<'a> {
+    /// `manifest.json`; `config.json` is looked for beside it.
+    pub manifest: &'a Path,
+    /// The module.
+    pub wasm: &'a Path,
+    /// A missing `config.json` counts as `{}` (the fixture checker) rather than a refusal.
+    pub config_optional: bool,
+}
+
+/// Loads the pack made of `files`.
+pub(crate) fn load_files(
+    files: &PackFiles<'_>,
+    config: &RuntimeConfig,
+    cache_config: Option<&Path>,
+    seen: &mut BTreeSet<String>,
+) -> Result<Loaded, PackLoadError> {
+    let dir = files
+        .manifest
         .parent()
         .unwrap_or(Path::new("."))
         .to_path_buf();
@@ -110,18 +138,22 @@ pub(crate) fn load_pack(
         pack,
         reason,
     };
-    let manifest = read(manifest_path, "manifest.json").map_err(|r| refuse(None, r))?;
-    let config_json = read(&dir.join("config.json"), "config.json").map_err(|r| refuse(None, r))?;
+    let manifest = read(files.manifest, "manifest.json").map_err(|r| refuse(None, r))?;
+    let config_path = dir.join("config.json");
+    let config_json = if files.config_optional && !config_path.exists() {
+        b"{}".to_vec()
+    } else {
+        read(&config_path, "config.json").map_err(|r| refuse(None, r))?
+    };
     let desc = manifest::describe(&manifest, &config_json).map_err(|r| refuse(None, r))?;
     let id = format!("{}@{}", desc.name, desc.version);
-    let wasm =
-        read(&dir.join("pack.wasm"), "pack.wasm").map_err(|r| refuse(Some(id.clone()), r))?;
+    let wasm = read(files.wasm, "pack.wasm").map_err(|r| refuse(Some(id.clone()), r))?;
     load_module(dir.clone(), desc, wasm, config, cache_config, seen)
         .map_err(|r| refuse(Some(id), r))
 }
 
-/// Builds a pack from parts already in memory (used by `load_pack` and the fixture checker).
-pub(crate) fn load_module(
+/// Builds a pack from parts already in memory.
+fn load_module(
     dir: PathBuf,
     desc: manifest::PackDescription,
     wasm: Vec<u8>,

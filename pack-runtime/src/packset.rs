@@ -4,12 +4,11 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use extism::CompiledPlugin;
-
 use crate::config::RuntimeConfig;
 use crate::error::{PackLoadError, RuntimeError};
 use crate::loader;
-use crate::pack::{PackDef, PackInfo};
+use crate::pack::PackInfo;
+use crate::shared::Shared;
 use crate::stats::{Counters, PackStats};
 use crate::worker::Worker;
 
@@ -17,17 +16,6 @@ use crate::worker::Worker;
 /// make one [`Worker`] per worker thread from it.
 pub struct PackSet {
     pub(crate) shared: Arc<Shared>,
-}
-
-pub(crate) struct Shared {
-    pub defs: Vec<PackDef>,
-    pub infos: Vec<PackInfo>,
-    pub counters: Vec<Counters>,
-    /// The wasmtime cache settings file, when a cache directory is configured.
-    pub cache_config: Option<PathBuf>,
-    /// The plugins compiled at load time, handed to the first worker so that it needs no
-    /// compile of its own.
-    pub first: Mutex<Option<Vec<CompiledPlugin>>>,
 }
 
 impl std::fmt::Debug for PackSet {
@@ -107,8 +95,7 @@ impl PackSet {
         }
     }
 
-    /// The loaded packs, in load order (sorted by path). A pack's position here is its index
-    /// in [`RequestState::context`](crate::RequestState::context).
+    /// The loaded packs, in load order (sorted by path).
     #[must_use]
     pub fn packs(&self) -> &[PackInfo] {
         &self.shared.infos

@@ -4,12 +4,10 @@ use serde_json::Value;
 
 use crate::output::{Dimension, OutputLine};
 
-/// Per-request state: the request id, each pack's context and the captures so far.
-///
-/// Create one per exchange, pass it to every hook of that exchange (on the same worker, or at
-/// least a worker of the same [`PackSet`](crate::PackSet)), then turn it into the output line.
+/// Per-request state: the request id, each pack's context and the captures so far (held by a
+/// [`Session`](crate::Session)).
 #[derive(Debug, Clone)]
-pub struct RequestState {
+pub(crate) struct RequestState {
     request_id: String,
     /// Indexed by the pack's position in the `PackSet`; `None` until the pack returns one.
     contexts: Vec<Option<Value>>,
@@ -18,6 +16,8 @@ pub struct RequestState {
     pub(crate) request_body: Option<Value>,
     /// Whether the closing `chunk` call (the one without a piece) has been made.
     pub(crate) chunks_closed: bool,
+    /// Whether `post` has been called.
+    pub(crate) posted: bool,
 }
 
 impl Default for RequestState {
@@ -42,6 +42,7 @@ impl RequestState {
             dimensions: Vec::new(),
             request_body: None,
             chunks_closed: false,
+            posted: false,
         }
     }
 

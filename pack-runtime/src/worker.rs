@@ -1,4 +1,5 @@
-//! A worker: one instance of every pack, used by one thread, calling hooks in order.
+//! A worker: one instance of every pack, used by one thread. Hooks are called through a
+//! [`Session`](crate::Session), which holds their order.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -9,7 +10,7 @@ use serde_json::Value;
 use crate::input::{InputParts, RequestView, ResponseView, body_value, write_input};
 use crate::manifest::Method;
 use crate::output::{HookOutput, parse_output};
-use crate::packset::Shared;
+use crate::shared::Shared;
 use crate::state::RequestState;
 use crate::stats::FailureKind;
 
@@ -64,7 +65,7 @@ impl Worker {
     }
 
     /// Calls every pack's `pre` hook: the request is complete.
-    pub fn pre(&mut self, state: &mut RequestState, request: &RequestView) {
+    pub(crate) fn pre(&mut self, state: &mut RequestState, request: &RequestView) {
         self.run(
             state,
             Hook {
@@ -80,14 +81,14 @@ impl Worker {
     /// Calls every pack's `chunk` hook with one piece of (decoded) response body, or, with
     /// `None`, the closing call that marks the end of the body. Pieces go only to packs with
     /// the body permission; the closing call goes to every pack that has `chunk`.
-    pub fn chunk(
+    pub(crate) fn chunk(
         &mut self,
         state: &mut RequestState,
         request: &RequestView,
         response: &ResponseView,
         piece: Option<&[u8]>,
     ) {
-        if state.chunks_closed {
+        if state.chunks_closed || state.posted {
             return;
         }
         if piece.is_none() {
@@ -107,15 +108,19 @@ impl Worker {
 
     /// Calls every pack's `post` hook: the response is complete. Makes the closing `chunk`
     /// call first if it has not been made, so chunks always come before `post`.
-    pub fn post(
+    pub(crate) fn post(
         &mut self,
         state: &mut RequestState,
         request: &RequestView,
         response: &ResponseView,
     ) {
+        if state.posted {
+            return;
+        }
         if !state.chunks_closed {
             self.chunk(state, request, response, None);
         }
+        state.posted = true;
         let needs_body = self.shared.defs.iter().any(|d| {
             d.calls(Method::Post) && d.info.permissions.body && d.domains.matches(request.domain)
         });

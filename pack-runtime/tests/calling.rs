@@ -4,7 +4,7 @@ mod support;
 
 use serde_json::{Value, json};
 use support::{Behavior, Exchange, captures, config, manifest, module, write_pack};
-use taskless_pack_runtime::{Method, PackSet, RequestState, RuntimeConfig};
+use taskless_pack_runtime::{Method, PackSet, RuntimeConfig, Session};
 
 fn load(root: &std::path::Path) -> PackSet {
     let (set, refused) = PackSet::load_dir(root, &RuntimeConfig::default()).expect("dir usable");
@@ -34,10 +34,13 @@ fn pre_input_is_the_documented_document_without_body_for_packs_without_permissio
     let set = load(root.path());
     let mut worker = set.worker().expect("worker");
     let ex = Exchange::new("api.stripe.com", "/v1/charges");
-    let mut state = RequestState::with_request_id("0190aabbccdd7eeff00112233445566a".into());
-    worker.pre(&mut state, &ex.request_before_response());
+    let session = Session::start_with_request_id(
+        &mut worker,
+        &ex.request_before_response(),
+        "0190aabbccdd7eeff00112233445566a".into(),
+    );
 
-    let input = state.context(0).expect("echo stored its input").clone();
+    let input = session.context(0).expect("echo stored its input").clone();
     assert_eq!(
         input,
         json!({
@@ -71,18 +74,17 @@ fn post_gets_bodies_with_permission_filtered_response_headers_and_its_previous_c
     let mut worker = set.worker().expect("worker");
     let mut ex = Exchange::new("api.stripe.com", "/v1/charges");
     ex.req_body = Some(b"not json at all".to_vec());
-    let mut state = RequestState::new();
-    worker.pre(&mut state, &ex.request_before_response());
-    let pre_input = state.context(0).expect("pre echoed").clone();
+    let mut session = Session::start(&mut worker, &ex.request_before_response());
+    let pre_input = session.context(0).expect("pre echoed").clone();
     assert_eq!(pre_input["request"]["body"], json!("not json at all"));
     assert_eq!(
         pre_input["environment"],
         json!({"TASKLESS_TEST_ENV_SET": "visible"})
     );
 
-    worker.chunk(&mut state, &ex.request(), &ex.response(), Some(b"ignored"));
-    worker.post(&mut state, &ex.request(), &ex.response());
-    let post_input = state.context(0).expect("post echoed").clone();
+    session.chunk(&mut worker, &ex.request(), &ex.response(), b"ignored");
+    session.post(&mut worker, &ex.request(), &ex.response());
+    let post_input = session.context(0).expect("post echoed").clone();
     // The context post received is exactly what pre returned (its own input).
     assert_eq!(post_input["context"], pre_input);
     assert_eq!(
@@ -112,25 +114,19 @@ fn chunks_carry_base64_pieces_then_a_closing_call_before_post() {
     let set = load(root.path());
     let mut worker = set.worker().expect("worker");
     let ex = Exchange::new("api.openai.com", "/v1/chat");
-    let mut state = RequestState::new();
-    worker.pre(&mut state, &ex.request_before_response());
+    let mut session = Session::start(&mut worker, &ex.request_before_response());
     assert!(
-        state.context(0).is_none(),
+        session.context(0).is_none(),
         "pre is not listed, so not called"
     );
-    worker.chunk(
-        &mut state,
-        &ex.request(),
-        &ex.response(),
-        Some(b"data: 1\n\n"),
-    );
-    let first = state.context(0).expect("chunk echoed").clone();
+    session.chunk(&mut worker, &ex.request(), &ex.response(), b"data: 1\n\n");
+    let first = session.context(0).expect("chunk echoed").clone();
     assert_eq!(first["chunk"], json!("ZGF0YTogMQoK"));
     assert_eq!(first["response"]["status"], json!(402));
     assert!(first["response"].get("body").is_none());
     // post without an explicit closing chunk: the runtime makes it first.
-    worker.post(&mut state, &ex.request(), &ex.response());
-    let post = state.context(0).expect("post echoed").clone();
+    session.post(&mut worker, &ex.request(), &ex.response());
+    let post = session.context(0).expect("post echoed").clone();
     let closing = &post["context"];
     assert!(
         closing.get("chunk").is_none(),
@@ -154,15 +150,19 @@ fn chunk_pieces_go_only_to_packs_allowed_to_see_bodies() {
     let set = load(root.path());
     let mut worker = set.worker().expect("worker");
     let ex = Exchange::new("h.example", "/");
-    let mut state = RequestState::new();
-    worker.chunk(&mut state, &ex.request(), &ex.response(), Some(b"secret"));
-    assert!(state.context(0).is_none());
-    worker.chunk(&mut state, &ex.request(), &ex.response(), None);
-    let closing = state.context(0).expect("closing call made").clone();
+    // pre is not listed, so starting calls nothing.
+    let mut session = Session::start(&mut worker, &ex.request_before_response());
+    session.chunk(&mut worker, &ex.request(), &ex.response(), b"secret");
+    assert!(session.context(0).is_none());
+    session.end_of_body(&mut worker, &ex.request(), &ex.response());
+    let closing = session.context(0).expect("closing call made").clone();
     assert!(closing.get("chunk").is_none());
     assert!(!closing.to_string().contains("secret"));
-    // A second closing call (or post) does not call chunk again.
-    worker.post(&mut state, &ex.request(), &ex.response());
+    // A second closing call, a piece after it, or post do not call chunk again.
+    session.end_of_body(&mut worker, &ex.request(), &ex.response());
+    session.chunk(&mut worker, &ex.request(), &ex.response(), b"late");
+    session.post(&mut worker, &ex.request(), &ex.response());
+    session.post(&mut worker, &ex.request(), &ex.response());
     assert_eq!(set.stats()[0].calls, 1);
 }
 
@@ -191,11 +191,10 @@ fn captures_become_namespaced_dimensions_in_one_line() {
     let set = load(root.path());
     let mut worker = set.worker().expect("worker");
     let ex = Exchange::new("api.stripe.com", "/v1/charges");
-    let mut state = RequestState::new();
-    let id = state.request_id().to_string();
-    worker.pre(&mut state, &ex.request_before_response());
-    worker.post(&mut state, &ex.request(), &ex.response());
-    let line = state.into_line();
+    let mut session = Session::start(&mut worker, &ex.request_before_response());
+    let id = session.request_id().to_string();
+    session.post(&mut worker, &ex.request(), &ex.response());
+    let line = session.into_line();
     let v: Value = serde_json::from_str(&line.to_json()).expect("json line");
     assert_eq!(
         v,
@@ -239,10 +238,13 @@ fn packs_outside_their_domains_are_not_called_and_counted_as_skipped() {
         ("example.com", vec![]),
     ] {
         let ex = Exchange::new(host, "/");
-        let mut state = RequestState::new();
-        worker.pre(&mut state, &ex.request_before_response());
-        worker.post(&mut state, &ex.request(), &ex.response());
-        let names: Vec<_> = state.dimensions().iter().map(|d| d.name.as_str()).collect();
+        let mut session = Session::start(&mut worker, &ex.request_before_response());
+        session.post(&mut worker, &ex.request(), &ex.response());
+        let names: Vec<_> = session
+            .dimensions()
+            .iter()
+            .map(|d| d.name.as_str())
+            .collect();
         assert_eq!(names, expect, "host {host}");
     }
     let stats = set.stats();

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::{Behavior, Exchange, captures, config, manifest, module, write_pack};
-use taskless_pack_runtime::{FailureKind, PackLimits, PackSet, RequestState, RuntimeConfig};
+use taskless_pack_runtime::{FailureKind, PackLimits, PackSet, RuntimeConfig, Session};
 
 /// Loads a folder holding a well-behaved `good` pack and a pack `bad` whose `pre` misbehaves
 /// for requests to `/bad` and captures `ok` otherwise.
@@ -53,9 +53,12 @@ fn with_bad_pack(
 fn assert_contained(set: &PackSet, kind: FailureKind) {
     let mut worker = set.worker().expect("worker");
     let bad = Exchange::new("h.example", "/bad");
-    let mut state = RequestState::new();
-    worker.pre(&mut state, &bad.request_before_response());
-    let names: Vec<_> = state.dimensions().iter().map(|d| d.name.clone()).collect();
+    let session = Session::start(&mut worker, &bad.request_before_response());
+    let names: Vec<_> = session
+        .dimensions()
+        .iter()
+        .map(|d| d.name.clone())
+        .collect();
     assert_eq!(names, vec!["good/fine"], "only the good pack captured");
     let stats = set.stats();
     assert_eq!(stats[1].failures_of(kind), 1, "{:?}", stats[1]);
@@ -64,9 +67,12 @@ fn assert_contained(set: &PackSet, kind: FailureKind) {
 
     // The same worker goes on: the next request to the bad pack works.
     let fine = Exchange::new("h.example", "/fine");
-    let mut state = RequestState::new();
-    worker.pre(&mut state, &fine.request_before_response());
-    let names: Vec<_> = state.dimensions().iter().map(|d| d.name.clone()).collect();
+    let session = Session::start(&mut worker, &fine.request_before_response());
+    let names: Vec<_> = session
+        .dimensions()
+        .iter()
+        .map(|d| d.name.clone())
+        .collect();
     assert_eq!(names, vec!["good/fine", "bad/ok"]);
     assert_eq!(set.stats()[1].calls, 2);
 }
@@ -194,18 +200,15 @@ fn a_timeout_in_one_worker_does_not_kill_a_concurrent_call_in_another() {
     std::thread::scope(|s| {
         let a = s.spawn(move || {
             let ex = Exchange::new("h.example", "/loop");
-            let mut state = RequestState::new();
-            looping.pre(&mut state, &ex.request_before_response());
-            state.dimensions().len()
+            let session = Session::start(&mut looping, &ex.request_before_response());
+            session.dimensions().len()
         });
         let b = s.spawn(move || {
             // Start while the loop runs, so the loop's timeout (at 1000 ms) falls inside
             // this 800 ms call (400..1200 ms), well before this call's own deadline.
             std::thread::sleep(Duration::from_millis(400));
             let ex = Exchange::new("h.example", "/spin");
-            let mut state = RequestState::new();
-            spinning.pre(&mut state, &ex.request_before_response());
-            state.into_line()
+            Session::start(&mut spinning, &ex.request_before_response()).into_line()
         });
         assert_eq!(a.join().expect("thread a"), 0);
         let line = b.join().expect("thread b");

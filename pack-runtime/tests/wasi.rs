@@ -6,7 +6,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::{Behavior, Exchange, config, manifest, module, write_pack};
-use taskless_pack_runtime::{PackSet, RequestState, RuntimeConfig};
+use taskless_pack_runtime::{PackSet, RuntimeConfig, Session};
 
 #[test]
 fn a_wasi_pack_gets_clocks_and_randomness_but_no_files_and_no_sleep() {
@@ -24,12 +24,11 @@ fn a_wasi_pack_gets_clocks_and_randomness_but_no_files_and_no_sleep() {
     assert!(set.packs()[0].wasi, "WASI import detected");
     let mut worker = set.worker().expect("worker");
     let ex = Exchange::new("h.example", "/");
-    let mut state = RequestState::new();
     let started = Instant::now();
-    worker.pre(&mut state, &ex.request_before_response());
+    let session = Session::start(&mut worker, &ex.request_before_response());
     // poll_oneoff asked for a 5 s sleep; it is refused instead of honoured.
     assert!(started.elapsed() < Duration::from_secs(4));
-    let got: Vec<_> = state
+    let got: Vec<_> = session
         .dimensions()
         .iter()
         .map(|d| (d.name.as_str(), d.value.as_str()))
@@ -66,7 +65,6 @@ fn a_pack_without_wasi_imports_runs_without_wasi() {
     assert!(!set.packs()[0].wasi);
     let mut worker = set.worker().expect("worker");
     let ex = Exchange::new("h.example", "/");
-    let mut state = RequestState::new();
-    worker.pre(&mut state, &ex.request_before_response());
-    assert_eq!(state.dimensions().len(), 1);
+    let session = Session::start(&mut worker, &ex.request_before_response());
+    assert_eq!(session.dimensions().len(), 1);
 }

@@ -1,20 +1,18 @@
 //! The lines of a connection file: the metadata line, then entries (bytes, gaps, the
 //! connection's identity as it became known, its close). See docs/record-format.md.
 
-use std::net::SocketAddr;
-
-use agent_common::Direction;
 use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
 use serde::{Deserialize, Serialize};
+use taskless_http::Flow;
 
 use crate::{
     capture::{DataRecord, Record},
-    flows::ConnMeta,
+    flows::Identity,
 };
 
 /// The first line of a connection file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConnectionMeta {
+pub struct FileHeader {
     /// Always [`super::FORMAT`].
     pub format: String,
     /// The format version ([`super::VERSION`], or an older one this agent still reads).
@@ -29,100 +27,12 @@ pub struct ConnectionMeta {
     pub unix_offset_ns: i64,
 }
 
-/// Which way recorded bytes went, relative to the observed process.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Dir {
-    /// Written by the process.
-    Egress,
-    /// Read by the process.
-    Ingress,
-}
-
-impl From<Direction> for Dir {
-    fn from(d: Direction) -> Self {
-        match d {
-            Direction::Egress => Self::Egress,
-            Direction::Ingress => Self::Ingress,
-        }
-    }
-}
-
-impl From<Dir> for Direction {
-    fn from(d: Dir) -> Self {
-        match d {
-            Dir::Egress => Self::Egress,
-            Dir::Ingress => Self::Ingress,
-        }
-    }
-}
-
-/// What the live run knew about a connection from some moment on: the fields of its exchanges'
-/// `source` object other than `pid` and `process` (those are in the metadata line). Unknown
-/// fields are `None` and left out of the JSON, as in the output.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Identity {
-    /// The connection's serial in the live run (the output's `connection`).
-    pub connection: u64,
-    /// The socket fd in the process.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fd: Option<i32>,
-    /// The process's end of the socket, `ip:port` or `[v6]:port`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub local_address: Option<SocketAddr>,
-    /// The peer's end.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub remote_address: Option<SocketAddr>,
-    /// The TLS server name (SNI) the client set; not the `Host` fallback.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub server_name: Option<String>,
-    /// The process's cgroup path.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cgroup: Option<String>,
-    /// The container id found in the cgroup path.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub container_id: Option<String>,
-}
-
-impl Identity {
-    /// What `meta` says about its connection.
-    #[must_use]
-    pub fn from_meta(meta: &ConnMeta) -> Self {
-        Self {
-            connection: meta.serial,
-            fd: meta.fd,
-            local_address: meta.local,
-            remote_address: meta.remote,
-            server_name: meta.server_name.clone(),
-            cgroup: meta.cgroup.clone(),
-            container_id: meta.container_id.clone(),
-        }
-    }
-
-    /// The connection meta of process `pid` named `comm` with this identity.
-    #[must_use]
-    pub fn to_meta(&self, pid: u32, comm: &str) -> ConnMeta {
-        ConnMeta {
-            pid,
-            comm: comm.to_owned(),
-            serial: self.connection,
-            fd: self.fd,
-            local: self.local_address,
-            remote: self.remote_address,
-            server_name: self.server_name.clone(),
-            cgroup: self.cgroup.clone(),
-            container_id: self.container_id.clone(),
-        }
-    }
-}
-
 /// One line after the metadata, as stored.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Line {
     t: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    dir: Option<Dir>,
+    dir: Option<Flow>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     data: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -140,8 +50,8 @@ pub enum Entry {
     Data {
         /// `CLOCK_MONOTONIC` ns.
         t: u64,
-        /// Which way.
-        dir: Dir,
+        /// Which way, relative to the observed process.
+        dir: Flow,
         /// The bytes.
         data: Vec<u8>,
     },
@@ -150,7 +60,7 @@ pub enum Entry {
         /// `CLOCK_MONOTONIC` ns.
         t: u64,
         /// Which way.
-        dir: Dir,
+        dir: Flow,
         /// How many.
         len: u64,
     },
@@ -158,7 +68,8 @@ pub enum Entry {
     Identity {
         /// `CLOCK_MONOTONIC` ns: that of the entry it came with.
         t: u64,
-        /// The whole identity (not a change to the previous one).
+        /// The whole identity (not a change to the previous one). Files written before it
+        /// carried the pid and process name have them from the header line.
         source: Identity,
     },
     /// The connection ended.
@@ -248,7 +159,7 @@ impl Entry {
             // not part of any connection.
             Record::FdClose { .. } | Record::CodeChanged { .. } => Vec::new(),
             Record::Data(d) => {
-                let (t, dir) = (d.timestamp_ns, Dir::from(d.direction));
+                let (t, dir) = (d.timestamp_ns, d.direction);
                 let mut v = Vec::new();
                 if d.read_failed {
                     let len = u64::from(d.total_len.saturating_sub(d.offset))
@@ -280,7 +191,7 @@ impl Entry {
     /// the identity comes from the recording's identity entries.
     #[must_use]
     pub fn to_record(&self, pid: u32, conn: u64) -> Option<Record> {
-        let data = |t, dir: Dir, payload: Vec<u8>, total_len, truncated| {
+        let data = |t, dir: Flow, payload: Vec<u8>, total_len, truncated| {
             Record::Data(DataRecord {
                 tgid: pid,
                 tid: pid,
@@ -288,7 +199,7 @@ impl Entry {
                 timestamp_ns: t,
                 fd: -1,
                 fd_fallback: false,
-                direction: dir.into(),
+                direction: dir,
                 offset: 0,
                 total_len,
                 truncated,

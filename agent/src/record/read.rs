@@ -10,11 +10,10 @@ use std::{
     sync::Arc,
 };
 
-use super::{ConnectionMeta, EXTENSION, Entry, FORMAT, OLDEST_VERSION, RecordError, VERSION};
+use super::{EXTENSION, Entry, FORMAT, FileHeader, OLDEST_VERSION, RecordError, VERSION};
 use crate::{
     capture::Record,
-    flows::{ConnMeta, Flows},
-    pipeline::Job,
+    flows::{Flows, Identity, Moment},
 };
 
 /// One recorded connection, read back.
@@ -22,8 +21,8 @@ use crate::{
 pub struct RecordedConnection {
     /// The file it came from.
     pub path: PathBuf,
-    /// Its metadata.
-    pub meta: ConnectionMeta,
+    /// Its header line.
+    pub meta: FileHeader,
     /// The connection key parsed from the metadata.
     pub conn: u64,
     /// Its entries in file order.
@@ -55,7 +54,7 @@ pub fn read_connection(path: &Path) -> Result<RecordedConnection, RecordError> {
             continue;
         }
         if meta.is_none() {
-            let m: ConnectionMeta =
+            let m: FileHeader =
                 serde_json::from_str(&line).map_err(|e| bad(i + 1, format!("metadata: {e}")))?;
             if m.format != FORMAT || !(OLDEST_VERSION..=VERSION).contains(&m.version) {
                 return Err(bad(
@@ -166,14 +165,14 @@ impl Recording {
 }
 
 /// Plays a recording through a flows stage: each entry becomes the record capture delivered,
-/// and each job the flows stage makes for a connection carries the identity the recording
+/// and each moment the flows stage makes for a connection carries the identity the recording
 /// holds for that connection at that moment (the live run's `source`), instead of the little
 /// the flows stage can know offline. Connections of a recording without identity entries
 /// (format version 1) keep what the flows stage gives them: pid, process name and its own
 /// serial.
 pub struct Player<'a> {
     recording: &'a Recording,
-    identities: Vec<Option<Arc<ConnMeta>>>,
+    identities: Vec<Option<Arc<Identity>>>,
     /// Which file last fed each connection key (the one a closing record belongs to).
     owners: HashMap<(u32, u64), usize>,
     closed: Vec<bool>,
@@ -201,12 +200,12 @@ impl<'a> Player<'a> {
     }
 
     /// Plays entry `entry` of connection `connection` (a pair from [`Recording::moments`]),
-    /// handing the jobs it completes to `out`. Out-of-range pairs are ignored.
+    /// handing the moments it completes to `out`. Out-of-range pairs are ignored.
     pub fn step(
         &mut self,
         (connection, entry): (usize, usize),
         flows: &mut Flows,
-        out: &mut impl FnMut(Job),
+        out: &mut impl FnMut(Moment),
     ) {
         let Some(conn) = self.recording.connections.get(connection) else {
             return;
@@ -215,8 +214,14 @@ impl<'a> Player<'a> {
             return;
         };
         if let Entry::Identity { source, .. } = entry {
-            let meta = source.to_meta(conn.meta.pid, &conn.meta.comm);
-            self.identities[connection] = Some(Arc::new(meta));
+            let mut identity = source.clone();
+            if identity.pid == 0 {
+                identity.pid = conn.meta.pid;
+            }
+            if identity.process.is_empty() {
+                identity.process.clone_from(&conn.meta.comm);
+            }
+            self.identities[connection] = Some(Arc::new(identity));
             return;
         }
         let Some(record) = entry.to_record(conn.meta.pid, conn.conn) else {
@@ -231,12 +236,12 @@ impl<'a> Player<'a> {
             self.owners.insert(key, connection);
         }
         let identity = self.identities[connection].as_ref();
-        flows.handle(record, &mut |job| out(with_identity(job, identity)));
+        flows.handle(record, &mut |moment| out(with_identity(moment, identity)));
     }
 
     /// Closes, at the last timestamp played, every connection whose file has no close line
     /// (it was still open when the recording stopped), as capture would have at exit.
-    pub fn finish(&mut self, flows: &mut Flows, out: &mut impl FnMut(Job)) {
+    pub fn finish(&mut self, flows: &mut Flows, out: &mut impl FnMut(Moment)) {
         let mut open: Vec<((u32, u64), usize)> = self
             .owners
             .iter()
@@ -251,7 +256,7 @@ impl<'a> Player<'a> {
                 timestamp_ns: self.end_ns,
             };
             let identity = self.identities[c].as_ref();
-            flows.handle(record, &mut |job| out(with_identity(job, identity)));
+            flows.handle(record, &mut |moment| out(with_identity(moment, identity)));
             self.closed[c] = true;
         }
         self.owners.clear();
@@ -259,20 +264,20 @@ impl<'a> Player<'a> {
 }
 
 /// `job` carrying `identity` instead of the flows stage's meta, when there is one.
-fn with_identity(job: Job, identity: Option<&Arc<ConnMeta>>) -> Job {
+fn with_identity(moment: Moment, identity: Option<&Arc<Identity>>) -> Moment {
     let Some(identity) = identity else {
-        return job;
+        return moment;
     };
-    match job {
-        Job::Request { key, request, .. } => Job::Request {
+    match moment {
+        Moment::Request { key, request, .. } => Moment::Request {
             key,
             request,
-            meta: Arc::clone(identity),
+            identity: Arc::clone(identity),
         },
-        Job::Complete { key, exchange, .. } => Job::Complete {
+        Moment::Complete { key, exchange, .. } => Moment::Complete {
             key,
             exchange,
-            meta: Arc::clone(identity),
+            identity: Arc::clone(identity),
         },
         other => other,
     }

@@ -4,16 +4,15 @@ use std::{
     sync::{Arc, atomic::Ordering},
 };
 
-use agent_common::Direction;
+use taskless_http::Flow;
 
 use super::*;
 use crate::{
     capture::{DataRecord, Record},
-    flows::{ConnMeta, FlowStats, Flows},
-    pipeline::Job,
+    flows::{FlowStats, Flows, Identity, Moment},
 };
 
-fn data(conn: u64, t: u64, direction: Direction, payload: &[u8]) -> Record {
+fn data(conn: u64, t: u64, direction: Flow, payload: &[u8]) -> Record {
     Record::Data(DataRecord {
         tgid: std::process::id(),
         tid: 1,
@@ -42,18 +41,20 @@ fn entries_round_trip_through_json() {
     let entries = [
         Entry::Data {
             t: 5,
-            dir: Dir::Egress,
+            dir: Flow::Egress,
             data: b"GET / HTTP/1.1\r\n\r\n\x00\xff".to_vec(),
         },
         Entry::Gap {
             t: 6,
-            dir: Dir::Ingress,
+            dir: Flow::Ingress,
             len: 70_000,
         },
         Entry::Identity {
             t: 7,
             source: Identity {
-                connection: 3,
+                pid: 42,
+                process: "curl".into(),
+                serial: 3,
                 fd: Some(5),
                 local_address: Some("127.0.0.1:46498".parse().unwrap()),
                 remote_address: Some("[::1]:8443".parse().unwrap()),
@@ -65,7 +66,7 @@ fn entries_round_trip_through_json() {
         Entry::Identity {
             t: 7,
             source: Identity {
-                connection: 4,
+                serial: 4,
                 ..Identity::default()
             },
         },
@@ -78,7 +79,7 @@ fn entries_round_trip_through_json() {
     assert_eq!(
         Entry::Data {
             t: 1,
-            dir: Dir::Ingress,
+            dir: Flow::Ingress,
             data: b"hi".to_vec()
         }
         .to_json(),
@@ -88,14 +89,14 @@ fn entries_round_trip_through_json() {
         Entry::Identity {
             t: 2,
             source: Identity {
-                connection: 1,
+                serial: 1,
                 fd: Some(4),
                 remote_address: Some("[::1]:443".parse().unwrap()),
                 ..Identity::default()
             }
         }
         .to_json(),
-        r#"{"t":2,"source":{"connection":1,"fd":4,"remoteAddress":"[::1]:443"}}"#
+        r#"{"t":2,"source":{"pid":0,"connection":1,"fd":4,"remoteAddress":"[::1]:443"}}"#
     );
 }
 
@@ -117,7 +118,7 @@ fn malformed_lines_are_refused() {
 
 #[test]
 fn partial_calls_are_stored_as_gaps_of_the_size_flows_reports() {
-    let Record::Data(mut d) = data(9, 10, Direction::Ingress, b"abc") else {
+    let Record::Data(mut d) = data(9, 10, Flow::Ingress, b"abc") else {
         unreachable!()
     };
     d.truncated = true;
@@ -128,12 +129,12 @@ fn partial_calls_are_stored_as_gaps_of_the_size_flows_reports() {
         vec![
             Entry::Data {
                 t: 10,
-                dir: Dir::Ingress,
+                dir: Flow::Ingress,
                 data: b"abc".to_vec()
             },
             Entry::Gap {
                 t: 10,
-                dir: Dir::Ingress,
+                dir: Flow::Ingress,
                 len: 2_000_000 - 3
             }
         ]
@@ -146,29 +147,29 @@ fn partial_calls_are_stored_as_gaps_of_the_size_flows_reports() {
         Entry::from_record(&Record::Data(d)),
         vec![Entry::Gap {
             t: 10,
-            dir: Dir::Ingress,
+            dir: Flow::Ingress,
             len: 100
         }]
     );
 }
 
 /// The key of a job's connection (its serial in the flows stage that made it).
-const fn job_conn(job: &Job) -> u64 {
+const fn job_conn(job: &Moment) -> u64 {
     match job {
-        Job::Request { key, .. }
-        | Job::ResponseHead { key, .. }
-        | Job::ResponseBody { key, .. }
-        | Job::Complete { key, .. }
-        | Job::Incomplete { key, .. } => key.conn,
+        Moment::Request { key, .. }
+        | Moment::ResponseHead { key, .. }
+        | Moment::ResponseBody { key, .. }
+        | Moment::Complete { key, .. }
+        | Moment::Incomplete { key, .. } => key.conn,
     }
 }
 
-/// Jobs as text, per connection in the order they came (connections left open at the end are
+/// Moments as text, per connection in the order they came (connections left open at the end are
 /// closed in no particular order live).
-type JobsByConn = std::collections::BTreeMap<u64, Vec<String>>;
+type MomentsByConn = std::collections::BTreeMap<u64, Vec<String>>;
 
-fn by_conn(jobs: &[Job]) -> JobsByConn {
-    let mut out = JobsByConn::new();
+fn by_conn(jobs: &[Moment]) -> MomentsByConn {
+    let mut out = MomentsByConn::new();
     for j in jobs {
         out.entry(job_conn(j)).or_default().push(format!("{j:?}"));
     }
@@ -178,7 +179,7 @@ fn by_conn(jobs: &[Job]) -> JobsByConn {
 /// The live path with `--record`: each record goes through the flows stage, then to the
 /// recorder with what the flows stage then knows about its connection (as `run.rs` does).
 /// Open connections are closed at `end_ns`, as at exit.
-fn live_run(dir: &Path, max_open: usize, records: &[Record], end_ns: u64) -> (Vec<Job>, u64) {
+fn live_run(dir: &Path, max_open: usize, records: &[Record], end_ns: u64) -> (Vec<Moment>, u64) {
     let stats = Arc::new(FlowStats::default());
     let mut flows = Flows::new(taskless_http::Config::default(), Arc::clone(&stats));
     let recorder = Recorder::start_with_limit(dir, 1_700_000_000_000_000_000, max_open).unwrap();
@@ -196,7 +197,7 @@ fn live_run(dir: &Path, max_open: usize, records: &[Record], end_ns: u64) -> (Ve
 }
 
 /// `replay DIR` without the pack stage: the recording played through a fresh flows stage.
-fn play(rec: &Recording) -> (Vec<Job>, u64) {
+fn play(rec: &Recording) -> (Vec<Moment>, u64) {
     let stats = Arc::new(FlowStats::default());
     let mut flows = Flows::new(taskless_http::Config::default(), Arc::clone(&stats));
     for c in &rec.connections {
@@ -212,10 +213,10 @@ fn play(rec: &Recording) -> (Vec<Job>, u64) {
 }
 
 /// The metas of the exchanges' complete moments, in order.
-fn completed(jobs: &[Job]) -> Vec<Arc<ConnMeta>> {
+fn completed(jobs: &[Moment]) -> Vec<Arc<Identity>> {
     jobs.iter()
         .filter_map(|j| match j {
-            Job::Complete { meta, .. } => Some(Arc::clone(meta)),
+            Moment::Complete { identity, .. } => Some(Arc::clone(identity)),
             _ => None,
         })
         .collect()
@@ -231,7 +232,7 @@ fn a_recording_replays_the_records_it_was_given() {
     let mut truncated = data(
         2,
         25,
-        Direction::Ingress,
+        Flow::Ingress,
         b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n",
     );
     if let Record::Data(d) = &mut truncated {
@@ -239,10 +240,10 @@ fn a_recording_replays_the_records_it_was_given() {
         d.total_len += 50;
     }
     let live = vec![
-        data(1, 10, Direction::Egress, &req[..20]),
-        data(2, 11, Direction::Egress, req),
-        data(1, 12, Direction::Egress, &req[20..]),
-        data(1, 20, Direction::Ingress, resp),
+        data(1, 10, Flow::Egress, &req[..20]),
+        data(2, 11, Flow::Egress, req),
+        data(1, 12, Flow::Egress, &req[20..]),
+        data(1, 20, Flow::Ingress, resp),
         truncated,
         Record::Close {
             tgid: std::process::id(),
@@ -250,7 +251,7 @@ fn a_recording_replays_the_records_it_was_given() {
             timestamp_ns: 30,
         },
         // Same key after the close: a new connection and a new file.
-        data(1, 40, Direction::Egress, req),
+        data(1, 40, Flow::Egress, req),
     ];
     // Room for one open file only: every switch of connection closes one and reopens another.
     let (live_jobs, live_lost) = live_run(&dir, 1, &live, 40);
@@ -320,29 +321,29 @@ fn replay_gives_each_exchange_the_identity_the_live_run_had() {
     let pid = std::process::id();
     let live = vec![
         // The first bytes come before the fd is known, then a call inside which it is seen.
-        data(0x10, 10, Direction::Egress, &REQ[..10]),
-        with_fd(data(0x10, 11, Direction::Egress, &REQ[10..]), fd_a),
-        with_fd(data(0x10, 12, Direction::Ingress, RESP), fd_a),
+        data(0x10, 10, Flow::Egress, &REQ[..10]),
+        with_fd(data(0x10, 11, Flow::Egress, &REQ[10..]), fd_a),
+        with_fd(data(0x10, 12, Flow::Ingress, RESP), fd_a),
         // The server name turns up after the first exchange.
         Record::ServerName {
             tgid: pid,
             conn: 0x10,
             name: "sni.example.test".into(),
         },
-        with_fd(data(0x10, 13, Direction::Egress, REQ), fd_a),
-        with_fd(data(0x10, 14, Direction::Ingress, RESP), fd_a),
+        with_fd(data(0x10, 13, Flow::Egress, REQ), fd_a),
+        with_fd(data(0x10, 14, Flow::Ingress, RESP), fd_a),
         // The same SSL * on another socket without an SSL_free: a new connection.
-        with_fd(data(0x10, 20, Direction::Egress, REQ), fd_b),
-        with_fd(data(0x10, 21, Direction::Ingress, RESP), fd_b),
+        with_fd(data(0x10, 20, Flow::Egress, REQ), fd_b),
+        with_fd(data(0x10, 21, Flow::Ingress, RESP), fd_b),
         Record::Close {
             tgid: pid,
             conn: 0x10,
             timestamp_ns: 22,
         },
         // A connection whose fd is never known, still open when the recording stops.
-        data(0x20, 30, Direction::Egress, REQ),
-        data(0x20, 31, Direction::Ingress, RESP),
-        data(0x20, 32, Direction::Egress, &REQ[..5]),
+        data(0x20, 30, Flow::Egress, REQ),
+        data(0x20, 31, Flow::Ingress, RESP),
+        data(0x20, 32, Flow::Egress, &REQ[..5]),
     ];
     let (live_jobs, _) = live_run(&dir, MAX_OPEN, &live, 32);
     let live_metas = completed(&live_jobs);
@@ -351,7 +352,14 @@ fn replay_gives_each_exchange_the_identity_the_live_run_had() {
     let remote = listener.local_addr().ok();
     let summary: Vec<_> = live_metas
         .iter()
-        .map(|m| (m.fd, m.local, m.remote, m.server_name.as_deref()))
+        .map(|m| {
+            (
+                m.fd,
+                m.local_address,
+                m.remote_address,
+                m.server_name.as_deref(),
+            )
+        })
         .collect();
     assert_eq!(
         summary,
@@ -388,7 +396,9 @@ fn replay_gives_each_exchange_the_identity_the_live_run_had() {
         rec.connections[0].entries.last(),
         Some(Entry::Close { t: 20 })
     ));
-    assert!(rec.connections[2].meta.comm == live_metas[3].comm && !live_metas[3].comm.is_empty());
+    assert!(
+        rec.connections[2].meta.comm == live_metas[3].process && !live_metas[3].process.is_empty()
+    );
 
     let (replay_jobs, _) = play(&rec);
     assert_eq!(completed(&replay_jobs), live_metas);
@@ -419,11 +429,11 @@ fn a_version_1_recording_still_replays() {
     let metas = completed(&jobs);
     assert_eq!(
         metas.iter().map(|m| (**m).clone()).collect::<Vec<_>>(),
-        [ConnMeta {
+        [Identity {
             pid: 4242,
-            comm: "python3".into(),
+            process: "python3".into(),
             serial: 1,
-            ..ConnMeta::default()
+            ..Identity::default()
         }]
     );
     let _ = std::fs::remove_dir_all(&dir);
@@ -460,7 +470,7 @@ fn a_closed_socket_ends_the_recorded_connection_where_it_ended_live() {
     let dir = temp_dir("fdclose");
     let tgid = std::process::id();
     let live = vec![
-        with_fd(data(7, 10, Direction::Egress, REQ), 905),
+        with_fd(data(7, 10, Flow::Egress, REQ), 905),
         Record::FdClose {
             tgid,
             fd: 905,
@@ -492,7 +502,7 @@ fn a_closed_socket_ends_the_recorded_connection_where_it_ended_live() {
     assert!(
         live_jobs
             .iter()
-            .any(|j| matches!(j, Job::Incomplete { .. })),
+            .any(|j| matches!(j, Moment::Incomplete { .. })),
         "{live_jobs:#?}"
     );
     assert_eq!(by_conn(&replay_jobs), by_conn(&live_jobs));

@@ -8,37 +8,35 @@ use std::{
     io::{BufWriter, Write as _},
     os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
     path::{Path, PathBuf},
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, atomic::Ordering},
     thread::JoinHandle,
     time::Duration,
 };
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use super::{ConnectionMeta, EXTENSION, Entry, FORMAT, Identity, QUEUE, RecordError, VERSION};
+use super::{EXTENSION, Entry, FORMAT, FileHeader, QUEUE, RecordError, VERSION};
 use crate::{
     capture::Record,
-    flows::{ConnMeta, Flows},
+    flows::{Flows, Identity},
 };
 
-/// A record and its connection's meta after the flows stage handled it (`None` when the
+/// A record and its connection's identity after the flows stage handled it (`None` when the
 /// connection is not live: closed, or a server name waiting for its first data).
-type Message = (Record, Option<Arc<ConnMeta>>);
+type Message = (Record, Option<Arc<Identity>>);
 
-/// Counters of the recorder.
-#[derive(Debug, Default)]
-pub struct RecordStats {
-    /// Records written.
-    pub written: AtomicU64,
-    /// Records dropped because the writer was behind.
-    pub dropped: AtomicU64,
-    /// Connection files created.
-    pub files: AtomicU64,
-    /// Write failures (the record is lost).
-    pub failed: AtomicU64,
+crate::stats::counters! {
+    /// Counters of the recorder.
+    pub struct RecordStats {
+        /// Records written.
+        written,
+        /// Connection files created.
+        files,
+        /// Records dropped because the writer was behind.
+        dropped,
+        /// Write failures (the record is lost).
+        failed,
+    }
 }
 
 /// Writes records to a recording directory on its own thread.
@@ -101,16 +99,17 @@ impl Recorder {
             // Process events are not part of any connection.
             Record::CodeChanged { .. } => {}
             _ => {
-                let meta = key(&record).and_then(|(tgid, conn)| flows.meta(tgid, conn).cloned());
-                self.record_with_meta(record, meta);
+                let identity =
+                    key(&record).and_then(|(tgid, conn)| flows.identity(tgid, conn).cloned());
+                self.record_with_identity(record, identity);
             }
         }
     }
 
-    /// Queues `record` with its connection's `meta` as the flows stage has it after handling
-    /// the record; drops and counts it when the writer is behind.
-    pub fn record_with_meta(&self, record: Record, meta: Option<Arc<ConnMeta>>) {
-        match self.tx.try_send((record, meta)) {
+    /// Queues `record` with its connection's `identity` as the flows stage has it after
+    /// handling the record; drops and counts it when the writer is behind.
+    pub fn record_with_identity(&self, record: Record, identity: Option<Arc<Identity>>) {
+        match self.tx.try_send((record, identity)) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -138,13 +137,7 @@ impl Recorder {
                 "the recording is missing records: it will not replay exactly"
             );
         }
-        tracing::info!(
-            written = s.written.load(Ordering::Relaxed),
-            files = s.files.load(Ordering::Relaxed),
-            dropped,
-            failed,
-            "recording closed"
-        );
+        crate::stats::log("recording closed", &[&**s]);
     }
 }
 
@@ -171,7 +164,7 @@ struct ConnFile {
     /// The flows stage's serial for the connection this file holds.
     serial: u64,
     /// The identity last written.
-    identity: Option<Arc<ConnMeta>>,
+    identity: Option<Arc<Identity>>,
     /// The timestamp of the last line written.
     last_t: u64,
 }
@@ -207,7 +200,7 @@ impl Writer {
         }
     }
 
-    fn write(&mut self, record: &Record, meta: Option<Arc<ConnMeta>>) {
+    fn write(&mut self, record: &Record, meta: Option<Arc<Identity>>) {
         if let Record::FdClose {
             tgid,
             fd,
@@ -270,7 +263,7 @@ impl Writer {
         if let Some(m) = &identity {
             entries.push(Entry::Identity {
                 t,
-                source: Identity::from_meta(m),
+                source: Identity::clone(m),
             });
         }
         entries.extend(Entry::from_record(record));
@@ -294,7 +287,7 @@ impl Writer {
     fn append(
         &mut self,
         key: (u32, u64),
-        identity: Option<Arc<ConnMeta>>,
+        identity: Option<Arc<Identity>>,
         entries: &[Entry],
     ) -> bool {
         if let Err(e) = self.open_file(key, identity.as_deref()) {
@@ -335,7 +328,7 @@ impl Writer {
 
     /// Makes sure `key` has an open file: a new one for a new connection (named after `meta`),
     /// or its old one reopened for appending after it was closed to make room.
-    fn open_file(&mut self, key: (u32, u64), meta: Option<&ConnMeta>) -> Result<(), RecordError> {
+    fn open_file(&mut self, key: (u32, u64), meta: Option<&Identity>) -> Result<(), RecordError> {
         if self.conns.get(&key).is_some_and(|c| c.file.is_some()) {
             return Ok(());
         }
@@ -381,7 +374,7 @@ impl Writer {
     fn create(
         &mut self,
         (pid, conn): (u32, u64),
-        meta: Option<&ConnMeta>,
+        meta: Option<&Identity>,
     ) -> Result<ConnFile, RecordError> {
         self.serial += 1;
         let path = self
@@ -399,11 +392,11 @@ impl Writer {
             .open(&path)
             .map_err(io)?;
         let mut f = BufWriter::new(file);
-        let header = ConnectionMeta {
+        let header = FileHeader {
             format: FORMAT.into(),
             version: VERSION,
             pid,
-            comm: meta.map_or_else(|| crate::discovery::process_name(pid), |m| m.comm.clone()),
+            comm: meta.map_or_else(|| crate::procfs::process_name(pid), |m| m.process.clone()),
             conn: format!("{conn:#x}"),
             unix_offset_ns: self.unix_offset_ns,
         };

@@ -3,7 +3,8 @@
 use std::mem::MaybeUninit;
 
 use crate::arena::Arena;
-use crate::headers::{Builder, Field, Headers, Span, copy_lowercase, finish_head};
+use crate::arena::finish_head;
+use crate::headers::{Builder, Field, Headers, Span, copy_lowercase};
 use crate::text::{Text, well_known_method};
 use crate::types::{RequestHead, ResponseHead, Version};
 

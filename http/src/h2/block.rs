@@ -4,7 +4,8 @@
 use loona_hpack::decoder::DecoderError;
 
 use crate::arena::Arena;
-use crate::headers::{Field, Headers, Span, finish_head};
+use crate::arena::finish_head;
+use crate::headers::{Field, Headers, Span};
 use crate::text::{Text, well_known_method};
 
 /// The pseudo-header fields kept, in the order of [`Decoded::pseudo`].

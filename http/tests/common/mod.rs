@@ -66,7 +66,7 @@ pub fn run_with(
             Step::Close => conn.close(ts, &mut events),
         }
     }
-    (events, conn.stats().clone())
+    (events, *conn.stats())
 }
 
 /// Merges adjacent body pieces of the same exchange carried by the same write.

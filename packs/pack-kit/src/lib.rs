@@ -20,7 +20,6 @@
 
 mod body;
 mod config;
-mod domain;
 mod event_stream;
 mod headers;
 mod input;
@@ -33,7 +32,6 @@ pub mod wasm;
 
 pub use body::{get_path, scalar};
 pub use config::Config;
-pub use domain::{any_domain_matches, domain_matches};
 pub use event_stream::{
     Summary, model_request, stream_chunk, stream_was_read, summarize_stream_text,
 };
@@ -42,6 +40,7 @@ pub use input::{Input, InputError, Request, Response, Timing};
 pub use output::{Capture, Output};
 pub use sse::{SseDecoder, SseEvent};
 pub use stream::{ChunkDecoder, decode_chunk};
+pub use taskless_url::{any_domain_matches, domain_matches};
 
 /// Writes a warning to the host's log (Extism's `log_warn`); does nothing in host builds.
 pub fn warn(message: &str) {

@@ -63,43 +63,9 @@ impl HttpMessage {
     }
 }
 
-/// Splits a URL into (domain, path) the way the agent reports them: host without port, path
-/// without query or fragment (`/` when empty).
-pub fn split_url(url: &str) -> (String, String) {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..end];
-    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = match host.rsplit_once(':') {
-        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
-        _ => host,
-    };
-    let after = &rest[end..];
-    let path_end = after.find(['?', '#']).unwrap_or(after.len());
-    let path = if after[..path_end].is_empty() {
-        "/"
-    } else {
-        &after[..path_end]
-    };
-    (host.to_ascii_lowercase(), path.to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_split_into_domain_and_path() {
-        assert_eq!(
-            split_url("https://api.stripe.com/v1/charges?x=1"),
-            ("api.stripe.com".into(), "/v1/charges".into())
-        );
-        assert_eq!(
-            split_url("https://API.x.io:8443"),
-            ("api.x.io".into(), "/".into())
-        );
-        assert_eq!(split_url("https://x.io?q=1"), ("x.io".into(), "/".into()));
-    }
 
     #[test]
     fn bodies_are_delivered_like_the_agent_does() {

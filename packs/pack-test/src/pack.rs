@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 use taskless_pack_kit::{Input, Output};
 
 use crate::HarnessError;
-use crate::exchange::{Exchange, split_url};
+use crate::exchange::Exchange;
 
 /// A hook function, as a pack implements it.
 pub type Hook = fn(&Input) -> Output;
@@ -182,11 +182,11 @@ impl PackUnderTest {
     ) -> Result<Vec<Dimension>, HarnessError> {
         let mut configuration = self.default_configuration();
         configuration.extend(settings.clone());
-        let (domain, path) = split_url(&exchange.request.url);
+        let url = taskless_url::RequestUrl::parse(&exchange.request.url);
         let mut request = json!({
-            "domain": domain,
-            "path": path,
-            "url": exchange.request.url,
+            "domain": url.domain,
+            "path": url.path,
+            "url": url.url,
             "method": exchange.request.method.to_ascii_uppercase(),
             "headers": exchange.request.delivered_headers(false),
         });

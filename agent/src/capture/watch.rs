@@ -14,10 +14,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{
-    discovery::{self, DiscoveryError, SymbolCache},
-    probes::{self, ProbeError, Probes},
+use super::{
+    discovery::{self, DiscoveryError, FileCache},
+    probes::{ProbeError, Probes},
 };
+use crate::procfs::{self, all_pids, is_process, parent_of};
 
 /// What to watch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,39 +72,10 @@ pub struct Watcher {
     family: BTreeSet<u32>,
     /// All mode: pids already examined.
     examined: HashSet<u32>,
-    symbols: Vec<&'static str>,
-    cache: SymbolCache,
+    cache: FileCache,
     /// Processes the kernel reported: when each was reported, and how many examinations it has
     /// had since.
     pending: HashMap<u32, (Instant, usize)>,
-}
-
-/// All pids in `/proc`.
-fn all_pids() -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The parent pid from `/proc/PID/stat` (the field after the parenthesised name).
-fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// Whether a pid is a thread group leader (a process), not a thread listed by number.
-fn is_process(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("Tgid:"))
-            .and_then(|v| v.trim().parse::<u32>().ok())
-            == Some(pid)
-    })
 }
 
 impl Watcher {
@@ -119,8 +91,7 @@ impl Watcher {
             family,
             watched,
             examined: HashSet::new(),
-            symbols: probes::symbols(),
-            cache: SymbolCache::default(),
+            cache: FileCache::default(),
             pending: HashMap::new(),
         }
     }
@@ -146,7 +117,7 @@ impl Watcher {
         all: bool,
         found_by: Found,
     ) -> Result<bool, ProbeError> {
-        let libs = match discovery::find_tls_libraries_cached(pid, &self.symbols, &mut self.cache) {
+        let libs = match discovery::find_tls_libraries_cached(pid, &mut self.cache) {
             Ok(libs) => libs,
             Err(DiscoveryError::NoTlsLibrary { .. } | DiscoveryError::NoSuchProcess { .. }) => {
                 return Ok(false);
@@ -161,7 +132,8 @@ impl Watcher {
             if n > 0 {
                 tracing::info!(
                     pid,
-                    comm = %discovery::process_name(pid),
+                    comm = %procfs::process_name(pid),
+                    stack = lib.provider.name,
                     library = %lib.path.display(),
                     flavour = ?lib.flavour,
                     probes = n,
@@ -179,7 +151,7 @@ impl Watcher {
     /// # Errors
     /// When attaching a library fails.
     pub fn start_all(&mut self, probes: &mut Probes) -> Result<(), ProbeError> {
-        for lib in discovery::host_tls_libraries(&self.symbols, &mut self.cache) {
+        for lib in discovery::host_tls_libraries(&mut self.cache) {
             let n = probes.attach(0, &lib)?;
             if n > 0 {
                 tracing::info!(library = %lib.path.display(), probes = n, scope = "all processes", "attached");
@@ -245,7 +217,7 @@ impl Watcher {
                     self.examined.insert(pid);
                 }
             }
-            if uses_tls || done + 1 >= EXAMINE_AFTER.len() || !discovery::process_exists(pid) {
+            if uses_tls || done + 1 >= EXAMINE_AFTER.len() || !procfs::process_exists(pid) {
                 self.pending.remove(&pid);
             } else {
                 self.pending.insert(pid, (since, done + 1));
@@ -280,7 +252,7 @@ impl Watcher {
                     .family
                     .iter()
                     .copied()
-                    .filter(|p| !discovery::process_exists(*p))
+                    .filter(|p| !procfs::process_exists(*p))
                     .collect();
                 for pid in gone {
                     self.family.remove(&pid);
@@ -327,20 +299,5 @@ impl Watcher {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parent_of_reads_the_field_after_the_name() {
-        let me = std::process::id();
-        let parent = parent_of(me).expect("own stat");
-        // SAFETY: no preconditions.
-        let expected = unsafe { libc::getppid() };
-        assert_eq!(i64::from(parent), i64::from(expected));
-        assert!(is_process(me));
     }
 }

@@ -10,20 +10,15 @@
 
 use std::{
     collections::HashMap,
-    net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, atomic::Ordering},
 };
 
-use agent_common::Direction;
-use taskless_http::{Assembled, Assembler, Config, Connection, Event, Flow};
+use taskless_http::{Assembled, Assembler, Config, Connection, ConnectionStats, Event};
 
+use super::{ExchangeKey, Identity, Moment};
 use crate::{
     capture::{DataRecord, Record},
-    pipeline::{ExchangeKey, Job},
-    sockets::{self, CgroupInfo},
+    procfs::{self, CgroupInfo},
 };
 
 /// Server names waiting for their connection's first data are forgotten past this many.
@@ -32,63 +27,40 @@ const MAX_PENDING_NAMES: usize = 16_384;
 /// Connections idle this long are closed and forgotten.
 pub const IDLE_TIMEOUT_NS: u64 = 5 * 60 * 1_000_000_000;
 
-/// What is known about a connection and its owner, carried with its exchanges. Fields that are
-/// `None` are unknown.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ConnMeta {
-    /// Process id.
-    pub pid: u32,
-    /// Process name.
-    pub comm: String,
-    /// The connection's serial: unique within this agent's run, so a reused `SSL *` or fd is a
-    /// new number.
-    pub serial: u64,
-    /// Socket fd in the process (unknown when the library does its socket I/O outside the TLS
-    /// calls, as Node.js does with memory BIOs).
-    pub fd: Option<i32>,
-    /// This process's end of the socket.
-    pub local: Option<SocketAddr>,
-    /// The peer's end.
-    pub remote: Option<SocketAddr>,
-    /// The server name the client asked for (TLS SNI).
-    pub server_name: Option<String>,
-    /// The process's cgroup path.
-    pub cgroup: Option<String>,
-    /// The container id in the cgroup path, if any.
-    pub container_id: Option<String>,
-}
-
-/// Counters of the flows stage.
-#[derive(Debug, Default)]
-pub struct FlowStats {
-    /// Connections seen.
-    pub connections: AtomicU64,
-    /// Connections closed for being idle.
-    pub evicted: AtomicU64,
-    /// Times a parser skipped bytes to find the next message.
-    pub resyncs: AtomicU64,
-    /// Bytes the parsers skipped.
-    pub skipped_bytes: AtomicU64,
-    /// Bytes that were not captured (copy failures, per-call limit).
-    pub lost_bytes: AtomicU64,
-    /// Exchanges that ended without a response.
-    pub incomplete: AtomicU64,
-    /// Requests whose connection switched protocols (not parsed further).
-    pub upgrades: AtomicU64,
-    /// Connections that ended with no socket fd known (memory BIOs): no addresses.
-    pub without_fd: AtomicU64,
-    /// Socket fds whose addresses could not be read from `/proc` (process or socket gone).
-    pub unresolved: AtomicU64,
-    /// Connection objects seen on a new fd without an `SSL_free` in between (ended, restarted).
-    pub fd_changes: AtomicU64,
+crate::stats::counters! {
+    /// Counters of the flows stage.
+    pub struct FlowStats {
+        /// Connections seen.
+        connections,
+        /// Connections closed for being idle or because their process is gone.
+        evicted,
+        /// Times a parser skipped bytes to find the next message.
+        resyncs,
+        /// Bytes the parsers skipped.
+        skipped_bytes,
+        /// Bytes that were not captured (copy failures, per-call limit).
+        lost_bytes,
+        /// Exchanges that ended without a response.
+        incomplete,
+        /// Requests whose connection switched protocols (not parsed further).
+        upgrades,
+        /// Connections that ended with no socket fd known (memory BIOs): no addresses.
+        connections_without_fd,
+        /// Socket fds whose addresses could not be read from `/proc` (process or socket gone).
+        addresses_unresolved,
+        /// Connection objects seen on a new fd without an end in between (ended, restarted).
+        fd_changes,
+        /// Server names forgotten before their connection's first data (too many waiting).
+        server_names_dropped,
+    }
 }
 
 struct FlowState {
     serial: u64,
     http: Connection,
     assembler: Assembler,
-    meta: Arc<ConnMeta>,
-    /// `meta.fd` was seen inside a call (not the thread's fallback).
+    identity: Arc<Identity>,
+    /// `identity.fd` was seen inside a call (not the thread's fallback).
     fd_exact: bool,
     last_seen_ns: u64,
 }
@@ -104,6 +76,8 @@ pub struct Flows {
     pending_names: HashMap<(u32, u64), String>,
     /// The live connection on each known `(tgid, fd)`.
     by_fd: HashMap<(u32, i32), u64>,
+    /// The HTTP parsers' counters of connections that have ended.
+    ended_http: ConnectionStats,
     events: Vec<Event>,
     assembled: Vec<Assembled>,
 }
@@ -120,20 +94,32 @@ impl Flows {
             proc_cache: HashMap::new(),
             pending_names: HashMap::new(),
             by_fd: HashMap::new(),
+            ended_http: ConnectionStats::default(),
             events: Vec::new(),
             assembled: Vec::new(),
         }
     }
 
     /// Names process `pid` (instead of reading `/proc`), e.g. from a recording's metadata.
-    pub fn set_process_name(&mut self, pid: u32, comm: String) {
-        self.proc_cache.insert(pid, (comm, None));
+    pub fn set_process_name(&mut self, pid: u32, name: String) {
+        self.proc_cache.insert(pid, (name, None));
     }
 
-    /// What is known about the live connection `(tgid, conn)`, if there is one.
+    /// The identity of the live connection `(tgid, conn)`, if there is one.
     #[must_use]
-    pub fn meta(&self, tgid: u32, conn: u64) -> Option<&Arc<ConnMeta>> {
-        self.flows.get(&(tgid, conn)).map(|f| &f.meta)
+    pub fn identity(&self, tgid: u32, conn: u64) -> Option<&Arc<Identity>> {
+        self.flows.get(&(tgid, conn)).map(|f| &f.identity)
+    }
+
+    /// The HTTP parsers' counters (decode and HPACK errors, skipped streams, ...) over every
+    /// connection, ended and live.
+    #[must_use]
+    pub fn http_stats(&self) -> ConnectionStats {
+        let mut total = self.ended_http;
+        for flow in self.flows.values() {
+            total.add(flow.http.stats());
+        }
+        total
     }
 
     /// Live connections.
@@ -149,7 +135,7 @@ impl Flows {
     }
 
     /// Handles one record, calling `dispatch` for each exchange moment it completes.
-    pub fn handle(&mut self, record: Record, dispatch: &mut impl FnMut(Job)) {
+    pub fn handle(&mut self, record: Record, dispatch: &mut impl FnMut(Moment)) {
         match record {
             Record::Data(d) => self.data(d, dispatch),
             Record::Close {
@@ -180,23 +166,28 @@ impl Flows {
     /// the connection's first record. A name set on a live connection object updates it.
     fn server_name(&mut self, tgid: u32, conn: u64, name: String) {
         if let Some(flow) = self.flows.get_mut(&(tgid, conn)) {
-            let mut meta = (*flow.meta).clone();
-            meta.server_name = Some(name);
-            flow.meta = Arc::new(meta);
+            let mut identity = (*flow.identity).clone();
+            identity.server_name = Some(name);
+            flow.identity = Arc::new(identity);
             return;
         }
         if self.pending_names.len() >= MAX_PENDING_NAMES {
+            self.stats
+                .server_names_dropped
+                .fetch_add(self.pending_names.len() as u64, Ordering::Relaxed);
             self.pending_names.clear();
         }
         self.pending_names.insert((tgid, conn), name);
     }
 
     /// Ends a connection, finishing what can be finished.
-    fn end(&mut self, tgid: u32, conn: u64, now_ns: u64, dispatch: &mut impl FnMut(Job)) {
+    fn end(&mut self, tgid: u32, conn: u64, now_ns: u64, dispatch: &mut impl FnMut(Moment)) {
         if let Some(mut flow) = self.flows.remove(&(tgid, conn)) {
-            match flow.meta.fd {
+            match flow.identity.fd {
                 None => {
-                    self.stats.without_fd.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .connections_without_fd
+                        .fetch_add(1, Ordering::Relaxed);
                 }
                 Some(fd) => self.forget_fd(tgid, fd, conn),
             }
@@ -204,36 +195,39 @@ impl Flows {
             flow.http.close(now_ns, &mut events);
             self.process(&mut flow, &mut events, dispatch);
             self.events = events;
+            self.ended_http.add(flow.http.stats());
         }
     }
 
-    /// Takes the record's fd into the connection's meta when it tells more than what is known:
+    /// Takes the record's fd into the connection's identity when it tells more than what is known:
     /// the first fd, or a seen one replacing a guessed one. Addresses are read from `/proc` then.
     fn learn_fd(&mut self, flow: &mut FlowState, d: &DataRecord) {
-        if d.fd < 0 || (flow.meta.fd.is_some() && (flow.fd_exact || d.fd_fallback)) {
+        if d.fd < 0 || (flow.identity.fd.is_some() && (flow.fd_exact || d.fd_fallback)) {
             return;
         }
-        if let Some(old) = flow.meta.fd {
+        if let Some(old) = flow.identity.fd {
             self.forget_fd(d.tgid, old, d.conn);
         }
         self.by_fd.insert((d.tgid, d.fd), d.conn);
-        let mut meta = (*flow.meta).clone();
-        meta.fd = Some(d.fd);
-        match sockets::resolve(d.tgid, d.fd) {
+        let mut identity = (*flow.identity).clone();
+        identity.fd = Some(d.fd);
+        match procfs::socket_ends(d.tgid, d.fd) {
             Ok(ends) => {
-                meta.local = Some(ends.local);
-                meta.remote = Some(ends.remote);
+                identity.local_address = Some(ends.local);
+                identity.remote_address = Some(ends.remote);
             }
             Err(e) => {
-                self.stats.unresolved.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .addresses_unresolved
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(pid = d.tgid, fd = d.fd, error = %e, "socket not resolved");
-                meta.local = None;
-                meta.remote = None;
+                identity.local_address = None;
+                identity.remote_address = None;
             }
         }
-        tracing::debug!(serial = meta.serial, fd = d.fd, remote = ?meta.remote, guessed = d.fd_fallback, "connection fd");
+        tracing::debug!(serial = identity.serial, fd = d.fd, remote = ?identity.remote_address, guessed = d.fd_fallback, "connection fd");
         flow.fd_exact = !d.fd_fallback;
-        flow.meta = Arc::new(meta);
+        flow.identity = Arc::new(identity);
     }
 
     /// Drops the fd index entry of `(tgid, fd)` if it still names `conn`.
@@ -243,28 +237,23 @@ impl Flows {
         }
     }
 
-    fn data(&mut self, d: DataRecord, dispatch: &mut impl FnMut(Job)) {
+    fn data(&mut self, d: DataRecord, dispatch: &mut impl FnMut(Moment)) {
         let key = (d.tgid, d.conn);
         if d.fd >= 0
             && !d.fd_fallback
             && self
                 .flows
                 .get(&key)
-                .is_some_and(|f| f.fd_exact && f.meta.fd != Some(d.fd))
+                .is_some_and(|f| f.fd_exact && f.identity.fd != Some(d.fd))
         {
             self.stats.fd_changes.fetch_add(1, Ordering::Relaxed);
             self.end(d.tgid, d.conn, d.timestamp_ns, dispatch);
         }
         if !self.flows.contains_key(&key) {
-            let (comm, cgroup) = self
+            let (process, cgroup) = self
                 .proc_cache
                 .entry(d.tgid)
-                .or_insert_with(|| {
-                    (
-                        crate::discovery::process_name(d.tgid),
-                        sockets::cgroup(d.tgid),
-                    )
-                })
+                .or_insert_with(|| (procfs::process_name(d.tgid), procfs::cgroup(d.tgid)))
                 .clone();
             self.next_serial += 1;
             self.stats.connections.fetch_add(1, Ordering::Relaxed);
@@ -280,14 +269,14 @@ impl Flows {
                     serial: self.next_serial,
                     http: Connection::new(self.config.clone()),
                     assembler: Assembler::new(self.config.max_body),
-                    meta: Arc::new(ConnMeta {
+                    identity: Arc::new(Identity {
                         pid: d.tgid,
-                        comm,
+                        process,
                         serial: self.next_serial,
                         server_name: self.pending_names.remove(&key),
                         cgroup: cgroup.as_ref().map(|c| c.path.clone()),
                         container_id: cgroup.and_then(|c| c.container_id),
-                        ..ConnMeta::default()
+                        ..Identity::default()
                     }),
                     fd_exact: false,
                     last_seen_ns: d.timestamp_ns,
@@ -299,10 +288,7 @@ impl Flows {
         };
         flow.last_seen_ns = d.timestamp_ns;
         self.learn_fd(&mut flow, &d);
-        let dir = match d.direction {
-            Direction::Egress => Flow::Egress,
-            Direction::Ingress => Flow::Ingress,
-        };
+        let dir = d.direction;
         let mut events = std::mem::take(&mut self.events);
         if d.read_failed {
             let lost = u64::from(d.total_len.saturating_sub(d.offset))
@@ -327,12 +313,12 @@ impl Flows {
         &mut self,
         flow: &mut FlowState,
         events: &mut Vec<Event>,
-        dispatch: &mut impl FnMut(Job),
+        dispatch: &mut impl FnMut(Moment),
     ) {
         let mut assembled = std::mem::take(&mut self.assembled);
         for event in events.drain(..) {
             match &event {
-                Event::ResponseHead { id, head, .. } => dispatch(Job::response_head(
+                Event::ResponseHead { id, head, .. } => dispatch(Moment::response_head(
                     ExchangeKey {
                         conn: flow.serial,
                         id: *id,
@@ -367,28 +353,28 @@ impl Flows {
         }
         for a in assembled.drain(..) {
             let job = match a {
-                Assembled::Request { id, request } => Job::Request {
+                Assembled::Request { id, request } => Moment::Request {
                     key: ExchangeKey {
                         conn: flow.serial,
                         id,
                     },
                     request,
-                    meta: Arc::clone(&flow.meta),
+                    identity: Arc::clone(&flow.identity),
                 },
-                Assembled::ResponseBody { id, data, .. } => Job::ResponseBody {
+                Assembled::ResponseBody { id, data, .. } => Moment::ResponseBody {
                     key: ExchangeKey {
                         conn: flow.serial,
                         id,
                     },
                     data,
                 },
-                Assembled::Complete { id, exchange } => Job::Complete {
+                Assembled::Complete { id, exchange } => Moment::Complete {
                     key: ExchangeKey {
                         conn: flow.serial,
                         id,
                     },
                     exchange,
-                    meta: Arc::clone(&flow.meta),
+                    identity: Arc::clone(&flow.identity),
                 },
                 Assembled::Incomplete {
                     id,
@@ -397,7 +383,7 @@ impl Flows {
                 } => {
                     self.stats.incomplete.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(serial = flow.serial, id, ?reason, "exchange incomplete");
-                    Job::Incomplete {
+                    Moment::Incomplete {
                         key: ExchangeKey {
                             conn: flow.serial,
                             id,
@@ -413,12 +399,12 @@ impl Flows {
 
     /// Closes connections idle since before `now_ns - IDLE_TIMEOUT_NS`, and every connection of
     /// a process that is gone.
-    pub fn evict_idle(&mut self, now_ns: u64, dispatch: &mut impl FnMut(Job)) {
+    pub fn evict_idle(&mut self, now_ns: u64, dispatch: &mut impl FnMut(Moment)) {
         let cutoff = now_ns.saturating_sub(IDLE_TIMEOUT_NS);
         let stale: Vec<(u32, u64)> = self
             .flows
             .iter()
-            .filter(|(k, f)| f.last_seen_ns < cutoff || !crate::discovery::process_exists(k.0))
+            .filter(|(k, f)| f.last_seen_ns < cutoff || !procfs::process_exists(k.0))
             .map(|(k, _)| *k)
             .collect();
         for (tgid, conn) in stale {
@@ -426,16 +412,16 @@ impl Flows {
             self.end(tgid, conn, now_ns, dispatch);
         }
         self.proc_cache
-            .retain(|pid, _| crate::discovery::process_exists(*pid));
+            .retain(|pid, _| procfs::process_exists(*pid));
         self.pending_names
-            .retain(|(pid, _), _| crate::discovery::process_exists(*pid));
+            .retain(|(pid, _), _| procfs::process_exists(*pid));
         let live = &self.flows;
         self.by_fd
             .retain(|(pid, _), conn| live.contains_key(&(*pid, *conn)));
     }
 
     /// Closes every connection (at exit), finishing what can be finished.
-    pub fn close_all(&mut self, now_ns: u64, dispatch: &mut impl FnMut(Job)) {
+    pub fn close_all(&mut self, now_ns: u64, dispatch: &mut impl FnMut(Moment)) {
         let keys: Vec<_> = self.flows.keys().copied().collect();
         for (tgid, conn) in keys {
             self.end(tgid, conn, now_ns, dispatch);
@@ -457,7 +443,7 @@ mod tests {
             timestamp_ns: ts,
             fd,
             fd_fallback,
-            direction: Direction::Egress,
+            direction: taskless_http::Flow::Egress,
             offset: 0,
             total_len: u32::try_from(payload.len()).unwrap(),
             truncated: false,
@@ -466,10 +452,10 @@ mod tests {
         })
     }
 
-    fn requests(jobs: &[Job]) -> Vec<Arc<ConnMeta>> {
+    fn requests(jobs: &[Moment]) -> Vec<Arc<Identity>> {
         jobs.iter()
             .filter_map(|j| match j {
-                Job::Request { meta, .. } => Some(Arc::clone(meta)),
+                Moment::Request { identity, .. } => Some(Arc::clone(identity)),
                 _ => None,
             })
             .collect()
@@ -484,7 +470,7 @@ mod tests {
         let stats = Arc::new(FlowStats::default());
         let mut flows = Flows::new(Config::default(), Arc::clone(&stats));
         let mut jobs = Vec::new();
-        let mut dispatch = |j: Job| jobs.push(j);
+        let mut dispatch = |j: Moment| jobs.push(j);
         flows.handle(
             Record::ServerName {
                 tgid: std::process::id(),
@@ -501,10 +487,10 @@ mod tests {
         assert_eq!(metas.len(), 1);
         let m = &metas[0];
         assert_eq!(m.fd, Some(client.as_raw_fd()));
-        assert_eq!(m.remote, Some(listener.local_addr().unwrap()));
-        assert_eq!(m.local, Some(client.local_addr().unwrap()));
+        assert_eq!(m.remote_address, Some(listener.local_addr().unwrap()));
+        assert_eq!(m.local_address, Some(client.local_addr().unwrap()));
         assert_eq!(m.server_name.as_deref(), Some("api.example.test"));
-        assert_eq!(stats.unresolved.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.addresses_unresolved.load(Ordering::Relaxed), 0);
     }
 
     #[test]
@@ -512,7 +498,7 @@ mod tests {
         let stats = Arc::new(FlowStats::default());
         let mut flows = Flows::new(Config::default(), Arc::clone(&stats));
         let mut jobs = Vec::new();
-        let mut dispatch = |j: Job| jobs.push(j);
+        let mut dispatch = |j: Moment| jobs.push(j);
         // fds 900+ are not open here: addresses stay unknown, the fds still count.
         flows.handle(record(0x20, 901, false, 1, GET), &mut dispatch);
         flows.handle(record(0x20, 905, true, 2, GET), &mut dispatch);
@@ -533,8 +519,8 @@ mod tests {
         assert_ne!(metas[1].serial, metas[2].serial, "a seen new fd does");
         assert_eq!(stats.fd_changes.load(Ordering::Relaxed), 1);
         assert_eq!(stats.connections.load(Ordering::Relaxed), 3);
-        assert_eq!(stats.unresolved.load(Ordering::Relaxed), 2);
-        assert_eq!(stats.without_fd.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.addresses_unresolved.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.connections_without_fd.load(Ordering::Relaxed), 1);
     }
 
     #[test]
@@ -542,7 +528,7 @@ mod tests {
         let stats = Arc::new(FlowStats::default());
         let mut flows = Flows::new(Config::default(), Arc::clone(&stats));
         let mut jobs = Vec::new();
-        let mut dispatch = |j: Job| jobs.push(j);
+        let mut dispatch = |j: Moment| jobs.push(j);
         let tgid = std::process::id();
         flows.handle(record(0x40, 911, false, 1, GET), &mut dispatch);
         // Another process's fd 911 is not this connection's.

@@ -1,24 +1,9 @@
-//! The ring-buffer reader: drains the kernel's records and hands them on, decoded.
-//!
-//! The eBPF programs submit without waking the reader (a wakeup per record would multiply the
-//! cost of every TLS call), so this thread polls the ring on a short timer as well as on the
-//! kernel's occasional forced wakeups. It never blocks on what comes after it: the consumer is
-//! a plain callback on this thread that must itself be non-blocking.
+//! The records capture hands on (the contract between capture and the stages after it), and
+//! their decoding from the kernel's bytes: one [`RecordHeader`] for every kind, then the kind's
+//! payload (see `agent-common`).
 
-use std::{
-    os::fd::AsRawFd as _,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
-    time::Duration,
-};
-
-use agent_common::{DataHeader, Direction, data::flags, record_kind};
-use aya::maps::{MapData, RingBuf};
-
-/// How long the reader sleeps in `poll` when nothing woke it.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
+use agent_common::{RecordHeader, data::flags, record_kind};
+use taskless_http::Flow;
 
 /// One decoded ring-buffer record.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,8 +60,8 @@ pub struct DataRecord {
     pub fd: i32,
     /// `fd` was not seen inside this call but is the thread's last TLS fd (a guess).
     pub fd_fallback: bool,
-    /// Which way the bytes went.
-    pub direction: Direction,
+    /// Which way the bytes went, relative to the observed process.
+    pub direction: Flow,
     /// Offset of `payload` within the call.
     pub offset: u32,
     /// Bytes the whole call moved.
@@ -118,12 +103,13 @@ pub enum DecodeError {
 /// # Errors
 /// A [`DecodeError`] for bytes that are not a record this agent's eBPF side writes.
 pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
-    const HEADER: usize = size_of::<DataHeader>();
+    const HEADER: usize = size_of::<RecordHeader>();
     if bytes.len() < HEADER {
         return Err(DecodeError::Short(bytes.len()));
     }
-    // SAFETY: `bytes` holds at least HEADER bytes and DataHeader is plain old data.
-    let h: DataHeader = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<DataHeader>()) };
+    // SAFETY: `bytes` holds at least HEADER bytes and RecordHeader is plain old data.
+    let h: RecordHeader =
+        unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<RecordHeader>()) };
     match h.kind {
         record_kind::DATA => {
             let held = bytes.len() - HEADER;
@@ -133,7 +119,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                     held,
                 });
             }
-            let direction = Direction::from_u32(h.direction).ok_or(DecodeError::Unknown {
+            let direction = flow_of(h.direction).ok_or(DecodeError::Unknown {
                 kind: h.kind,
                 direction: h.direction,
             })?;
@@ -187,66 +173,11 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     }
 }
 
-/// Counters of the reader itself.
-#[derive(Debug, Default)]
-pub struct CaptureStats {
-    /// Records decoded.
-    pub records: AtomicU64,
-    /// Payload bytes decoded.
-    pub bytes: AtomicU64,
-    /// Records that could not be decoded (dropped).
-    pub undecodable: AtomicU64,
-}
-
-/// What the reader hands its consumer.
-#[derive(Debug)]
-pub enum Delivery {
-    /// A decoded record.
-    Record(Record),
-    /// The ring is drained for now: a moment for housekeeping.
-    Idle,
-}
-
-/// Reads `ring` until `stop` is set, then drains what is left and returns.
-pub fn run(
-    mut ring: RingBuf<MapData>,
-    stop: &AtomicBool,
-    stats: &Arc<CaptureStats>,
-    mut deliver: impl FnMut(Delivery),
-) {
-    let fd = ring.as_raw_fd();
-    loop {
-        let stopping = stop.load(Ordering::Acquire);
-        while let Some(item) = ring.next() {
-            match decode(&item) {
-                Ok(record) => {
-                    stats.records.fetch_add(1, Ordering::Relaxed);
-                    if let Record::Data(d) = &record {
-                        stats
-                            .bytes
-                            .fetch_add(d.payload.len() as u64, Ordering::Relaxed);
-                    }
-                    tracing::trace!(?record, "record");
-                    deliver(Delivery::Record(record));
-                }
-                Err(e) => {
-                    stats.undecodable.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(error = %e, "undecodable record dropped");
-                }
-            }
-        }
-        if stopping {
-            return;
-        }
-        deliver(Delivery::Idle);
-        let mut pfd = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let timeout = i32::try_from(POLL_INTERVAL.as_millis()).unwrap_or(10);
-        // SAFETY: one valid pollfd for the duration of the call.
-        let _ = unsafe { libc::poll(&raw mut pfd, 1, timeout) };
+/// The user-side direction of the kernel's wire value.
+fn flow_of(direction: u32) -> Option<Flow> {
+    match agent_common::Direction::from_u32(direction)? {
+        agent_common::Direction::Egress => Some(Flow::Egress),
+        agent_common::Direction::Ingress => Some(Flow::Ingress),
     }
 }
 
@@ -254,17 +185,17 @@ pub fn run(
 mod tests {
     use super::*;
 
-    fn raw(header: DataHeader, payload: &[u8]) -> Vec<u8> {
-        let mut v = vec![0u8; size_of::<DataHeader>()];
+    fn raw(header: RecordHeader, payload: &[u8]) -> Vec<u8> {
+        let mut v = vec![0u8; size_of::<RecordHeader>()];
         // SAFETY: v is exactly one header long.
-        unsafe { std::ptr::write_unaligned(v.as_mut_ptr().cast::<DataHeader>(), header) };
+        unsafe { std::ptr::write_unaligned(v.as_mut_ptr().cast::<RecordHeader>(), header) };
         v.extend_from_slice(payload);
         v
     }
 
     #[test]
     fn decodes_a_data_record_with_its_payload_and_flags() {
-        let h = DataHeader {
+        let h = RecordHeader {
             kind: record_kind::DATA,
             flags: flags::TRUNCATED,
             tgid: 7,
@@ -272,7 +203,7 @@ mod tests {
             conn: 0xdead,
             timestamp_ns: 99,
             fd: 3,
-            direction: Direction::Ingress as u32,
+            direction: agent_common::Direction::Ingress as u32,
             offset: 16384,
             len: 5,
             total_len: 20000,
@@ -287,9 +218,9 @@ mod tests {
             (d.tgid, d.conn, d.offset, d.total_len, d.fd),
             (7, 0xdead, 16384, 20000, 3)
         );
-        assert_eq!(d.direction, Direction::Ingress);
+        assert_eq!(d.direction, Flow::Ingress);
         assert!(d.truncated && !d.read_failed && !d.fd_fallback);
-        let h = DataHeader {
+        let h = RecordHeader {
             flags: flags::FD_FALLBACK,
             len: 0,
             ..h
@@ -302,12 +233,12 @@ mod tests {
 
     #[test]
     fn decodes_a_server_name_without_its_nul() {
-        let h = DataHeader {
+        let h = RecordHeader {
             kind: record_kind::SERVER_NAME,
             tgid: 5,
             conn: 0xbeef,
             len: 10,
-            ..DataHeader::default()
+            ..RecordHeader::default()
         };
         assert_eq!(
             decode(&raw(h, b"localhost\0")),
@@ -325,10 +256,10 @@ mod tests {
 
     #[test]
     fn rejects_records_that_lie_about_their_length() {
-        let h = DataHeader {
+        let h = RecordHeader {
             kind: record_kind::DATA,
             len: 10,
-            ..DataHeader::default()
+            ..RecordHeader::default()
         };
         assert_eq!(
             decode(&raw(h, b"abc")),
@@ -338,9 +269,9 @@ mod tests {
             })
         );
         assert_eq!(decode(&[0u8; 3]), Err(DecodeError::Short(3)));
-        let h = DataHeader {
+        let h = RecordHeader {
             kind: 77,
-            ..DataHeader::default()
+            ..RecordHeader::default()
         };
         assert!(matches!(
             decode(&raw(h, b"")),

@@ -1,12 +1,121 @@
-//! Who a connection talks to, read from `/proc`: the socket behind a process's file descriptor
-//! (`/proc/PID/fd/N` → `socket:[INODE]`), its local and remote address from the process's own
-//! network namespace (`/proc/PID/net/tcp` and `tcp6`), and the process's cgroup
-//! (`/proc/PID/cgroup`), with the container id found in it.
+//! Everything the agent reads from `/proc`, in one place: processes (name, parent, whether they
+//! exist, their memory maps), the socket behind a file descriptor (`/proc/PID/fd/N` →
+//! `socket:[INODE]`) and its local and remote address from the process's own network namespace
+//! (`/proc/PID/net/tcp` and `tcp6`), and the process's cgroup (`/proc/PID/cgroup`), with the
+//! container id found in it.
 
 use std::{
     fs,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::PathBuf,
 };
+
+/// The process name (`/proc/PID/comm`), or an empty string.
+#[must_use]
+pub fn process_name(pid: u32) -> String {
+    fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|s| s.trim_end().to_owned())
+        .unwrap_or_default()
+}
+
+/// Whether a process exists (`/proc/PID` is there).
+#[must_use]
+pub fn process_exists(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// All pids in `/proc` (threads listed by number too: see [`is_process`]).
+#[must_use]
+pub fn all_pids() -> Vec<u32> {
+    fs::read_dir("/proc")
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The parent pid from `/proc/PID/stat` (the field after the parenthesised name).
+#[must_use]
+pub fn parent_of(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Whether a pid is a thread group leader (a process), not a thread listed by number.
+#[must_use]
+pub fn is_process(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Tgid:"))
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            == Some(pid)
+    })
+}
+
+/// The path of `/proc/PID/maps`.
+#[must_use]
+pub fn maps_path(pid: u32) -> PathBuf {
+    PathBuf::from(format!("/proc/{pid}/maps"))
+}
+
+/// The executable of `pid` as the process sees it (`/proc/PID/exe`).
+#[must_use]
+pub fn exe(pid: u32) -> Option<PathBuf> {
+    fs::read_link(format!("/proc/{pid}/exe")).ok()
+}
+
+/// The root directory of `pid` (`/proc/PID/root`): paths the process sees, reachable from the
+/// agent's mount namespace.
+#[must_use]
+pub fn root(pid: u32) -> PathBuf {
+    PathBuf::from(format!("/proc/{pid}/root"))
+}
+
+/// One file-backed, executable mapping line of `/proc/PID/maps`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Mapping {
+    /// The file's inode.
+    pub inode: u64,
+    /// The path as the process sees it.
+    pub path: PathBuf,
+}
+
+/// Parses the executable, file-backed mappings of a maps file.
+#[must_use]
+pub fn parse_maps(maps: &str) -> Vec<Mapping> {
+    let mut out = Vec::new();
+    for line in maps.lines() {
+        // address perms offset dev inode path
+        let mut fields = line.splitn(6, ' ');
+        let (Some(_addr), Some(perms), Some(_off), Some(_dev), Some(inode)) = (
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+        ) else {
+            continue;
+        };
+        let path = fields.next().unwrap_or("").trim_start();
+        if !perms.contains('x') || !path.starts_with('/') || path.ends_with(" (deleted)") {
+            continue;
+        }
+        let Ok(inode) = inode.parse::<u64>() else {
+            continue;
+        };
+        if inode == 0 {
+            continue;
+        }
+        out.push(Mapping {
+            inode,
+            path: PathBuf::from(path),
+        });
+    }
+    out
+}
 
 /// The two ends of a TCP socket, as the observed process sees them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,7 +183,7 @@ pub fn parse_socket_link(target: &str) -> Option<u64> {
 ///
 /// # Errors
 /// A [`SocketError`] when the fd is not a TCP socket of the process (any more).
-pub fn resolve(pid: u32, fd: i32) -> Result<SocketEnds, SocketError> {
+pub fn socket_ends(pid: u32, fd: i32) -> Result<SocketEnds, SocketError> {
     let inode = socket_inode(pid, fd)?;
     for table in ["tcp", "tcp6"] {
         let path = format!("/proc/{pid}/net/{table}");
@@ -254,13 +363,49 @@ mod tests {
         use std::os::fd::AsRawFd as _;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
-        let ends = resolve(std::process::id(), client.as_raw_fd()).expect("resolve");
+        let ends = socket_ends(std::process::id(), client.as_raw_fd()).expect("resolve");
         assert_eq!(ends.remote, listener.local_addr().unwrap());
         assert_eq!(ends.local, client.local_addr().unwrap());
         let file = std::fs::File::open("/proc/self/status").expect("open");
         assert!(matches!(
-            resolve(std::process::id(), file.as_raw_fd()),
+            socket_ends(std::process::id(), file.as_raw_fd()),
             Err(SocketError::NotSocket { .. })
         ));
+    }
+
+    #[test]
+    fn parse_maps_keeps_only_executable_file_mappings() {
+        let maps = "\
+55d0c0a00000-55d0c0a28000 r--p 00000000 08:01 1311 /usr/bin/curl
+55d0c0a28000-55d0c0a50000 r-xp 00028000 08:01 1311 /usr/bin/curl
+7f00a0000000-7f00a0021000 rw-p 00000000 00:00 0 
+7f00a1000000-7f00a1060000 r-xp 00020000 08:01 2222 /usr/lib/x86_64-linux-gnu/libssl.so.3
+7f00a2000000-7f00a2001000 r-xp 00000000 08:01 3333 /tmp/gone.so (deleted)
+7ffd00000000-7ffd00021000 r-xp 00000000 00:00 0                          [vdso]
+";
+        let got = parse_maps(maps);
+        assert_eq!(
+            got,
+            vec![
+                Mapping {
+                    inode: 1311,
+                    path: "/usr/bin/curl".into()
+                },
+                Mapping {
+                    inode: 2222,
+                    path: "/usr/lib/x86_64-linux-gnu/libssl.so.3".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn parent_of_reads_the_field_after_the_name() {
+        let me = std::process::id();
+        let parent = parent_of(me).expect("own stat");
+        // SAFETY: no preconditions.
+        let expected = unsafe { libc::getppid() };
+        assert_eq!(i64::from(parent), i64::from(expected));
+        assert!(is_process(me));
     }
 }

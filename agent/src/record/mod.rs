@@ -1,5 +1,6 @@
 //! Recordings: every connection's captured byte streams, and what the live run knew about the
-//! connection (its identity: fd, addresses, server name, cgroup, serial), written to a
+//! connection (its [`Identity`](crate::flows::Identity): fd, addresses, server name, cgroup,
+//! serial), written to a
 //! directory and read back as the [`Record`](crate::capture::Record)s capture produced, so
 //! `replay` runs them through the same flows and pack stage and prints the same `source`. The
 //! format is described in docs/record-format.md.
@@ -55,6 +56,6 @@ mod read;
 mod tests;
 mod writer;
 
-pub use format::{ConnectionMeta, Dir, Entry, Identity};
+pub use format::{Entry, FileHeader};
 pub use read::{Player, RecordedConnection, Recording, read_connection};
 pub use writer::{MAX_OPEN, RecordStats, Recorder};

@@ -1,4 +1,4 @@
-//! Loading the eBPF object and attaching its programs, driven by a declarative table.
+//! Loading the eBPF object and attaching its programs where the providers' tables say.
 //!
 //! Probes are attached per process (`perf_event_open` with the pid): the breakpoint is installed
 //! only in the target, so other processes that map the same library pay nothing. The in-kernel
@@ -16,59 +16,11 @@ use aya::{
     },
 };
 
-use crate::discovery::TlsLibrary;
+use super::{discovery::TlsLibrary, providers::PROVIDERS};
 
-/// One row of the attach table: a library symbol, the program to put on it, entry or return.
-#[derive(Clone, Copy, Debug)]
-pub struct ProbeSpec {
-    /// The exported function.
-    pub symbol: &'static str,
-    /// The program's name in the eBPF object.
-    pub program: &'static str,
-    /// A return probe rather than an entry probe.
-    pub ret: bool,
-    /// Attaching fails when a required symbol is missing; optional ones are skipped (the `_ex`
-    /// variants do not exist before OpenSSL 1.1.1).
-    pub required: bool,
-}
-
-const fn spec(symbol: &'static str, program: &'static str, ret: bool, required: bool) -> ProbeSpec {
-    ProbeSpec {
-        symbol,
-        program,
-        ret,
-        required,
-    }
-}
-
-/// The OpenSSL / BoringSSL attach table.
-pub const OPENSSL: &[ProbeSpec] = &[
-    spec("SSL_write", "ssl_write", false, true),
-    spec("SSL_write", "ssl_write_ret", true, true),
-    spec("SSL_read", "ssl_read", false, true),
-    spec("SSL_read", "ssl_read_ret", true, true),
-    spec("SSL_write_ex", "ssl_write_ex", false, false),
-    spec("SSL_write_ex", "ssl_write_ex_ret", true, false),
-    spec("SSL_read_ex", "ssl_read_ex", false, false),
-    spec("SSL_read_ex", "ssl_read_ex_ret", true, false),
-    spec("SSL_free", "ssl_free", false, false),
-    spec("SSL_ctrl", "ssl_ctrl", false, false),
-];
-
-/// The same attach points with programs that do nothing, for measuring the probes' own cost
-/// against the floor of an empty uprobe and uretprobe (`--probe-set empty`, benchmarks only).
-pub const EMPTY: &[ProbeSpec] = &[
-    spec("SSL_write", "probe_empty", false, true),
-    spec("SSL_write", "probe_empty_ret", true, true),
-    spec("SSL_read", "probe_empty", false, true),
-    spec("SSL_read", "probe_empty_ret", true, true),
-    spec("SSL_write_ex", "probe_empty", false, false),
-    spec("SSL_write_ex", "probe_empty_ret", true, false),
-    spec("SSL_read_ex", "probe_empty", false, false),
-    spec("SSL_read_ex", "probe_empty_ret", true, false),
-    spec("SSL_free", "probe_empty", false, false),
-    spec("SSL_ctrl", "probe_empty", false, false),
-];
+/// The programs that do nothing, put on every attach point instead of the real ones to measure
+/// the probes' own cost against the floor (`--probe-set empty`, benchmarks only).
+const EMPTY_PROGRAMS: [&str; 2] = ["probe_empty", "probe_empty_ret"];
 
 /// The program that records the socket fd of the syscalls made inside a TLS call.
 pub const FD_PROGRAM: &str = "sys_enter_fd";
@@ -101,32 +53,49 @@ const MMAP_ARG_OFFSETS: [u64; 2] = [12 * 8, 9 * 8]; // dx, r8
 #[cfg(target_arch = "aarch64")]
 const MMAP_ARG_OFFSETS: [u64; 2] = [2 * 8, 4 * 8]; // regs[2], regs[4]
 
-/// Every symbol the table attaches to, for discovery to resolve.
-#[must_use]
-pub fn symbols() -> Vec<&'static str> {
-    let mut v: Vec<&'static str> = OPENSSL.iter().map(|s| s.symbol).collect();
-    v.dedup();
-    v
-}
-
 /// Failures while loading or attaching.
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
-    /// The kernel refused the BPF object for lack of privileges.
+    /// The kernel refused the BPF object or a program for lack of privileges.
     #[error(
-        "loading eBPF programs was refused ({0}): run the agent as root, or with CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE (and CAP_SYS_RESOURCE on kernels before 5.11)"
+        "loading eBPF programs was refused ({cause}): run the agent as root, or with CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE (and CAP_SYS_RESOURCE on kernels before 5.11)"
     )]
-    Privileges(String),
-    /// Loading failed otherwise (an old kernel, the verifier).
-    #[error("loading eBPF programs failed: {0}")]
-    Load(String),
-    /// A required symbol could not be attached.
-    #[error("attaching {program} to {symbol} in {path} (pid {pid}) failed: {reason}")]
+    Privileges {
+        /// The kernel's answer.
+        cause: String,
+    },
+    /// The object could not be loaded (an old kernel, a missing BTF, a map the kernel refused).
+    #[error("loading the eBPF object failed: {0}")]
+    Object(String),
+    /// The verifier or the kernel refused one program.
+    #[error("loading eBPF program {program} failed: {cause}")]
+    Program {
+        /// The program.
+        program: &'static str,
+        /// The verifier's or kernel's reason.
+        cause: String,
+    },
+    /// The object has no program of that name or type (a build mismatch).
+    #[error("eBPF program {0} is missing from the object")]
+    MissingProgram(&'static str),
+    /// A map the object must have is missing or of the wrong type.
+    #[error("eBPF object is missing map {0}")]
+    Map(&'static str),
+    /// A process could not be added to the in-kernel target set.
+    #[error("adding pid {pid} to the target set failed: {cause}")]
+    Target {
+        /// The process.
+        pid: u32,
+        /// The map error.
+        cause: String,
+    },
+    /// A required attach point could not be attached.
+    #[error("attaching {program} to {function} in {path} (pid {pid}) failed: {reason}")]
     Attach {
         /// Program name.
         program: &'static str,
-        /// Symbol.
-        symbol: &'static str,
+        /// The function.
+        function: &'static str,
         /// Library path.
         path: String,
         /// Target pid.
@@ -134,9 +103,6 @@ pub enum ProbeError {
         /// Why.
         reason: String,
     },
-    /// A map the object must have is missing or of the wrong type.
-    #[error("eBPF object is missing map {0}")]
-    Map(&'static str),
 }
 
 /// Load-time settings.
@@ -146,8 +112,8 @@ pub struct LoadOptions {
     pub trace_all: bool,
     /// Ring buffer size in bytes (a power of two, multiple of the page size).
     pub ringbuf_bytes: u32,
-    /// The attach table: [`OPENSSL`], or [`EMPTY`] to measure the floor.
-    pub table: &'static [ProbeSpec],
+    /// Attach programs that do nothing instead of the providers' (to measure the floor).
+    pub empty: bool,
     /// Attach the syscall program that finds each TLS call's socket fd (part of the real probe
     /// set; off for the empty floor).
     pub socket_fds: bool,
@@ -162,7 +128,7 @@ type AttachKey = (u32, u64, u64);
 /// The loaded eBPF object and what is attached.
 pub struct Probes {
     ebpf: Ebpf,
-    table: &'static [ProbeSpec],
+    empty: bool,
     attached: HashMap<AttachKey, Vec<(&'static str, UProbeLinkId)>>,
 }
 
@@ -175,10 +141,11 @@ fn is_permission_error(text: &str) -> bool {
 }
 
 impl Probes {
-    /// Loads the object and every program in the attach table (not attached yet).
+    /// Loads the object and every provider's programs (not attached yet).
     ///
     /// # Errors
-    /// [`ProbeError::Privileges`] without the needed capabilities, [`ProbeError::Load`] otherwise.
+    /// [`ProbeError::Privileges`] without the needed capabilities; the other variants when the
+    /// object, a program or a map is refused.
     pub fn load(options: LoadOptions) -> Result<Self, ProbeError> {
         let agent_tgid = std::process::id();
         let trace_all = u32::from(options.trace_all);
@@ -201,27 +168,22 @@ impl Probes {
             .map_max_entries("EVENTS", options.ringbuf_bytes)
             .load(EBPF_OBJECT)
             .map_err(|e| {
-                let text = format!("{e:#}");
                 let chain = error_chain(&e);
                 if is_permission_error(&chain) {
-                    ProbeError::Privileges(chain)
+                    ProbeError::Privileges { cause: chain }
                 } else {
-                    ProbeError::Load(text + ": " + &chain)
+                    ProbeError::Object(chain)
                 }
             })?;
-        let mut loaded = std::collections::HashSet::new();
-        for spec in options.table {
-            if !loaded.insert(spec.program) {
-                continue;
-            }
-            let program: &mut UProbe = ebpf
-                .program_mut(spec.program)
-                .ok_or_else(|| {
-                    ProbeError::Load(format!("program {} missing from the object", spec.program))
-                })?
-                .try_into()
-                .map_err(|e: ProgramError| ProbeError::Load(e.to_string()))?;
-            program.load().map_err(|e| load_error(spec.program, &e))?;
+        let programs: Vec<&'static str> = if options.empty {
+            EMPTY_PROGRAMS.to_vec()
+        } else {
+            PROVIDERS.iter().flat_map(|p| p.programs).copied().collect()
+        };
+        for name in programs {
+            uprobe(&mut ebpf, name)?
+                .load()
+                .map_err(|e| load_error(name, &e))?;
         }
         if options.socket_fds {
             attach_raw_tracepoint(
@@ -241,7 +203,7 @@ impl Probes {
         }
         Ok(Self {
             ebpf,
-            table: options.table,
+            empty: options.empty,
             attached: HashMap::new(),
         })
     }
@@ -264,35 +226,27 @@ impl Probes {
         }
         let scope = NonZeroU32::new(pid).map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
         let mut links = Vec::new();
-        for spec in self.table {
-            let Some(&offset) = lib.symbols.get(spec.symbol) else {
-                if spec.required {
-                    return Err(ProbeError::Attach {
-                        program: spec.program,
-                        symbol: spec.symbol,
-                        path: lib.path.display().to_string(),
-                        pid,
-                        reason: "symbol not found".into(),
-                    });
-                }
-                continue;
+        for point in &lib.points {
+            let program = match (self.empty, point.ret) {
+                (false, _) => point.program,
+                (true, false) => EMPTY_PROGRAMS[0],
+                (true, true) => EMPTY_PROGRAMS[1],
             };
-            let program = self.uprobe(spec.program)?;
-            match program.attach(offset, &lib.host_path, scope) {
-                Ok(id) => links.push((spec.program, id)),
-                Err(e) if !spec.required => {
-                    tracing::debug!(pid, symbol = spec.symbol, error = %error_chain(&e), "optional probe not attached");
+            match uprobe(&mut self.ebpf, program)?.attach(point.offset, &lib.host_path, scope) {
+                Ok(id) => links.push((program, id)),
+                Err(e) if !point.required => {
+                    tracing::debug!(pid, function = point.function, error = %error_chain(&e), "optional probe not attached");
                 }
                 Err(e) => {
                     let reason = error_chain(&e);
                     for (name, id) in links {
-                        if let Ok(p) = self.uprobe(name) {
+                        if let Ok(p) = uprobe(&mut self.ebpf, name) {
                             let _ = p.detach(id);
                         }
                     }
                     return Err(ProbeError::Attach {
-                        program: spec.program,
-                        symbol: spec.symbol,
+                        program,
+                        function: point.function,
                         path: lib.path.display().to_string(),
                         pid,
                         reason,
@@ -316,7 +270,7 @@ impl Probes {
         for key in keys {
             if let Some(links) = self.attached.remove(&key) {
                 for (name, id) in links {
-                    if let Ok(p) = self.uprobe(name) {
+                    if let Ok(p) = uprobe(&mut self.ebpf, name) {
                         let _ = p.detach(id);
                     }
                 }
@@ -350,17 +304,10 @@ impl Probes {
             .ok_or(ProbeError::Map("TARGETS"))?;
         let mut targets = BpfHashMap::<&mut MapData, u32, u8>::try_from(map)
             .map_err(|_| ProbeError::Map("TARGETS"))?;
-        targets
-            .insert(pid, 1, 0)
-            .map_err(|e| ProbeError::Load(format!("adding pid {pid} to TARGETS: {e}")))
-    }
-
-    fn uprobe(&mut self, name: &'static str) -> Result<&mut UProbe, ProbeError> {
-        self.ebpf
-            .program_mut(name)
-            .ok_or_else(|| ProbeError::Load(format!("program {name} missing")))?
-            .try_into()
-            .map_err(|e: ProgramError| ProbeError::Load(e.to_string()))
+        targets.insert(pid, 1, 0).map_err(|e| ProbeError::Target {
+            pid,
+            cause: error_chain(&e),
+        })
     }
 
     /// Takes the ring buffer out of the object, for the capture thread.
@@ -389,13 +336,24 @@ impl Probes {
     }
 }
 
+/// The uprobe program `name` of the object.
+fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut UProbe, ProbeError> {
+    ebpf.program_mut(name)
+        .ok_or(ProbeError::MissingProgram(name))?
+        .try_into()
+        .map_err(|_: ProgramError| ProbeError::MissingProgram(name))
+}
+
 /// Why loading program `name` failed: missing privileges, or the verifier's or kernel's reason.
-fn load_error(name: &str, e: &ProgramError) -> ProbeError {
-    let chain = error_chain(e);
-    if is_permission_error(&chain) {
-        ProbeError::Privileges(chain)
+fn load_error(name: &'static str, e: &ProgramError) -> ProbeError {
+    let cause = error_chain(e);
+    if is_permission_error(&cause) {
+        ProbeError::Privileges { cause }
     } else {
-        ProbeError::Load(format!("{name}: {chain}"))
+        ProbeError::Program {
+            program: name,
+            cause,
+        }
     }
 }
 
@@ -404,15 +362,15 @@ fn load_error(name: &str, e: &ProgramError) -> ProbeError {
 /// what that costs (`without`).
 fn attach_raw_tracepoint(
     ebpf: &mut Ebpf,
-    name: &str,
+    name: &'static str,
     tracepoint: &str,
     without: &str,
 ) -> Result<(), ProbeError> {
     let program: &mut RawTracePoint = ebpf
         .program_mut(name)
-        .ok_or_else(|| ProbeError::Load(format!("program {name} missing from the object")))?
+        .ok_or(ProbeError::MissingProgram(name))?
         .try_into()
-        .map_err(|e: ProgramError| ProbeError::Load(e.to_string()))?;
+        .map_err(|_: ProgramError| ProbeError::MissingProgram(name))?;
     program.load().map_err(|e| load_error(name, &e))?;
     // The link lives as long as the program, that is as long as the agent.
     if let Err(e) = program.attach(tracepoint) {
@@ -437,6 +395,14 @@ impl KernelCounters {
             }
         }
         out
+    }
+}
+
+impl crate::stats::Counters for KernelCounters {
+    fn report(&self, out: &mut Vec<(String, u64)>) {
+        for (c, v) in Counter::ALL.iter().zip(self.read()) {
+            out.push((format!("kernel_{}", c.name()), v));
+        }
     }
 }
 

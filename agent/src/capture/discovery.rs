@@ -1,10 +1,10 @@
-//! Finds the TLS library a process uses, from its memory maps.
+//! Finds the TLS stacks a process uses, from its memory maps.
 //!
 //! Paths in `/proc/PID/maps` are as the process sees them; they are opened through
 //! `/proc/PID/root` so a process in another mount namespace (a container) resolves to its own
-//! copy of the file. A mapped file is a TLS home when it exports OpenSSL's `SSL_write` and
-//! `SSL_read` in its dynamic symbol table: `libssl.so.*`, but also an executable that links
-//! OpenSSL or BoringSSL statically and exports the symbols (Node.js).
+//! copy of the file. Each mapped file is shown to every [`Provider`] in turn; a file where one
+//! finds its stack is a TLS home, with the points its probes attach to. What each file turned
+//! out to be is remembered by device and inode.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -14,10 +14,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
-
-/// Symbols that make a mapped file an OpenSSL-compatible TLS library.
-const REQUIRED_SYMBOLS: [&str; 2] = ["SSL_write", "SSL_read"];
+use super::providers::{AttachPoint, Examined, PROVIDERS, Provider};
+use crate::procfs;
 
 /// Files that are never a TLS library; skipping them saves reading their symbol tables.
 const NEVER_TLS: [&str; 8] = [
@@ -42,10 +40,12 @@ pub struct TlsLibrary {
     pub dev: u64,
     /// Inode number.
     pub inode: u64,
-    /// What kind of file exports the symbols.
+    /// What kind of file holds the stack.
     pub flavour: Flavour,
-    /// File offsets of the exported functions probes attach to (those present).
-    pub symbols: HashMap<&'static str, u64>,
+    /// The stack.
+    pub provider: &'static Provider,
+    /// Where its probes go.
+    pub points: Vec<AttachPoint>,
 }
 
 /// Where the TLS functions live.
@@ -53,7 +53,7 @@ pub struct TlsLibrary {
 pub enum Flavour {
     /// A shared `libssl`.
     SharedLibrary,
-    /// The program's executable exports them (OpenSSL or BoringSSL linked in statically).
+    /// The program's executable (the stack linked in statically).
     Executable,
 }
 
@@ -102,46 +102,6 @@ pub enum DiscoveryError {
     },
 }
 
-/// One file-backed, executable mapping line of `/proc/PID/maps`.
-#[derive(Debug, PartialEq, Eq)]
-struct Mapping {
-    inode: u64,
-    path: PathBuf,
-}
-
-/// Parses the executable, file-backed mappings of a maps file.
-fn parse_maps(maps: &str) -> Vec<Mapping> {
-    let mut out = Vec::new();
-    for line in maps.lines() {
-        // address perms offset dev inode path
-        let mut fields = line.splitn(6, ' ');
-        let (Some(_addr), Some(perms), Some(_off), Some(_dev), Some(inode)) = (
-            fields.next(),
-            fields.next(),
-            fields.next(),
-            fields.next(),
-            fields.next(),
-        ) else {
-            continue;
-        };
-        let path = fields.next().unwrap_or("").trim_start();
-        if !perms.contains('x') || !path.starts_with('/') || path.ends_with(" (deleted)") {
-            continue;
-        }
-        let Ok(inode) = inode.parse::<u64>() else {
-            continue;
-        };
-        if inode == 0 {
-            continue;
-        }
-        out.push(Mapping {
-            inode,
-            path: PathBuf::from(path),
-        });
-    }
-    out
-}
-
 fn proc_err(pid: u32, path: &Path, e: io::Error) -> DiscoveryError {
     match e.kind() {
         io::ErrorKind::NotFound => DiscoveryError::NoSuchProcess { pid },
@@ -157,28 +117,11 @@ fn proc_err(pid: u32, path: &Path, e: io::Error) -> DiscoveryError {
     }
 }
 
-/// The process name (`/proc/PID/comm`), or an empty string.
-#[must_use]
-pub fn process_name(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .map(|s| s.trim_end().to_owned())
-        .unwrap_or_default()
-}
+/// What a file turned out to be: its stack and attach points, or none.
+type Found = Option<(&'static Provider, Vec<AttachPoint>)>;
 
-/// Whether a process exists (`/proc/PID` is there).
-#[must_use]
-pub fn process_exists(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// The file offsets of the `wanted` functions `path` defines (dynamic or static symbol table),
-/// or `None` when it does not define every one of [`REQUIRED_SYMBOLS`].
-///
-/// Uprobes are placed at file offsets: `offset = address - section address + section offset`.
-fn tls_symbol_offsets(
-    path: &Path,
-    wanted: &[&'static str],
-) -> io::Result<Option<HashMap<&'static str, u64>>> {
+/// Shows the file at `path` to every provider.
+fn examine_file(path: &Path) -> io::Result<Found> {
     let file = File::open(path)?;
     // SAFETY: the map is read-only and only parsed; a file truncated underneath us could fault,
     // which is the documented risk of reading a mapped file and acceptable for library files.
@@ -186,39 +129,26 @@ fn tls_symbol_offsets(
     let Ok(obj) = object::File::parse(&*map) else {
         return Ok(None);
     };
-    let mut found = HashMap::new();
-    for sym in obj.dynamic_symbols().chain(obj.symbols()) {
-        if sym.is_undefined() || sym.address() == 0 {
-            continue;
-        }
-        let Ok(name) = sym.name() else { continue };
-        let Some(want) = wanted.iter().find(|w| **w == name) else {
-            continue;
-        };
-        if found.contains_key(want) {
-            continue;
-        }
-        let Some(section) = sym
-            .section_index()
-            .and_then(|i| obj.section_by_index(i).ok())
-        else {
-            continue;
-        };
-        let Some((file_off, _)) = section.file_range() else {
-            continue;
-        };
-        if let Some(off) = sym
-            .address()
-            .checked_sub(section.address())
-            .and_then(|d| d.checked_add(file_off))
-        {
-            found.insert(*want, off);
+    for provider in PROVIDERS {
+        match (provider.examine)(&obj) {
+            Examined::Found(points) => return Ok(Some((provider, points))),
+            Examined::Unsupported(reason) => {
+                tracing::debug!(path = %path.display(), stack = provider.name, %reason, "TLS stack not supported");
+            }
+            Examined::NotThis => {}
         }
     }
-    Ok(REQUIRED_SYMBOLS
-        .iter()
-        .all(|r| found.contains_key(r))
-        .then_some(found))
+    Ok(None)
+}
+
+/// [`examine_file`], remembered in `cache` by `key`.
+fn examine_cached(path: &Path, key: (u64, u64), cache: &mut FileCache) -> io::Result<Found> {
+    if let Some(known) = cache.get(&key) {
+        return Ok(known.clone());
+    }
+    let found = examine_file(path)?;
+    cache.insert(key, found.clone());
+    Ok(found)
 }
 
 /// Finds every TLS library mapped by `pid`.
@@ -226,17 +156,14 @@ fn tls_symbol_offsets(
 /// # Errors
 /// [`DiscoveryError::NoTlsLibrary`] when none is mapped, and the other variants when the process
 /// is gone or cannot be read.
-pub fn find_tls_libraries(
-    pid: u32,
-    wanted: &[&'static str],
-) -> Result<Vec<TlsLibrary>, DiscoveryError> {
-    find_tls_libraries_cached(pid, wanted, &mut SymbolCache::default())
+pub fn find_tls_libraries(pid: u32) -> Result<Vec<TlsLibrary>, DiscoveryError> {
+    find_tls_libraries_cached(pid, &mut FileCache::default())
 }
 
-/// What is known of files already examined, by `(device, inode)`: their probe offsets when they
-/// are a TLS library, `None` when they are not. Examining a process whose files are all known
-/// costs one read of its maps.
-pub type SymbolCache = HashMap<(u64, u64), Option<HashMap<&'static str, u64>>>;
+/// What is known of files already examined, by `(device, inode)`: their stack and attach
+/// points when they are a TLS home, `None` when they are not. Examining a process whose files
+/// are all known costs one read of its maps.
+pub type FileCache = HashMap<(u64, u64), Found>;
 
 /// [`find_tls_libraries`], remembering in `cache` what each file turned out to be.
 ///
@@ -244,18 +171,17 @@ pub type SymbolCache = HashMap<(u64, u64), Option<HashMap<&'static str, u64>>>;
 /// As [`find_tls_libraries`].
 pub fn find_tls_libraries_cached(
     pid: u32,
-    wanted: &[&'static str],
-    cache: &mut SymbolCache,
+    cache: &mut FileCache,
 ) -> Result<Vec<TlsLibrary>, DiscoveryError> {
-    let maps_path = PathBuf::from(format!("/proc/{pid}/maps"));
+    let maps_path = procfs::maps_path(pid);
     let maps = std::fs::read_to_string(&maps_path).map_err(|e| proc_err(pid, &maps_path, e))?;
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
-    let root = PathBuf::from(format!("/proc/{pid}/root"));
+    let exe = procfs::exe(pid);
+    let root = procfs::root(pid);
 
     // One entry per distinct file, in the order first seen.
     let mut files: BTreeMap<(u64, PathBuf), ()> = BTreeMap::new();
     let mut order = Vec::new();
-    for m in parse_maps(&maps) {
+    for m in procfs::parse_maps(&maps) {
         let key = (m.inode, m.path.clone());
         if files.insert(key, ()).is_none() {
             order.push(m);
@@ -287,14 +213,8 @@ pub fn find_tls_libraries_cached(
             }
         };
         let key = (meta.dev(), meta.ino());
-        let offsets = match cache.get(&key) {
-            Some(known) => Ok(known.clone()),
-            None => tls_symbol_offsets(&host_path, wanted).inspect(|r| {
-                cache.insert(key, r.clone());
-            }),
-        };
-        match offsets {
-            Ok(Some(symbols)) => {
+        match examine_cached(&host_path, key, cache) {
+            Ok(Some((provider, points))) => {
                 let flavour = if exe.as_deref() == Some(m.path.as_path()) {
                     Flavour::Executable
                 } else {
@@ -306,7 +226,8 @@ pub fn find_tls_libraries_cached(
                     dev: meta.dev(),
                     inode: meta.ino(),
                     flavour,
-                    symbols,
+                    provider,
+                    points,
                 });
             }
             Ok(None) => {}
@@ -322,7 +243,7 @@ pub fn find_tls_libraries_cached(
         }
         return Err(DiscoveryError::NoTlsLibrary {
             pid,
-            comm: process_name(pid),
+            comm: procfs::process_name(pid),
             searched: names.len(),
             names: shown.join(", "),
         });
@@ -341,11 +262,11 @@ const HOST_LIBRARY_DIRS: [&str; 7] = [
     "/usr/lib/x86_64-linux-gnu",
 ];
 
-/// The host's own `libssl` files that export the TLS functions, whether or not a process maps
-/// them yet: attached up front with `--all`, a process started later is traced from its first
-/// call.
+/// The host's own shared TLS libraries (each provider's `host_libraries`), whether or not a
+/// process maps them yet: attached up front with `--all`, a process started later is traced
+/// from its first call.
 #[must_use]
-pub fn host_tls_libraries(wanted: &[&'static str], cache: &mut SymbolCache) -> Vec<TlsLibrary> {
+pub fn host_tls_libraries(cache: &mut FileCache) -> Vec<TlsLibrary> {
     let mut out: Vec<TlsLibrary> = Vec::new();
     for dir in HOST_LIBRARY_DIRS {
         let Ok(entries) = std::fs::read_dir(dir) else {
@@ -353,7 +274,11 @@ pub fn host_tls_libraries(wanted: &[&'static str], cache: &mut SymbolCache) -> V
         };
         for entry in entries.filter_map(Result::ok) {
             let name = entry.file_name();
-            if !name.to_string_lossy().starts_with("libssl.so") {
+            let name = name.to_string_lossy();
+            if !PROVIDERS
+                .iter()
+                .any(|p| p.host_libraries.iter().any(|l| name.starts_with(l)))
+            {
                 continue;
             }
             let path = entry.path();
@@ -364,22 +289,15 @@ pub fn host_tls_libraries(wanted: &[&'static str], cache: &mut SymbolCache) -> V
             if out.iter().any(|l| (l.dev, l.inode) == key) {
                 continue;
             }
-            let offsets = match cache.get(&key) {
-                Some(known) => known.clone(),
-                None => {
-                    let found = tls_symbol_offsets(&path, wanted).ok().flatten();
-                    cache.insert(key, found.clone());
-                    found
-                }
-            };
-            if let Some(symbols) = offsets {
+            if let Ok(Some((provider, points))) = examine_cached(&path, key, cache) {
                 out.push(TlsLibrary {
                     path: path.clone(),
                     host_path: path,
                     dev: key.0,
                     inode: key.1,
                     flavour: Flavour::SharedLibrary,
-                    symbols,
+                    provider,
+                    points,
                 });
             }
         }
@@ -392,35 +310,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parse_maps_keeps_only_executable_file_mappings() {
-        let maps = "\
-55d0c0a00000-55d0c0a28000 r--p 00000000 08:01 1311 /usr/bin/curl
-55d0c0a28000-55d0c0a50000 r-xp 00028000 08:01 1311 /usr/bin/curl
-7f00a0000000-7f00a0021000 rw-p 00000000 00:00 0 
-7f00a1000000-7f00a1060000 r-xp 00020000 08:01 2222 /usr/lib/x86_64-linux-gnu/libssl.so.3
-7f00a2000000-7f00a2001000 r-xp 00000000 08:01 3333 /tmp/gone.so (deleted)
-7ffd00000000-7ffd00021000 r-xp 00000000 00:00 0                          [vdso]
-";
-        let got = parse_maps(maps);
-        assert_eq!(
-            got,
-            vec![
-                Mapping {
-                    inode: 1311,
-                    path: "/usr/bin/curl".into()
-                },
-                Mapping {
-                    inode: 2222,
-                    path: "/usr/lib/x86_64-linux-gnu/libssl.so.3".into()
-                },
-            ]
-        );
-    }
-
-    #[test]
     fn a_missing_process_is_reported_as_such() {
         // pid_max is at most 2^22, so this pid cannot exist.
-        let err = find_tls_libraries(4_194_305, &REQUIRED_SYMBOLS).unwrap_err();
+        let err = find_tls_libraries(4_194_305).unwrap_err();
         assert!(
             matches!(err, DiscoveryError::NoSuchProcess { pid: 4_194_305 }),
             "{err}"
@@ -430,7 +322,7 @@ mod tests {
     #[test]
     fn the_agents_own_process_without_libssl_is_reported_with_what_was_searched() {
         // The test binary links no OpenSSL.
-        let err = find_tls_libraries(std::process::id(), &REQUIRED_SYMBOLS).unwrap_err();
+        let err = find_tls_libraries(std::process::id()).unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, DiscoveryError::NoTlsLibrary { .. }), "{msg}");
         assert!(msg.contains("statically"), "{msg}");

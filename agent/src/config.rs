@@ -1,0 +1,71 @@
+//! The agent's configuration: built once (from the command line today) and handed to the
+//! stages, which never see the command line's own types.
+
+use std::{path::PathBuf, time::Duration};
+
+/// Which probe programs to attach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProbeSet {
+    /// Capture plaintext (the default).
+    Openssl,
+    /// Attach programs that do nothing: the floor for the probe-cost benchmark.
+    Empty,
+}
+
+/// The pack stage and the limits around it (watching and `replay` alike).
+#[derive(Clone, Debug)]
+pub struct PackConfig {
+    /// Directory of packs; `None`: the packs shipped with the agent.
+    pub dir: Option<PathBuf>,
+    /// Largest body kept per message for packs.
+    pub max_body: usize,
+    /// Pack worker threads.
+    pub workers: usize,
+    /// Moments queued for each pack worker.
+    pub queue: usize,
+    /// Time limit of one hook call.
+    pub timeout: Duration,
+    /// Memory limit of one pack instance, in MiB.
+    pub memory_mib: u32,
+    /// Where compiled packs are cached.
+    pub state_dir: PathBuf,
+}
+
+/// Watching processes.
+#[derive(Clone, Debug)]
+pub struct WatchConfig {
+    /// Processes asked for.
+    pub pids: Vec<u32>,
+    /// Also their descendants.
+    pub follow: bool,
+    /// Every process that maps a TLS library.
+    pub all: bool,
+    /// Where to record every connection's bytes.
+    pub record: Option<PathBuf>,
+    /// The pack stage.
+    pub packs: PackConfig,
+    /// Kernel ring buffer size in bytes.
+    pub ringbuf_size: u32,
+    /// Real probes or the empty floor.
+    pub probe_set: ProbeSet,
+    /// Time between stats lines (zero: only the summary at exit).
+    pub stats_interval: Duration,
+}
+
+/// What `replay` reads.
+#[derive(Clone, Debug)]
+pub enum ReplayInput {
+    /// A recording directory.
+    Recording(PathBuf),
+    /// A HAR 1.2 file.
+    Har(PathBuf),
+}
+
+/// Running packs offline.
+#[derive(Clone, Debug)]
+pub struct ReplayConfig {
+    /// The input.
+    pub input: ReplayInput,
+    /// The pack stage.
+    pub packs: PackConfig,
+}

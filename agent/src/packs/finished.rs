@@ -1,0 +1,40 @@
+//! What the pack stage hands the sinks (the contract between them): one finished exchange, as
+//! structured data. Each sink formats it for itself.
+
+use std::sync::Arc;
+
+use taskless_pack_runtime::{Dimension, Timing};
+
+use crate::flows::Identity;
+
+/// One exchange that went through the packs.
+#[derive(Debug, Clone)]
+pub struct FinishedExchange {
+    /// The id packs saw (32 lower-case hex).
+    pub request_id: String,
+    /// What the packs captured, in the order they captured it.
+    pub dimensions: Vec<Dimension>,
+    /// The connection it was made on.
+    pub identity: Arc<Identity>,
+    /// The request method.
+    pub method: String,
+    /// The request's domain (the host packs saw).
+    pub domain: String,
+    /// The response status, when a response head was seen.
+    pub status: Option<u16>,
+    /// Kernel timestamps of the exchange, as Unix time.
+    pub timing: Timing,
+    /// Whether the response was complete (false: the exchange ended without one).
+    pub complete: bool,
+}
+
+impl FinishedExchange {
+    /// The server the exchange was addressed to: the TLS server name, else the request's host.
+    #[must_use]
+    pub fn server_name(&self) -> Option<&str> {
+        self.identity
+            .server_name
+            .as_deref()
+            .or_else(|| (!self.domain.is_empty()).then_some(self.domain.as_str()))
+    }
+}

@@ -1,0 +1,18 @@
+//! The pack stage: every exchange through the packs.
+//!
+//! Takes: the flows stage's [`Moment`](crate::flows::Moment)s. Runs each exchange's hooks on a
+//! worker thread (one per connection, so in order) through a pack-runtime
+//! [`Session`](taskless_pack_runtime::Session), with the request built once per exchange
+//! ([`PackRequest`]). Gives: a [`FinishedExchange`] per exchange to the sinks.
+
+mod finished;
+mod input;
+mod load;
+mod stage;
+
+pub use finished::FinishedExchange;
+pub use input::PackRequest;
+pub use load::{LoadError, load_packs, runtime_config};
+pub use stage::{
+    Backpressure, Dispatcher, PackStageError, PackStageStats, StageOptions, log_pack_stats, start,
+};

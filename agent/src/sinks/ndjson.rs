@@ -1,0 +1,148 @@
+//! Taskless NDJSON: one line per exchange, `requestId` and `dimensions` as the pack format
+//! defines them, and `source`, the connection's identity (with the request's host as
+//! `serverName` when the client sent no TLS server name).
+
+use std::io::{BufWriter, Write};
+
+use serde::Serialize;
+use taskless_pack_runtime::Dimension;
+
+use super::Sink;
+use crate::{flows::Identity, packs::FinishedExchange};
+
+/// The line's `source`: the identity, its server name falling back to the request's host.
+#[derive(Serialize)]
+struct Source<'a> {
+    #[serde(flatten)]
+    identity: &'a Identity,
+    #[serde(rename = "serverName", skip_serializing_if = "Option::is_none")]
+    host: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Line<'a> {
+    request_id: &'a str,
+    dimensions: &'a [Dimension],
+    source: Source<'a>,
+}
+
+/// One exchange as an NDJSON line, without the trailing newline.
+#[must_use]
+pub fn to_line(exchange: &FinishedExchange) -> String {
+    let identity = &*exchange.identity;
+    let line = Line {
+        request_id: &exchange.request_id,
+        dimensions: &exchange.dimensions,
+        source: Source {
+            identity,
+            host: identity
+                .server_name
+                .is_none()
+                .then(|| exchange.server_name())
+                .flatten(),
+        },
+    };
+    // Strings, numbers and plain structs always serialize.
+    serde_json::to_string(&line).unwrap_or_default()
+}
+
+/// NDJSON to a writer (stdout).
+pub struct NdjsonSink<W: Write + Send> {
+    out: BufWriter<W>,
+}
+
+impl<W: Write + Send> NdjsonSink<W> {
+    /// Lines to `out`.
+    pub fn new(out: W) -> Self {
+        Self {
+            out: BufWriter::new(out),
+        }
+    }
+}
+
+impl<W: Write + Send> Sink for NdjsonSink<W> {
+    fn name(&self) -> &'static str {
+        "ndjson"
+    }
+
+    fn write(&mut self, exchange: &FinishedExchange) -> std::io::Result<()> {
+        writeln!(self.out, "{}", to_line(exchange))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use taskless_pack_runtime::Timing;
+
+    use super::*;
+
+    fn exchange(identity: Identity, domain: &str) -> FinishedExchange {
+        FinishedExchange {
+            request_id: "0123456789abcdef0123456789abcdef".into(),
+            dimensions: vec![Dimension {
+                name: "core/status".into(),
+                value: "200".into(),
+            }],
+            identity: Arc::new(identity),
+            method: "GET".into(),
+            domain: domain.into(),
+            status: Some(200),
+            timing: Timing::default(),
+            complete: true,
+        }
+    }
+
+    #[test]
+    fn the_line_has_the_pack_fields_first_and_a_full_source() {
+        let identity = Identity {
+            pid: 42,
+            process: "curl".into(),
+            serial: 7,
+            fd: Some(5),
+            local_address: Some("127.0.0.1:40000".parse().unwrap()),
+            remote_address: Some("[::1]:8443".parse().unwrap()),
+            server_name: Some("api.example.com".into()),
+            cgroup: Some("/user.slice".into()),
+            container_id: None,
+        };
+        let json = to_line(&exchange(identity, "ignored.example"));
+        assert!(json.starts_with(r#"{"requestId":"#), "{json}");
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "requestId": "0123456789abcdef0123456789abcdef",
+                "dimensions": [{"name": "core/status", "value": "200"}],
+                "source": {
+                    "pid": 42, "process": "curl", "connection": 7, "fd": 5,
+                    "localAddress": "127.0.0.1:40000", "remoteAddress": "[::1]:8443",
+                    "serverName": "api.example.com", "cgroup": "/user.slice"
+                }
+            })
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_left_out_and_the_server_name_falls_back_to_the_host() {
+        let identity = Identity {
+            pid: 9,
+            serial: 1,
+            ..Identity::default()
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&to_line(&exchange(identity.clone(), "localhost"))).unwrap();
+        assert_eq!(
+            v["source"],
+            serde_json::json!({"pid": 9, "connection": 1, "serverName": "localhost"})
+        );
+        let v: serde_json::Value = serde_json::from_str(&to_line(&exchange(identity, ""))).unwrap();
+        assert_eq!(v["source"], serde_json::json!({"pid": 9, "connection": 1}));
+    }
+}
