@@ -7,6 +7,8 @@
 
 pub mod counters;
 pub mod data;
+pub mod gotls;
 
 pub use counters::Counter;
 pub use data::{Direction, RecordBuffer, RecordHeader, SslArgs, record_kind};
+pub use gotls::{GoConnOffsets, GoroutineKey};

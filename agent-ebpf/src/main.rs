@@ -1,9 +1,12 @@
-//! eBPF programs of taskless-agent. One module per hook family; each probe is a thin wrapper
-//! over a `try_` function. Kept small on purpose: this code runs inside every TLS call of the
-//! observed programs, so everything user space can do is left to user space.
+//! eBPF programs of taskless-agent. One module per hook family (and `emit`, the records they
+//! all send); each probe is a thin wrapper over a `try_` function. Kept small on purpose: this
+//! code runs inside every TLS call of the observed programs, so everything user space can do is
+//! left to user space.
 #![no_std]
 #![no_main]
 
+mod emit;
+mod gotls;
 mod maps;
 mod openssl;
 mod syscalls;

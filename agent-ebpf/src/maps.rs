@@ -1,6 +1,6 @@
 //! Maps and globals shared by every probe family.
 
-use agent_common::{Counter, RecordBuffer, SslArgs};
+use agent_common::{Counter, GoroutineKey, RecordBuffer, SslArgs};
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
     macros::map,
@@ -45,6 +45,13 @@ pub static WRITE_ARGS: LruHashMap<u64, SslArgs> = LruHashMap::with_max_entries(6
 #[map]
 pub static READ_ARGS: LruHashMap<u64, SslArgs> = LruHashMap::with_max_entries(65_536, 0);
 
+/// Arguments of in-flight Go `(*tls.Conn).Read` calls, keyed by goroutine (a goroutine can move
+/// to another thread between entry and return). LRU: a goroutine that panics out of the call
+/// leaves no entry behind for good.
+#[map]
+pub static GO_READ_ARGS: LruHashMap<GoroutineKey, SslArgs> =
+    LruHashMap::with_max_entries(65_536, 0);
+
 /// The last socket fd seen inside a TLS call of a thread, and that call's connection object.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -68,6 +75,17 @@ pub static LAST_FD: LruHashMap<u64, LastFd> = LruHashMap::with_max_entries(65_53
 /// its connection. LRU: fds closed while the agent was not looking age out.
 #[map]
 pub static TLS_FDS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(65_536, 0);
+
+/// Remembers `fd` of the calling process as a TLS socket, so its `close` ends the connection
+/// (see `syscalls`). A lookup first: cheaper than an update of an LRU map.
+#[inline(always)]
+pub fn note_tls_fd(pid_tgid: u64, fd: i32) {
+    let key = (pid_tgid & 0xffff_ffff_0000_0000) | u64::from(fd as u32);
+    // SAFETY: a plain byte, read once.
+    if unsafe { TLS_FDS.get(&key) }.is_none() {
+        let _ = TLS_FDS.insert(&key, &1, 0);
+    }
+}
 
 /// One scratch record per CPU: records do not fit on the 512-byte stack.
 #[map]

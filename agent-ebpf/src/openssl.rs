@@ -3,19 +3,17 @@
 //! `SSL_ctrl` for the server name a client sets (SNI).
 //!
 //! Entry probes save the arguments; return probes copy the bytes the call really moved (the return
-//! value, or `*written` / `*readbytes` for the `_ex` variants) into the ring buffer, in records of
-//! at most [`MAX_CHUNK`] bytes, without waking the reader (it polls; a wakeup per record would
-//! triple the cost of every call).
+//! value, or `*written` / `*readbytes` for the `_ex` variants) into the ring buffer
+//! ([`crate::emit`]).
 
 use agent_common::{
-    Counter, Direction, RecordBuffer, RecordHeader, SslArgs,
-    data::{MAX_CHUNK, MAX_CHUNKS_PER_CALL, MAX_SERVER_NAME, SSL_CTRL_SET_TLSEXT_HOSTNAME, flags},
+    Counter, RecordHeader, RecordBuffer, Direction, SslArgs,
+    data::{MAX_SERVER_NAME, SSL_CTRL_SET_TLSEXT_HOSTNAME, flags},
     record_kind,
 };
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_buf,
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
         bpf_probe_read_user_str_bytes,
     },
     macros::{uprobe, uretprobe},
@@ -23,11 +21,10 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext},
 };
 
-use crate::maps::{
-    EVENTS, LAST_FD, READ_ARGS, SCRATCH, WRITE_ARGS, count, current, is_target, wakeup_bytes,
+use crate::{
+    emit::{HEADER_SIZE, emit, wakeup_flags},
+    maps::{EVENTS, LAST_FD, READ_ARGS, SCRATCH, WRITE_ARGS, count, current, is_target},
 };
-
-const HEADER_SIZE: u64 = core::mem::size_of::<RecordHeader>() as u64;
 
 #[uprobe]
 pub fn ssl_write(ctx: ProbeContext) -> u32 {
@@ -271,135 +268,6 @@ fn finish_call(ctx: &RetProbeContext, map: &LruHashMap<u64, SslArgs>, dir: Direc
     // loop multiplies the states the verifier walks.
     let wake = wakeup_flags(total + HEADER_SIZE);
     emit(pid_tgid, &args, dir, total, timestamp_ns, fd_flags, wake);
-}
-
-#[inline(always)]
-fn emit(
-    pid_tgid: u64,
-    args: &SslArgs,
-    dir: Direction,
-    total: u64,
-    timestamp_ns: u64,
-    fd_flags: u32,
-    wake: u64,
-) {
-    let total32 = if total > u32::MAX as u64 {
-        u32::MAX
-    } else {
-        total as u32
-    };
-    let truncated = total > (MAX_CHUNK as u64) * (MAX_CHUNKS_PER_CALL as u64);
-    if truncated {
-        count(Counter::TruncatedCalls);
-    }
-    // Each iteration's offset is derived from the index alone, so the verifier sees the same
-    // state at the top of every iteration whatever path the previous one took, and prunes.
-    let mut i: u32 = 0;
-    while i < MAX_CHUNKS_PER_CALL {
-        let offset = (i as u64) * (MAX_CHUNK as u64);
-        if offset >= total {
-            break;
-        }
-        let last = i == MAX_CHUNKS_PER_CALL - 1;
-        emit_chunk(
-            pid_tgid,
-            args,
-            dir,
-            total,
-            total32,
-            offset,
-            timestamp_ns,
-            last && truncated,
-            fd_flags,
-            wake,
-        );
-        i += 1;
-    }
-}
-
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn emit_chunk(
-    pid_tgid: u64,
-    args: &SslArgs,
-    dir: Direction,
-    total: u64,
-    total32: u32,
-    offset: u64,
-    timestamp_ns: u64,
-    truncated: bool,
-    fd_flags: u32,
-    wake: u64,
-) {
-    let Some(record) = SCRATCH.get_ptr_mut(0) else {
-        return;
-    };
-    // SAFETY: the per-CPU scratch slot belongs to this program until it returns.
-    let record: &mut RecordBuffer = unsafe { &mut *record };
-    let remaining = total - offset;
-    let len = if remaining < MAX_CHUNK as u64 {
-        remaining as usize
-    } else {
-        MAX_CHUNK
-    };
-    // The verifier needs the bound spelled out on the value it sees.
-    let len = if len > MAX_CHUNK { MAX_CHUNK } else { len };
-    let src = (args.buf + offset) as *const u8;
-    // SAFETY: `len <= MAX_CHUNK`, the size of `data`.
-    let copied =
-        unsafe { bpf_probe_read_user_buf(src, record.data.get_unchecked_mut(..len)) }.is_ok();
-    let mut f = fd_flags | if truncated { flags::TRUNCATED } else { 0 };
-    let out_len = if copied {
-        len
-    } else {
-        count(Counter::ReadFailed);
-        f |= flags::READ_FAILED;
-        0
-    };
-    record.header = RecordHeader {
-        kind: record_kind::DATA,
-        flags: f,
-        tgid: (pid_tgid >> 32) as u32,
-        tid: pid_tgid as u32,
-        conn: args.ssl,
-        timestamp_ns,
-        fd: args.fd,
-        direction: dir as u32,
-        offset: offset as u32,
-        len: out_len as u32,
-        total_len: total32,
-        reserved: 0,
-    };
-    let size = core::mem::size_of::<RecordHeader>() + out_len;
-    let size = if size > core::mem::size_of::<RecordBuffer>() {
-        core::mem::size_of::<RecordBuffer>()
-    } else {
-        size
-    };
-    // SAFETY: `size` never exceeds the record.
-    let bytes =
-        unsafe { core::slice::from_raw_parts((record as *const RecordBuffer).cast::<u8>(), size) };
-    if EVENTS.output::<[u8]>(bytes, wake).is_err() {
-        count(Counter::RingbufFull);
-    }
-}
-
-/// No wakeup unless this record is the one that takes the waiting data past the threshold.
-///
-/// The reader polls on a short timer, so most records need no wakeup at all; the one forced
-/// wakeup on crossing the threshold gets a sleeping reader going before the ring fills. Once past
-/// it the reader is awake and draining: waking it again for every record would only cost each
-/// TLS call an inter-processor interrupt (an expensive MSR write in a virtual machine).
-#[inline(always)]
-fn wakeup_flags(size: u64) -> u64 {
-    let threshold = wakeup_bytes();
-    let waiting = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-    // Each record also carries an 8-byte ring-buffer header.
-    if waiting < threshold && waiting + size + 8 >= threshold {
-        BPF_RB_FORCE_WAKEUP as u64
-    } else {
-        BPF_RB_NO_WAKEUP as u64
-    }
 }
 
 /// An entry probe that does nothing: the floor the probes' cost is measured against.

@@ -23,7 +23,9 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 
-use crate::maps::{EVENTS, LAST_FD, LastFd, READ_ARGS, TLS_FDS, WRITE_ARGS, count, current};
+use crate::maps::{
+    EVENTS, LAST_FD, LastFd, READ_ARGS, TLS_FDS, WRITE_ARGS, count, current, note_tls_fd,
+};
 
 /// Set by the agent at load time: this architecture's numbers of the eight syscalls above
 /// (`u64::MAX` never matches).
@@ -104,10 +106,7 @@ pub fn sys_enter_fd(ctx: RawTracePointContext) -> i32 {
         remember_fd(pid_tgid, ssl, fd);
     }
     if found {
-        // SAFETY: a plain byte, read once.
-        if unsafe { TLS_FDS.get(&fd_key) }.is_none() {
-            let _ = TLS_FDS.insert(&fd_key, &1, 0);
-        }
+        note_tls_fd(pid_tgid, fd);
     }
     0
 }

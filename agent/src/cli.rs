@@ -106,9 +106,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
     pub ringbuf_size: u32,
 
-    /// Which probes to attach: `openssl` (the real ones) or `empty` (programs that do nothing,
-    /// only for measuring the probes' own cost).
-    #[arg(long, value_name = "SET", default_value = "openssl", hide = true)]
+    /// Which probes to attach: `capture` (the real ones) or `empty` (programs that do nothing,
+    /// at the same places, only for measuring the probes' own cost).
+    #[arg(long, value_name = "SET", default_value = "capture", hide = true)]
     pub probe_set: ProbeSet,
 
     /// Seconds between stats lines on stderr (0: only at exit).

@@ -6,8 +6,9 @@ use std::{path::PathBuf, time::Duration};
 /// Which probe programs to attach.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ProbeSet {
-    /// Capture plaintext (the default).
-    Openssl,
+    /// Capture plaintext (the default), with every provider's programs.
+    #[value(alias = "openssl")]
+    Capture,
     /// Attach programs that do nothing: the floor for the probe-cost benchmark.
     Empty,
 }

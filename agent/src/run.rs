@@ -68,7 +68,9 @@ pub fn run(config: &WatchConfig) -> Result<(), RunError> {
         match discovery::find_tls_libraries(pid) {
             Ok(libs) => targets.push((pid, libs)),
             // A supervisor or shell without TLS is fine when its children are followed.
-            Err(DiscoveryError::NoTlsLibrary { .. }) if config.follow => {
+            Err(DiscoveryError::NoTlsLibrary { .. } | DiscoveryError::Unsupported { .. })
+                if config.follow =>
+            {
                 tracing::info!(pid, comm = %procfs::process_name(pid), "no TLS library; watching its children");
             }
             Err(e) => return Err(e.into()),
@@ -86,7 +88,7 @@ pub fn run(config: &WatchConfig) -> Result<(), RunError> {
 
     // The pack stage first, so its instances are ready before the probes fire.
     let mut engine = Engine::start(&packs, &config.packs, clock, Backpressure::Drop)?;
-    let real = config.probe_set == ProbeSet::Openssl;
+    let real = config.probe_set == ProbeSet::Capture;
     let mut probes = Probes::load(LoadOptions {
         trace_all: config.all,
         ringbuf_bytes: config.ringbuf_size,

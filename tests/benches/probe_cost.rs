@@ -1,11 +1,17 @@
-//! The probes' cost per TLS call, as a ratio to an empty uprobe + uretprobe on the same
-//! functions, measured in the same run (needs root; `cargo bench -p taskless-e2e --bench
-//! probe_cost`).
+//! The probes' cost per TLS call, as a ratio to empty probes at the same places, measured in the
+//! same run (needs root; `cargo bench -p taskless-e2e --bench probe_cost`).
 //!
-//! A Python process runs a TLS client and server over memory BIOs (no sockets, no network) and
-//! times `SSL_write_ex` + `SSL_read_ex` pairs with 1 KiB payloads: first with nothing attached,
-//! then with the agent's empty probes (`--probe-set empty`), then with the real ones, in
-//! alternating rounds. Prints nanoseconds per call and the ratios.
+//! - OpenSSL: a Python process runs a TLS client and server over memory BIOs (no sockets, no
+//!   network) and times `SSL_write_ex` + `SSL_read_ex` pairs with 1 KiB payloads; the floor is an
+//!   empty uprobe + uretprobe on each function.
+//! - Go: a Go program (`tests/go/bench`, built by the newest Go toolchain setup installed) does
+//!   the same with crypto/tls `(*Conn).Write` + `(*Conn).Read` over an in-memory connection; the
+//!   floor is an empty uprobe at each place the real probes go (the entries, and every `RET` of
+//!   `Read`).
+//!
+//! Each is timed with nothing attached, then with the agent's empty probes (`--probe-set
+//! empty`), then with the real ones, in alternating rounds. Prints nanoseconds per call and the
+//! ratios.
 //!
 //! With two or more CPUs, the Python process runs on the last one and the agent on the others, so
 //! the agent's own work on the records (on a real host it has cores of its own) does not compete
@@ -13,11 +19,15 @@
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
+    path::Path,
     process::{ChildStdin, ChildStdout, Command, Stdio},
     time::Duration,
 };
 
-use taskless_e2e::harness::{Agent, KillOnDrop, TempDir, agent_bin, require_root};
+use taskless_e2e::{
+    golang::{self, Variant},
+    harness::{Agent, KillOnDrop, TempDir, agent_bin, require_root},
+};
 
 const CALLS: u64 = 20_000;
 const ROUNDS: usize = 5;
@@ -104,14 +114,37 @@ fn main() {
     assert!(ok.success(), "openssl req failed");
     let script = dir.path().join("bench.py");
     std::fs::write(&script, CLIENT).expect("script");
-    let mut child = Command::new("python3")
-        .arg(&script)
-        .arg(&cert)
-        .arg(&key)
+    let mut python = Command::new("python3");
+    python.arg(&script).arg(&cert).arg(&key);
+    let packs = dir.path().join("packs");
+    std::fs::create_dir(&packs).expect("packs");
+    println!("agent: {}", agent_bin().display());
+    measure(
+        "1 KiB SSL_write_ex/SSL_read_ex calls (empty floor: uprobe + uretprobe)",
+        python,
+        &packs,
+    );
+
+    let tc = golang::newest();
+    let go = golang::build(&tc, "bench", Variant::Normal).expect("go build");
+    measure(
+        &format!(
+            "1 KiB crypto/tls Write/Read calls, {} (empty floor: uprobes at the entries and RETs)",
+            tc.version
+        ),
+        Command::new(go),
+        &packs,
+    );
+}
+
+/// Times `program` (which speaks the bench protocol) with no probes, empty ones and the real
+/// ones, and prints the figures.
+fn measure(what: &str, mut program: Command, packs: &Path) {
+    let mut child = program
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
-        .expect("python3");
+        .expect("bench client");
     let stdin = child.stdin.take().expect("stdin");
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
     let mut line = String::new();
@@ -135,17 +168,14 @@ fn main() {
     if let Some(cpu) = &bench_cpu {
         pin(client.pid, cpu);
     }
-    let packs = dir.path().join("packs");
-    std::fs::create_dir(&packs).expect("packs");
     let packs = packs.display().to_string();
     let pid = client.pid.to_string();
-    println!("agent: {}", agent_bin().display());
     client.measure(CALLS / 4); // warm up
 
     let (mut none, mut empty, mut real) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         none.push(client.measure(CALLS));
-        for (set, out) in [("empty", &mut empty), ("openssl", &mut real)] {
+        for (set, out) in [("empty", &mut empty), ("capture", &mut real)] {
             let mut agent = Agent::start(&[
                 "--pid",
                 &pid,
@@ -165,7 +195,7 @@ fn main() {
             }
             out.push(client.measure(CALLS));
             let stopped = agent.stop(Vec::new()).expect("agent stops");
-            if set == "openssl" {
+            if set == "capture" {
                 // The figure is only the probes' cost if every call was recorded in full.
                 assert_eq!(
                     stopped.counter("kernel_ringbuf_full"),
@@ -173,21 +203,26 @@ fn main() {
                     "the ring buffer overflowed: {}",
                     stopped.stderr
                 );
+                assert!(
+                    stopped.counter("kernel_calls") >= 2 * CALLS,
+                    "the probes did not see the calls: {}",
+                    stopped.stderr
+                );
             }
         }
     }
     let (n, e, r) = (median(&mut none), median(&mut empty), median(&mut real));
     println!(
-        "probe_cost: 1 KiB SSL_write_ex/SSL_read_ex calls, median of {ROUNDS} rounds of {CALLS} pairs{}",
+        "probe_cost: {what}, median of {ROUNDS} rounds of {CALLS} pairs{}",
         bench_cpu.as_deref().map_or(String::new(), |c| format!(
             " (calls on CPU {c}, agent on the others)"
         ))
     );
     println!("  no probes          {n:8.0} ns/call");
-    println!("  empty probe pair   {e:8.0} ns/call  (+{:.0} ns)", e - n);
+    println!("  empty probes       {e:8.0} ns/call  (+{:.0} ns)", e - n);
     println!("  taskless probes    {r:8.0} ns/call  (+{:.0} ns)", r - n);
     println!(
-        "  ratio to the empty pair: {:.2}x per call, {:.2}x of the added cost",
+        "  ratio to the empty probes: {:.2}x per call, {:.2}x of the added cost",
         r / e,
         (r - n) / (e - n)
     );

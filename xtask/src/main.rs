@@ -19,7 +19,7 @@ struct Cli {
 enum Command {
     /// Install what a fresh machine lacks (idempotent): nightly rust-src, the wasm target,
     /// bpf-linker built against the nightly toolchain's LLVM, wasm-opt, Debian packages the
-    /// tests use.
+    /// tests use, the Go toolchains the tests build Go programs with.
     Setup,
     /// Build the shipped packs into target/packs (the agent's default pack directory).
     BuildPacks,
@@ -29,6 +29,9 @@ enum Command {
         #[arg(long, default_value_t = 12)]
         seconds: u64,
     },
+    /// Regenerate the table of Go struct offsets (agent/src/capture/gotls/table.rs) from the DWARF
+    /// of a program built by each Go toolchain setup installs.
+    GoOffsets,
     /// Run every test: formatting, lints, unit tests, pack tests and end-to-end tests with the
     /// real eBPF programs (needs root).
     Test {
@@ -58,6 +61,25 @@ fn main() -> anyhow::Result<()> {
             build_packs(&root).map(|_| ())
         }
         Command::Demo { seconds } => demo::run(&root, seconds),
+        Command::GoOffsets => {
+            setup::ensure()?;
+            util::run(
+                util::cargo()
+                    .args([
+                        "test",
+                        "-p",
+                        "taskless-agent",
+                        "--test",
+                        "go_binaries",
+                        "--",
+                    ])
+                    .args([
+                        "--exact",
+                        "the_offsets_table_agrees_with_the_dwarf_of_every_toolchain",
+                    ])
+                    .env("TASKLESS_WRITE_GO_OFFSETS", "1"),
+            )
+        }
         Command::Test { no_lint, filter } => test::run(&root, no_lint, filter.as_deref()),
     }
 }

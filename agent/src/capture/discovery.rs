@@ -76,9 +76,9 @@ pub enum DiscoveryError {
         /// The file that could not be read.
         path: PathBuf,
     },
-    /// Nothing mapped by the process exports the OpenSSL functions.
+    /// Nothing mapped by the process is a TLS stack the agent knows.
     #[error(
-        "no TLS library found in pid {pid} ({comm}): searched {searched} mapped files ({names}) for OpenSSL/BoringSSL's exported SSL_write and SSL_read; the program may link its TLS library statically without exporting symbols, or use a TLS stack that is not supported yet (Go crypto/tls, rustls, GnuTLS, NSS)"
+        "no TLS library found in pid {pid} ({comm}): searched {searched} mapped files ({names}) for OpenSSL/BoringSSL's exported SSL_write and SSL_read and for Go's crypto/tls; the program may link its TLS library statically without exporting symbols, or use a TLS stack that is not supported yet (rustls, GnuTLS, NSS)"
     )]
     NoTlsLibrary {
         /// The pid.
@@ -89,6 +89,21 @@ pub enum DiscoveryError {
         searched: usize,
         /// Their names (file names only, comma separated, shortened).
         names: String,
+    },
+    /// The process uses a TLS stack the agent knows, in a form it cannot trace (a Go program
+    /// built by Go before 1.17, for another architecture, or by gccgo), and no other.
+    #[error("pid {pid} ({comm}) cannot be watched: {path} uses {stack}, but {reason}")]
+    Unsupported {
+        /// The pid.
+        pid: u32,
+        /// The process name.
+        comm: String,
+        /// The file.
+        path: PathBuf,
+        /// The stack.
+        stack: &'static str,
+        /// What was found, and why it cannot be traced.
+        reason: String,
     },
     /// Reading `/proc` failed otherwise.
     #[error("reading {path} of pid {pid}: {source}")]
@@ -117,8 +132,9 @@ fn proc_err(pid: u32, path: &Path, e: io::Error) -> DiscoveryError {
     }
 }
 
-/// What a file turned out to be: its stack and attach points, or none.
-type Found = Option<(&'static Provider, Vec<AttachPoint>)>;
+/// What a file turned out to be: its stack with its attach points (or why the stack cannot be
+/// traced there), or none.
+type Found = Option<(&'static Provider, Result<Vec<AttachPoint>, String>)>;
 
 /// Shows the file at `path` to every provider.
 fn examine_file(path: &Path) -> io::Result<Found> {
@@ -129,16 +145,22 @@ fn examine_file(path: &Path) -> io::Result<Found> {
     let Ok(obj) = object::File::parse(&*map) else {
         return Ok(None);
     };
+    let mut unsupported = None;
     for provider in PROVIDERS {
         match (provider.examine)(&obj) {
-            Examined::Found(points) => return Ok(Some((provider, points))),
+            Examined::Found(points) => {
+                tracing::debug!(path = %path.display(), stack = provider.name, points = points.len(), "TLS stack found");
+                return Ok(Some((provider, Ok(points))));
+            }
             Examined::Unsupported(reason) => {
-                tracing::debug!(path = %path.display(), stack = provider.name, %reason, "TLS stack not supported");
+                // Once per file (the answer is cached): worth a line even with --all.
+                tracing::info!(path = %path.display(), stack = provider.name, %reason, "TLS stack found but not supported");
+                unsupported = Some((*provider, Err(reason)));
             }
             Examined::NotThis => {}
         }
     }
-    Ok(None)
+    Ok(unsupported)
 }
 
 /// [`examine_file`], remembered in `cache` by `key`.
@@ -190,6 +212,7 @@ pub fn find_tls_libraries_cached(
 
     let mut found = Vec::new();
     let mut names = Vec::new();
+    let mut unsupported = None;
     for m in &order {
         let name = m
             .path
@@ -214,7 +237,10 @@ pub fn find_tls_libraries_cached(
         };
         let key = (meta.dev(), meta.ino());
         match examine_cached(&host_path, key, cache) {
-            Ok(Some((provider, points))) => {
+            Ok(Some((provider, Err(reason)))) => {
+                unsupported = Some((m.path.clone(), provider.name, reason));
+            }
+            Ok(Some((provider, Ok(points)))) => {
                 let flavour = if exe.as_deref() == Some(m.path.as_path()) {
                     Flavour::Executable
                 } else {
@@ -235,6 +261,17 @@ pub fn find_tls_libraries_cached(
                 tracing::debug!(pid, path = %host_path.display(), error = %e, "could not read symbols");
             }
         }
+    }
+    if found.is_empty()
+        && let Some((path, stack, reason)) = unsupported
+    {
+        return Err(DiscoveryError::Unsupported {
+            pid,
+            comm: procfs::process_name(pid),
+            path,
+            stack,
+            reason,
+        });
     }
     if found.is_empty() {
         let mut shown: Vec<String> = names.iter().take(12).cloned().collect();
@@ -289,7 +326,7 @@ pub fn host_tls_libraries(cache: &mut FileCache) -> Vec<TlsLibrary> {
             if out.iter().any(|l| (l.dev, l.inode) == key) {
                 continue;
             }
-            if let Ok(Some((provider, points))) = examine_cached(&path, key, cache) {
+            if let Ok(Some((provider, Ok(points)))) = examine_cached(&path, key, cache) {
                 out.push(TlsLibrary {
                     path: path.clone(),
                     host_path: path,

@@ -5,11 +5,12 @@
 //! a time on the reader's thread, and processes with new code to the [`watch::Watcher`].
 //!
 //! Which processes are traced is decided here too: [`discovery`] finds the TLS stacks a process
-//! uses through the [`providers`] table (one module per stack: [`openssl`]), [`probes`] loads the
+//! uses through the [`providers`] table (one module per stack: [`openssl`], [`gotls`]), [`probes`] loads the
 //! eBPF object and attaches each provider's programs, and [`watch`] keeps the set of traced
 //! processes current.
 
 pub mod discovery;
+pub mod gotls;
 pub mod openssl;
 pub mod probes;
 pub mod providers;

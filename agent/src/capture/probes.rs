@@ -12,7 +12,7 @@ use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     programs::{
         ProgramError, RawTracePoint, UProbe,
-        uprobe::{UProbeLinkId, UProbeScope},
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
     },
 };
 
@@ -232,7 +232,11 @@ impl Probes {
                 (true, false) => EMPTY_PROGRAMS[0],
                 (true, true) => EMPTY_PROGRAMS[1],
             };
-            match uprobe(&mut self.ebpf, program)?.attach(point.offset, &lib.host_path, scope) {
+            let at = UProbeAttachPoint {
+                location: UProbeAttachLocation::AbsoluteOffset(point.offset),
+                cookie: point.cookie,
+            };
+            match uprobe(&mut self.ebpf, program)?.attach(at, &lib.host_path, scope) {
                 Ok(id) => links.push((program, id)),
                 Err(e) if !point.required => {
                     tracing::debug!(pid, function = point.function, error = %error_chain(&e), "optional probe not attached");

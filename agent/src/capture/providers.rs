@@ -45,6 +45,9 @@ pub struct AttachPoint {
     pub ret: bool,
     /// Attaching fails when this point cannot be attached; optional ones are skipped.
     pub required: bool,
+    /// The BPF cookie the program reads at this point (`bpf_get_attach_cookie`), if any: what
+    /// the program needs to know about this file (Go: its struct offsets).
+    pub cookie: Option<u64>,
 }
 
 /// What a provider makes of a file.
@@ -59,7 +62,7 @@ pub enum Examined {
 }
 
 /// Every known stack, asked in this order.
-pub const PROVIDERS: &[&Provider] = &[&super::openssl::PROVIDER];
+pub const PROVIDERS: &[&Provider] = &[&super::openssl::PROVIDER, &super::gotls::PROVIDER];
 
 /// One row of a provider's table: a function and the program attached to it.
 #[derive(Clone, Copy, Debug)]
@@ -88,6 +91,7 @@ pub fn points_of(obj: &object::File<'_>, table: &[ProbeSpec]) -> Option<Vec<Atta
                 offset,
                 ret: spec.ret,
                 required: spec.required,
+                cookie: None,
             }),
             None if spec.required => return None,
             None => {}
