@@ -5,7 +5,7 @@
 
 use agent_common::{
     Counter, RecordHeader, RecordBuffer, Direction, SslArgs,
-    data::{MAX_CHUNK, MAX_CHUNKS_PER_CALL, flags},
+    data::{MAX_CHUNK, flags},
     record_kind,
 };
 use aya_ebpf::{
@@ -19,11 +19,16 @@ use crate::maps::{EVENTS, SCRATCH, count, wakeup_bytes};
 pub const HEADER_SIZE: u64 = core::mem::size_of::<RecordHeader>() as u64;
 
 /// Sends the `total` bytes a call moved from `args.buf` (the connection `args.ssl`, on socket
-/// `args.fd`) as records of at most [`MAX_CHUNK`] bytes, up to [`MAX_CHUNKS_PER_CALL`] of them;
-/// the last one says when the call moved more ([`flags::TRUNCATED`], counted).
+/// `args.fd`) as records of at most [`MAX_CHUNK`] bytes, up to `CHUNKS` of them; the last one
+/// says when the call moved more ([`flags::TRUNCATED`], counted).
+///
+/// `CHUNKS` is [`agent_common::data::MAX_CHUNKS_PER_CALL`] for calls that can move any amount, and
+/// 1 for calls that return at most one TLS record's plaintext (16 KiB): every iteration of the
+/// chunk loop is walked by the verifier (a 64-chunk copy costs about half of its budget of a
+/// million instructions), so a program that needs no loop should not pay for one.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub fn emit(
+pub fn emit<const CHUNKS: u32>(
     pid_tgid: u64,
     args: &SslArgs,
     dir: Direction,
@@ -37,19 +42,19 @@ pub fn emit(
     } else {
         total as u32
     };
-    let truncated = total > (MAX_CHUNK as u64) * (MAX_CHUNKS_PER_CALL as u64);
+    let truncated = total > (MAX_CHUNK as u64) * (CHUNKS as u64);
     if truncated {
         count(Counter::TruncatedCalls);
     }
     // Each iteration's offset is derived from the index alone, so the verifier sees the same
     // state at the top of every iteration whatever path the previous one took, and prunes.
     let mut i: u32 = 0;
-    while i < MAX_CHUNKS_PER_CALL {
+    while i < CHUNKS {
         let offset = (i as u64) * (MAX_CHUNK as u64);
         if offset >= total {
             break;
         }
-        let last = i == MAX_CHUNKS_PER_CALL - 1;
+        let last = i == CHUNKS - 1;
         emit_chunk(
             pid_tgid,
             args,

@@ -13,7 +13,8 @@
 //!   failed write is not a concern: crypto/tls makes any write error permanent for the
 //!   connection.
 //! - `Read(b)`: the connection and buffer are saved at entry, keyed by goroutine (a goroutine may
-//!   move to another thread before it returns), and the `n` bytes read are copied at `RET`.
+//!   move to another thread before it returns), and the `n` bytes read are copied at `RET`
+//!   (at most one TLS record's plaintext, 16 KiB: `Read` returns from one record at a time).
 //!
 //! The socket fd is read at entry through `tls.Conn.conn` (a `net.Conn` interface: type word,
 //! then data pointer) → `*net.TCPConn` → `conn.fd` (`*netFD`) → `pfd.Sysfd`, with the offsets of
@@ -21,7 +22,9 @@
 //! `net.Conn` is not a `*net.TCPConn` (a wrapper) yields a wrong or no fd; user space only
 //! trusts an fd that is a socket of the process.
 
-use agent_common::{Counter, Direction, GoConnOffsets, GoroutineKey, SslArgs};
+use agent_common::{
+    Counter, Direction, GoConnOffsets, GoroutineKey, SslArgs, data::MAX_CHUNKS_PER_CALL,
+};
 use aya_ebpf::{
     EbpfContext as _,
     helpers::{bpf_get_attach_cookie, bpf_ktime_get_ns, bpf_probe_read_user},
@@ -52,6 +55,10 @@ fn try_go_tls_write(ctx: &ProbeContext) -> Result<(), i64> {
     if conn == 0 || (len as i64) <= 0 {
         return Ok(());
     }
+    let len = clamp(len);
+    if len == 0 {
+        return Ok(());
+    }
     let fd = conn_fd(ctx, conn);
     if fd >= 0 {
         note_tls_fd(pid_tgid, fd);
@@ -67,7 +74,7 @@ fn try_go_tls_write(ctx: &ProbeContext) -> Result<(), i64> {
         reserved: 0,
     };
     count(Counter::Calls);
-    emit(
+    emit::<MAX_CHUNKS_PER_CALL>(
         pid_tgid,
         &args,
         Direction::Egress,
@@ -144,15 +151,19 @@ fn try_go_tls_read_ret(ctx: &ProbeContext) -> Result<(), i64> {
         return Ok(());
     };
     let _ = GO_READ_ARGS.remove(&key);
-    let n = n as i64;
-    if n <= 0 {
+    if (n as i64) <= 0 {
         return Ok(());
     }
-    let total = n as u64;
+    let total = clamp(n);
+    if total == 0 {
+        return Ok(());
+    }
     count(Counter::Calls);
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    emit(
+    // `Read` returns the plaintext of at most one TLS record (16 KiB): one chunk, no loop. Were
+    // it ever more, the record says so (`TRUNCATED`, counted).
+    emit::<1>(
         pid_tgid,
         &args,
         Direction::Ingress,
@@ -162,6 +173,14 @@ fn try_go_tls_read_ret(ctx: &ProbeContext) -> Result<(), i64> {
         wakeup_flags(total + HEADER_SIZE),
     );
     Ok(())
+}
+
+/// A positive Go `int` length, bounded as OpenSSL's `int` results are (by a mask, not a branch:
+/// every extra path into the chunk loop is another 64 iterations for the verifier to walk). No
+/// single call moves 2 GiB, and only its first 1 MiB is copied in any case.
+#[inline(always)]
+fn clamp(len: u64) -> u64 {
+    len & (i32::MAX as u64)
 }
 
 /// The socket fd behind a `*tls.Conn`, or -1.

@@ -8,7 +8,7 @@
 
 use agent_common::{
     Counter, RecordHeader, RecordBuffer, Direction, SslArgs,
-    data::{MAX_SERVER_NAME, SSL_CTRL_SET_TLSEXT_HOSTNAME, flags},
+    data::{MAX_CHUNKS_PER_CALL, MAX_SERVER_NAME, SSL_CTRL_SET_TLSEXT_HOSTNAME, flags},
     record_kind,
 };
 use aya_ebpf::{
@@ -267,7 +267,7 @@ fn finish_call(ctx: &RetProbeContext, map: &LruHashMap<u64, SslArgs>, dir: Direc
     // One wakeup decision for all of the call's records: deciding per record inside the chunk
     // loop multiplies the states the verifier walks.
     let wake = wakeup_flags(total + HEADER_SIZE);
-    emit(pid_tgid, &args, dir, total, timestamp_ns, fd_flags, wake);
+    emit::<MAX_CHUNKS_PER_CALL>(pid_tgid, &args, dir, total, timestamp_ns, fd_flags, wake);
 }
 
 /// An entry probe that does nothing: the floor the probes' cost is measured against.
