@@ -70,13 +70,31 @@ impl GoClient {
             .expect("release client");
     }
 
-    /// Waits for the exit; returns what it printed after "ready".
-    fn finish(mut self) -> String {
+    /// Waits until the client has made every request; returns what it printed after "ready".
+    /// It keeps its connections open until [`Self::exit`].
+    fn finish(&mut self) -> String {
         let mut out = String::new();
-        self.stdout.read_to_string(&mut out).expect("client output");
-        let status = self.child.0.wait().expect("client exits");
-        assert!(status.success(), "client failed ({status}):\n{out}");
+        loop {
+            let mut line = String::new();
+            if self.stdout.read_line(&mut line).expect("client output") == 0 {
+                break;
+            }
+            out.push_str(&line);
+            if line.starts_with("done ") {
+                break;
+            }
+        }
         out
+    }
+
+    /// Lets the client exit, and checks that it did so successfully.
+    fn exit(mut self, out: &str) {
+        drop(self.child.0.stdin.take());
+        let mut rest = String::new();
+        let _ = self.stdout.read_to_string(&mut rest);
+        let status = self.child.0.wait().expect("client exits");
+        assert!(status.success(), "client failed ({status}):\n{out}{rest}");
+        assert!(rest.is_empty(), "client printed after done: {rest}");
     }
 }
 
@@ -84,7 +102,9 @@ impl GoClient {
 fn run_alone(bin: &Path, api: &TestApi, args: &[&str]) -> String {
     let mut client = GoClient::start(bin, api, args);
     client.go();
-    client.finish()
+    let out = client.finish();
+    client.exit(&out);
+    out
 }
 
 fn agent_for(pid: u32, packs: &Path) -> Agent {
@@ -188,12 +208,14 @@ fn check_capture(bin: &Path, what: &str, scenario: &Scenario) {
     let agent = agent_for(pid, &packs_dir());
     client.go();
     let watched = client.finish();
+    // The client keeps its connections open until it exits, as a service would: the agent reads
+    // each connection's addresses from /proc when its first record comes.
+    check_lines(agent, what, pid, api.server.addr.port(), scenario);
+    client.exit(&watched);
     assert_eq!(
         watched, alone,
         "{what}: the client's output changed under the agent"
     );
-
-    check_lines(agent, what, pid, api.server.addr.port(), scenario);
 }
 
 /// Stops `agent` once it printed a line per request of `scenario` made by process `pid`, and
@@ -377,7 +399,7 @@ fn all_attaches_to_a_go_program_as_it_starts() {
         .wait_for_log(&format!("pid={pid} "), Duration::from_secs(10))
         .expect("the new Go program is attached");
     client.go();
-    client.finish();
+    let printed = client.finish();
     // Other processes on the machine may make TLS calls too: only this client's lines count.
     let mut seen = Vec::new();
     let want = scenario.expected(api.server.addr.port()).len();
@@ -413,6 +435,7 @@ fn all_attaches_to_a_go_program_as_it_starts() {
         "{}",
         out.stderr
     );
+    client.exit(&printed);
 }
 
 /// With `--follow`, a Go program a watched shell starts is attached, and its calls captured.
@@ -462,9 +485,13 @@ fn follow_attaches_to_a_go_child() {
         .wait_for_log("flavour=Go", Duration::from_secs(10))
         .expect("the Go child is attached");
     stdin.write_all(b"go\n").expect("release the client");
-    let mut rest = String::new();
-    stdout.read_to_string(&mut rest).expect("client output");
-    assert!(shell.0.wait().expect("exit").success(), "{rest}");
+    let mut printed = String::new();
+    while !printed.contains("done failed=0") {
+        let mut line = String::new();
+        let n = stdout.read_line(&mut line).expect("client output");
+        assert!(n > 0, "the client ended early: {printed}");
+        printed.push_str(&line);
+    }
     let child = agent
         .stderr_snapshot()
         .lines()
@@ -474,6 +501,8 @@ fn follow_attaches_to_a_go_child() {
         .and_then(|p| p.parse().ok())
         .expect("the child's pid in the attach line");
     check_lines(agent, "follow", child, api.server.addr.port(), &scenario);
+    drop(stdin);
+    assert!(shell.0.wait().expect("exit").success(), "{printed}");
 }
 
 /// 50 goroutines for about 20 s while the agent attaches and detaches five times: the client
@@ -519,6 +548,7 @@ fn attaching_and_detaching_under_load_never_harms_a_go_client() {
     }
     let attached_for = started.elapsed();
     let watched = client.finish();
+    client.exit(&watched);
     assert_eq!(
         watched, alone,
         "the client's output changed under the agent"
@@ -538,7 +568,7 @@ fn attaching_and_detaching_under_load_never_harms_a_go_client() {
     );
 }
 
-/// A Go HTTPS server watched on the server side: curl's requests and the server's answers are
+/// A Go HTTPS server watched on the server side: Go clients' requests and the server's answers are
 /// captured on the server's own connections (fd and addresses included).
 #[test]
 fn a_go_server_is_captured_on_the_server_side() {
@@ -579,22 +609,54 @@ fn a_go_server_is_captured_on_the_server_side() {
     ])
     .expect("agent");
     agent.wait_for_log("ready", READY).expect("agent ready");
-    let base = format!("https://localhost:{port}");
-    for proto in ["--http1.1", "--http2"] {
-        let status = Command::new("curl")
-            .args(["-sS", "-o", "/dev/null", proto, "--cacert"])
-            .arg(&ca)
-            .args(["-d", "amount=500&source=tok_chargeDeclined"])
-            .arg(format!("{base}/v1/charges"))
-            .status()
-            .expect("curl");
-        assert!(status.success(), "curl {proto}");
+    // Go clients against the Go server, over HTTP/1.1 and HTTP/2, each keeping its connection
+    // open until the agent has stopped (the agent reads addresses from /proc).
+    let mut clients = Vec::new();
+    let client_bin = client(&tc, Variant::Normal);
+    for proto in ["h1", "h2"] {
+        let mut c = KillOnDrop(
+            Command::new(&client_bin)
+                .args(["-base", &format!("https://localhost:{port}"), "-ca"])
+                .arg(&ca)
+                .args([
+                    "-proto",
+                    proto,
+                    "-workers",
+                    "1",
+                    "-kinds",
+                    "declined,customer",
+                ])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("go client"),
+        );
+        let mut out = BufReader::new(c.0.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        out.read_line(&mut line).expect("client ready");
+        c.0.stdin
+            .as_mut()
+            .expect("stdin")
+            .write_all(b"go\n")
+            .expect("release client");
+        let mut printed = String::new();
+        while !printed.contains("done ") {
+            line.clear();
+            assert!(
+                out.read_line(&mut line).expect("client output") > 0,
+                "{printed}"
+            );
+            printed.push_str(&line);
+        }
+        assert!(printed.contains("declined status=402"), "{printed}");
+        clients.push(c);
     }
     std::thread::sleep(Duration::from_millis(500));
     let out = agent.stop(Vec::new()).expect("agent stops");
     assert_eq!(out.code, Some(0), "{}", out.stderr);
+    drop(clients);
 
-    // Each curl run is one connection: its file holds what the server read and wrote.
+    // Each client has one connection: its file holds what the server read and wrote.
     let mut ingress = Vec::new();
     let mut egress = Vec::new();
     let mut sources = Vec::new();
@@ -623,7 +685,12 @@ fn a_go_server_is_captured_on_the_server_side() {
         .iter()
         .position(|i| i.starts_with("POST /v1/charges HTTP/1.1"))
         .unwrap_or_else(|| panic!("the HTTP/1.1 request as the server read it: {ingress:?}"));
-    assert!(ingress[h1].ends_with("amount=500&source=tok_chargeDeclined"));
+    assert!(
+        ingress[h1].contains("amount=500&source=tok_chargeDeclined"),
+        "{}",
+        ingress[h1]
+    );
+    assert!(ingress[h1].contains("GET /v1/customers/cus_00 HTTP/1.1"));
     assert!(
         egress[h1].starts_with("HTTP/1.1 402 Payment Required"),
         "{}",

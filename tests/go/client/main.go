@@ -1,7 +1,8 @@
 // A Go HTTPS client for the end-to-end tests: many goroutines share one http.Client and call the
 // local test API over HTTP/1.1 or HTTP/2. It prints "ready", waits for a line on stdin (so the
 // agent can attach before any connection exists), runs, and prints one line per request in a
-// fixed order, so two runs print the same bytes whether or not anything watches them.
+// fixed order, so two runs print the same bytes whether or not anything watches them. Then it
+// keeps its connections open until stdin ends, as a long-lived service would.
 package main
 
 import (
@@ -51,9 +52,11 @@ func main() {
 	}
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(pem)
+	// Every connection stays open until the client exits: the agent reads a connection's
+	// addresses from /proc when it first sees it, and the tests check them on every line.
 	transport := &http.Transport{
 		TLSClientConfig:     &tls.Config{RootCAs: roots},
-		MaxIdleConnsPerHost: 64,
+		MaxIdleConnsPerHost: 1000,
 	}
 	switch *proto {
 	case "h1":
@@ -67,7 +70,8 @@ func main() {
 	client := &http.Client{Transport: transport, Timeout: 60 * time.Second}
 
 	fmt.Println("ready")
-	bufio.NewReader(os.Stdin).ReadString('\n')
+	stdin := bufio.NewReader(os.Stdin)
+	stdin.ReadString('\n')
 
 	list := strings.Split(*kinds, ",")
 	results := make([][]result, *workers)
@@ -114,6 +118,7 @@ func main() {
 	}
 	fmt.Fprintf(out, "done failed=%d\n", failed)
 	out.Flush()
+	io.Copy(io.Discard, stdin)
 	if failed > 0 {
 		os.Exit(1)
 	}
