@@ -23,9 +23,13 @@ pub const HEADER_SIZE: u64 = core::mem::size_of::<RecordHeader>() as u64;
 /// says when the call moved more ([`flags::TRUNCATED`], counted).
 ///
 /// `CHUNKS` is [`agent_common::data::MAX_CHUNKS_PER_CALL`] for calls that can move any amount, and
-/// 1 for calls that return at most one TLS record's plaintext (16 KiB): every iteration of the
-/// chunk loop is walked by the verifier (a 64-chunk copy costs about half of its budget of a
-/// million instructions), so a program that needs no loop should not pay for one.
+/// 1 for calls that return at most one TLS record's plaintext (16 KiB).
+///
+/// The verifier walks every iteration of the loop, so the loop is written for it: full chunks
+/// first, each a constant [`MAX_CHUNK`] bytes with an offset derived from the index alone (so the
+/// paths through one iteration leave the same state at the top of the next, and are pruned),
+/// then the remainder, once, after the loop. A copy length computed inside the loop from the
+/// call's total would differ at every iteration and multiply the states to explore.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub fn emit<const CHUNKS: u32>(
@@ -42,99 +46,100 @@ pub fn emit<const CHUNKS: u32>(
     } else {
         total as u32
     };
-    let truncated = total > (MAX_CHUNK as u64) * (CHUNKS as u64);
-    if truncated {
+    let max = (MAX_CHUNK as u64) * (CHUNKS as u64);
+    let truncated = total > max;
+    let copied = if truncated {
         count(Counter::TruncatedCalls);
-    }
-    // Each iteration's offset is derived from the index alone, so the verifier sees the same
-    // state at the top of every iteration whatever path the previous one took, and prunes.
+        max
+    } else {
+        total
+    };
+    let full = (copied / MAX_CHUNK as u64) as u32;
+    let tail = (copied % MAX_CHUNK as u64) as usize;
+    let chunk = Chunk {
+        pid_tgid,
+        args,
+        dir,
+        total32,
+        timestamp_ns,
+        fd_flags,
+        wake,
+    };
     let mut i: u32 = 0;
     while i < CHUNKS {
-        let offset = (i as u64) * (MAX_CHUNK as u64);
-        if offset >= total {
+        if i >= full {
             break;
         }
-        let last = i == CHUNKS - 1;
-        emit_chunk(
-            pid_tgid,
-            args,
-            dir,
-            total,
-            total32,
-            offset,
-            timestamp_ns,
-            last && truncated,
-            fd_flags,
-            wake,
-        );
+        let offset = (i as u64) * (MAX_CHUNK as u64);
+        chunk.send(offset, MAX_CHUNK, truncated && i == CHUNKS - 1);
         i += 1;
+    }
+    if tail > 0 {
+        chunk.send((full as u64) * (MAX_CHUNK as u64), tail, false);
     }
 }
 
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn emit_chunk(
+/// What every record of one call shares.
+struct Chunk<'a> {
     pid_tgid: u64,
-    args: &SslArgs,
+    args: &'a SslArgs,
     dir: Direction,
-    total: u64,
     total32: u32,
-    offset: u64,
     timestamp_ns: u64,
-    truncated: bool,
     fd_flags: u32,
     wake: u64,
-) {
-    let Some(record) = SCRATCH.get_ptr_mut(0) else {
-        return;
-    };
-    // SAFETY: the per-CPU scratch slot belongs to this program until it returns.
-    let record: &mut RecordBuffer = unsafe { &mut *record };
-    let remaining = total - offset;
-    let len = if remaining < MAX_CHUNK as u64 {
-        remaining as usize
-    } else {
-        MAX_CHUNK
-    };
-    // The verifier needs the bound spelled out on the value it sees.
-    let len = if len > MAX_CHUNK { MAX_CHUNK } else { len };
-    let src = (args.buf + offset) as *const u8;
-    // SAFETY: `len <= MAX_CHUNK`, the size of `data`.
-    let copied =
-        unsafe { bpf_probe_read_user_buf(src, record.data.get_unchecked_mut(..len)) }.is_ok();
-    let mut f = fd_flags | if truncated { flags::TRUNCATED } else { 0 };
-    let out_len = if copied {
-        len
-    } else {
-        count(Counter::ReadFailed);
-        f |= flags::READ_FAILED;
-        0
-    };
-    record.header = RecordHeader {
-        kind: record_kind::DATA,
-        flags: f,
-        tgid: (pid_tgid >> 32) as u32,
-        tid: pid_tgid as u32,
-        conn: args.ssl,
-        timestamp_ns,
-        fd: args.fd,
-        direction: dir as u32,
-        offset: offset as u32,
-        len: out_len as u32,
-        total_len: total32,
-        reserved: 0,
-    };
-    let size = core::mem::size_of::<RecordHeader>() + out_len;
-    let size = if size > core::mem::size_of::<RecordBuffer>() {
-        core::mem::size_of::<RecordBuffer>()
-    } else {
-        size
-    };
-    // SAFETY: `size` never exceeds the record.
-    let bytes =
-        unsafe { core::slice::from_raw_parts((record as *const RecordBuffer).cast::<u8>(), size) };
-    if EVENTS.output::<[u8]>(bytes, wake).is_err() {
-        count(Counter::RingbufFull);
+}
+
+impl Chunk<'_> {
+    /// Sends the `len` bytes at `offset` of the call's buffer as one record.
+    #[inline(always)]
+    fn send(&self, offset: u64, len: usize, truncated: bool) {
+        let Some(record) = SCRATCH.get_ptr_mut(0) else {
+            return;
+        };
+        // SAFETY: the per-CPU scratch slot belongs to this program until it returns.
+        let record: &mut RecordBuffer = unsafe { &mut *record };
+        // The verifier needs the bound spelled out on the value it sees.
+        let len = if len > MAX_CHUNK { MAX_CHUNK } else { len };
+        let src = (self.args.buf + offset) as *const u8;
+        // SAFETY: `len <= MAX_CHUNK`, the size of `data`.
+        let copied =
+            unsafe { bpf_probe_read_user_buf(src, record.data.get_unchecked_mut(..len)) }.is_ok();
+        let mut f = self.fd_flags | if truncated { flags::TRUNCATED } else { 0 };
+        let out_len = if copied {
+            len
+        } else {
+            count(Counter::ReadFailed);
+            f |= flags::READ_FAILED;
+            0
+        };
+        record.header = RecordHeader {
+            kind: record_kind::DATA,
+            flags: f,
+            tgid: (self.pid_tgid >> 32) as u32,
+            tid: self.pid_tgid as u32,
+            conn: self.args.ssl,
+            timestamp_ns: self.timestamp_ns,
+            fd: self.args.fd,
+            direction: self.dir as u32,
+            offset: offset as u32,
+            len: out_len as u32,
+            total_len: self.total32,
+            reserved: 0,
+        };
+        let size = core::mem::size_of::<RecordHeader>() + out_len;
+        let size = if size > core::mem::size_of::<RecordBuffer>() {
+            core::mem::size_of::<RecordBuffer>()
+        } else {
+            size
+        };
+        // SAFETY: `size` never exceeds the record.
+        let bytes = unsafe {
+            core::slice::from_raw_parts((record as *const RecordBuffer).cast::<u8>(), size)
+        };
+        if EVENTS.output::<[u8]>(bytes, self.wake).is_err() {
+            count(Counter::RingbufFull);
+        }
     }
 }
 

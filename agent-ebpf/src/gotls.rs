@@ -60,9 +60,6 @@ fn try_go_tls_write(ctx: &ProbeContext) -> Result<(), i64> {
         return Ok(());
     }
     let fd = conn_fd(ctx, conn);
-    if fd >= 0 {
-        note_tls_fd(pid_tgid, fd);
-    }
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let args = SslArgs {
@@ -83,6 +80,11 @@ fn try_go_tls_write(ctx: &ProbeContext) -> Result<(), i64> {
         0,
         wakeup_flags(len + HEADER_SIZE),
     );
+    // After the copy: a branch on the fd before the chunk loop would make the verifier walk the
+    // loop once for a known fd and once for an unknown one.
+    if fd >= 0 {
+        note_tls_fd(pid_tgid, fd);
+    }
     Ok(())
 }
 
