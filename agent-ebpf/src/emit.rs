@@ -4,7 +4,7 @@
 //! would triple the cost of every call).
 
 use agent_common::{
-    Counter, RecordHeader, RecordBuffer, Direction, SslArgs,
+    Counter, Direction, RecordBuffer, RecordHeader, SslArgs,
     data::{MAX_CHUNK, flags},
     record_kind,
 };

@@ -7,7 +7,7 @@
 //! ([`crate::emit`]).
 
 use agent_common::{
-    Counter, RecordHeader, RecordBuffer, Direction, SslArgs,
+    Counter, Direction, RecordBuffer, RecordHeader, SslArgs,
     data::{MAX_CHUNKS_PER_CALL, MAX_SERVER_NAME, SSL_CTRL_SET_TLSEXT_HOSTNAME, flags},
     record_kind,
 };

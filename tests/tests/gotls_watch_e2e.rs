@@ -138,7 +138,7 @@ fn follow_attaches_to_a_go_child() {
     stdout.read_line(&mut line).expect("client ready");
     assert_eq!(line.trim(), "ready");
     agent
-        .wait_for_log("flavour=Go", Duration::from_secs(10))
+        .wait_for_log("stack=\"Go crypto/tls\" library=", Duration::from_secs(10))
         .expect("the Go child is attached");
     stdin.write_all(b"go\n").expect("release the client");
     let mut printed = String::new();
@@ -151,7 +151,7 @@ fn follow_attaches_to_a_go_child() {
     let child = agent
         .stderr_snapshot()
         .lines()
-        .find(|l| l.contains("flavour=Go"))
+        .find(|l| l.contains("stack=\"Go crypto/tls\" library="))
         .and_then(|l| l.split("pid=").nth(1))
         .and_then(|p| p.split(' ').next())
         .and_then(|p| p.parse().ok())
@@ -311,39 +311,78 @@ fn a_go_server_is_captured_on_the_server_side() {
     }
 }
 
-/// A Go program that cannot be watched (here: one without crypto/tls) makes `--pid` fail with
-/// what was found, and is left alone.
-#[test]
-fn a_go_program_without_crypto_tls_is_refused_saying_so() {
-    require_root();
-    let tc = golang::newest();
-    let bin = golang::build(&tc, "hello", Variant::Stripped).expect("go build");
-    let mut hello = KillOnDrop(
-        Command::new(&bin)
+/// Starts `bin` (a test program that prints a line and waits for stdin), then runs `--pid` on it;
+/// returns the agent's stderr, checking that it failed and left the program running.
+fn refused(bin: &std::path::Path) -> (u32, String) {
+    let mut target = KillOnDrop(
+        Command::new(bin)
+            .args(["-base", "https://localhost:1", "-ca", "/dev/null"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
-            .expect("hello"),
+            .expect("target"),
     );
     let mut line = String::new();
-    BufReader::new(hello.0.stdout.take().expect("stdout"))
+    BufReader::new(target.0.stdout.take().expect("stdout"))
         .read_line(&mut line)
-        .expect("hello ready");
-    let pid = hello.0.id().to_string();
+        .expect("target ready");
+    let pid = target.0.id();
     let out = Command::new(taskless_e2e::harness::agent_bin())
-        .args(["--pid", &pid, "--packs"])
+        .args(["--pid", &pid.to_string(), "--packs"])
         .arg(packs_dir())
         .output()
         .expect("agent");
     assert!(!out.status.success());
-    let e = String::from_utf8_lossy(&out.stderr);
     assert!(
-        e.contains(&format!("pid {pid} ("))
-            && e.contains(&format!("Go program ({}) without crypto/tls", tc.version)),
+        target.0.try_wait().expect("status").is_none(),
+        "the target must keep running"
+    );
+    (pid, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// A Go program without crypto/tls is a program without TLS: `--pid` says what was searched.
+#[test]
+fn a_go_program_without_crypto_tls_is_not_a_tls_program() {
+    require_root();
+    let bin = golang::build(&golang::newest(), "hello", Variant::Stripped).expect("go build");
+    let (pid, e) = refused(&bin);
+    assert!(
+        e.contains(&format!("no TLS library found in pid {pid} ("))
+            && e.contains("Go's crypto/tls"),
         "{e}"
     );
+}
+
+/// A Go program whose build info names Go 1.16 (a real client whose version string was changed:
+/// no Go 1.16 toolchain is at hand) is refused with what was found, and left alone.
+#[test]
+fn a_go_program_built_before_go_1_17_is_refused_saying_so() {
+    require_root();
+    let tc = golang::newest();
+    let mut data = std::fs::read(client(&tc, Variant::Normal)).expect("client");
+    let magic = b"\xff Go buildinf:";
+    let info = data
+        .windows(magic.len())
+        .position(|w| w == magic)
+        .expect("build info");
+    let release = format!("go1.{}", tc.minor());
+    let at = data[info..info + 64]
+        .windows(release.len())
+        .position(|w| w == release.as_bytes())
+        .expect("version in the build info")
+        + info;
+    data[at..at + release.len()].copy_from_slice(b"go1.16");
+    let dir = TempDir::new("gotls-old").expect("tempdir");
+    let bin = dir.path().join("old-client");
+    std::fs::write(&bin, &data).expect("write");
+    std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let (pid, e) = refused(&bin);
     assert!(
-        hello.0.try_wait().expect("status").is_none(),
-        "the target must keep running"
+        e.contains(&format!("pid {pid} (old-client) cannot be watched"))
+            && e.contains("Go crypto/tls")
+            && e.contains("go1.16")
+            && e.contains("supported from Go 1.17"),
+        "{e}"
     );
 }

@@ -74,7 +74,12 @@ pub fn attach_points(bin: &GoBinary) -> Vec<AttachPoint> {
         cookie,
     };
     let mut points = vec![
-        point(WRITE_FUNCTION, WRITE_PROGRAM, bin.write.entry_offset, cookie),
+        point(
+            WRITE_FUNCTION,
+            WRITE_PROGRAM,
+            bin.write.entry_offset,
+            cookie,
+        ),
         point(READ_FUNCTION, READ_PROGRAM, bin.read.entry_offset, cookie),
     ];
     points.extend(
@@ -148,7 +153,7 @@ pub enum GoError {
     },
     /// A Go binary for another architecture.
     #[error(
-        "Go program for {arch} ({version}): Go crypto/tls is supported on x86-64 only (the probes read Go's register ABI and the goroutine from r14)"
+        "it is a Go program for {arch} ({version}), and Go crypto/tls is supported on x86-64 only (the probes read Go's register ABI and the goroutine from r14)"
     )]
     Architecture {
         /// What the ELF header says.
@@ -158,7 +163,7 @@ pub enum GoError {
     },
     /// Built by a Go release before the register ABI.
     #[error(
-        "Go program built by {version}: Go crypto/tls is supported from Go 1.17 (its register ABI), this binary passes arguments on the stack"
+        "it was built by {version}, and Go crypto/tls is supported from Go 1.17 (its register ABI): this program passes arguments on the stack"
     )]
     TooOld {
         /// The version text.
@@ -166,14 +171,14 @@ pub enum GoError {
     },
     /// Built by gccgo (no Go function table, no register ABI of the gc toolchain).
     #[error(
-        "Go program built by gccgo ({detail}): only binaries of the standard Go toolchain (gc) are supported"
+        "it was built by gccgo ({detail}), and only programs of the standard Go toolchain (gc) are supported"
     )]
     Gccgo {
         /// What gave it away.
         detail: String,
     },
     /// The binary has no crypto/tls, or its functions could not be found.
-    #[error("Go program ({version}) without {function}: it does not use crypto/tls")]
+    #[error("it is a Go program ({version}) without {function}: it does not use crypto/tls")]
     NoCryptoTls {
         /// The Go version.
         version: String,
@@ -182,7 +187,7 @@ pub enum GoError {
     },
     /// Stripped, and the struct offsets are not known for this Go version.
     #[error(
-        "Go program built by {version} has no DWARF and its struct offsets are not known for that version: {detail}"
+        "it was built by {version} without DWARF, and the struct offsets of that version are not known: {detail}"
     )]
     UnknownOffsets {
         /// The Go version.
@@ -191,7 +196,7 @@ pub enum GoError {
         detail: String,
     },
     /// The file is not what its Go markers say.
-    #[error("malformed Go binary: {0}")]
+    #[error("its Go metadata is malformed: {0}")]
     Malformed(String),
 }
 
