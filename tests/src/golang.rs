@@ -164,12 +164,10 @@ pub fn build_for(
     variant.hash(&mut hasher);
     goarch.hash(&mut hasher);
     let home = go_home();
-    let out = home.join("bin").join(format!(
-        "{name}-{}-{}-{goarch}-{:016x}",
-        toolchain.version,
-        variant.name(),
-        hasher.finish()
-    ));
+    let stem = format!("{name}-{}-{}-{goarch}-", toolchain.version, variant.name());
+    let out = home
+        .join("bin")
+        .join(format!("{stem}{:016x}", hasher.finish()));
     let _guard = BUILDING
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -206,6 +204,14 @@ pub fn build_for(
         );
     }
     std::fs::rename(&partial, &out)?;
+    // Builds of older sources of the same program, toolchain and variant are of no more use.
+    for old in std::fs::read_dir(home.join("bin"))?.filter_map(Result::ok) {
+        let file = old.file_name();
+        let file = file.to_string_lossy();
+        if file.starts_with(&stem) && old.path() != out {
+            let _ = std::fs::remove_file(old.path());
+        }
+    }
     eprintln!(
         "built {name} with {} ({}, {goarch}) in {:.1} s",
         toolchain.version,
