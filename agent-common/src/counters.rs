@@ -14,11 +14,14 @@ pub enum Counter {
     UnmatchedReturn = 3,
     /// Calls larger than the per-call copy limit (their tail was not copied).
     TruncatedCalls = 4,
+    /// Syscalls inside a TLS call on a file that is not a socket (a time zone file read in the
+    /// middle of a call): never taken as the connection's fd.
+    NonSocketFds = 5,
 }
 
 impl Counter {
     /// Number of counters; the size of the `COUNTERS` map.
-    pub const COUNT: u32 = 5;
+    pub const COUNT: u32 = 6;
     /// Every counter, in index order.
     pub const ALL: [Self; Self::COUNT as usize] = [
         Self::Calls,
@@ -26,6 +29,7 @@ impl Counter {
         Self::ReadFailed,
         Self::UnmatchedReturn,
         Self::TruncatedCalls,
+        Self::NonSocketFds,
     ];
 
     /// A short stable name for logs and stats.
@@ -37,6 +41,7 @@ impl Counter {
             Self::ReadFailed => "read_failed",
             Self::UnmatchedReturn => "unmatched_return",
             Self::TruncatedCalls => "truncated_calls",
+            Self::NonSocketFds => "non_socket_fds",
         }
     }
 }

@@ -22,9 +22,10 @@ pub mod record_kind {
     /// The process closed a socket fd that TLS calls were seen using (`close`): only the
     /// header is sent, with `fd` set and `conn` 0.
     pub const FD_CLOSE: u32 = 4;
-    /// A process has new code: it called `execve`, or mapped a file executable (a library
-    /// being loaded). Only the header is sent, `tgid` is the process, `fd` -1. Sent only when
-    /// the agent asked for them.
+    /// A process has new code: it called `execve` ([`super::flags::EXEC`] set), or mapped a
+    /// file executable (a library being loaded; `fd` is the mapped file's). A
+    /// [`super::ProcessRecord`]: the header, then the process name as the kernel has it after the
+    /// change (`len` 16). Sent only when the agent asked for them.
     pub const CODE_CHANGED: u32 = 5;
 }
 
@@ -43,7 +44,12 @@ pub mod flags {
     /// The call made no socket syscall of its own: `fd` is the one the thread last saw inside a
     /// call on the same connection object.
     pub const FD_FALLBACK: u32 = 4;
+    /// On a `CODE_CHANGED` record: the process started a new program (`execve`).
+    pub const EXEC: u32 = 8;
 }
+
+/// Length of a process name (`comm`) as the kernel keeps it, NUL included.
+pub const TASK_COMM_LEN: usize = 16;
 
 /// Which way plaintext went, from the observed process's point of view.
 #[repr(u32)]
@@ -110,6 +116,16 @@ pub struct RecordBuffer {
     pub data: [u8; MAX_CHUNK],
 }
 
+/// A `CODE_CHANGED` record: the header and the process's name.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcessRecord {
+    /// The header (`len` is [`TASK_COMM_LEN`]).
+    pub header: RecordHeader,
+    /// The process name, NUL-padded.
+    pub comm: [u8; TASK_COMM_LEN],
+}
+
 /// Arguments of a TLS call, saved on entry for its return probe.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -132,3 +148,4 @@ const _: () = assert!(core::mem::size_of::<RecordHeader>() == 56);
 const _: () = assert!(core::mem::size_of::<RecordHeader>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<RecordBuffer>() == 56 + MAX_CHUNK);
 const _: () = assert!(core::mem::size_of::<SslArgs>() == 40);
+const _: () = assert!(core::mem::size_of::<ProcessRecord>() == 72);

@@ -8,24 +8,35 @@
 //! the library's buffer). Libraries driven through
 //! memory BIOs (Node.js) make no syscall inside the call: their fd stays unknown.
 //!
+//! Only a socket may name a connection: a TLS call can also read a file (Node.js reads the time
+//! zone in the middle of one). The fd's file type is read from the calling task's file table,
+//! at offsets the agent takes from the running kernel's BTF; fds already known as TLS sockets
+//! skip the check.
+//!
 //! Each fd found that way is remembered in `TLS_FDS`; a later `close` of it by a traced process
 //! sends an `FD_CLOSE` record, so the connection ends when its socket does (and a reused fd
-//! number starts a new one). When the agent asks for them (`--all`, `--follow`), a second program
-//! on `sched_process_exec` reports new process images, and this one reports executable file
+//! number starts a new one). When the agent asks for them, a second program on
+//! `sched_process_exec` reports new process images, and this one reports executable file
 //! mappings (libraries being loaded) by traced processes, so they are examined at once instead
-//! of at the next scan.
+//! of at the next scan. Both carry the process name the kernel has, so a process that is gone
+//! before the agent reads `/proc` still has its name, and both wake the reader: a library being
+//! loaded is attached to before the program's first call through it, in the common case.
 
-use agent_common::{Counter, RecordHeader, record_kind};
+use agent_common::{
+    Counter, ProcessRecord, RecordHeader,
+    data::{TASK_COMM_LEN, flags},
+    record_kind,
+};
 use aya_ebpf::{
-    bindings::BPF_RB_NO_WAKEUP,
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
+    },
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
 
-use crate::maps::{
-    EVENTS, LAST_FD, LastFd, READ_ARGS, TLS_FDS, WRITE_ARGS, count, current, note_tls_fd,
-};
+use crate::maps::{EVENTS, LAST_FD, LastFd, READ_ARGS, TLS_FDS, WRITE_ARGS, count, current};
 
 /// Set by the agent at load time: this architecture's numbers of the eight syscalls above
 /// (`u64::MAX` never matches).
@@ -41,8 +52,9 @@ static FD_ARG_OFFSET: u64 = 112;
 #[unsafe(no_mangle)]
 static CLOSE_NR: u64 = u64::MAX;
 
-/// Set by the agent at load time: 1 when new process images and executable file mappings are
-/// to be reported.
+/// Set by the agent at load time: whether new process images and executable file mappings are
+/// reported: 0 never, 1 for every process (`execve`) and traced ones (mappings), 2 for traced
+/// processes only.
 #[unsafe(no_mangle)]
 static REPORT_EXEC: u32 = 0;
 
@@ -57,6 +69,16 @@ static MMAP_ARG_OFFSETS: [u64; 2] = [96, 72];
 
 /// `PROT_EXEC`.
 const PROT_EXEC: u64 = 4;
+
+/// Set by the agent at load time from the kernel's BTF: the offsets of `task_struct.files`,
+/// `files_struct.fdt`, `fdtable.max_fds`, `fdtable.fd`, `file.f_inode` and `inode.i_mode`. All
+/// zero when they could not be read: fds are then taken without the check.
+#[unsafe(no_mangle)]
+static FILE_TYPE_OFFSETS: [u64; 6] = [0; 6];
+
+/// `S_IFMT` and `S_IFSOCK` of an inode's mode.
+const S_IFMT: u16 = 0o170_000;
+const S_IFSOCK: u16 = 0o140_000;
 
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn sys_enter_fd(ctx: RawTracePointContext) -> i32 {
@@ -85,30 +107,75 @@ pub fn sys_enter_fd(ctx: RawTracePointContext) -> i32 {
         on_close(pid_tgid, fd, fd_key);
         return 0;
     }
+    // SAFETY: a plain byte, read once.
+    let known = unsafe { TLS_FDS.get(&fd_key) }.is_some();
     let mut found = false;
+    let mut refused = false;
     // Two separate lookups: the verifier refuses arithmetic on two maybe-null pointers.
     if let Some(args) = WRITE_ARGS.get_ptr_mut(&pid_tgid) {
         found = true;
-        // SAFETY: an entry of this thread, written only by this thread's programs.
-        let ssl = unsafe {
-            (*args).fd = fd;
-            (*args).ssl
-        };
-        remember_fd(pid_tgid, ssl, fd);
+        if known || is_socket(fd) != Some(false) {
+            // SAFETY: an entry of this thread, written only by this thread's programs.
+            let ssl = unsafe {
+                (*args).fd = fd;
+                (*args).ssl
+            };
+            remember_fd(pid_tgid, ssl, fd);
+        } else {
+            refused = true;
+        }
     }
     if let Some(args) = READ_ARGS.get_ptr_mut(&pid_tgid) {
         found = true;
-        // SAFETY: as above.
-        let ssl = unsafe {
-            (*args).fd = fd;
-            (*args).ssl
-        };
-        remember_fd(pid_tgid, ssl, fd);
+        if !refused && (known || is_socket(fd) != Some(false)) {
+            // SAFETY: as above.
+            let ssl = unsafe {
+                (*args).fd = fd;
+                (*args).ssl
+            };
+            remember_fd(pid_tgid, ssl, fd);
+        } else {
+            refused = true;
+        }
     }
-    if found {
-        note_tls_fd(pid_tgid, fd);
+    if refused {
+        count(Counter::NonSocketFds);
+    } else if found && !known {
+        let _ = TLS_FDS.insert(&fd_key, &1, 0);
     }
     0
+}
+
+/// Whether `fd` of the calling task is a socket, read from its file table; `None` when the
+/// offsets are unknown or a read failed.
+#[inline(always)]
+fn is_socket(fd: i32) -> Option<bool> {
+    // SAFETY: a global set at load time; the volatile reads keep it from being folded.
+    let at = |i: usize| unsafe { core::ptr::read_volatile(&FILE_TYPE_OFFSETS[i]) };
+    let files_at = at(0);
+    if files_at == 0 {
+        return None;
+    }
+    // SAFETY: reads of kernel memory through the checked helper; a wrong address fails the
+    // read, it does not fault.
+    unsafe {
+        let task = bpf_get_current_task();
+        let files: u64 = bpf_probe_read_kernel((task + files_at) as *const u64).ok()?;
+        let fdt: u64 = bpf_probe_read_kernel((files + at(1)) as *const u64).ok()?;
+        let max_fds: u32 = bpf_probe_read_kernel((fdt + at(2)) as *const u32).ok()?;
+        if fd as u32 >= max_fds {
+            return Some(false);
+        }
+        let table: u64 = bpf_probe_read_kernel((fdt + at(3)) as *const u64).ok()?;
+        let file: u64 =
+            bpf_probe_read_kernel((table + 8 * u64::from(fd as u32)) as *const u64).ok()?;
+        if file == 0 {
+            return Some(false);
+        }
+        let inode: u64 = bpf_probe_read_kernel((file + at(4)) as *const u64).ok()?;
+        let mode: u16 = bpf_probe_read_kernel((inode + at(5)) as *const u16).ok()?;
+        Some(mode & S_IFMT == S_IFSOCK)
+    }
 }
 
 /// Keeps `fd` as the thread's last TLS fd, writing only when it changed (a lookup is cheaper
@@ -201,23 +268,28 @@ fn on_mmap(ctx: &RawTracePointContext, pid_tgid: u64) {
     if prot & PROT_EXEC == 0 || (fd as i64) < 0 {
         return;
     }
-    report_process(pid_tgid);
+    report_process(pid_tgid, fd as i32, 0);
 }
 
-/// Sends a `CODE_CHANGED` record for the calling process.
+/// Sends a `CODE_CHANGED` record for the calling process, with its name, waking the reader.
 #[inline(always)]
-fn report_process(pid_tgid: u64) {
-    let header = RecordHeader {
-        kind: record_kind::CODE_CHANGED,
-        tgid: (pid_tgid >> 32) as u32,
-        tid: pid_tgid as u32,
-        // SAFETY: no preconditions.
-        timestamp_ns: unsafe { bpf_ktime_get_ns() },
-        fd: -1,
-        ..RecordHeader::default()
+fn report_process(pid_tgid: u64, fd: i32, flags: u32) {
+    let record = ProcessRecord {
+        header: RecordHeader {
+            kind: record_kind::CODE_CHANGED,
+            flags,
+            tgid: (pid_tgid >> 32) as u32,
+            tid: pid_tgid as u32,
+            // SAFETY: no preconditions.
+            timestamp_ns: unsafe { bpf_ktime_get_ns() },
+            fd,
+            len: TASK_COMM_LEN as u32,
+            ..RecordHeader::default()
+        },
+        comm: bpf_get_current_comm().unwrap_or_default(),
     };
     if EVENTS
-        .output::<RecordHeader>(&header, BPF_RB_NO_WAKEUP as u64)
+        .output::<ProcessRecord>(&record, BPF_RB_FORCE_WAKEUP as u64)
         .is_err()
     {
         count(Counter::RingbufFull);
@@ -225,14 +297,16 @@ fn report_process(pid_tgid: u64) {
 }
 
 /// `sched_process_exec`: the calling process has a new image. Reported (when asked for) so the
-/// agent examines it at once; libraries the new image loads later are found by the next scan.
+/// agent examines it at once (and learns its new name).
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn proc_exec(_ctx: RawTracePointContext) -> i32 {
     // SAFETY: a global set at load time; the volatile read keeps it from being folded.
-    if unsafe { core::ptr::read_volatile(&REPORT_EXEC) } == 0 {
+    let scope = unsafe { core::ptr::read_volatile(&REPORT_EXEC) };
+    let (pid_tgid, traced) = current();
+    if scope == 0 || (scope == 2 && !traced) {
         return 0;
     }
-    report_process(bpf_get_current_pid_tgid());
+    report_process(pid_tgid, -1, flags::EXEC);
     0
 }
 

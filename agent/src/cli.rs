@@ -4,7 +4,7 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{PackConfig, ProbeSet, ReplayConfig, ReplayInput, WatchConfig};
+use crate::config::{FlowConfig, PackConfig, ProbeSet, ReplayConfig, ReplayInput, WatchConfig};
 
 /// Watches programs' HTTPS calls to third-party APIs through eBPF and runs Taskless packs over
 /// every exchange, printing one NDJSON line per exchange on stdout. Logs go to stderr.
@@ -51,6 +51,10 @@ pub struct ReplayArgs {
     /// Pack and limit options, as for watching.
     #[command(flatten)]
     pub pack: PackArgs,
+
+    /// Which exchanges to report, as for watching.
+    #[command(flatten)]
+    pub flows: FlowArgs,
 }
 
 /// `pack` subcommands.
@@ -93,6 +97,12 @@ pub struct RunArgs {
     #[arg(long)]
     pub all: bool,
 
+    /// Exit with an error when a process given with --pid has no TLS library loaded, instead of
+    /// waiting for it to load one (Python loads OpenSSL at `import ssl`, other programs with
+    /// `dlopen`).
+    #[arg(long, requires = "pids")]
+    pub require_tls: bool,
+
     /// Also write every connection's captured bytes to DIR (one JSON-lines file per
     /// connection, see docs/record-format.md) for `taskless-agent replay DIR`.
     #[arg(long, value_name = "DIR")]
@@ -101,6 +111,10 @@ pub struct RunArgs {
     /// Pack and limit options.
     #[command(flatten)]
     pub pack: PackArgs,
+
+    /// Which exchanges to report.
+    #[command(flatten)]
+    pub flows: FlowArgs,
 
     /// Kernel ring buffer size (a power of two, at least 4096).
     #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
@@ -114,6 +128,26 @@ pub struct RunArgs {
     /// Seconds between stats lines on stderr (0: only at exit).
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub stats_interval: u64,
+}
+
+/// Which exchanges are reported, shared by watching and `replay`.
+#[derive(Debug, Args)]
+pub struct FlowArgs {
+    /// Also report the exchanges of connections where the process is the server (a local
+    /// TLS server answering requests). By default only the process's own calls, as a client,
+    /// go to the packs and the output; the others are counted (`server_exchanges`).
+    #[arg(long)]
+    pub server_side: bool,
+}
+
+impl FlowArgs {
+    /// The configuration these options ask for.
+    #[must_use]
+    pub fn config(&self) -> FlowConfig {
+        FlowConfig {
+            server_side: self.server_side,
+        }
+    }
 }
 
 /// Options for the packs and the limits around them, shared by watching and `replay`.
@@ -165,7 +199,9 @@ impl RunArgs {
             pids: self.pids.clone(),
             follow: self.follow,
             all: self.all,
+            require_tls: self.require_tls,
             record: self.record.clone(),
+            flows: self.flows.config(),
             packs: self.pack.config(),
             ringbuf_size: self.ringbuf_size,
             probe_set: self.probe_set,
@@ -184,6 +220,7 @@ impl ReplayArgs {
                 (Some(har), _) => ReplayInput::Har(har.clone()),
                 (None, dir) => ReplayInput::Recording(dir.clone().unwrap_or_default()),
             },
+            flows: self.flows.config(),
             packs: self.pack.config(),
         }
     }

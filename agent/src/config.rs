@@ -32,6 +32,14 @@ pub struct PackConfig {
     pub state_dir: PathBuf,
 }
 
+/// The flows stage.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FlowConfig {
+    /// Also hand on exchanges where the observed process is the server (by default only its
+    /// calls as a client go to the packs and the output).
+    pub server_side: bool,
+}
+
 /// Watching processes.
 #[derive(Clone, Debug)]
 pub struct WatchConfig {
@@ -41,8 +49,12 @@ pub struct WatchConfig {
     pub follow: bool,
     /// Every process that maps a TLS library.
     pub all: bool,
+    /// Exit when a process asked for has no TLS library, rather than wait for it to load one.
+    pub require_tls: bool,
     /// Where to record every connection's bytes.
     pub record: Option<PathBuf>,
+    /// The flows stage.
+    pub flows: FlowConfig,
     /// The pack stage.
     pub packs: PackConfig,
     /// Kernel ring buffer size in bytes.
@@ -67,6 +79,8 @@ pub enum ReplayInput {
 pub struct ReplayConfig {
     /// The input.
     pub input: ReplayInput,
+    /// The flows stage.
+    pub flows: FlowConfig,
     /// The pack stage.
     pub packs: PackConfig,
 }

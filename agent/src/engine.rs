@@ -8,7 +8,7 @@ use taskless_pack_runtime::PackSet;
 use crate::{
     capture::Record,
     clock::Clock,
-    config::PackConfig,
+    config::{FlowConfig, PackConfig},
     flows::{FlowStats, Flows, Moment},
     packs::{self, Backpressure, Dispatcher, PackStageError, PackStageStats, StageOptions},
     sinks::{self, NdjsonSink},
@@ -46,6 +46,7 @@ impl Engine {
     /// When a thread or the packs' instances cannot be started.
     pub fn start(
         packs: &Arc<PackSet>,
+        flows: FlowConfig,
         config: &PackConfig,
         clock: Clock,
         backpressure: Backpressure,
@@ -71,7 +72,7 @@ impl Engine {
             ..taskless_http::Config::default()
         };
         Ok(Self {
-            flows: Flows::new(http_config, Arc::clone(&flow_stats)),
+            flows: Flows::new(http_config, flows.server_side, Arc::clone(&flow_stats)),
             dispatcher,
             workers,
             sinks,

@@ -18,10 +18,23 @@ pub fn process_name(pid: u32) -> String {
         .unwrap_or_default()
 }
 
-/// Whether a process exists (`/proc/PID` is there).
+/// Whether a process is alive: `/proc/PID` is there and the process is not a zombie (it has
+/// exited; only its parent has not collected its status yet).
 #[must_use]
 pub fn process_exists(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !matches!(process_state(&stat), Some('Z' | 'X')),
+        Err(_) => false,
+    }
+}
+
+/// The state letter of a `/proc/PID/stat` line (the field after the parenthesised name).
+fn process_state(stat: &str) -> Option<char> {
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
 }
 
 /// All pids in `/proc` (threads listed by number too: see [`is_process`]).
@@ -397,6 +410,20 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn a_zombie_is_not_alive() {
+        assert_eq!(process_state("42 (a (weird) name) Z 1 2 3"), Some('Z'));
+        assert_eq!(process_state("42 (sleep) S 1"), Some('S'));
+        assert!(process_exists(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().expect("true");
+        let pid = child.id();
+        // Not reaped yet: a zombie once it has exited.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(!process_exists(pid));
+        child.wait().expect("reaped");
+        assert!(!process_exists(pid));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use taskless_http::har::{HarEntry, HarError};
 
 use crate::{
     clock::Clock,
-    config::{PackConfig, ReplayConfig, ReplayInput},
+    config::{ReplayConfig, ReplayInput},
     engine::{Engine, EngineError},
     flows::{ExchangeKey, Identity, Moment},
     packs::{self, Backpressure},
@@ -54,8 +54,8 @@ pub enum ReplayError {
 pub fn replay(config: &ReplayConfig) -> Result<(), ReplayError> {
     let started = Instant::now();
     let (engine, end_ns) = match &config.input {
-        ReplayInput::Har(path) => replay_har(path, &config.packs)?,
-        ReplayInput::Recording(dir) => replay_dir(dir, &config.packs)?,
+        ReplayInput::Har(path) => replay_har(path, config)?,
+        ReplayInput::Recording(dir) => replay_dir(dir, config)?,
     };
     let counters = engine.finish(end_ns);
     stats::log("replay done", &[&counters]);
@@ -66,13 +66,14 @@ pub fn replay(config: &ReplayConfig) -> Result<(), ReplayError> {
 /// Plays a recording, in timestamp order, through a fresh engine whose clock has the
 /// recording's Unix offset; each exchange gets the identity (`source`) the recording holds for
 /// its connection. Returns the engine and the last timestamp.
-fn replay_dir(dir: &Path, config: &PackConfig) -> Result<(Engine, u64), ReplayError> {
+fn replay_dir(dir: &Path, config: &ReplayConfig) -> Result<(Engine, u64), ReplayError> {
     let recording = Recording::read_dir(dir)?;
-    let packs = packs::load_packs(config)?;
+    let packs = packs::load_packs(&config.packs)?;
     let offset = recording.unix_offset_ns();
     let mut engine = Engine::start(
         &packs,
-        config,
+        config.flows,
+        &config.packs,
         Clock::with_offset(i128::from(offset)),
         Backpressure::Wait,
     )?;
@@ -104,20 +105,25 @@ fn replay_dir(dir: &Path, config: &PackConfig) -> Result<(Engine, u64), ReplayEr
 /// given them: the request, the response head, each response body piece (one per server-sent
 /// event for a `text/event-stream` body, else the whole body) and the complete exchange. HAR
 /// timestamps are already Unix time, so the clock's offset is zero.
-fn replay_har(path: &Path, config: &PackConfig) -> Result<(Engine, u64), ReplayError> {
+fn replay_har(path: &Path, config: &ReplayConfig) -> Result<(Engine, u64), ReplayError> {
     let text = std::fs::read_to_string(path).map_err(|source| ReplayError::HarRead {
         path: path.to_path_buf(),
         source,
     })?;
-    let entries =
-        taskless_http::har::entries_from_har_str(&text, config.max_body).map_err(|source| {
-            ReplayError::Har {
-                path: path.to_path_buf(),
-                source,
-            }
-        })?;
-    let packs = packs::load_packs(config)?;
-    let engine = Engine::start(&packs, config, Clock::with_offset(0), Backpressure::Wait)?;
+    let entries = taskless_http::har::entries_from_har_str(&text, config.packs.max_body).map_err(
+        |source| ReplayError::Har {
+            path: path.to_path_buf(),
+            source,
+        },
+    )?;
+    let packs = packs::load_packs(&config.packs)?;
+    let engine = Engine::start(
+        &packs,
+        config.flows,
+        &config.packs,
+        Clock::with_offset(0),
+        Backpressure::Wait,
+    )?;
     tracing::info!(file = %path.display(), exchanges = entries.len(), packs = packs.packs().len(), "replaying HAR");
     let identity = Arc::new(Identity {
         pid: 0,

@@ -14,7 +14,7 @@ use crate::{
     capture::{
         Record,
         discovery::{self, DiscoveryError, TlsLibrary},
-        probes::{LoadOptions, ProbeError, Probes},
+        probes::{ExecReports, LoadOptions, ProbeError, Probes},
         reader::{self, CaptureStats, Delivery},
         watch::{Mode, Watcher},
     },
@@ -64,14 +64,19 @@ pub fn run(config: &WatchConfig) -> Result<(), RunError> {
     }
     // Cheap checks first, so a typo fails before anything is loaded.
     let mut targets: Vec<(u32, Vec<TlsLibrary>)> = Vec::new();
+    let mut waiting = Vec::new();
     for &pid in &config.pids {
         match discovery::find_tls_libraries(pid) {
             Ok(libs) => targets.push((pid, libs)),
-            // A supervisor or shell without TLS is fine when its children are followed.
-            Err(DiscoveryError::NoTlsLibrary { .. } | DiscoveryError::Unsupported { .. })
-                if config.follow =>
-            {
-                tracing::info!(pid, comm = %procfs::process_name(pid), "no TLS library; watching its children");
+            // A process that loads its TLS library later (`import ssl`, `dlopen`), or a
+            // supervisor whose children are followed.
+            Err(DiscoveryError::NoTlsLibrary { .. }) if !config.require_tls => {
+                tracing::info!(pid, comm = %procfs::process_name(pid), follow = config.follow, "no TLS library loaded yet: waiting for one (--require-tls exits instead)");
+                waiting.push(pid);
+            }
+            Err(e @ DiscoveryError::Unsupported { .. }) if config.follow => {
+                tracing::info!(pid, reason = %e, "watching its children");
+                waiting.push(pid);
             }
             Err(e) => return Err(e.into()),
         }
@@ -87,14 +92,24 @@ pub fn run(config: &WatchConfig) -> Result<(), RunError> {
     };
 
     // The pack stage first, so its instances are ready before the probes fire.
-    let mut engine = Engine::start(&packs, &config.packs, clock, Backpressure::Drop)?;
+    let mut engine = Engine::start(
+        &packs,
+        config.flows,
+        &config.packs,
+        clock,
+        Backpressure::Drop,
+    )?;
     let real = config.probe_set == ProbeSet::Capture;
     let mut probes = Probes::load(LoadOptions {
         trace_all: config.all,
         ringbuf_bytes: config.ringbuf_size,
         empty: !real,
         socket_fds: real,
-        report_exec: real && (config.all || config.follow),
+        report_exec: match (real, config.all || config.follow) {
+            (false, _) => ExecReports::Off,
+            (true, true) => ExecReports::All,
+            (true, false) => ExecReports::Traced,
+        },
     })?;
     for (pid, libs) in &targets {
         for lib in libs {
@@ -113,8 +128,12 @@ pub fn run(config: &WatchConfig) -> Result<(), RunError> {
     if config.all {
         watcher.start_all(&mut probes)?;
     }
+    for pid in waiting {
+        watcher.wait_for(&mut probes, pid)?;
+    }
     let ring = probes.take_ring()?;
     let kernel = probes.take_counters()?;
+    let attach_stats = Arc::clone(probes.stats());
     let capture = Arc::new(CaptureStats::default());
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -128,8 +147,9 @@ pub fn run(config: &WatchConfig) -> Result<(), RunError> {
     let mut last_stats = Instant::now();
     let stop_flag = Arc::clone(&stop);
     reader::run(ring, &stop_flag, &capture, |delivery| match delivery {
-        Delivery::Record(Record::CodeChanged { tgid }) => {
+        Delivery::Record(record @ Record::CodeChanged { tgid, .. }) => {
             watcher.code_changed(tgid, Instant::now());
+            engine.handle(record);
         }
         Delivery::Record(record) => match &recorder {
             // The recorder gets the record with what the flows stage then knows about its
@@ -158,7 +178,12 @@ pub fn run(config: &WatchConfig) -> Result<(), RunError> {
             }
             if !config.stats_interval.is_zero() && last_stats.elapsed() >= config.stats_interval {
                 last_stats = Instant::now();
-                log_stats("stats", &[&*capture, &engine, &kernel], &packs, false);
+                log_stats(
+                    "stats",
+                    &[&*capture, &engine, &kernel, &*attach_stats],
+                    &packs,
+                    false,
+                );
             }
         }
     });

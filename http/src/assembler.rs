@@ -145,6 +145,9 @@ pub enum Assembled {
         id: ExchangeId,
         /// The request, if it was complete.
         request: Option<Arc<Request>>,
+        /// The response as far as it came, when its head had arrived: the body seen so far (its
+        /// `total_len` what arrived, not what was announced), `end_ns` the last piece's time.
+        response: Option<Box<Response>>,
         /// Why.
         reason: AbortReason,
     },
@@ -161,7 +164,30 @@ struct Partial {
     response_body: BodyBuf,
     response_trailers: Headers,
     response_start: u64,
+    /// Timestamp of the last response bytes seen (head or body piece).
+    response_last: u64,
     response_end: Option<u64>,
+}
+
+impl Partial {
+    /// Ends an exchange that will not complete.
+    fn abandon(self, id: ExchangeId, reason: AbortReason) -> Assembled {
+        let response = self.response_head.map(|head| {
+            Box::new(Response {
+                head,
+                body: self.response_body.finish(),
+                trailers: self.response_trailers,
+                start_ns: self.response_start,
+                end_ns: self.response_last,
+            })
+        });
+        Assembled::Incomplete {
+            id,
+            request: self.request,
+            response,
+            reason,
+        }
+    }
 }
 
 /// Streaming assembly of one connection's events.
@@ -239,11 +265,13 @@ impl Assembler {
                 if let Some(p) = self.open.get_mut(&id) {
                     p.response_head = Some(head);
                     p.response_start = ts_ns;
+                    p.response_last = ts_ns;
                 }
             }
             Event::ResponseBody { id, data, ts_ns } => {
                 if let Some(p) = self.open.get_mut(&id) {
                     p.response_body.push(&data, self.max_body);
+                    p.response_last = ts_ns;
                     out.push(Assembled::ResponseBody { id, data, ts_ns });
                 }
             }
@@ -258,20 +286,12 @@ impl Assembler {
             }
             Event::Upgrade { id, .. } => {
                 if let Some(p) = self.open.remove(&id) {
-                    out.push(Assembled::Incomplete {
-                        id,
-                        request: p.request,
-                        reason: AbortReason::Upgraded,
-                    });
+                    out.push(p.abandon(id, AbortReason::Upgraded));
                 }
             }
             Event::Aborted { id, reason } => {
                 if let Some(p) = self.open.remove(&id) {
-                    out.push(Assembled::Incomplete {
-                        id,
-                        request: p.request,
-                        reason,
-                    });
+                    out.push(p.abandon(id, reason));
                 }
             }
             Event::Resync { .. } => {}

@@ -106,6 +106,17 @@ impl Connection {
         }
     }
 
+    /// Which flow carries the requests, once known: `Egress` when the observed process is the
+    /// client, `Ingress` when it is the server.
+    #[must_use]
+    pub fn request_flow(&self) -> Option<Flow> {
+        match &self.proto {
+            Proto::Http1(h1) => h1.request_flow(),
+            Proto::Http2(h2) => h2.request_flow(),
+            Proto::Detect(_) | Proto::Closed => None,
+        }
+    }
+
     /// Bytes the process wrote (`Egress`) or read (`Ingress`), with a `CLOCK_MONOTONIC`
     /// timestamp. Events are appended to `out`.
     pub fn feed(&mut self, flow: Flow, data: &[u8], ts_ns: u64, out: &mut Vec<Event>) {

@@ -230,11 +230,14 @@ fn run_fixture(set: &PackSet, fx: &Fixture) -> Result<OutputLine, RuntimeError> 
             response_start_unix_ns: None,
             response_end_unix_ns: None,
         },
+        // A fixture is an API call.
+        role: Some("client"),
     };
     let response = ResponseView {
         status: fx.response.status,
         headers: &resp_headers,
         body: resp_body.as_deref(),
+        complete: true,
     };
     let mut session = Session::start(&mut worker, &request);
     let end = now_ns();

@@ -34,6 +34,9 @@ pub struct RequestView<'a> {
     pub body: Option<&'a [u8]>,
     /// Timestamps of the exchange.
     pub timing: Timing,
+    /// Which side the observed process is: `client` (it made the request) or `server`; given
+    /// to packs as the input's `role`.
+    pub role: Option<&'a str>,
 }
 
 /// The response side of an exchange.
@@ -45,6 +48,10 @@ pub struct ResponseView<'a> {
     pub headers: &'a [(String, String)],
     /// Decoded body, if any was captured.
     pub body: Option<&'a [u8]>,
+    /// Whether the response arrived whole. False when the connection ended before its end (a
+    /// client that stopped reading): packs then get the head and the body as far as it came,
+    /// and the input says `"complete": false`.
+    pub complete: bool,
 }
 
 /// A body as packs see it: parsed JSON when it is JSON, else its text (lossy UTF-8).
@@ -121,6 +128,14 @@ struct ResponseJson<'a> {
     headers: Headers<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     body: Option<&'a Value>,
+    /// Only when false: the input of a whole response is as it always was.
+    #[serde(skip_serializing_if = "is_true")]
+    complete: bool,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if takes a reference
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// One piece of body as base64.
@@ -149,6 +164,8 @@ struct HookInput<'a> {
     environment: Option<&'a Map<String, Value>>,
     configuration: &'a Map<String, Value>,
     timing: TimingJson,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'a str>,
 }
 
 /// Everything one hook call's input is made of.
@@ -188,12 +205,14 @@ pub(crate) fn write_input(buf: &mut Vec<u8>, parts: &InputParts<'_>) -> serde_js
                 drop_body_framing: true,
             },
             body,
+            complete: resp.complete,
         }),
         chunk: parts.chunk.map(Base64),
         context: parts.context,
         environment: parts.environment,
         configuration: parts.configuration,
         timing: TimingJson(r.timing),
+        role: r.role,
     };
     serde_json::to_writer(buf, &doc)
 }

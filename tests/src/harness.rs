@@ -444,6 +444,34 @@ pub fn matching<'a>(
         .collect()
 }
 
+/// Copies the built packs to `dir`, configuring `stripe` and `openai` for `localhost` (as a user
+/// would install them for another host), so they run on the local test API's exchanges.
+///
+/// # Panics
+/// When the built packs cannot be copied.
+pub fn packs_for_localhost(dir: &Path) {
+    for entry in std::fs::read_dir(packs_dir()).expect("built packs") {
+        let src = entry.expect("entry").path();
+        let dst = dir.join(src.file_name().expect("name"));
+        std::fs::create_dir_all(&dst).expect("mkdir");
+        for f in ["manifest.json", "config.json", "pack.wasm"] {
+            std::fs::copy(src.join(f), dst.join(f)).expect("copy pack file");
+        }
+        let name = dst
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        if name.starts_with("stripe@") || name.starts_with("openai@") {
+            let path = dst.join("config.json");
+            let mut config: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&path).expect("config")).expect("json");
+            config["configuration"]["domains"] = serde_json::json!(["localhost"]);
+            std::fs::write(&path, config.to_string()).expect("write config");
+        }
+    }
+}
+
 /// Kills a child process on drop.
 pub struct KillOnDrop(pub Child);
 

@@ -58,6 +58,11 @@ pub struct Server {
     pub addr: SocketAddr,
     /// The PEM file of the CA that signed its certificate (for `localhost` and 127.0.0.1).
     pub ca_file: PathBuf,
+    /// Its certificate chain (PEM), beside `ca_file`: other local TLS servers a test starts can
+    /// serve it too, so clients trust them through the same CA.
+    pub cert_file: PathBuf,
+    /// The certificate's private key (PKCS #8 PEM), beside `ca_file`.
+    pub key_file: PathBuf,
     state: Arc<State>,
 }
 
@@ -90,7 +95,16 @@ impl Server {
     }
 }
 
-/// Makes a CA and a server certificate for `localhost` / 127.0.0.1, writes the CA to `ca_file`.
+/// The files of the server's certificate chain and key, beside the CA file.
+fn cert_files(ca_file: &Path) -> (PathBuf, PathBuf) {
+    (
+        ca_file.with_file_name("server-chain.pem"),
+        ca_file.with_file_name("server-key.pem"),
+    )
+}
+
+/// Makes a CA and a server certificate for `localhost` / 127.0.0.1; writes the CA to `ca_file`,
+/// and the certificate chain and key beside it.
 fn make_tls(ca_file: &Path) -> anyhow::Result<rustls::ServerConfig> {
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
@@ -111,6 +125,11 @@ fn make_tls(ca_file: &Path) -> anyhow::Result<rustls::ServerConfig> {
     let mut f = std::fs::File::create(ca_file)
         .with_context(|| format!("creating {}", ca_file.display()))?;
     f.write_all(ca_cert.pem().as_bytes())?;
+    let (chain_file, key_file) = cert_files(ca_file);
+    std::fs::write(&chain_file, format!("{}{}", cert.pem(), ca_cert.pem()))
+        .with_context(|| format!("creating {}", chain_file.display()))?;
+    std::fs::write(&key_file, key.serialize_pem())
+        .with_context(|| format!("creating {}", key_file.display()))?;
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
@@ -139,9 +158,12 @@ pub async fn start(addr: SocketAddr, ca_file: &Path) -> anyhow::Result<Server> {
         served: Mutex::new(Vec::new()),
         waiting: watch::channel(0).0,
     });
+    let (cert_file, key_file) = cert_files(ca_file);
     let server = Server {
         addr,
         ca_file: ca_file.to_path_buf(),
+        cert_file,
+        key_file,
         state: Arc::clone(&state),
     };
     tokio::spawn(async move {
@@ -314,7 +336,7 @@ async fn route(method: &str, path: &str, query: &str, body: &str, state: &State)
         ("POST", "/v1/upload") => {
             json(StatusCode::OK, &serde_json::json!({"received": body.len()}))
         }
-        ("POST", "/v1/chat/completions") => chat(body),
+        ("POST", "/v1/chat/completions") => chat(body, param(query, "hold_end_ms").unwrap_or(0)),
         _ => json(
             StatusCode::NOT_FOUND,
             &serde_json::json!({"error": {"type": "invalid_request_error", "message": format!("Unrecognized request URL ({method}: {path})")}}),
@@ -323,7 +345,10 @@ async fn route(method: &str, path: &str, query: &str, body: &str, state: &State)
 }
 
 /// An OpenAI-style chat completion, streamed as server-sent events when the body asks for it.
-fn chat(body: &str) -> Response<Body> {
+/// An OpenAI-style chat completion; streamed (server-sent events) when the request asks. With
+/// `hold_end_ms`, a streamed response ends that long after its last event (`data: [DONE]`), so a
+/// client that stops reading there never reads the end of the body.
+fn chat(body: &str, hold_end_ms: u64) -> Response<Body> {
     let req: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
     let model = req
         .get("model")
@@ -373,6 +398,10 @@ fn chat(body: &str) -> Response<Body> {
         tokio::time::sleep(Duration::from_millis(20)).await;
         Ok::<_, Infallible>(Frame::data(Bytes::from(format!("data: {e}\n\n"))))
     });
+    let hold = Duration::from_millis(hold_end_ms.min(10_000));
+    let end = futures_util::stream::once(tokio::time::sleep(hold))
+        .filter_map(|()| async { None::<Result<Frame<Bytes>, Infallible>> });
+    let frames = frames.chain(end);
     let mut resp = Response::new(BodyExt::boxed(StreamBody::new(frames)));
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));

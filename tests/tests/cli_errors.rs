@@ -83,7 +83,7 @@ fn a_process_without_tls_is_named_with_what_was_searched() {
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    let o = agent(&["--pid", &pid]);
+    let o = agent(&["--pid", &pid, "--require-tls"]);
     assert!(!o.status.success());
     let e = stderr(&o);
     assert!(
@@ -144,4 +144,19 @@ fn missing_privileges_are_named() {
     let e = stderr(&o);
     assert!(e.contains("loading eBPF programs was refused"), "{e}");
     assert!(e.contains("CAP_BPF"), "{e}");
+}
+
+#[test]
+fn without_require_tls_a_process_without_tls_is_waited_for_until_it_exits() {
+    require_root();
+    let sleeper = KillOnDrop(Command::new("sleep").arg("3").spawn().expect("sleep"));
+    let pid = sleeper.0.id().to_string();
+    let o = agent(&["--pid", &pid]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("no TLS library loaded yet: waiting for one"),
+        "{e}"
+    );
+    assert!(e.contains("every watched process has exited"), "{e}");
 }

@@ -49,6 +49,9 @@ fn all_picks_up_a_process_started_after_the_agent() {
         ],
     );
     assert_eq!(hits.len(), 1, "{:#?}", out.lines);
+    // Gone before its line was written: the name and cgroup come from its `execve`.
+    assert_eq!(hits[0]["source"]["process"], "curl", "{}", hits[0]);
+    assert!(hits[0]["source"]["cgroup"].is_string(), "{}", hits[0]);
 }
 
 const PY: &str = r#"

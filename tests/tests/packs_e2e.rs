@@ -5,38 +5,13 @@
 
 use std::{
     io::{BufRead as _, Write as _},
-    path::Path,
     process::{Command, Stdio},
     time::Duration,
 };
 
 use taskless_e2e::harness::{
-    Agent, KillOnDrop, TempDir, TestApi, dimensions, matching, packs_dir, require_root,
+    Agent, KillOnDrop, TempDir, TestApi, dimensions, matching, packs_for_localhost, require_root,
 };
-
-/// Copies the built packs to `dir`, configuring `stripe` and `openai` for `localhost`.
-fn packs_for_localhost(dir: &Path) {
-    for entry in std::fs::read_dir(packs_dir()).expect("built packs") {
-        let src = entry.expect("entry").path();
-        let dst = dir.join(src.file_name().expect("name"));
-        std::fs::create_dir_all(&dst).expect("mkdir");
-        for f in ["manifest.json", "config.json", "pack.wasm"] {
-            std::fs::copy(src.join(f), dst.join(f)).expect("copy pack file");
-        }
-        let name = dst
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_owned();
-        if name.starts_with("stripe@") || name.starts_with("openai@") {
-            let path = dst.join("config.json");
-            let mut config: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(&path).expect("config")).expect("json");
-            config["configuration"]["domains"] = serde_json::json!(["localhost"]);
-            std::fs::write(&path, config.to_string()).expect("write config");
-        }
-    }
-}
 
 const CLIENT: &str = r#"
 import http.client, json, ssl, sys

@@ -7,13 +7,13 @@
 
 use std::{
     collections::BTreeMap,
-    path::Path,
     process::Command,
     time::{Duration, Instant},
 };
 
 use taskless_e2e::harness::{
-    Agent, KillOnDrop, TempDir, TestApi, agent_bin, dimensions, matching, packs_dir, require_root,
+    Agent, KillOnDrop, TempDir, TestApi, agent_bin, dimensions, matching, packs_dir,
+    packs_for_localhost, require_root,
 };
 
 /// Each line's dimensions and `source`, sorted: what must be the same live and replayed.
@@ -24,30 +24,6 @@ fn comparable(lines: &[serde_json::Value]) -> Vec<(BTreeMap<String, String>, Str
         .collect();
     v.sort();
     v
-}
-
-/// Copies the built packs to `dir`, the openai pack configured for `localhost` (the test API)
-/// through its `config.json`, as a user would install it for another host.
-fn packs_for_localhost(dir: &Path) {
-    for entry in std::fs::read_dir(packs_dir()).expect("built packs") {
-        let src = entry.expect("entry").path();
-        let dst = dir.join(src.file_name().expect("name"));
-        std::fs::create_dir_all(&dst).expect("mkdir");
-        for f in ["manifest.json", "config.json", "pack.wasm"] {
-            std::fs::copy(src.join(f), dst.join(f)).expect("copy pack file");
-        }
-        if dst
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with("openai@"))
-        {
-            let path = dst.join("config.json");
-            let mut config: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(&path).expect("config")).expect("json");
-            config["configuration"]["domains"] = serde_json::json!(["localhost"]);
-            std::fs::write(&path, config.to_string()).expect("write config");
-        }
-    }
 }
 
 #[test]

@@ -288,8 +288,8 @@ pub fn find_tls_libraries_cached(
     Ok(found)
 }
 
-/// Directories where the host's shared TLS libraries conventionally live.
-const HOST_LIBRARY_DIRS: [&str; 7] = [
+/// Directories where shared TLS libraries conventionally live.
+const LIBRARY_DIRS: [&str; 8] = [
     "/lib",
     "/lib64",
     "/usr/lib",
@@ -297,39 +297,44 @@ const HOST_LIBRARY_DIRS: [&str; 7] = [
     "/usr/local/lib",
     "/lib/x86_64-linux-gnu",
     "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
 ];
 
-/// The host's own shared TLS libraries (each provider's `host_libraries`), whether or not a
-/// process maps them yet: attached up front with `--all`, a process started later is traced
-/// from its first call.
+/// The shared TLS libraries (each provider's `host_libraries`) in the conventional library
+/// directories of the file system at `root` (`/` for the host's, `/proc/PID/root` for a
+/// process's), whether or not a process maps them yet: with probes on them, a process that
+/// loads one later is traced from its first call.
 #[must_use]
-pub fn host_tls_libraries(cache: &mut FileCache) -> Vec<TlsLibrary> {
+pub fn tls_libraries_under(root: &Path, cache: &mut FileCache) -> Vec<TlsLibrary> {
     let mut out: Vec<TlsLibrary> = Vec::new();
-    for dir in HOST_LIBRARY_DIRS {
-        let Ok(entries) = std::fs::read_dir(dir) else {
+    for dir in LIBRARY_DIRS {
+        let seen_dir = Path::new(dir);
+        let Ok(entries) =
+            std::fs::read_dir(root.join(seen_dir.strip_prefix("/").unwrap_or(seen_dir)))
+        else {
             continue;
         };
         for entry in entries.filter_map(Result::ok) {
             let name = entry.file_name();
-            let name = name.to_string_lossy();
+            let name_str = name.to_string_lossy();
             if !PROVIDERS
                 .iter()
-                .any(|p| p.host_libraries.iter().any(|l| name.starts_with(l)))
+                .any(|p| p.host_libraries.iter().any(|l| name_str.starts_with(l)))
             {
                 continue;
             }
-            let path = entry.path();
-            let Ok(meta) = std::fs::metadata(&path) else {
+            let host_path = entry.path();
+            let Ok(meta) = std::fs::metadata(&host_path) else {
                 continue;
             };
             let key = (meta.dev(), meta.ino());
             if out.iter().any(|l| (l.dev, l.inode) == key) {
                 continue;
             }
-            if let Ok(Some((provider, Ok(points)))) = examine_cached(&path, key, cache) {
+            if let Ok(Some((provider, Ok(points)))) = examine_cached(&host_path, key, cache) {
                 out.push(TlsLibrary {
-                    path: path.clone(),
-                    host_path: path,
+                    path: seen_dir.join(&name),
+                    host_path,
                     dev: key.0,
                     inode: key.1,
                     flavour: Flavour::SharedLibrary,

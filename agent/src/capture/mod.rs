@@ -9,6 +9,8 @@
 //! eBPF object and attaches each provider's programs, and [`watch`] keeps the set of traced
 //! processes current.
 
+pub mod btf;
+pub mod code;
 pub mod discovery;
 pub mod gotls;
 pub mod openssl;

@@ -4,7 +4,11 @@
 //! only in the target, so other processes that map the same library pay nothing. The in-kernel
 //! `TARGETS` filter is a second line of defence and keeps the agent's own process out.
 
-use std::{collections::HashMap, num::NonZeroU32};
+use std::{
+    collections::HashMap,
+    num::NonZeroU32,
+    sync::{Arc, atomic::Ordering},
+};
 
 use agent_common::Counter;
 use aya::{
@@ -16,7 +20,7 @@ use aya::{
     },
 };
 
-use super::{discovery::TlsLibrary, providers::PROVIDERS};
+use super::{code, discovery::TlsLibrary, providers::PROVIDERS};
 
 /// The programs that do nothing, put on every attach point instead of the real ones to measure
 /// the probes' own cost against the floor (`--probe-set empty`, benchmarks only).
@@ -89,6 +93,12 @@ pub enum ProbeError {
         /// The map error.
         cause: String,
     },
+    /// The process exited while being attached to.
+    #[error("pid {pid} exited while its probes were being attached")]
+    ProcessExited {
+        /// The process.
+        pid: u32,
+    },
     /// A required attach point could not be attached.
     #[error("attaching {program} to {function} in {path} (pid {pid}) failed: {reason}")]
     Attach {
@@ -117,9 +127,19 @@ pub struct LoadOptions {
     /// Attach the syscall program that finds each TLS call's socket fd (part of the real probe
     /// set; off for the empty floor).
     pub socket_fds: bool,
-    /// Report new process images (`exec`) and executable file mappings, for `--all` and
-    /// `--follow`.
-    pub report_exec: bool,
+    /// Which new process images (`exec`) and executable file mappings are reported.
+    pub report_exec: ExecReports,
+}
+
+/// Which processes' new images (`execve`) and library loads the kernel reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecReports {
+    /// None.
+    Off,
+    /// Those of traced processes (watched, or waiting for a TLS library).
+    Traced,
+    /// Every process's new image, and traced processes' library loads (`--all`, `--follow`).
+    All,
 }
 
 /// One library in one process: `(pid, device, inode)`.
@@ -129,15 +149,18 @@ type AttachKey = (u32, u64, u64);
 pub struct Probes {
     ebpf: Ebpf,
     empty: bool,
+    stats: Arc<AttachStats>,
     attached: HashMap<AttachKey, Vec<(&'static str, UProbeLinkId)>>,
 }
 
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
 
+/// Whether a load failure means missing privileges. The verifier refuses a program with
+/// `EACCES` too, but then says why in its log: that is a program error, not a privilege one.
 fn is_permission_error(text: &str) -> bool {
     text.contains("Operation not permitted")
-        || text.contains("Permission denied")
         || text.contains("EPERM")
+        || (text.contains("Permission denied") && !text.contains("Verifier output"))
 }
 
 impl Probes {
@@ -154,7 +177,17 @@ impl Probes {
         let fd_syscalls: [u64; 8] = FD_SYSCALLS.map(|n| u64::try_from(n).unwrap_or(u64::MAX));
         let close_nr = u64::try_from(libc::SYS_close).unwrap_or(u64::MAX);
         let mmap_nr = u64::try_from(libc::SYS_mmap).unwrap_or(u64::MAX);
-        let report_exec = u32::from(options.report_exec);
+        let report_exec: u32 = match options.report_exec {
+            ExecReports::Off => 0,
+            ExecReports::All => 1,
+            ExecReports::Traced => 2,
+        };
+        let file_type_offsets = super::btf::Btf::from_sys_fs()
+            .and_then(|btf| super::btf::file_type_offsets(&btf))
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot tell sockets from other files inside TLS calls: a file read in the middle of a call may be taken for the connection's socket");
+                [0; 6]
+            });
         let mut ebpf = EbpfLoader::new()
             .override_global("AGENT_TGID", &agent_tgid, true)
             .override_global("TRACE_ALL", &trace_all, true)
@@ -165,6 +198,7 @@ impl Probes {
             .override_global("MMAP_NR", &mmap_nr, true)
             .override_global("MMAP_ARG_OFFSETS", &MMAP_ARG_OFFSETS, true)
             .override_global("REPORT_EXEC", &report_exec, true)
+            .override_global("FILE_TYPE_OFFSETS", &file_type_offsets, true)
             .map_max_entries("EVENTS", options.ringbuf_bytes)
             .load(EBPF_OBJECT)
             .map_err(|e| {
@@ -193,7 +227,7 @@ impl Probes {
                 "socket fds and addresses will be unknown, and closes unseen",
             )?;
         }
-        if options.report_exec {
+        if options.report_exec != ExecReports::Off {
             attach_raw_tracepoint(
                 &mut ebpf,
                 EXEC_PROGRAM,
@@ -204,6 +238,7 @@ impl Probes {
         Ok(Self {
             ebpf,
             empty: options.empty,
+            stats: Arc::default(),
             attached: HashMap::new(),
         })
     }
@@ -232,35 +267,84 @@ impl Probes {
                 (true, false) => EMPTY_PROGRAMS[0],
                 (true, true) => EMPTY_PROGRAMS[1],
             };
-            let at = UProbeAttachPoint {
-                location: UProbeAttachLocation::AbsoluteOffset(point.offset),
+            let at = |offset| UProbeAttachPoint {
+                location: UProbeAttachLocation::AbsoluteOffset(offset),
                 cookie: point.cookie,
             };
-            match uprobe(&mut self.ebpf, program)?.attach(at, &lib.host_path, scope) {
-                Ok(id) => links.push((program, id)),
-                Err(e) if !point.required => {
-                    tracing::debug!(pid, function = point.function, error = %error_chain(&e), "optional probe not attached");
+            let error = match uprobe(&mut self.ebpf, program)?.attach(
+                at(point.offset),
+                &lib.host_path,
+                scope,
+            ) {
+                Ok(id) => {
+                    links.push((program, id));
+                    continue;
                 }
-                Err(e) => {
-                    let reason = error_chain(&e);
-                    for (name, id) in links {
-                        if let Ok(p) = uprobe(&mut self.ebpf, name) {
-                            let _ = p.detach(id);
-                        }
-                    }
-                    return Err(ProbeError::Attach {
-                        program,
-                        function: point.function,
-                        path: lib.path.display().to_string(),
-                        pid,
-                        reason,
-                    });
-                }
+                Err(e) => e,
+            };
+            let errno = os_error(&error);
+            if errno == Some(libc::ESRCH) {
+                self.detach_links(links);
+                return Err(ProbeError::ProcessExited { pid });
             }
+            if errno == Some(libc::EINVAL) {
+                // The kernel keeps one uprobe per file offset, and refuses a second one whose
+                // reference counter differs (another tracer registered it so). An entry probe
+                // can often step past that offset; a return probe cannot.
+                if !point.ret
+                    && let Some(next) =
+                        code::entry_after_first_instruction(&lib.host_path, point.offset)
+                    && let Ok(id) =
+                        uprobe(&mut self.ebpf, program)?.attach(at(next), &lib.host_path, scope)
+                {
+                    links.push((program, id));
+                    self.stats.probes_moved.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(pid, function = point.function, library = %lib.path.display(), "another uprobe sits on this function's first instruction; attached on the second");
+                    continue;
+                }
+                self.stats
+                    .probes_not_attached
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    pid,
+                    program,
+                    function = point.function,
+                    library = %lib.path.display(),
+                    other_tracers = %other_tracers(),
+                    "the kernel refused this probe ({}): another tracer holds a uprobe on this function with a reference counter, and the kernel allows only one kind at one offset; the other probes stay attached, and what this one captures is missing",
+                    error_chain(&error)
+                );
+                continue;
+            }
+            if point.required {
+                self.detach_links(links);
+                return Err(ProbeError::Attach {
+                    program,
+                    function: point.function,
+                    path: lib.path.display().to_string(),
+                    pid,
+                    reason: error_chain(&error),
+                });
+            }
+            tracing::debug!(pid, function = point.function, error = %error_chain(&error), "optional probe not attached");
         }
         let n = links.len();
         self.attached.insert(key, links);
         Ok(n)
+    }
+
+    fn detach_links(&mut self, links: Vec<(&'static str, UProbeLinkId)>) {
+        for (name, id) in links {
+            if let Ok(p) = uprobe(&mut self.ebpf, name) {
+                let _ = p.detach(id);
+            }
+        }
+    }
+
+    /// The counters of attaching.
+    #[must_use]
+    pub fn stats(&self) -> &Arc<AttachStats> {
+        &self.stats
     }
 
     /// Detaches everything attached for `pid` and removes it from the target set.
@@ -273,11 +357,7 @@ impl Probes {
             .collect();
         for key in keys {
             if let Some(links) = self.attached.remove(&key) {
-                for (name, id) in links {
-                    if let Ok(p) = uprobe(&mut self.ebpf, name) {
-                        let _ = p.detach(id);
-                    }
-                }
+                self.detach_links(links);
             }
         }
         if let Some(map) = self.ebpf.map_mut("TARGETS")
@@ -299,6 +379,16 @@ impl Probes {
         pids.sort_unstable();
         pids.dedup();
         pids
+    }
+
+    /// Adds `pid` to the in-kernel target set without attaching anything: its library loads
+    /// and `execve`s are reported (with [`ExecReports::Traced`] or more), and the syscalls of
+    /// its TLS calls are followed once probes are attached.
+    ///
+    /// # Errors
+    /// When the target set refuses it.
+    pub fn watch_pid(&mut self, pid: u32) -> Result<(), ProbeError> {
+        self.add_target(pid)
     }
 
     fn add_target(&mut self, pid: u32) -> Result<(), ProbeError> {
@@ -407,6 +497,67 @@ impl crate::stats::Counters for KernelCounters {
         for (c, v) in Counter::ALL.iter().zip(self.read()) {
             out.push((format!("kernel_{}", c.name()), v));
         }
+    }
+}
+
+crate::stats::counters! {
+    /// Counters of attaching.
+    pub struct AttachStats {
+        /// Entry probes attached on a function's second instruction, because another tracer's
+        /// uprobe sits on its first.
+        probes_moved,
+        /// Probes the kernel refused because another tracer's uprobe sits at the same place.
+        probes_not_attached,
+    }
+}
+
+/// The OS error at the root of `e`, if there is one.
+fn os_error(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && let Some(code) = io.raw_os_error()
+        {
+            return Some(code);
+        }
+        cur = err.source();
+    }
+    None
+}
+
+/// Programs that attach uprobes to TLS libraries (by their process name), running now: named
+/// when the kernel refuses a probe because of another tracer's.
+fn other_tracers() -> String {
+    const KNOWN: [&str; 9] = [
+        "sslsniff",
+        "bpftrace",
+        "ecapture",
+        "beyla",
+        "obi",
+        "tetragon",
+        "kubeshark",
+        "pem",
+        "coroot",
+    ];
+    let mut found = Vec::new();
+    for pid in crate::procfs::all_pids() {
+        let name = crate::procfs::process_name(pid);
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if KNOWN.iter().any(|k| {
+            name.starts_with(k)
+                || cmdline
+                    .split(' ')
+                    .take(2)
+                    .any(|a| a.rsplit('/').next().is_some_and(|b| b.starts_with(k)))
+        }) {
+            found.push(format!("{name} (pid {pid})"));
+        }
+    }
+    if found.is_empty() {
+        "none recognised (bcc's sslsniff registers its uprobes this way)".into()
+    } else {
+        found.join(", ")
     }
 }
 

@@ -33,6 +33,10 @@ pub enum Record {
     CodeChanged {
         /// The process.
         tgid: u32,
+        /// A new image (`execve`), rather than a file mapped executable.
+        exec: bool,
+        /// The process name the kernel had then (lossy UTF-8).
+        comm: String,
     },
     /// The client set the TLS server name (SNI) on a connection, before its handshake.
     ServerName {
@@ -165,7 +169,22 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             fd: h.fd,
             timestamp_ns: h.timestamp_ns,
         }),
-        record_kind::CODE_CHANGED => Ok(Record::CodeChanged { tgid: h.tgid }),
+        record_kind::CODE_CHANGED => {
+            let held = bytes.len() - HEADER;
+            if h.len as usize > held {
+                return Err(DecodeError::Length {
+                    claimed: h.len,
+                    held,
+                });
+            }
+            let comm = &bytes[HEADER..HEADER + h.len as usize];
+            let comm = comm.split(|&b| b == 0).next().unwrap_or_default();
+            Ok(Record::CodeChanged {
+                tgid: h.tgid,
+                exec: h.flags & flags::EXEC != 0,
+                comm: String::from_utf8_lossy(comm).into_owned(),
+            })
+        }
         kind => Err(DecodeError::Unknown {
             kind,
             direction: h.direction,
@@ -251,6 +270,31 @@ mod tests {
         assert!(matches!(
             decode(&raw(h, b"short")),
             Err(DecodeError::Length { .. })
+        ));
+    }
+
+    #[test]
+    fn decodes_a_process_event_with_its_name() {
+        let h = RecordHeader {
+            kind: record_kind::CODE_CHANGED,
+            flags: flags::EXEC,
+            tgid: 77,
+            fd: -1,
+            len: 16,
+            ..RecordHeader::default()
+        };
+        assert_eq!(
+            decode(&raw(h, b"python3\0\0\0\0\0\0\0\0\0")),
+            Ok(Record::CodeChanged {
+                tgid: 77,
+                exec: true,
+                comm: "python3".into()
+            })
+        );
+        let h = RecordHeader { flags: 0, ..h };
+        assert!(matches!(
+            decode(&raw(h, b"curl\0\0\0\0\0\0\0\0\0\0\0\0")),
+            Ok(Record::CodeChanged { exec: false, .. })
         ));
     }
 

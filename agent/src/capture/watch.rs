@@ -6,8 +6,10 @@
 //! Between scans, the kernel reports processes whose code changes (`execve`, or a file mapped
 //! executable: a library being loaded). Such a process is examined at once and a few more
 //! times within half a second, since the dynamic loader maps an executable's libraries only
-//! after `execve` returns. With `--follow`, family members without TLS are also examined again
-//! at every scan, for libraries they load later.
+//! after `execve` returns. Watched processes without TLS yet (a `--pid` that has not loaded its
+//! TLS library, `--follow`'s family) are also examined again at every scan, and are given
+//! probes ahead on the TLS libraries their root file system holds, so a library loaded later
+//! (`import ssl`, `dlopen`) is traced from its first call.
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
@@ -51,6 +53,8 @@ enum Found {
     Scan,
     /// The kernel reported an `execve` or a library being loaded.
     Event,
+    /// Before the process mapped the library: probes on the library files of its root.
+    Ahead,
 }
 
 impl Found {
@@ -58,6 +62,7 @@ impl Found {
         match self {
             Found::Scan => "scan",
             Found::Event => "exec-or-load",
+            Found::Ahead => "ahead",
         }
     }
 }
@@ -128,7 +133,11 @@ impl Watcher {
             }
         };
         for lib in &libs {
-            let n = probes.attach(if all { 0 } else { pid }, lib)?;
+            let n = match probes.attach(if all { 0 } else { pid }, lib) {
+                Ok(n) => n,
+                Err(ProbeError::ProcessExited { .. }) => return Ok(false),
+                Err(e) => return Err(e),
+            };
             if n > 0 {
                 tracing::info!(
                     pid,
@@ -146,12 +155,31 @@ impl Watcher {
         Ok(true)
     }
 
+    /// `pid` was asked for but has no TLS library yet: its library loads and `execve`s are
+    /// reported from now on, and probes go ahead onto the TLS libraries of its root file
+    /// system, so a library it loads later is traced from its first call. Examined again on
+    /// each report and at every scan; it counts as watched once it maps a TLS library.
+    ///
+    /// # Errors
+    /// When the process cannot be added to the traced set.
+    pub fn wait_for(&mut self, probes: &mut Probes, pid: u32) -> Result<(), ProbeError> {
+        self.family.insert(pid);
+        probes.watch_pid(pid)?;
+        for lib in discovery::tls_libraries_under(&procfs::root(pid), &mut self.cache) {
+            let n = probes.attach(pid, &lib)?;
+            if n > 0 {
+                tracing::info!(pid, stack = lib.provider.name, library = %lib.path.display(), probes = n, found_by = Found::Ahead.as_str(), "attached");
+            }
+        }
+        Ok(())
+    }
+
     /// Examines every process (all mode) at start.
     ///
     /// # Errors
     /// When attaching a library fails.
     pub fn start_all(&mut self, probes: &mut Probes) -> Result<(), ProbeError> {
-        for lib in discovery::host_tls_libraries(&mut self.cache) {
+        for lib in discovery::tls_libraries_under(std::path::Path::new("/"), &mut self.cache) {
             let n = probes.attach(0, &lib)?;
             if n > 0 {
                 tracing::info!(library = %lib.path.display(), probes = n, scope = "all processes", "attached");
@@ -179,7 +207,12 @@ impl Watcher {
                 }
                 self.family.insert(pid);
             }
-            Mode::Pids { follow: false } => return,
+            // A process asked for, loading a (first, or another) library.
+            Mode::Pids { follow: false } => {
+                if !self.family.contains(&pid) {
+                    return;
+                }
+            }
         }
         if self.pending.len() >= MAX_PENDING && !self.pending.contains_key(&pid) {
             return;
@@ -216,6 +249,9 @@ impl Watcher {
                 if all {
                     self.examined.insert(pid);
                 }
+            } else if !all && procfs::process_exists(pid) {
+                // A family member without TLS yet: its library loads are reported from now on.
+                probes.watch_pid(pid)?;
             }
             if uses_tls || done + 1 >= EXAMINE_AFTER.len() || !procfs::process_exists(pid) {
                 self.pending.remove(&pid);
@@ -258,18 +294,18 @@ impl Watcher {
                     self.family.remove(&pid);
                     if self.watched.remove(&pid) {
                         tracing::info!(pid, "watched process exited");
-                        probes.detach_pid(pid);
+                    }
+                    probes.detach_pid(pid);
+                }
+                // Processes without TLS yet may have loaded it since (`dlopen`, or an `execve`
+                // that was missed).
+                let bare: Vec<u32> = self.family.difference(&self.watched).copied().collect();
+                for pid in bare {
+                    if self.attach(probes, pid, false, Found::Scan)? {
+                        self.watched.insert(pid);
                     }
                 }
                 if follow {
-                    // Family members without TLS yet may have loaded it since (`dlopen`, or an
-                    // `execve` that was missed).
-                    let bare: Vec<u32> = self.family.difference(&self.watched).copied().collect();
-                    for pid in bare {
-                        if self.attach(probes, pid, false, Found::Scan)? {
-                            self.watched.insert(pid);
-                        }
-                    }
                     self.follow_children(probes, me)?;
                 }
             }
@@ -296,6 +332,9 @@ impl Watcher {
                 self.family.insert(pid);
                 if self.attach(probes, pid, false, Found::Scan)? {
                     self.watched.insert(pid);
+                } else {
+                    // Its library loads are reported from now on.
+                    probes.watch_pid(pid)?;
                 }
             }
         }

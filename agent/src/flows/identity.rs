@@ -41,6 +41,39 @@ pub struct Identity {
     /// The container id found in the cgroup path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
+    /// Which side of the exchanges the process is, once its first request was seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+}
+
+/// Which side of a connection's exchanges the observed process is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// It sends the requests: an API call.
+    Client,
+    /// It answers them: a local server.
+    Server,
+}
+
+impl Role {
+    /// The role of a process that writes its connection's requests on `request_flow`.
+    #[must_use]
+    pub fn from_request_flow(request_flow: taskless_http::Flow) -> Self {
+        match request_flow {
+            taskless_http::Flow::Egress => Self::Client,
+            taskless_http::Flow::Ingress => Self::Server,
+        }
+    }
+
+    /// `client` or `server`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::Server => "server",
+        }
+    }
 }
 
 #[cfg(test)]
@@ -59,6 +92,7 @@ mod tests {
             server_name: Some("api.example.com".into()),
             cgroup: Some("/user.slice".into()),
             container_id: None,
+            role: Some(Role::Client),
         };
         let v = serde_json::to_value(&id).unwrap();
         assert_eq!(
@@ -66,7 +100,7 @@ mod tests {
             serde_json::json!({
                 "pid": 42, "process": "curl", "connection": 7, "fd": 5,
                 "localAddress": "127.0.0.1:40000", "remoteAddress": "[::1]:8443",
-                "serverName": "api.example.com", "cgroup": "/user.slice"
+                "serverName": "api.example.com", "cgroup": "/user.slice", "role": "client"
             })
         );
         let back: Identity = serde_json::from_value(v).unwrap();

@@ -9,6 +9,6 @@ mod identity;
 mod moment;
 mod state;
 
-pub use identity::Identity;
+pub use identity::{Identity, Role};
 pub use moment::{ExchangeKey, Moment};
 pub use state::{FlowStats, Flows, IDLE_TIMEOUT_NS};

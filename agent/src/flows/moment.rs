@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use taskless_http::{Bytes, Exchange, Request};
+use taskless_http::{Bytes, Exchange, Request, Response};
 
 use super::Identity;
 
@@ -54,12 +54,21 @@ pub enum Moment {
         /// Its connection, as it stands now (an fd may have been learnt since the request).
         identity: Arc<Identity>,
     },
-    /// The exchange will not complete; what `pre` captured is still handed on.
+    /// The exchange will not complete (its connection ended, or switched protocols): the
+    /// response as far as it came goes through the closing `chunk` and `post`, flagged
+    /// incomplete; without one, what `pre` captured is handed on.
     Incomplete {
         /// Which exchange.
         key: ExchangeKey,
         /// Whether the request had been complete.
         had_request: bool,
+        /// The response as far as it came, when its head had arrived.
+        response: Option<Box<Response>>,
+        /// Its connection, as it stands now.
+        identity: Arc<Identity>,
+        /// The connection switched protocols after this exchange (`101`, `CONNECT`): its
+        /// response is whole, only nothing after it is parsed.
+        upgraded: bool,
     },
 }
 

@@ -13,9 +13,11 @@ use std::{
     sync::{Arc, atomic::Ordering},
 };
 
-use taskless_http::{Assembled, Assembler, Config, Connection, ConnectionStats, Event};
+use taskless_http::{
+    AbortReason, Assembled, Assembler, Config, Connection, ConnectionStats, Event,
+};
 
-use super::{ExchangeKey, Identity, Moment};
+use super::{ExchangeKey, Identity, Moment, Role};
 use crate::{
     capture::{DataRecord, Record},
     procfs::{self, CgroupInfo},
@@ -40,8 +42,11 @@ crate::stats::counters! {
         skipped_bytes,
         /// Bytes that were not captured (copy failures, per-call limit).
         lost_bytes,
-        /// Exchanges that ended without a response.
+        /// Exchanges that ended without a complete response.
         incomplete,
+        /// Of those, the ones whose response head had arrived: the packs still get the response
+        /// as far as it came (`post`, flagged incomplete).
+        partial_responses,
         /// Requests whose connection switched protocols (not parsed further).
         upgrades,
         /// Connections that ended with no socket fd known (memory BIOs): no addresses.
@@ -52,6 +57,9 @@ crate::stats::counters! {
         fd_changes,
         /// Server names forgotten before their connection's first data (too many waiting).
         server_names_dropped,
+        /// Exchanges where the observed process was the server, left out (`--server-side`
+        /// includes them).
+        server_exchanges,
     }
 }
 
@@ -68,6 +76,8 @@ struct FlowState {
 /// All live connections.
 pub struct Flows {
     config: Config,
+    /// Hand on the exchanges of connections where the process is the server too.
+    server_side: bool,
     flows: HashMap<(u32, u64), FlowState>,
     next_serial: u64,
     stats: Arc<FlowStats>,
@@ -83,11 +93,13 @@ pub struct Flows {
 }
 
 impl Flows {
-    /// Empty, with the parser configuration every connection gets.
+    /// Empty, with the parser configuration every connection gets. Exchanges where the observed
+    /// process is the server are counted and dropped unless `server_side`.
     #[must_use]
-    pub fn new(config: Config, stats: Arc<FlowStats>) -> Self {
+    pub fn new(config: Config, server_side: bool, stats: Arc<FlowStats>) -> Self {
         Self {
             config,
+            server_side,
             flows: HashMap::new(),
             next_serial: 0,
             stats,
@@ -157,8 +169,13 @@ impl Flows {
                 }
             }
             Record::ServerName { tgid, conn, name } => self.server_name(tgid, conn, name),
-            // Process events are the watcher's business.
-            Record::CodeChanged { .. } => {}
+            // A new program's name and cgroup, taken now: a short-lived process may be gone
+            // by the time its first data arrives.
+            Record::CodeChanged { tgid, exec, comm } => {
+                if exec || !self.proc_cache.contains_key(&tgid) {
+                    self.proc_cache.insert(tgid, (comm, procfs::cgroup(tgid)));
+                }
+            }
         }
     }
 
@@ -315,6 +332,19 @@ impl Flows {
         events: &mut Vec<Event>,
         dispatch: &mut impl FnMut(Moment),
     ) {
+        if flow.identity.role.is_none()
+            && let Some(request_flow) = flow.http.request_flow()
+        {
+            let mut identity = (*flow.identity).clone();
+            identity.role = Some(Role::from_request_flow(request_flow));
+            flow.identity = Arc::new(identity);
+        }
+        let skip = flow.identity.role == Some(Role::Server) && !self.server_side;
+        let mut dispatch = |moment: Moment| {
+            if !skip {
+                dispatch(moment);
+            }
+        };
         let mut assembled = std::mem::take(&mut self.assembled);
         for event in events.drain(..) {
             match &event {
@@ -353,6 +383,10 @@ impl Flows {
         }
         for a in assembled.drain(..) {
             let job = match a {
+                Assembled::Request { .. } if skip => {
+                    self.stats.server_exchanges.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
                 Assembled::Request { id, request } => Moment::Request {
                     key: ExchangeKey {
                         conn: flow.serial,
@@ -379,16 +413,31 @@ impl Flows {
                 Assembled::Incomplete {
                     id,
                     request,
+                    response,
                     reason,
                 } => {
-                    self.stats.incomplete.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(serial = flow.serial, id, ?reason, "exchange incomplete");
+                    if reason != AbortReason::Upgraded {
+                        self.stats.incomplete.fetch_add(1, Ordering::Relaxed);
+                        if response.is_some() {
+                            self.stats.partial_responses.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    tracing::debug!(
+                        serial = flow.serial,
+                        id,
+                        ?reason,
+                        response = response.is_some(),
+                        "exchange incomplete"
+                    );
                     Moment::Incomplete {
                         key: ExchangeKey {
                             conn: flow.serial,
                             id,
                         },
                         had_request: request.is_some(),
+                        response,
+                        identity: Arc::clone(&flow.identity),
+                        upgraded: reason == AbortReason::Upgraded,
                     }
                 }
             };
@@ -468,7 +517,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let stats = Arc::new(FlowStats::default());
-        let mut flows = Flows::new(Config::default(), Arc::clone(&stats));
+        let mut flows = Flows::new(Config::default(), false, Arc::clone(&stats));
         let mut jobs = Vec::new();
         let mut dispatch = |j: Moment| jobs.push(j);
         flows.handle(
@@ -496,7 +545,7 @@ mod tests {
     #[test]
     fn a_new_seen_fd_under_the_same_pointer_is_a_new_connection_but_a_guessed_one_is_not() {
         let stats = Arc::new(FlowStats::default());
-        let mut flows = Flows::new(Config::default(), Arc::clone(&stats));
+        let mut flows = Flows::new(Config::default(), false, Arc::clone(&stats));
         let mut jobs = Vec::new();
         let mut dispatch = |j: Moment| jobs.push(j);
         // fds 900+ are not open here: addresses stay unknown, the fds still count.
@@ -526,7 +575,7 @@ mod tests {
     #[test]
     fn closing_the_fd_ends_the_connection_and_a_reused_fd_starts_a_new_one() {
         let stats = Arc::new(FlowStats::default());
-        let mut flows = Flows::new(Config::default(), Arc::clone(&stats));
+        let mut flows = Flows::new(Config::default(), false, Arc::clone(&stats));
         let mut jobs = Vec::new();
         let mut dispatch = |j: Moment| jobs.push(j);
         let tgid = std::process::id();

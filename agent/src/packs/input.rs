@@ -6,7 +6,7 @@ use taskless_http::Request;
 use taskless_pack_runtime::{RequestView, Timing};
 use taskless_url::RequestUrl;
 
-use crate::clock::Clock;
+use crate::{clock::Clock, flows::Role};
 
 /// The request side of an exchange, owned for as long as its hooks run.
 pub struct PackRequest {
@@ -17,12 +17,14 @@ pub struct PackRequest {
     body: Option<Vec<u8>>,
     /// The exchange's timestamps, completed when the response arrives.
     pub timing: Timing,
+    role: Option<Role>,
 }
 
 impl PackRequest {
-    /// The request of `request`, its timestamps converted by `clock`.
+    /// The request of `request`, made on a connection where the process is `role`, its
+    /// timestamps converted by `clock`.
     #[must_use]
-    pub fn new(request: &Request, clock: &Clock) -> Self {
+    pub fn new(request: &Request, role: Option<Role>, clock: &Clock) -> Self {
         let head = &request.head;
         let headers: Vec<(String, String)> = head
             .headers
@@ -51,6 +53,7 @@ impl PackRequest {
                 response_start_unix_ns: None,
                 response_end_unix_ns: None,
             },
+            role,
         }
     }
 
@@ -71,6 +74,7 @@ impl PackRequest {
             headers: &self.headers,
             body: self.body.as_deref(),
             timing: self.timing,
+            role: self.role.map(Role::as_str),
         }
     }
 }

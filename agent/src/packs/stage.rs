@@ -11,6 +11,7 @@ use std::{
 };
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
+use taskless_http::Response;
 use taskless_pack_runtime::{OutputLine, PackSet, ResponseView, Session, Worker};
 
 use super::{FinishedExchange, PackRequest};
@@ -100,7 +101,7 @@ impl WorkerLoop {
                 request,
                 identity,
             } => {
-                let request = PackRequest::new(&request, &self.clock);
+                let request = PackRequest::new(&request, identity.role, &self.clock);
                 let session = Session::start(&mut self.worker, &request.view());
                 self.in_flight.insert(
                     key,
@@ -133,6 +134,7 @@ impl WorkerLoop {
                     status: f.status.unwrap_or(0),
                     headers: &f.headers,
                     body: None,
+                    complete: true,
                 };
                 f.session
                     .chunk(&mut self.worker, &f.request.view(), &response, &data);
@@ -142,38 +144,58 @@ impl WorkerLoop {
                 exchange,
                 identity,
             } => {
-                let Some(mut f) = self.in_flight.remove(&key) else {
+                let Some(f) = self.in_flight.remove(&key) else {
                     self.stats.orphan_jobs.fetch_add(1, Ordering::Relaxed);
                     return;
                 };
-                let resp = &exchange.response;
-                f.request.timing.response_start_unix_ns =
-                    Some(self.clock.to_unix_ns(resp.start_ns));
-                f.request.timing.response_end_unix_ns = Some(self.clock.to_unix_ns(resp.end_ns));
-                let headers: Vec<(String, String)> = resp
-                    .head
-                    .headers
-                    .iter()
-                    .map(|(name, value)| (name.to_owned(), value.to_owned()))
-                    .collect();
-                let response = ResponseView {
-                    status: resp.head.status,
-                    headers: &headers,
-                    body: (!resp.body.data.is_empty()).then_some(&resp.body.data[..]),
-                };
-                let line = f
-                    .session
-                    .finish(&mut self.worker, &f.request.view(), &response);
-                f.status = Some(resp.head.status);
-                // The connection's latest identity (an fd may have been learnt since the request).
-                self.emit(line, identity, &f.request, f.status, true);
+                self.finish(f, &exchange.response, identity, true);
             }
-            Moment::Incomplete { key, .. } => {
-                if let Some(f) = self.in_flight.remove(&key) {
-                    self.abandon(f);
+            Moment::Incomplete {
+                key,
+                response,
+                identity,
+                upgraded,
+                ..
+            } => {
+                let Some(f) = self.in_flight.remove(&key) else {
+                    return;
+                };
+                match response {
+                    Some(response) => self.finish(f, &response, identity, upgraded),
+                    None => self.abandon(f),
                 }
             }
         }
+    }
+
+    /// The closing `chunk` and `post` with `response` (whole, or as far as it came), then the
+    /// finished exchange with the connection's latest identity (an fd may have been learnt since
+    /// the request).
+    fn finish(
+        &mut self,
+        mut f: InFlight,
+        resp: &Response,
+        identity: Arc<Identity>,
+        complete: bool,
+    ) {
+        f.request.timing.response_start_unix_ns = Some(self.clock.to_unix_ns(resp.start_ns));
+        f.request.timing.response_end_unix_ns = Some(self.clock.to_unix_ns(resp.end_ns));
+        let headers: Vec<(String, String)> = resp
+            .head
+            .headers
+            .iter()
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
+            .collect();
+        let response = ResponseView {
+            status: resp.head.status,
+            headers: &headers,
+            body: (!resp.body.data.is_empty()).then_some(&resp.body.data[..]),
+            complete,
+        };
+        let line = f
+            .session
+            .finish(&mut self.worker, &f.request.view(), &response);
+        self.emit(line, identity, &f.request, Some(resp.head.status), complete);
     }
 
     fn emit(

@@ -279,6 +279,19 @@ fn with_identity(moment: Moment, identity: Option<&Arc<Identity>>) -> Moment {
             exchange,
             identity: Arc::clone(identity),
         },
+        Moment::Incomplete {
+            key,
+            had_request,
+            response,
+            upgraded,
+            ..
+        } => Moment::Incomplete {
+            key,
+            had_request,
+            response,
+            identity: Arc::clone(identity),
+            upgraded,
+        },
         other => other,
     }
 }

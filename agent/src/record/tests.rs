@@ -61,6 +61,7 @@ fn entries_round_trip_through_json() {
                 server_name: Some("api.example.test".into()),
                 cgroup: Some("/system.slice/x.scope".into()),
                 container_id: None,
+                role: None,
             },
         },
         Entry::Identity {
@@ -181,7 +182,7 @@ fn by_conn(jobs: &[Moment]) -> MomentsByConn {
 /// Open connections are closed at `end_ns`, as at exit.
 fn live_run(dir: &Path, max_open: usize, records: &[Record], end_ns: u64) -> (Vec<Moment>, u64) {
     let stats = Arc::new(FlowStats::default());
-    let mut flows = Flows::new(taskless_http::Config::default(), Arc::clone(&stats));
+    let mut flows = Flows::new(taskless_http::Config::default(), false, Arc::clone(&stats));
     let recorder = Recorder::start_with_limit(dir, 1_700_000_000_000_000_000, max_open).unwrap();
     let mut jobs = Vec::new();
     for r in records {
@@ -199,7 +200,7 @@ fn live_run(dir: &Path, max_open: usize, records: &[Record], end_ns: u64) -> (Ve
 /// `replay DIR` without the pack stage: the recording played through a fresh flows stage.
 fn play(rec: &Recording) -> (Vec<Moment>, u64) {
     let stats = Arc::new(FlowStats::default());
-    let mut flows = Flows::new(taskless_http::Config::default(), Arc::clone(&stats));
+    let mut flows = Flows::new(taskless_http::Config::default(), false, Arc::clone(&stats));
     for c in &rec.connections {
         flows.set_process_name(c.meta.pid, c.meta.comm.clone());
     }
@@ -433,6 +434,8 @@ fn a_version_1_recording_still_replays() {
             pid: 4242,
             process: "python3".into(),
             serial: 1,
+            // Worked out from the bytes, as live.
+            role: Some(crate::flows::Role::Client),
             ..Identity::default()
         }]
     );

@@ -1,6 +1,7 @@
 //! Taskless NDJSON: one line per exchange, `requestId` and `dimensions` as the pack format
 //! defines them, and `source`, the connection's identity (with the request's host as
-//! `serverName` when the client sent no TLS server name).
+//! `serverName` when the client sent no TLS server name), and `"complete": false` on an exchange
+//! whose response did not arrive whole.
 
 use std::io::{BufWriter, Write};
 
@@ -25,6 +26,14 @@ struct Line<'a> {
     request_id: &'a str,
     dimensions: &'a [Dimension],
     source: Source<'a>,
+    /// Only on exchanges whose response did not arrive whole.
+    #[serde(skip_serializing_if = "is_true")]
+    complete: bool,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if takes a reference
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// One exchange as an NDJSON line, without the trailing newline.
@@ -42,6 +51,7 @@ pub fn to_line(exchange: &FinishedExchange) -> String {
                 .then(|| exchange.server_name())
                 .flatten(),
         },
+        complete: exchange.complete,
     };
     // Strings, numbers and plain structs always serialize.
     serde_json::to_string(&line).unwrap_or_default()
@@ -111,6 +121,7 @@ mod tests {
             server_name: Some("api.example.com".into()),
             cgroup: Some("/user.slice".into()),
             container_id: None,
+            role: None,
         };
         let json = to_line(&exchange(identity, "ignored.example"));
         assert!(json.starts_with(r#"{"requestId":"#), "{json}");

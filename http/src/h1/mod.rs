@@ -43,6 +43,11 @@ impl Http1 {
         }
     }
 
+    /// Which flow carries requests, once known.
+    pub(crate) fn request_flow(&self) -> Option<Flow> {
+        self.request_flow
+    }
+
     /// Whether the connection switched protocols.
     pub(crate) fn is_upgraded(&self) -> bool {
         self.upgraded

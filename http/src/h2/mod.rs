@@ -386,6 +386,11 @@ impl Http2 {
             .sum()
     }
 
+    /// Which flow carries requests, once known.
+    pub(crate) fn request_flow(&self) -> Option<Flow> {
+        self.request_flow
+    }
+
     fn is_request_flow(&self, flow: Flow) -> Option<bool> {
         self.request_flow.map(|rf| rf == flow)
     }

@@ -326,6 +326,7 @@ impl Exchange {
             headers: &self.req_headers,
             body: self.req_body.as_deref(),
             timing: self.timing,
+            role: None,
         }
     }
 
@@ -342,6 +343,7 @@ impl Exchange {
             status: self.status,
             headers: &self.resp_headers,
             body: self.resp_body.as_deref(),
+            complete: true,
         }
     }
 }
