@@ -24,14 +24,16 @@ mod domain;
 mod event_stream;
 mod headers;
 mod input;
+mod input_json;
 mod output;
+mod redact;
 mod sse;
 mod stream;
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]
 pub mod wasm;
 
-pub use body::{get_path, scalar};
+pub use body::{Body, get_path, scalar};
 pub use config::Config;
 pub use domain::{any_domain_matches, domain_matches};
 pub use event_stream::{
@@ -40,8 +42,22 @@ pub use event_stream::{
 pub use headers::Headers;
 pub use input::{Input, InputError, Request, Response, Timing};
 pub use output::{Capture, Output};
+pub use redact::{
+    DEFAULT_REDACTED_QUERY_PARAMETERS, REDACT_SETTING, REDACTED, percent_decode, redact_query,
+    redacted_parameters,
+};
 pub use sse::{SseDecoder, SseEvent};
 pub use stream::{ChunkDecoder, decode_chunk};
+
+/// Runs `hook` on `input` as the Wasm exports do: the hook's output with the credential-like
+/// query parameters the pack's `redactQueryParameters` setting names (by default
+/// [`DEFAULT_REDACTED_QUERY_PARAMETERS`]) redacted in every text capture. Test harnesses call this
+/// too, so that fixtures see what the agent would.
+pub fn call_hook(hook: fn(&Input) -> Output, input: &Input) -> Output {
+    let mut output = hook(input);
+    output.redact_queries(&redacted_parameters(input));
+    output
+}
 
 /// Writes a warning to the host's log (Extism's `log_warn`); does nothing in host builds.
 pub fn warn(message: &str) {

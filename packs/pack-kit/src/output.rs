@@ -111,6 +111,19 @@ impl Output {
         self
     }
 
+    /// Redacts the credential-like query parameters `names` in every text capture (see
+    /// [`crate::redact_query`]).
+    pub fn redact_queries(&mut self, names: &[&str]) -> &mut Self {
+        for value in self.capture.values_mut() {
+            if let Value::String(text) = value
+                && let std::borrow::Cow::Owned(redacted) = crate::redact_query(text, names)
+            {
+                *text = redacted;
+            }
+        }
+        self
+    }
+
     /// Replaces the context stored for this exchange (the host does not merge).
     pub fn set_context(&mut self, context: Value) -> &mut Self {
         self.context = Some(context);

@@ -227,8 +227,8 @@ fn main() {
         case("text-2k", text_body()),
     ];
     println!(
-        "{:<18} {:>8} {:>8} {:>12} {:>14}  captures",
-        "case", "pre B", "post B", "hooks µs", "with JSON µs"
+        "{:<18} {:>8} {:>8} {:>10} {:>12} {:>14}  captures",
+        "case", "pre B", "post B", "parse µs", "hooks µs", "with JSON µs"
     );
     for c in cases.iter().filter(|c| c.name.contains(&filter)) {
         let (pre, post) = hooks(c);
@@ -245,11 +245,16 @@ fn main() {
         let json_time = time(|| {
             black_box(with_json(black_box(c)));
         });
+        let parse_time = time(|| {
+            black_box(Input::from_json(black_box(&c.pre_json)).expect("pre input"));
+            black_box(Input::from_json(black_box(&c.post_json)).expect("post input"));
+        });
         println!(
-            "{:<18} {:>8} {:>8} {:>12.1} {:>14.1}  {} {}",
+            "{:<18} {:>8} {:>8} {:>10.1} {:>12.1} {:>14.1}  {} {}",
             c.name,
             c.pre_json.len(),
             c.post_json.len(),
+            parse_time.as_secs_f64() * 1e6,
             hooks_time.as_secs_f64() * 1e6,
             json_time.as_secs_f64() * 1e6,
             captures.len(),

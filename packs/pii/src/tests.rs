@@ -46,8 +46,14 @@ fn manifest_defaults_match_the_built_in_patterns() {
 fn every_default_pattern_compiles() {
     for c in CATEGORIES {
         for p in c.names.iter().chain(c.values) {
-            assert!(regex_lite::Regex::new(p).is_ok(), "{}: {p}", c.key);
+            assert!(crate::matcher::check_pattern(p).is_ok(), "{}: {p}", c.key);
         }
+        assert_eq!(
+            c.values.len(),
+            c.windows.len(),
+            "{}: one window per value pattern",
+            c.key
+        );
     }
 }
 
