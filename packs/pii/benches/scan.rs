@@ -4,6 +4,9 @@
 //! already-parsed input, and with the input parsed from and the output written to JSON, as the
 //! pack's exports do.
 //!
+//! Two more cases, 1 MiB of the same contacts and text, show the cost per megabyte, which is
+//! what the default `maxScanBytes` allows.
+//!
 //! `cd packs && cargo bench -p taskless-pack-pii --bench scan` (optionally followed by a case
 //! name to run only the cases containing it).
 
@@ -88,9 +91,20 @@ fn stripe_customer() -> (Value, Value) {
 
 /// A JSON `POST` of 4 KiB of contacts (emails, phone numbers, addresses); a small JSON answer.
 fn contacts_4k() -> (Value, Value) {
+    contacts(4096)
+}
+
+/// The same contacts, 1 MiB of them: the worst a default `maxScanBytes` lets through.
+fn contacts_1m() -> (Value, Value) {
+    contacts(1 << 20)
+}
+
+/// A JSON `POST` of at least `size` bytes of contacts; a small JSON answer.
+fn contacts(size: usize) -> (Value, Value) {
     let mut contacts = Vec::new();
     let mut i = 0u32;
-    while serde_json::to_string(&contacts).map_or(0, |s| s.len()) < 4096 {
+    let mut len = 1; // the length of the array as JSON: brackets, elements and commas
+    while len < size {
         contacts.push(json!({
             "id": format!("ct_{:08x}", 0x5eed_0000u32 + i * 7919),
             "email": format!("person{i}@mail{}.example.org", i % 7),
@@ -100,6 +114,7 @@ fn contacts_4k() -> (Value, Value) {
             "tags": ["lead", "newsletter"],
             "score": 0.5 + f64::from(i) / 100.0,
         }));
+        len += contacts.last().map_or(0, |c| c.to_string().len() + 1);
         i += 1;
     }
     let request = json!({
@@ -129,10 +144,20 @@ fn contacts_4k() -> (Value, Value) {
 /// A plain-text request (a support message, 2 KiB with dates, amounts and a phone number) and
 /// a plain-text answer.
 fn text_body() -> (Value, Value) {
+    text(2048)
+}
+
+/// The same text, 1 MiB of it.
+fn text_1m() -> (Value, Value) {
+    text(1 << 20)
+}
+
+/// A plain-text request of at least `size` bytes and a plain-text answer.
+fn text(size: usize) -> (Value, Value) {
     let paragraph = "Hello team, order 48213 shipped on 2026-11-20 for $129.99 and arrived \
         damaged. Version 4.2.1 of the app shows error E1042 when I retry. ";
     let mut text = String::new();
-    while text.len() < 2048 {
+    while text.len() < size {
         text.push_str(paragraph);
     }
     text.push_str("Please call me back on 415-555-0199.");
@@ -225,6 +250,8 @@ fn main() {
         case("stripe-customer", stripe_customer()),
         case("json-4k-contacts", contacts_4k()),
         case("text-2k", text_body()),
+        case("json-1m-contacts", contacts_1m()),
+        case("text-1m", text_1m()),
     ];
     println!(
         "{:<18} {:>8} {:>8} {:>10} {:>12} {:>14}  captures",
