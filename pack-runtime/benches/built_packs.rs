@@ -156,7 +156,10 @@ fn contacts_4k() -> Exchange {
     ex.req_headers = pairs(&[
         ("host", "api.crm.example"),
         ("user-agent", "crm-sdk/3.1.0 node/20.11.1"),
-        ("authorization", "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjMifQ.c2lnbmF0dXJl"),
+        (
+            "authorization",
+            "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjMifQ.c2lnbmF0dXJl",
+        ),
         ("content-type", "application/json"),
         ("accept", "application/json"),
     ]);
@@ -198,7 +201,10 @@ fn text_2k() -> Exchange {
     ]);
     ex.req_body = Some(text.into_bytes());
     ex.status = 201;
-    ex.resp_headers = pairs(&[("content-type", "text/plain"), ("location", "/tickets/88311")]);
+    ex.resp_headers = pairs(&[
+        ("content-type", "text/plain"),
+        ("location", "/tickets/88311"),
+    ]);
     ex.resp_body = Some(b"Ticket 88311 created. We answer within 2 business days.".to_vec());
     ex
 }
