@@ -1,12 +1,15 @@
 //! Time of one exchange's `pre` + `post` through the runtime with each real, built pack alone
-//! (as `cargo xtask build-packs` lays them out), beside an empty pack (the runtime's floor), on
-//! four exchanges:
+//! (as `cargo xtask build-packs` lays them out), beside an empty pack (the runtime's floor) and an
+//! empty pack with the body permission (the floor of packs that read bodies: the host puts the
+//! bodies into their input), on four exchanges:
 //!
 //! - `stripe-customer`: a Stripe-style `POST /v1/customers`, a form body with an email, a name
 //!   and a phone number in, a JSON customer out;
 //! - `typical`: a 1 KiB JSON request and a 2 KiB JSON response (an order created);
 //! - `json-4k-contacts`: 4 KiB of JSON contacts sent, a small JSON answer;
-//! - `text-2k`: 2 KiB of plain text with dates, amounts and a phone number sent.
+//! - `text-2k`: 2 KiB of plain text with dates, amounts and a phone number sent;
+//! - `json-64k-response`: a `GET` answered with 64 KiB of JSON contacts, the size of the large
+//!   responses in the load benchmarks, for a pack's cost per kilobyte.
 //!
 //! The last two are the pii pack's own benchmark bodies (`packs/pii/benches/scan.rs`). The
 //! first exchange of a new worker is reported apart: it instantiates the pack and pays for
@@ -135,11 +138,11 @@ fn typical() -> Exchange {
     ex
 }
 
-/// The pii pack's 4 KiB body of contacts (emails, phone numbers, addresses) and a small answer.
-fn contacts_4k() -> Exchange {
+/// At least `size` bytes of JSON contacts (emails, phone numbers, addresses), as an array.
+fn contacts(size: usize) -> Vec<serde_json::Value> {
     let mut contacts = Vec::new();
     let mut i = 0u32;
-    while serde_json::to_string(&contacts).map_or(0, |s| s.len()) < 4096 {
+    while serde_json::to_string(&contacts).map_or(0, |s| s.len()) < size {
         contacts.push(json!({
             "id": format!("ct_{:08x}", 0x5eed_0000u32 + i * 7919),
             "email": format!("person{i}@mail{}.example.org", i % 7),
@@ -151,6 +154,12 @@ fn contacts_4k() -> Exchange {
         }));
         i += 1;
     }
+    contacts
+}
+
+/// The pii pack's 4 KiB body of contacts (emails, phone numbers, addresses) and a small answer.
+fn contacts_4k() -> Exchange {
+    let contacts = contacts(4096);
     let mut ex = Exchange::new("api.crm.example", "/v2/contacts/import");
     ex.url = "https://api.crm.example/v2/contacts/import".into();
     ex.req_headers = pairs(&[
@@ -183,6 +192,32 @@ fn contacts_4k() -> Exchange {
     ex
 }
 
+/// A `GET` of contacts answered with 64 KiB of JSON.
+fn json_64k_response() -> Exchange {
+    let mut ex = Exchange::new("api.crm.example", "/v2/contacts");
+    ex.method = "GET".into();
+    ex.url = "https://api.crm.example/v2/contacts?limit=300".into();
+    ex.req_headers = pairs(&[
+        ("host", "api.crm.example"),
+        ("user-agent", "crm-sdk/3.1.0 node/20.11.1"),
+        ("authorization", "Bearer 9b2f1c7e4d8a6b3f0e5c9a7d1b4e8f2a"),
+        ("accept", "application/json"),
+    ]);
+    ex.req_body = None;
+    ex.status = 200;
+    ex.resp_headers = pairs(&[
+        ("content-type", "application/json"),
+        ("date", "Tue, 24 Nov 2026 11:32:43 GMT"),
+        ("x-request-id", "3c9d2a7e-0b5f-4f0e-8f7a-1b2c3d4e5f60"),
+    ]);
+    ex.resp_body = Some(
+        json!({"data": contacts(64 * 1024), "has_more": true})
+            .to_string()
+            .into_bytes(),
+    );
+    ex
+}
+
 /// The pii pack's 2 KiB plain-text support message, with dates, amounts and a phone number.
 fn text_2k() -> Exchange {
     let paragraph = "Hello team, order 48213 shipped on 2026-11-20 for $129.99 and arrived \
@@ -209,9 +244,37 @@ fn text_2k() -> Exchange {
     ex
 }
 
-/// The time of the first exchange through a new `worker` (instantiation and the pack's own
-/// set-up included), the median time of one exchange after it, and the dimensions produced.
-fn time(worker: &mut Worker, ex: &Exchange) -> (Duration, Duration, usize) {
+/// CPU time used by this thread so far: what a call costs, without the time other work on a
+/// busy machine takes the core away.
+fn thread_cpu() -> Duration {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec for the call to write.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut t) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or_default(),
+        u32::try_from(t.tv_nsec).unwrap_or_default(),
+    )
+}
+
+/// What [`time`] measures.
+struct Timed {
+    /// The first exchange through a new worker (instantiation and the pack's own set-up).
+    first: Duration,
+    /// The median wall time of one exchange after it, over batches.
+    median: Duration,
+    /// The median CPU time of this thread per exchange, over batches: the figure to compare on
+    /// a busy machine.
+    cpu: Duration,
+    /// Dimensions produced.
+    dimensions: usize,
+}
+
+/// Times exchanges through a new `worker`.
+fn time(worker: &mut Worker, ex: &Exchange) -> Timed {
     let run = |worker: &mut Worker| {
         let mut state = RequestState::new();
         worker.pre(&mut state, &ex.request_before_response());
@@ -221,17 +284,27 @@ fn time(worker: &mut Worker, ex: &Exchange) -> (Duration, Duration, usize) {
     let started = Instant::now();
     let dimensions = run(worker);
     let first = started.elapsed();
-    let mut samples: Vec<Duration> = (0..BATCHES)
+    let (mut wall, mut cpu): (Vec<Duration>, Vec<Duration>) = (0..BATCHES)
         .map(|_| {
             let started = Instant::now();
+            let cpu_started = thread_cpu();
             for _ in 0..PER_BATCH {
                 std::hint::black_box(run(worker));
             }
-            started.elapsed() / PER_BATCH
+            (
+                started.elapsed() / PER_BATCH,
+                (thread_cpu() - cpu_started) / PER_BATCH,
+            )
         })
-        .collect();
-    samples.sort_unstable();
-    (first, samples[BATCHES / 2], dimensions)
+        .unzip();
+    wall.sort_unstable();
+    cpu.sort_unstable();
+    Timed {
+        first,
+        median: wall[BATCHES / 2],
+        cpu: cpu[BATCHES / 2],
+        dimensions,
+    }
 }
 
 /// Copies the built pack folder `dir` alone into `root`, so a pack set loads only it.
@@ -283,6 +356,7 @@ fn main() {
         ("typical", typical()),
         ("json-4k-contacts", contacts_4k()),
         ("text-2k", text_2k()),
+        ("json-64k-response", json_64k_response()),
     ]
     .into_iter()
     .filter(|(name, _)| only.as_deref().is_none_or(|o| o == *name))
@@ -295,6 +369,8 @@ fn main() {
         );
     }
 
+    // Two floors: an empty pack, and one with the body permission, which packs that read
+    // bodies (core, pii) are to be compared with: the host builds the bodies into its input.
     let empty = tempfile::tempdir().expect("tempdir");
     let wasm = module(&[
         ("pre", Behavior::Output(String::new())),
@@ -307,7 +383,23 @@ fn main() {
         &config(),
         &wasm,
     );
-    let mut sets = vec![("empty pack (floor)".to_owned(), empty.path().to_owned())];
+    let empty_bodies = tempfile::tempdir().expect("tempdir");
+    let mut with_bodies = manifest("empty-bodies", None);
+    with_bodies["permissions"] = json!({"body": true});
+    write_pack(
+        empty_bodies.path(),
+        "empty-bodies",
+        &with_bodies,
+        &config(),
+        &wasm,
+    );
+    let mut sets = vec![
+        ("empty pack (floor)".to_owned(), empty.path().to_owned()),
+        (
+            "empty pack given bodies (floor of core, pii)".to_owned(),
+            empty_bodies.path().to_owned(),
+        ),
+    ];
     let roots: Vec<_> = dirs
         .iter()
         .map(|dir| {
@@ -323,11 +415,13 @@ fn main() {
         assert!(refused.is_empty(), "{name}: {refused:?}");
         for (exchange, ex) in &exchanges {
             let mut worker = set.worker().expect("worker");
-            let (first, per_exchange, dimensions) = time(&mut worker, ex);
+            let t = time(&mut worker, ex);
             println!(
-                "{:>9.1} µs per pre+post (first {:>9.1} µs), {dimensions:>2} dimensions: {exchange:<16} {name}",
-                per_exchange.as_secs_f64() * 1e6,
-                first.as_secs_f64() * 1e6
+                "{:>8.1} µs per pre+post ({:>8.1} µs CPU, first {:>9.1} µs), {:>2} dimensions: {exchange:<16} {name}",
+                t.median.as_secs_f64() * 1e6,
+                t.cpu.as_secs_f64() * 1e6,
+                t.first.as_secs_f64() * 1e6,
+                t.dimensions
             );
         }
     }

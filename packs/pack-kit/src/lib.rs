@@ -22,6 +22,7 @@ mod body;
 mod config;
 mod domain;
 mod event_stream;
+mod hash;
 mod headers;
 mod input;
 mod input_json;
@@ -39,6 +40,7 @@ pub use domain::{any_domain_matches, domain_matches};
 pub use event_stream::{
     Summary, model_request, stream_chunk, stream_was_read, summarize_stream_text,
 };
+pub use hash::{FastHasher, FastMap, FastSet, hash};
 pub use headers::Headers;
 pub use input::{Input, InputError, Request, Response, Timing};
 pub use output::{Capture, Output};

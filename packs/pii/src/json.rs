@@ -17,14 +17,16 @@ const MAX_NODES: usize = 100_000;
 /// Walks the JSON text `raw` (valid JSON, as the host delivered it) into `scan`.
 pub fn walk<'de>(scan: &mut Scan<'_, '_, 'de>, raw: &'de str) {
     let mut walker = Walker { scan, nodes: 0 };
-    let mut de = serde_json::Deserializer::from_slice(raw.as_bytes());
+    // From the text, not its bytes: it is UTF-8 already, and strings need not be checked again.
+    let mut de = serde_json::Deserializer::from_str(raw);
     let root = Node {
         walker: &mut walker,
         key: None,
         parent: None,
         depth: 0,
     };
-    // An error is the walk stopping at `MAX_NODES` (the text was parsed once already).
+    // An error is the walk stopping at `MAX_NODES` or once the budget is spent (the text was
+    // checked as JSON when the input was read).
     let _ = root.deserialize(&mut de);
 }
 
@@ -50,6 +52,9 @@ impl<'de> DeserializeSeed<'de> for Node<'_, '_, '_, '_, 'de> {
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         if let Some(parent) = self.parent.clone() {
             self.walker.scan.name(parent, 0);
+        }
+        if self.walker.scan.is_spent() {
+            return Err(de::Error::custom("budget spent"));
         }
         self.walker.nodes += 1;
         if self.walker.nodes > MAX_NODES {

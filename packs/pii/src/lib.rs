@@ -82,7 +82,13 @@ fn check(
             let n = n.max(0.0) as usize;
             n
         });
-    let mut flags = Flags::with_budget(budget);
+    let size = headers
+        .iter()
+        .map(|(name, value)| name.len() + value.len())
+        .sum::<usize>()
+        + url.map_or(0, str::len)
+        + body.map_or(0, |b| b.raw_json().len());
+    let mut flags = Flags::with_budget(budget, size);
     if config.bool("checkHeaders", true) {
         scan::headers(&rules, headers, &mut flags);
     }
@@ -100,26 +106,29 @@ fn check(
         }
     }
     let mut out = Output::new();
+    let mut key = String::with_capacity(48);
     for part in Part::ALL {
         for (kind, found) in [("field", flags.fields), ("value", flags.values)] {
             let found = found[part as usize];
             for (i, category) in CATEGORIES.iter().enumerate() {
                 if found & (1 << i) != 0 {
-                    out.capture(
-                        &format!(
-                            "{}.{}.{}.{kind}",
-                            category.key,
-                            direction.as_str(),
-                            part.as_str()
-                        ),
-                        1u8,
-                    );
+                    key.clear();
+                    for piece in [category.key, direction.as_str(), part.as_str(), kind] {
+                        if !key.is_empty() {
+                            key.push('.');
+                        }
+                        key.push_str(piece);
+                    }
+                    out.capture(&key, 1u8);
                 }
             }
         }
     }
     if flags.truncated {
-        out.capture(&format!("{}.truncated", direction.as_str()), 1u8);
+        key.clear();
+        key.push_str(direction.as_str());
+        key.push_str(".truncated");
+        out.capture(&key, 1u8);
     }
     out
 }

@@ -1,11 +1,10 @@
 //! The categories of personal data, their default patterns, and compiling the configured ones.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use serde_json::{Map, Value};
-use taskless_pack_kit::Config;
+use taskless_pack_kit::{Config, FastMap};
 
 use crate::matcher::{Group, Window};
 
@@ -200,7 +199,7 @@ pub struct Rules {
     pub credential_headers: Vec<String>,
     /// Field names already checked, with the categories (bit `i` for `categories[i]`) whose
     /// field patterns they match: an API sends the same field names call after call.
-    names_seen: RefCell<BTreeMap<String, u16>>,
+    names_seen: RefCell<FastMap<Box<str>, u16>>,
 }
 
 impl Rules {
@@ -223,7 +222,7 @@ impl Rules {
         if seen.len() >= NAME_CACHE_SIZE {
             seen.clear();
         }
-        seen.insert(name.to_owned(), mask);
+        seen.insert(name.into(), mask);
         mask
     }
 
@@ -275,7 +274,7 @@ pub fn compile(config: &Config<'_>) -> Rules {
     Rules {
         categories,
         credential_headers,
-        names_seen: RefCell::new(BTreeMap::new()),
+        names_seen: RefCell::new(FastMap::default()),
     }
 }
 

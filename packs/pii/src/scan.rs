@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 
-use taskless_pack_kit::{Headers, percent_decode};
+use taskless_pack_kit::{FastSet, Headers, percent_decode};
 
 use crate::matcher::Facts;
 use crate::rules::{CREDENTIAL, Rules};
@@ -70,13 +70,23 @@ pub struct Flags {
     budget: usize,
     /// True once a name or value was cut short or skipped for lack of budget.
     pub truncated: bool,
+    /// False when the message is too small for the budget to run out: then nothing needs to
+    /// remember which names were paid for.
+    may_run_out: bool,
 }
 
+/// How much longer than its JSON text the names and values read from a message can be: keys
+/// and strings only get shorter when unescaped, a number's text grows at most 4.5 times (`1e15`
+/// is read back as `1000000000000000.0`).
+const MAX_GROWTH: usize = 8;
+
 impl Flags {
-    /// No flags yet; at most `budget` bytes of names and values will be checked.
-    pub fn with_budget(budget: usize) -> Self {
+    /// No flags yet; at most `budget` bytes of names and values will be checked, of a message
+    /// whose headers, URL and body take `size` bytes of JSON text.
+    pub fn with_budget(budget: usize, size: usize) -> Self {
         Self {
             budget,
+            may_run_out: size.saturating_mul(MAX_GROWTH) > budget,
             ..Self::default()
         }
     }
@@ -106,9 +116,9 @@ pub struct Scan<'r, 'f, 'n> {
     values_pending: u16,
     /// Categories with field patterns, not yet found in this part.
     fields_pending: u16,
-    /// Names already checked in this part, sorted: arrays of objects repeat the same keys
-    /// thousands of times.
-    names_seen: Vec<Cow<'n, str>>,
+    /// Names already checked in this part, when the budget could run out: a name repeated
+    /// (arrays of objects repeat the same keys thousands of times) is paid for once.
+    names_seen: Option<FastSet<Cow<'n, str>>>,
     facts: Facts,
 }
 
@@ -126,13 +136,14 @@ impl<'r, 'f, 'n> Scan<'r, 'f, 'n> {
             }
         }
         let found = (flags.fields[part.index()], flags.values[part.index()]);
+        let names_seen = flags.may_run_out.then(FastSet::default);
         Self {
             rules,
             part,
             values_pending: values_pending & !found.1,
             fields_pending: fields_pending & !found.0,
             flags,
-            names_seen: Vec::new(),
+            names_seen,
             facts: Facts::default(),
         }
     }
@@ -140,15 +151,13 @@ impl<'r, 'f, 'n> Scan<'r, 'f, 'n> {
     /// Checks a field name (only call it when the field carries a value), within the budget; a
     /// name already checked in this part costs nothing. Categories in `skip` are not flagged.
     pub fn name(&mut self, name: Cow<'n, str>, skip: u16) {
-        match self
-            .names_seen
-            .binary_search_by(|seen| seen.as_ref().cmp(name.as_ref()))
-        {
-            Ok(_) => return,
-            Err(at) if self.names_seen.len() < MAX_NAMES_SEEN => {
-                self.names_seen.insert(at, name.clone());
+        if let Some(seen) = self.names_seen.as_mut() {
+            if seen.contains(name.as_ref()) {
+                return;
             }
-            Err(_) => {}
+            if seen.len() < MAX_NAMES_SEEN {
+                seen.insert(name.clone());
+            }
         }
         let name = self.flags.take(&name);
         if name.is_empty() || self.fields_pending & !skip == 0 {
@@ -185,6 +194,12 @@ impl<'r, 'f, 'n> Scan<'r, 'f, 'n> {
     /// Marks the scan as cut short.
     pub fn truncate(&mut self) {
         self.flags.truncated = true;
+    }
+
+    /// True once the budget is spent and something was left unchecked: nothing after this
+    /// can change the flags.
+    pub fn is_spent(&self) -> bool {
+        self.flags.budget == 0 && self.flags.truncated
     }
 }
 
@@ -233,13 +248,13 @@ mod tests {
 
     #[test]
     fn the_budget_cuts_values_at_a_character_boundary() {
-        let mut flags = Flags::with_budget(5);
+        let mut flags = Flags::with_budget(5, 100);
         assert_eq!(flags.take("abc"), "abc");
         assert!(!flags.truncated);
         assert_eq!(flags.take("é€x"), "é");
         assert!(flags.truncated);
         assert_eq!(flags.take("z"), "");
-        let mut flags = Flags::with_budget(4);
+        let mut flags = Flags::with_budget(4, 100);
         assert_eq!(flags.take("aé€"), "aé");
     }
 }
