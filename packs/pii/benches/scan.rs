@@ -1,6 +1,7 @@
 //! CPU time of the pii pack's `pre` + `post` on realistic exchanges, natively (the logic the Wasm
-//! pack runs, without the Wasm engine): a small Stripe-style customer exchange, a 4 KiB JSON
-//! body of contacts, and a plain-text body. Each exchange is timed twice: the hooks alone on an
+//! pack runs, without the Wasm engine): a small Stripe-style customer exchange, the runtime
+//! benchmark's typical exchange (1 KiB JSON request, 2 KiB JSON response), a 4 KiB JSON body of
+//! contacts, and a plain-text body. Each exchange is timed twice: the hooks alone on an
 //! already-parsed input, and with the input parsed from and the output written to JSON, as the
 //! pack's exports do.
 //!
@@ -84,6 +85,64 @@ fn stripe_customer() -> (Value, Value) {
             "next_invoice_sequence": 1, "phone": "+14155550123",
             "preferred_locales": [], "shipping": null, "tax_exempt": "none",
             "test_clock": null,
+        },
+    });
+    (request, response)
+}
+
+/// The typical exchange of the runtime's `built_packs` benchmark: a 1 KiB JSON request creating
+/// an order and its 2 KiB JSON answer.
+fn typical() -> (Value, Value) {
+    let items: Vec<Value> = (0..6)
+        .map(|i| {
+            json!({"sku": format!("SKU-{:05}", 10_000 + i * 37), "name": format!("Widget model {i}"),
+                   "quantity": i + 1, "unit_price": 1_999 + i * 250, "currency": "usd",
+                   "tax_code": "txcd_99999999"})
+        })
+        .collect();
+    let request = json!({
+        "domain": "api.shop.example", "path": "/v2/orders", "method": "POST",
+        "url": "https://api.shop.example/v2/orders?expand=items",
+        "headers": headers(&[
+            ("host", "api.shop.example"),
+            ("user-agent", "shop-sdk/4.2.0 python/3.12"),
+            ("accept", "application/json"),
+            ("authorization", "Bearer 9b2f1c7e4d8a6b3f0e5c9a7d1b4e8f2a"),
+            ("content-type", "application/json"),
+            ("idempotency-key", "7c1d8e2f-3a4b-4c5d-8e9f-0a1b2c3d4e5f"),
+        ]),
+        "body": {
+            "customer": "cus_NffrFeUfNV2Hib", "currency": "usd", "items": items,
+            "shipping": {"name": "Jenny Rosen", "line1": "510 Townsend Street", "city": "San Francisco",
+                         "postal_code": "94103", "country": "US"},
+            "metadata": {"channel": "web", "campaign": "spring-sale", "cart_id": "cart_8c2e4f"},
+        },
+    });
+    let lines: Vec<Value> = (0..6)
+        .map(|i| {
+            json!({"id": format!("li_{:010}", 4_000_000 + i * 7_919), "object": "line_item",
+                   "sku": format!("SKU-{:05}", 10_000 + i * 37), "description": format!("Widget model {i}"),
+                   "quantity": i + 1, "amount_subtotal": (1_999 + i * 250) * (i + 1),
+                   "amount_tax": 160 * (i + 1), "amount_total": (2_159 + i * 250) * (i + 1),
+                   "currency": "usd", "status": "reserved"})
+        })
+        .collect();
+    let response = json!({
+        "status": 200,
+        "headers": headers(&[
+            ("date", "Tue, 24 Nov 2026 11:32:43 GMT"),
+            ("content-type", "application/json"),
+            ("x-request-id", "req_5b9e0c7d2a"),
+            ("x-ratelimit-remaining", "4999"),
+        ]),
+        "body": {
+            "id": "ord_1MtwBwLkdIwHu7ix28a3tqPa", "object": "order", "created": 1_700_000_000u64,
+            "status": "open", "currency": "usd", "customer": "cus_NffrFeUfNV2Hib", "line_items": lines,
+            "amount_subtotal": 52_944, "amount_tax": 3_360, "amount_total": 56_304,
+            "shipping_details": {"name": "Jenny Rosen", "address": {"line1": "510 Townsend Street",
+                "city": "San Francisco", "postal_code": "94103", "state": "CA", "country": "US"}},
+            "metadata": {"channel": "web", "campaign": "spring-sale", "cart_id": "cart_8c2e4f"},
+            "livemode": false,
         },
     });
     (request, response)
@@ -264,6 +323,7 @@ fn main() {
         .unwrap_or_default();
     let cases = [
         case("stripe-customer", stripe_customer()),
+        case("typical", typical()),
         case("json-4k-contacts", contacts_4k()),
         case("text-2k", text_body()),
         case("json-1m-contacts", contacts_1m()),
