@@ -14,9 +14,14 @@ const MAX_DEPTH: usize = 64;
 /// Most JSON nodes looked at in one body.
 const MAX_NODES: usize = 100_000;
 
-/// Walks the JSON text `raw` (valid JSON, as the host delivered it) into `scan`.
+/// Walks the JSON text `raw` (a body as the host delivered it) into `scan`. Text that turns out
+/// not to be JSON is checked up to where it breaks, and the check is marked partial.
 pub fn walk<'de>(scan: &mut Scan<'_, '_, 'de>, raw: &'de str) {
-    let mut walker = Walker { scan, nodes: 0 };
+    let mut walker = Walker {
+        scan,
+        nodes: 0,
+        stopped: false,
+    };
     // From the text, not its bytes: it is UTF-8 already, and strings need not be checked again.
     let mut de = serde_json::Deserializer::from_str(raw);
     let root = Node {
@@ -25,14 +30,19 @@ pub fn walk<'de>(scan: &mut Scan<'_, '_, 'de>, raw: &'de str) {
         parent: None,
         depth: 0,
     };
-    // An error is the walk stopping at `MAX_NODES` or once the budget is spent (the text was
-    // checked as JSON when the input was read).
-    let _ = root.deserialize(&mut de);
+    let walked = root.deserialize(&mut de).and_then(|()| de.end());
+    // The walk stopping at `MAX_NODES` or once the budget is spent is an error too, on purpose.
+    if walked.is_err() && !walker.stopped {
+        taskless_pack_kit::warn("pii: body is not valid JSON; checked up to where it breaks");
+        walker.scan.truncate();
+    }
 }
 
 struct Walker<'s, 'r, 'f, 'de> {
     scan: &'s mut Scan<'r, 'f, 'de>,
     nodes: usize,
+    /// The walk was stopped on purpose (budget spent, too many nodes).
+    stopped: bool,
 }
 
 /// One JSON value: the member of an object (`key`) or an element of an array.
@@ -54,12 +64,14 @@ impl<'de> DeserializeSeed<'de> for Node<'_, '_, '_, '_, 'de> {
             self.walker.scan.name(parent, 0);
         }
         if self.walker.scan.is_spent() {
+            self.walker.stopped = true;
             return Err(de::Error::custom("budget spent"));
         }
         self.walker.nodes += 1;
         if self.walker.nodes > MAX_NODES {
             taskless_pack_kit::warn("pii: body has too many JSON nodes; the rest is not checked");
             self.walker.scan.truncate();
+            self.walker.stopped = true;
             return Err(de::Error::custom("too many nodes"));
         }
         d.deserialize_any(self)
@@ -218,6 +230,29 @@ fn decimal(negative: bool, mut v: u64, buf: &mut [u8; 21]) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules;
+    use crate::scan::{Flags, Part};
+
+    fn walked(raw: &str) -> Flags {
+        let rules = rules::compile(&taskless_pack_kit::Config::new(&serde_json::Map::new()));
+        let mut flags = Flags::with_budget(1 << 20, raw.len());
+        let mut scan = Scan::new(&rules, Part::Body, &mut flags);
+        walk(&mut scan, raw);
+        flags
+    }
+
+    #[test]
+    fn broken_json_is_checked_up_to_the_break_and_marked_partial() {
+        let flags = walked(r#"{"email": "a@b.co", "x": [1, tru"#);
+        assert!(flags.truncated);
+        assert_ne!(
+            flags.fields[Part::Body as usize],
+            0,
+            "the email field before the break"
+        );
+        assert!(!walked(r#"{"email": "a@b.co"}"#).truncated);
+        assert!(walked(r#"{"a": 1} x"#).truncated, "trailing text");
+    }
 
     #[test]
     fn decimals_match_rust_formatting() {
