@@ -135,9 +135,10 @@ impl Input {
     /// Parses a hook's JSON input.
     ///
     /// Reading is lenient past the top level: a missing or mistyped field reads as absent (or
-    /// empty), so a host that adds fields or omits optional ones does not break packs. The input
-    /// is read by hand from a `Value` rather than through derived deserializers, which keeps
-    /// every pack's Wasm tens of kilobytes smaller.
+    /// empty), so a host that adds fields or omits optional ones does not break packs. Bodies
+    /// stay JSON text until a pack reads them ([`Body`]), and the settings are parsed once per
+    /// instance. The input is read by hand rather than through derived deserializers, which
+    /// keeps every pack's Wasm tens of kilobytes smaller and reads only what packs use.
     pub fn from_json(bytes: &[u8]) -> Result<Self, InputError> {
         crate::input_json::read_input(bytes)
     }

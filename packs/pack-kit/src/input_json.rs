@@ -1,10 +1,11 @@
 //! Reading a hook's input document in one pass, without building values a pack may not need.
 //!
 //! The two object levels the kit knows (the input and its `request` / `response`) are walked
-//! here and the values in them read by `serde_json`. Bodies are kept as JSON text ([`Body`]) and
-//! parsed only when a pack asks, the configuration is parsed once per instance, and members the
-//! kit does not know are stepped over by their structure alone, without building or checking
-//! them: a host's input is JSON it wrote, and what a pack reads is checked as it is parsed. Reading is lenient past the top level: a missing or mistyped field reads as absent (or
+//! here; strings are read directly and other values by `serde_json`. Bodies are kept as JSON text
+//! ([`Body`]) and parsed only when a pack asks, the configuration is parsed once per instance,
+//! and members the kit does not know are stepped over by their structure alone, without building
+//! or checking them: a host's input is JSON it wrote, and what a pack reads is checked as it is
+//! parsed. Reading is lenient past the top level: a missing or mistyped field reads as absent (or
 //! empty), so a host that adds fields or omits optional ones does not break packs.
 
 use std::borrow::Cow;
