@@ -211,6 +211,34 @@ mod tests {
         assert!(matches!(redact_query("/x?token=1", &[]), Cow::Borrowed(_)));
     }
 
+    fn error_link(_: &crate::Input) -> crate::Output {
+        let mut out = crate::Output::new();
+        out.capture("docUrl", "https://docs.example.com/errors?code=x&token=t0k")
+            .capture("status", 401u16)
+            .capture("message", "key sk_live_x was refused");
+        out
+    }
+
+    #[test]
+    fn the_hook_runner_redacts_every_text_capture_of_any_pack() {
+        let input = crate::Input::from_json(br#"{"request": {"domain": "x.io"}}"#).expect("valid");
+        let out = crate::call_hook(error_link, &input);
+        assert_eq!(
+            out.captures()["docUrl"],
+            "https://docs.example.com/errors?code=x&token=REDACTED"
+        );
+        assert_eq!(out.captures()["status"], 401);
+        assert_eq!(out.captures()["message"], "key sk_live_x was refused");
+        let input = crate::Input::from_json(
+            br#"{"request": {"domain": "x.io"}, "configuration": {"redactQueryParameters": ["code"]}}"#,
+        )
+        .expect("valid");
+        assert_eq!(
+            crate::call_hook(error_link, &input).captures()["docUrl"],
+            "https://docs.example.com/errors?code=REDACTED&token=t0k"
+        );
+    }
+
     #[test]
     fn percent_decoding_keeps_invalid_escapes() {
         assert_eq!(percent_decode("a%2"), "a%2");
