@@ -122,10 +122,13 @@ impl Group {
         if patterns.is_empty() {
             return None;
         }
+        // A full cache is cleared and refilled (slower, still correct): 256 KiB per group keeps
+        // every group's states well inside an instance's memory limit, and the default patterns
+        // use a small part of it.
         let built = DFA::builder()
             .configure(
                 DFA::config()
-                    .cache_capacity(1 << 20)
+                    .cache_capacity(256 * 1024)
                     .skip_cache_capacity_check(true),
             )
             .syntax(syntax_config())
