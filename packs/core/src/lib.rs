@@ -53,7 +53,7 @@ pub fn post(input: &Input) -> Output {
         out.capture_opt("durationMs", input.timing.and_then(|t| t.duration_ms()));
     }
     if response.status >= 400 && config.bool("captureError", true) {
-        out.capture_opt("error", response.body.as_ref().and_then(error_of));
+        out.capture_opt("error", response.body_json().and_then(error_of));
     }
     out
 }
@@ -111,6 +111,26 @@ mod tests {
             "response": {"status": 500, "headers": [], "body": {"error": "boom"}},
             "timing": {"requestStartMs": 1.0, "responseEndMs": 5.0}})));
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn credential_query_parameters_are_redacted_as_configured() {
+        let url = "https://api.example.com/v1/things?Access_Token=abc&limit=2&sig=zz";
+        let mut request = request();
+        request["url"] = json!(url);
+        let url_of = |configuration: Value| {
+            let input = input(json!({"request": request, "configuration": configuration}));
+            taskless_pack_kit::call_hook(pre, &input).captures()["url"].clone()
+        };
+        assert_eq!(
+            url_of(json!({})),
+            json!("https://api.example.com/v1/things?Access_Token=REDACTED&limit=2&sig=REDACTED")
+        );
+        assert_eq!(
+            url_of(json!({"redactQueryParameters": ["LIMIT"]})),
+            json!("https://api.example.com/v1/things?Access_Token=abc&limit=REDACTED&sig=zz")
+        );
+        assert_eq!(url_of(json!({"redactQueryParameters": []})), json!(url));
     }
 
     #[test]

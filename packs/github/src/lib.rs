@@ -61,7 +61,7 @@ pub fn post(input: &Input) -> Output {
     if !config.bool("captureErrors", true) {
         return out;
     }
-    let Some(body @ Value::Object(_)) = &response.body else {
+    let Some(body @ Value::Object(_)) = response.body_json() else {
         return out;
     };
     if response.status >= 400 {

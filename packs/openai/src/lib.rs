@@ -105,7 +105,7 @@ pub fn post(input: &Input) -> Output {
     if stream_was_read(input) {
         return out;
     }
-    let summary = match &response.body {
+    let summary = match response.body_json() {
         // A stream that no `chunk` call read (the host does not call `chunk`, say).
         Some(Value::String(text)) => summarize_stream_text(text, fold_event),
         Some(body @ Value::Object(_)) => {

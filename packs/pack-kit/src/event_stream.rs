@@ -14,7 +14,7 @@ use crate::{Capture, Input, Output, SseDecoder, SseEvent, decode_chunk, get_path
 pub fn model_request(input: &Input) -> Output {
     let mut out = Output::new();
     out.capture("endpoint", input.request.path.as_str());
-    if let Some(body) = &input.request.body {
+    if let Some(body) = input.request.body_json() {
         out.capture_opt("model", get_path(body, &["model"]).and_then(Value::as_str));
         if get_path(body, &["stream"]).and_then(Value::as_bool) == Some(true) {
             out.capture("stream", 1u8);

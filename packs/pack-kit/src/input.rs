@@ -1,8 +1,10 @@
 //! The JSON document every hook receives.
 
+use std::rc::Rc;
+
 use serde_json::{Map, Value};
 
-use crate::{Config, Headers};
+use crate::{Body, Config, Headers};
 
 /// Why a hook's input could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -13,6 +15,9 @@ pub enum InputError {
     /// The input is JSON but not an object.
     #[error("hook input is not a JSON object")]
     NotAnObject,
+    /// The input object is cut short or broken where the kit reads its members.
+    #[error("hook input is not valid JSON: {0}")]
+    Malformed(String),
 }
 
 /// One hook call's input: the exchange as far as it is known, plus the pack's own state.
@@ -30,8 +35,9 @@ pub struct Input {
     pub context: Map<String, Value>,
     /// The host environment variables the manifest asked for.
     pub environment: Map<String, Value>,
-    /// The pack's settings: `config.json`'s configuration over the fields' defaults.
-    pub configuration: Map<String, Value>,
+    /// The pack's settings: `config.json`'s configuration over the fields' defaults. Shared
+    /// between calls with the same settings, which are parsed once per instance.
+    pub configuration: Rc<Map<String, Value>>,
     /// When the exchange's bytes went by, as Unix epoch milliseconds.
     pub timing: Option<Timing>,
 }
@@ -49,8 +55,9 @@ pub struct Request {
     pub method: String,
     /// Header pairs, names in lower case, in the order sent.
     pub headers: Headers,
-    /// The body: parsed JSON when it was valid JSON, else its text. Only with `permissions.body`.
-    pub body: Option<Value>,
+    /// The body: JSON when it was valid JSON, else its text as a JSON string, parsed on first
+    /// use ([`Request::body_json`]). Only with `permissions.body`.
+    pub body: Option<Body>,
 }
 
 /// The response side of the exchange.
@@ -60,9 +67,9 @@ pub struct Response {
     pub status: u16,
     /// Header pairs, names in lower case (without content-encoding and content-length).
     pub headers: Headers,
-    /// The decoded body: parsed JSON when it was valid JSON, else its text.
-    /// Only with `permissions.body`.
-    pub body: Option<Value>,
+    /// The decoded body: JSON when it was valid JSON, else its text as a JSON string, parsed on
+    /// first use ([`Response::body_json`]). Only with `permissions.body`.
+    pub body: Option<Body>,
 }
 
 /// The exchange's timestamps, Unix epoch milliseconds with a fraction.
@@ -79,50 +86,21 @@ pub struct Timing {
 }
 
 impl Request {
-    fn from_map(mut map: Map<String, Value>) -> Self {
-        Self {
-            domain: take_string(&mut map, "domain"),
-            path: take_string(&mut map, "path"),
-            url: take_string(&mut map, "url"),
-            method: take_string(&mut map, "method"),
-            headers: Headers::from_value(map.remove("headers")),
-            body: map.remove("body").filter(|b| !b.is_null()),
-        }
+    /// The body parsed as JSON (on first use), when there is one.
+    pub fn body_json(&self) -> Option<&Value> {
+        self.body.as_ref().and_then(Body::json)
     }
 }
 
 impl Response {
-    fn from_map(mut map: Map<String, Value>) -> Self {
-        let status = map
-            .get("status")
-            .and_then(Value::as_u64)
-            .and_then(|s| u16::try_from(s).ok());
-        Self {
-            status: status.unwrap_or_default(),
-            headers: Headers::from_value(map.remove("headers")),
-            body: map.remove("body").filter(|b| !b.is_null()),
-        }
-    }
-}
-
-/// Removes `key` from `map` when it holds a string.
-fn take_string(map: &mut Map<String, Value>, key: &str) -> String {
-    match map.remove(key) {
-        Some(Value::String(s)) => s,
-        _ => String::new(),
-    }
-}
-
-/// Removes `key` from `map` when it holds an object.
-fn take_object(map: &mut Map<String, Value>, key: &str) -> Option<Map<String, Value>> {
-    match map.remove(key) {
-        Some(Value::Object(o)) => Some(o),
-        _ => None,
+    /// The body parsed as JSON (on first use), when there is one.
+    pub fn body_json(&self) -> Option<&Value> {
+        self.body.as_ref().and_then(Body::json)
     }
 }
 
 impl Timing {
-    fn from_map(map: &Map<String, Value>) -> Self {
+    pub(crate) fn from_map(map: &Map<String, Value>) -> Self {
         let ms = |key: &str| {
             map.get(key)
                 .and_then(Value::as_f64)
@@ -157,32 +135,12 @@ impl Input {
     /// Parses a hook's JSON input.
     ///
     /// Reading is lenient past the top level: a missing or mistyped field reads as absent (or
-    /// empty), so a host that adds fields or omits optional ones does not break packs. The input
-    /// is read by hand from a `Value` rather than through derived deserializers, which keeps
-    /// every pack's Wasm tens of kilobytes smaller.
+    /// empty), so a host that adds fields or omits optional ones does not break packs. Bodies
+    /// stay JSON text until a pack reads them ([`Body`]), and the settings are parsed once per
+    /// instance. The input is read by hand rather than through derived deserializers, which
+    /// keeps every pack's Wasm tens of kilobytes smaller and reads only what packs use.
     pub fn from_json(bytes: &[u8]) -> Result<Self, InputError> {
-        match serde_json::from_slice(bytes)? {
-            Value::Object(map) => Ok(Self::from_map(map)),
-            _ => Err(InputError::NotAnObject),
-        }
-    }
-
-    fn from_map(mut map: Map<String, Value>) -> Self {
-        Self {
-            request_id: take_string(&mut map, "requestId"),
-            request: take_object(&mut map, "request")
-                .map(Request::from_map)
-                .unwrap_or_default(),
-            response: take_object(&mut map, "response").map(Response::from_map),
-            chunk: match map.remove("chunk") {
-                Some(Value::String(s)) => Some(s),
-                _ => None,
-            },
-            context: take_object(&mut map, "context").unwrap_or_default(),
-            environment: take_object(&mut map, "environment").unwrap_or_default(),
-            configuration: take_object(&mut map, "configuration").unwrap_or_default(),
-            timing: take_object(&mut map, "timing").map(|t| Timing::from_map(&t)),
-        }
+        crate::input_json::read_input(bytes)
     }
 
     /// The pack's settings.
@@ -231,8 +189,8 @@ mod tests {
         assert_eq!(input.request.headers.get("X-A"), Some("1"));
         assert_eq!(input.status(), Some(402));
         assert_eq!(
-            input.response.as_ref().and_then(|r| r.body.clone()),
-            Some(Value::from("oops"))
+            input.response.as_ref().and_then(Response::body_json),
+            Some(&Value::from("oops"))
         );
         assert_eq!(input.context.get("n"), Some(&Value::from(1)));
         assert_eq!(input.timing.and_then(|t| t.duration_ms()), Some(151));
@@ -314,8 +272,7 @@ mod tests {
         input.request.domain = "api.openai.com".into();
         assert!(input.in_domains(&["api.openai.com"]));
         assert!(!input.in_domains(&["api.stripe.com"]));
-        input
-            .configuration
+        Rc::make_mut(&mut input.configuration)
             .insert("domains".into(), serde_json::json!(["*.stripe.com"]));
         assert!(!input.in_domains(&["api.openai.com"]));
         input.request.domain = "api.stripe.com".into();

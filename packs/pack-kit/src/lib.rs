@@ -21,26 +21,44 @@
 mod body;
 mod config;
 mod event_stream;
+mod hash;
 mod headers;
 mod input;
+mod input_json;
 mod output;
+mod redact;
 mod sse;
 mod stream;
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]
 pub mod wasm;
 
-pub use body::{get_path, scalar};
+pub use body::{Body, get_path, scalar};
 pub use config::Config;
 pub use event_stream::{
     Summary, model_request, stream_chunk, stream_was_read, summarize_stream_text,
 };
+pub use hash::{FastHasher, FastMap, FastSet, hash};
 pub use headers::Headers;
 pub use input::{Input, InputError, Request, Response, Timing};
 pub use output::{Capture, Output};
+pub use redact::{
+    DEFAULT_REDACTED_QUERY_PARAMETERS, REDACT_SETTING, REDACTED, percent_decode, redact_query,
+    redacted_parameters,
+};
 pub use sse::{SseDecoder, SseEvent};
 pub use stream::{ChunkDecoder, decode_chunk};
 pub use taskless_url::{any_domain_matches, domain_matches};
+
+/// Runs `hook` on `input` as the Wasm exports do: the hook's output with the credential-like
+/// query parameters the pack's `redactQueryParameters` setting names (by default
+/// [`DEFAULT_REDACTED_QUERY_PARAMETERS`]) redacted in every text capture. Test harnesses call this
+/// too, so that fixtures see what the agent would.
+pub fn call_hook(hook: fn(&Input) -> Output, input: &Input) -> Output {
+    let mut output = hook(input);
+    output.redact_queries(&redacted_parameters(input));
+    output
+}
 
 /// Writes a warning to the host's log (Extism's `log_warn`); does nothing in host builds.
 pub fn warn(message: &str) {

@@ -111,6 +111,19 @@ impl Output {
         self
     }
 
+    /// Redacts the credential-like query parameters `names` in every text capture (see
+    /// [`crate::redact_query`]).
+    pub fn redact_queries(&mut self, names: &[&str]) -> &mut Self {
+        for value in self.capture.values_mut() {
+            if let Value::String(text) = value
+                && let std::borrow::Cow::Owned(redacted) = crate::redact_query(text, names)
+            {
+                *text = redacted;
+            }
+        }
+        self
+    }
+
     /// Replaces the context stored for this exchange (the host does not merge).
     pub fn set_context(&mut self, context: Value) -> &mut Self {
         self.context = Some(context);
@@ -134,14 +147,23 @@ impl Output {
 
     /// The pre2 JSON document: `{"capture": {...}, "context": {...}}`, each part only when set.
     pub fn to_json(&self) -> Result<String, serde_json::Error> {
-        let mut doc = Map::new();
+        // Written piece by piece rather than through a `Value`, which would copy every capture.
+        let mut doc = Vec::with_capacity(64);
+        doc.push(b'{');
         if !self.capture.is_empty() {
-            doc.insert("capture".to_owned(), Value::Object(self.capture.clone()));
+            doc.extend_from_slice(b"\"capture\":");
+            serde_json::to_writer(&mut doc, &self.capture)?;
         }
         if let Some(context) = &self.context {
-            doc.insert("context".to_owned(), context.clone());
+            if doc.len() > 1 {
+                doc.push(b',');
+            }
+            doc.extend_from_slice(b"\"context\":");
+            serde_json::to_writer(&mut doc, context)?;
         }
-        serde_json::to_string(&Value::Object(doc))
+        doc.push(b'}');
+        // serde_json writes UTF-8 only, so this never falls back.
+        Ok(String::from_utf8(doc).unwrap_or_default())
     }
 }
 

@@ -12,7 +12,7 @@ pub fn run_hook(hook: fn(&Input) -> Output) -> i32 {
         Ok(input) => input,
         Err(err) => return fail(&err.to_string()),
     };
-    let output = hook(&input);
+    let output = crate::call_hook(hook, &input);
     if output.is_empty() {
         return 0;
     }

@@ -220,7 +220,7 @@ impl PackUnderTest {
                         reason: e.to_string(),
                     }
                 })?;
-                let output = hook(&input);
+                let output = taskless_pack_kit::call_hook(hook, &input);
                 // Round-trip through the wire form, as the host would read it.
                 let json = output.to_json().map_err(|e| HarnessError::Hook {
                     hook: hook_name,

@@ -1,8 +1,12 @@
-//! Time of the pii pack's `pre` + `post` on realistic exchanges, natively (the logic the Wasm
-//! pack runs, without the Wasm engine): a small Stripe-style customer exchange, a 4 KiB JSON
-//! body of contacts, and a plain-text body. Each exchange is timed twice: the hooks alone on an
+//! CPU time of the pii pack's `pre` + `post` on realistic exchanges, natively (the logic the Wasm
+//! pack runs, without the Wasm engine): a small Stripe-style customer exchange, the runtime
+//! benchmark's typical exchange (1 KiB JSON request, 2 KiB JSON response), a 4 KiB JSON body of
+//! contacts, and a plain-text body. Each exchange is timed twice: the hooks alone on an
 //! already-parsed input, and with the input parsed from and the output written to JSON, as the
 //! pack's exports do.
+//!
+//! Two more cases, 1 MiB of the same contacts and text, show the cost per megabyte, which is
+//! what the default `maxScanBytes` allows.
 //!
 //! `cd packs && cargo bench -p taskless-pack-pii --bench scan` (optionally followed by a case
 //! name to run only the cases containing it).
@@ -86,11 +90,80 @@ fn stripe_customer() -> (Value, Value) {
     (request, response)
 }
 
+/// The typical exchange of the runtime's `built_packs` benchmark: a 1 KiB JSON request creating
+/// an order and its 2 KiB JSON answer.
+fn typical() -> (Value, Value) {
+    let items: Vec<Value> = (0..6)
+        .map(|i| {
+            json!({"sku": format!("SKU-{:05}", 10_000 + i * 37), "name": format!("Widget model {i}"),
+                   "quantity": i + 1, "unit_price": 1_999 + i * 250, "currency": "usd",
+                   "tax_code": "txcd_99999999"})
+        })
+        .collect();
+    let request = json!({
+        "domain": "api.shop.example", "path": "/v2/orders", "method": "POST",
+        "url": "https://api.shop.example/v2/orders?expand=items",
+        "headers": headers(&[
+            ("host", "api.shop.example"),
+            ("user-agent", "shop-sdk/4.2.0 python/3.12"),
+            ("accept", "application/json"),
+            ("authorization", "Bearer 9b2f1c7e4d8a6b3f0e5c9a7d1b4e8f2a"),
+            ("content-type", "application/json"),
+            ("idempotency-key", "7c1d8e2f-3a4b-4c5d-8e9f-0a1b2c3d4e5f"),
+        ]),
+        "body": {
+            "customer": "cus_NffrFeUfNV2Hib", "currency": "usd", "items": items,
+            "shipping": {"name": "Jenny Rosen", "line1": "510 Townsend Street", "city": "San Francisco",
+                         "postal_code": "94103", "country": "US"},
+            "metadata": {"channel": "web", "campaign": "spring-sale", "cart_id": "cart_8c2e4f"},
+        },
+    });
+    let lines: Vec<Value> = (0..6)
+        .map(|i| {
+            json!({"id": format!("li_{:010}", 4_000_000 + i * 7_919), "object": "line_item",
+                   "sku": format!("SKU-{:05}", 10_000 + i * 37), "description": format!("Widget model {i}"),
+                   "quantity": i + 1, "amount_subtotal": (1_999 + i * 250) * (i + 1),
+                   "amount_tax": 160 * (i + 1), "amount_total": (2_159 + i * 250) * (i + 1),
+                   "currency": "usd", "status": "reserved"})
+        })
+        .collect();
+    let response = json!({
+        "status": 200,
+        "headers": headers(&[
+            ("date", "Tue, 24 Nov 2026 11:32:43 GMT"),
+            ("content-type", "application/json"),
+            ("x-request-id", "req_5b9e0c7d2a"),
+            ("x-ratelimit-remaining", "4999"),
+        ]),
+        "body": {
+            "id": "ord_1MtwBwLkdIwHu7ix28a3tqPa", "object": "order", "created": 1_700_000_000u64,
+            "status": "open", "currency": "usd", "customer": "cus_NffrFeUfNV2Hib", "line_items": lines,
+            "amount_subtotal": 52_944, "amount_tax": 3_360, "amount_total": 56_304,
+            "shipping_details": {"name": "Jenny Rosen", "address": {"line1": "510 Townsend Street",
+                "city": "San Francisco", "postal_code": "94103", "state": "CA", "country": "US"}},
+            "metadata": {"channel": "web", "campaign": "spring-sale", "cart_id": "cart_8c2e4f"},
+            "livemode": false,
+        },
+    });
+    (request, response)
+}
+
 /// A JSON `POST` of 4 KiB of contacts (emails, phone numbers, addresses); a small JSON answer.
 fn contacts_4k() -> (Value, Value) {
+    contacts(4096)
+}
+
+/// The same contacts, 1 MiB of them: the worst a default `maxScanBytes` lets through.
+fn contacts_1m() -> (Value, Value) {
+    contacts(1 << 20)
+}
+
+/// A JSON `POST` of at least `size` bytes of contacts; a small JSON answer.
+fn contacts(size: usize) -> (Value, Value) {
     let mut contacts = Vec::new();
     let mut i = 0u32;
-    while serde_json::to_string(&contacts).map_or(0, |s| s.len()) < 4096 {
+    let mut len = 1; // the length of the array as JSON: brackets, elements and commas
+    while len < size {
         contacts.push(json!({
             "id": format!("ct_{:08x}", 0x5eed_0000u32 + i * 7919),
             "email": format!("person{i}@mail{}.example.org", i % 7),
@@ -100,6 +173,7 @@ fn contacts_4k() -> (Value, Value) {
             "tags": ["lead", "newsletter"],
             "score": 0.5 + f64::from(i) / 100.0,
         }));
+        len += contacts.last().map_or(0, |c| c.to_string().len() + 1);
         i += 1;
     }
     let request = json!({
@@ -129,10 +203,20 @@ fn contacts_4k() -> (Value, Value) {
 /// A plain-text request (a support message, 2 KiB with dates, amounts and a phone number) and
 /// a plain-text answer.
 fn text_body() -> (Value, Value) {
+    text(2048)
+}
+
+/// The same text, 1 MiB of it.
+fn text_1m() -> (Value, Value) {
+    text(1 << 20)
+}
+
+/// A plain-text request of at least `size` bytes and a plain-text answer.
+fn text(size: usize) -> (Value, Value) {
     let paragraph = "Hello team, order 48213 shipped on 2026-11-20 for $129.99 and arrived \
         damaged. Version 4.2.1 of the app shows error E1042 when I retry. ";
     let mut text = String::new();
-    while text.len() < 2048 {
+    while text.len() < size {
         text.push_str(paragraph);
     }
     text.push_str("Please call me back on 415-555-0199.");
@@ -177,7 +261,23 @@ fn case(name: &'static str, (request, response): (Value, Value)) -> Case {
     }
 }
 
-/// Median time of one call of `f`, over [`BATCHES`] batches.
+/// CPU time used by this thread so far: on a busy machine, what a call costs without the time
+/// other work takes the core away.
+fn thread_cpu() -> Duration {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec for the call to write.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut t) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or_default(),
+        u32::try_from(t.tv_nsec).unwrap_or_default(),
+    )
+}
+
+/// Median CPU time of one call of `f`, over [`BATCHES`] batches.
 fn time(mut f: impl FnMut()) -> Duration {
     let mut per_batch = 1u32;
     loop {
@@ -193,11 +293,11 @@ fn time(mut f: impl FnMut()) -> Duration {
     per_batch *= 4;
     let mut samples: Vec<Duration> = (0..BATCHES)
         .map(|_| {
-            let started = Instant::now();
+            let started = thread_cpu();
             for _ in 0..per_batch {
                 f();
             }
-            started.elapsed() / per_batch
+            (thread_cpu() - started) / per_batch
         })
         .collect();
     samples.sort();
@@ -223,12 +323,15 @@ fn main() {
         .unwrap_or_default();
     let cases = [
         case("stripe-customer", stripe_customer()),
+        case("typical", typical()),
         case("json-4k-contacts", contacts_4k()),
         case("text-2k", text_body()),
+        case("json-1m-contacts", contacts_1m()),
+        case("text-1m", text_1m()),
     ];
     println!(
-        "{:<18} {:>8} {:>8} {:>12} {:>14}  captures",
-        "case", "pre B", "post B", "hooks µs", "with JSON µs"
+        "{:<18} {:>8} {:>8} {:>10} {:>12} {:>14}  captures",
+        "case", "pre B", "post B", "parse µs", "hooks µs", "with JSON µs"
     );
     for c in cases.iter().filter(|c| c.name.contains(&filter)) {
         let (pre, post) = hooks(c);
@@ -245,11 +348,16 @@ fn main() {
         let json_time = time(|| {
             black_box(with_json(black_box(c)));
         });
+        let parse_time = time(|| {
+            black_box(Input::from_json(black_box(&c.pre_json)).expect("pre input"));
+            black_box(Input::from_json(black_box(&c.post_json)).expect("post input"));
+        });
         println!(
-            "{:<18} {:>8} {:>8} {:>12.1} {:>14.1}  {} {}",
+            "{:<18} {:>8} {:>8} {:>10.1} {:>12.1} {:>14.1}  {} {}",
             c.name,
             c.pre_json.len(),
             c.post_json.len(),
+            parse_time.as_secs_f64() * 1e6,
             hooks_time.as_secs_f64() * 1e6,
             json_time.as_secs_f64() * 1e6,
             captures.len(),

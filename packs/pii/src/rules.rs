@@ -1,9 +1,12 @@
 //! The categories of personal data, their default patterns, and compiling the configured ones.
 
 use std::cell::RefCell;
+use std::rc::Rc;
 
-use regex_lite::Regex;
-use taskless_pack_kit::Config;
+use serde_json::{Map, Value};
+use taskless_pack_kit::{Config, FastMap};
+
+use crate::matcher::{Group, Window};
 
 /// One category of personal data.
 pub struct Category {
@@ -16,29 +19,28 @@ pub struct Category {
     pub names: &'static [&'static str],
     /// Default value patterns.
     pub values: &'static [&'static str],
-    /// For each default value pattern, a byte every match contains: values without it are not
-    /// run through the (comparatively slow) pattern.
-    pub needs: &'static [Needs],
+    /// For each default value pattern, where in a value its matches can be (see [`Window`]): the
+    /// pattern runs only there, never over the whole value.
+    pub windows: &'static [Window],
 }
 
-/// A byte class every match of a pattern contains, checked before running the pattern.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Needs {
-    /// An ASCII digit.
-    Digit,
-    /// An `@`.
-    At,
-}
+/// Index of the credential category in [`CATEGORIES`]: headers that are expected to carry a
+/// credential (`credentialHeaders`) are not checked for it.
+pub const CREDENTIAL: usize = 9;
 
-impl Needs {
-    /// True when `text` could match.
-    pub fn admits(self, text: &str) -> bool {
-        match self {
-            Needs::Digit => text.bytes().any(|b| b.is_ascii_digit()),
-            Needs::At => text.contains('@'),
-        }
-    }
-}
+/// Headers that carry credentials by design, when the `credentialHeaders` setting is absent.
+pub const DEFAULT_CREDENTIAL_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "x-api-key",
+    "api-key",
+    "apikey",
+    "x-auth-token",
+    "x-access-token",
+    "x-goog-api-key",
+    "cookie",
+    "set-cookie",
+];
 
 /// Every category, in capture order. The manifest's field defaults repeat these patterns (a test
 /// keeps the two equal).
@@ -48,7 +50,7 @@ pub const CATEGORIES: &[Category] = &[
         field: "email",
         names: &["(?i)e-?mail"],
         values: &[r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"],
-        needs: &[Needs::At],
+        windows: &[Window::Email],
     },
     Category {
         key: "address",
@@ -59,7 +61,7 @@ pub const CATEGORIES: &[Category] = &[
         values: &[
             r"(?i)\b\d{1,6}\s+([A-Za-z0-9.'-]+\s+){1,4}(street|st|avenue|ave|road|rd|boulevard|blvd|lane|ln|drive|dr|court|ct|way|place|pl|terrace|parkway|pkwy)\b",
         ],
-        needs: &[Needs::Digit],
+        windows: &[Window::HouseNumber],
     },
     Category {
         key: "name",
@@ -68,7 +70,7 @@ pub const CATEGORIES: &[Category] = &[
             r"(?i)^(first_?name|last_?name|middle_?name|full_?name|given_?name|family_?name|sur_?name|maiden_?name|customer_?name|cardholder_?name|holder_?name|billing_?name|shipping_?name)$",
         ],
         values: &[],
-        needs: &[],
+        windows: &[],
     },
     Category {
         key: "phone",
@@ -78,7 +80,16 @@ pub const CATEGORIES: &[Category] = &[
             r"\+[1-9]\d{7,14}\b",
             r"\(?\b[2-9]\d{2}\)?[-. ][2-9]\d{2}[-. ]\d{4}\b",
         ],
-        needs: &[Needs::Digit, Needs::Digit],
+        windows: &[
+            Window::Digits {
+                alphabet: "+",
+                digits: 8,
+            },
+            Window::Digits {
+                alphabet: "(). -",
+                digits: 10,
+            },
+        ],
     },
     Category {
         key: "identification",
@@ -87,7 +98,10 @@ pub const CATEGORIES: &[Category] = &[
             r"(?i)(ssn|social_?security|passport|driver_?s?_?licen[cs]e|national_?id|tax_?id|^tin$|^nin$|id_?number|id_?card)",
         ],
         values: &[r"\b\d{3}-\d{2}-\d{4}\b"],
-        needs: &[Needs::Digit],
+        windows: &[Window::Digits {
+            alphabet: "-",
+            digits: 9,
+        }],
     },
     Category {
         key: "creditcard",
@@ -98,14 +112,17 @@ pub const CATEGORIES: &[Category] = &[
         values: &[
             r"\b(4\d{3}|5[1-5]\d{2}|2[2-7]\d{2}|3[47]\d{2}|6011|65\d{2})([ -]?\d{4}){2}[ -]?\d{3,4}\b",
         ],
-        needs: &[Needs::Digit],
+        windows: &[Window::Digits {
+            alphabet: " -",
+            digits: 15,
+        }],
     },
     Category {
         key: "birthdate",
         field: "birthdate",
         names: &[r"(?i)(birth_?date|date_?of_?birth|^dob$|birth_?day|^born)"],
         values: &[],
-        needs: &[],
+        windows: &[],
     },
     Category {
         key: "ip",
@@ -114,89 +131,189 @@ pub const CATEGORIES: &[Category] = &[
             r"(?i)^(ip|ip_?address|client_?ip|remote_?ip|remote_?addr|x-forwarded-for|x-real-ip|true-client-ip|cf-connecting-ip)$",
         ],
         values: &[r"\b((25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\b"],
-        needs: &[Needs::Digit],
+        windows: &[Window::Digits {
+            alphabet: ".",
+            digits: 4,
+        }],
     },
     Category {
         key: "additional",
         field: "additional",
         names: &[],
         values: &[],
-        needs: &[],
+        windows: &[],
+    },
+    Category {
+        key: "credential",
+        field: "credential",
+        names: &[
+            r"(?i)^(api_?key|apikey|api_?secret|secret_?key|secret_?access_?key|private_?key|client_?secret|access_?token|refresh_?token|id_?token|auth_?token|bearer_?token|session_?token|password|passwd|secret|token)$",
+        ],
+        values: &[
+            // Stripe secret and restricted keys.
+            r"\b[rs]k_(live|test)_[0-9A-Za-z]{16,}",
+            // OpenAI-style keys (sk-..., sk-proj-...; Anthropic's sk-ant-... too).
+            r"\bsk-[A-Za-z0-9_-]{20,}",
+            // GitHub tokens: classic (ghp_, gho_, ghu_, ghs_, ghr_) and fine-grained.
+            r"\b(gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{22,})\b",
+            // AWS access key ids (long-term and temporary).
+            r"\b(AKIA|ASIA)[0-9A-Z]{16}\b",
+            // Slack bot, user and app tokens.
+            r"\bxox[abposr]-[0-9A-Za-z-]{20,}",
+            // Google API keys.
+            r"\bAIza[0-9A-Za-z_-]{35}\b",
+            // JSON Web Tokens: three base64url parts, the first two JSON objects.
+            r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*",
+            // A bearer credential written out, as in an Authorization header's value.
+            r"(?i)\bbearer\s+[A-Za-z0-9._~+/-]{20,}",
+        ],
+        windows: &[
+            Window::Token { len: 20 },
+            Window::Token { len: 20 },
+            Window::Token { len: 20 },
+            Window::Token { len: 20 },
+            Window::Token { len: 20 },
+            Window::Token { len: 20 },
+            Window::Token { len: 20 },
+            Window::Token { len: 20 },
+        ],
     },
 ];
 
 /// One category's compiled patterns.
 pub struct Compiled {
-    /// The capture prefix.
-    pub key: &'static str,
-    /// Field-name patterns.
-    pub names: Vec<Regex>,
-    /// Value patterns, each with the prefilter of the default it equals (if any).
-    pub values: Vec<(Regex, Option<Needs>)>,
+    /// Field-name patterns (all of them in one automaton), if any.
+    pub names: Option<Group>,
+    /// Value patterns, grouped by where they may match: each group is one automaton.
+    pub values: Vec<Group>,
+}
+
+/// Most field names whose result is remembered across calls.
+const NAME_CACHE_SIZE: usize = 4_096;
+
+/// Every category's patterns, compiled from one configuration, and what was learnt with them.
+pub struct Rules {
+    /// The categories, in [`CATEGORIES`] order.
+    pub categories: Vec<Compiled>,
+    /// Lower-case names of the headers expected to carry credentials.
+    pub credential_headers: Vec<String>,
+    /// Field names already checked, with the categories (bit `i` for `categories[i]`) whose
+    /// field patterns they match: an API sends the same field names call after call.
+    names_seen: RefCell<FastMap<Box<str>, u16>>,
+}
+
+impl Rules {
+    /// The categories (bit `i` for `categories[i]`) whose field patterns match `name`.
+    pub fn name_categories(&self, name: &str) -> u16 {
+        if let Some(mask) = self.names_seen.borrow().get(name) {
+            return *mask;
+        }
+        let mut mask = 0u16;
+        for (i, category) in self.categories.iter().enumerate() {
+            if category
+                .names
+                .as_ref()
+                .is_some_and(|g| g.is_match_whole(name))
+            {
+                mask |= 1 << i;
+            }
+        }
+        let mut seen = self.names_seen.borrow_mut();
+        if seen.len() >= NAME_CACHE_SIZE {
+            seen.clear();
+        }
+        seen.insert(name.into(), mask);
+        mask
+    }
+
+    /// True when header `name` is expected to carry a credential.
+    pub fn is_credential_header(&self, name: &str) -> bool {
+        self.credential_headers
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(name))
+    }
 }
 
 /// The patterns for every category, from the configuration (each setting falling back to the
 /// defaults when absent). Patterns that do not compile are skipped with a warning.
-pub fn compile(config: &Config<'_>) -> Vec<Compiled> {
-    CATEGORIES
+pub fn compile(config: &Config<'_>) -> Rules {
+    let categories = CATEGORIES
         .iter()
-        .map(|c| Compiled {
-            key: c.key,
-            names: patterns(config, &format!("{}Fields", c.field), c.names)
-                .into_iter()
-                .map(|(_, re)| re)
-                .collect(),
-            values: patterns(config, &format!("{}Values", c.field), c.values)
-                .into_iter()
-                .map(|(source, re)| {
-                    let needs = c
-                        .values
-                        .iter()
-                        .position(|d| *d == source)
-                        .and_then(|i| c.needs.get(i).copied());
-                    (re, needs)
-                })
-                .collect(),
+        .map(|c| {
+            let names = patterns(config, &format!("{}Fields", c.field), c.names);
+            let values = patterns(config, &format!("{}Values", c.field), c.values);
+            // A pattern keeps its window only when it is the default it was written for.
+            let mut by_window: Vec<(Window, Vec<&str>)> = Vec::new();
+            for source in values {
+                let window = c
+                    .values
+                    .iter()
+                    .position(|d| *d == source)
+                    .and_then(|i| c.windows.get(i).copied())
+                    .unwrap_or(Window::Whole);
+                match by_window.iter_mut().find(|(w, _)| *w == window) {
+                    Some((_, sources)) => sources.push(source),
+                    None => by_window.push((window, vec![source])),
+                }
+            }
+            Compiled {
+                names: Group::new(&names, Window::Whole),
+                values: by_window
+                    .into_iter()
+                    .filter_map(|(window, sources)| Group::new(&sources, window))
+                    .collect(),
+            }
         })
-        .collect()
+        .collect();
+    let credential_headers = config
+        .strings("credentialHeaders")
+        .unwrap_or_else(|| DEFAULT_CREDENTIAL_HEADERS.to_vec())
+        .into_iter()
+        .map(str::to_ascii_lowercase)
+        .collect();
+    Rules {
+        categories,
+        credential_headers,
+        names_seen: RefCell::new(FastMap::default()),
+    }
 }
 
-/// The setting's patterns (or the defaults), compiled, with their source text.
-fn patterns<'a>(config: &Config<'a>, setting: &str, defaults: &[&'a str]) -> Vec<(&'a str, Regex)> {
+/// The setting's patterns (or the defaults) that compile; the others are skipped with a warning.
+fn patterns<'a>(config: &Config<'a>, setting: &str, defaults: &[&'a str]) -> Vec<&'a str> {
     let sources = config.strings(setting).unwrap_or_else(|| defaults.to_vec());
     sources
         .into_iter()
         .filter(|p| !p.is_empty())
-        .filter_map(|p| match Regex::new(p) {
-            Ok(re) => Some((p, re)),
+        .filter(|p| match crate::matcher::check_pattern(p) {
+            Ok(()) => true,
             Err(err) => {
                 taskless_pack_kit::warn(&format!("pii: {setting}: pattern `{p}` skipped: {err}"));
-                None
+                false
             }
         })
         .collect()
 }
 
+/// The settings the rules were compiled from.
+type Settings = Rc<Map<String, Value>>;
+
 thread_local! {
     /// Compiled patterns and the configuration they came from: a pack instance serves one pack
     /// with one configuration, so patterns are compiled once, not on every call.
-    static CACHE: RefCell<Option<(String, std::rc::Rc<Vec<Compiled>>)>> = const { RefCell::new(None) };
+    static CACHE: RefCell<Option<(Settings, Rc<Rules>)>> = const { RefCell::new(None) };
 }
 
-/// [`compile`], cached by the configuration's JSON text.
-pub fn compiled(
-    configuration: &serde_json::Map<String, serde_json::Value>,
-) -> std::rc::Rc<Vec<Compiled>> {
-    let key = serde_json::Value::Object(configuration.clone()).to_string();
+/// [`compile`], cached by the configuration (the same shared settings, or equal ones).
+pub fn compiled(configuration: &Settings) -> Rc<Rules> {
     CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();
-        if let Some((cached_key, rules)) = cache.as_ref()
-            && *cached_key == key
+        if let Some((cached, rules)) = cache.as_ref()
+            && (Rc::ptr_eq(cached, configuration) || cached == configuration)
         {
             return rules.clone();
         }
-        let rules = std::rc::Rc::new(compile(&Config::new(configuration)));
-        *cache = Some((key, rules.clone()));
+        let rules = Rc::new(compile(&Config::new(configuration)));
+        *cache = Some((configuration.clone(), rules.clone()));
         rules
     })
 }

@@ -1,14 +1,12 @@
-//! Looking for personal data in headers and bodies.
+//! Looking for personal data in headers, query strings and bodies.
 
-use serde_json::Value;
-use taskless_pack_kit::Headers;
+use std::borrow::Cow;
 
-use crate::rules::Compiled;
+use taskless_pack_kit::{FastSet, Headers, percent_decode};
 
-/// Deepest JSON nesting walked.
-const MAX_DEPTH: usize = 64;
-/// Most JSON nodes looked at in one body.
-const MAX_NODES: usize = 100_000;
+use crate::matcher::Facts;
+use crate::rules::{CREDENTIAL, Rules};
+
 /// Most distinct field names remembered as already checked in one message part.
 const MAX_NAMES_SEEN: usize = 4_096;
 
@@ -31,30 +29,70 @@ impl Direction {
     }
 }
 
-/// The flags found (capture keys such as `email.send.body.field`) and the scan budget: the
-/// bytes of names and values that may still be run through patterns.
-#[derive(Debug, Default)]
-pub struct Flags {
-    /// The capture keys found, in the order found (at most one per category, part and kind).
-    pub found: Vec<String>,
-    /// Bytes of values that may still be run through value patterns.
-    budget: usize,
-    /// True once a value was cut short or skipped for lack of budget.
-    pub truncated: bool,
+/// The part of a message a flag is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// Header names and values.
+    Header,
+    /// The query string's parameter names and values.
+    Query,
+    /// Body field names and values.
+    Body,
 }
 
+impl Part {
+    /// Every part, in capture order.
+    pub const ALL: [Part; 3] = [Part::Header, Part::Query, Part::Body];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    /// `header`, `query` or `body`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Part::Header => "header",
+            Part::Query => "query",
+            Part::Body => "body",
+        }
+    }
+}
+
+/// The flags found, per part, as category bit sets (bit `i` for the `i`-th category), and the
+/// scan budget: the bytes of names and values that may still be run through patterns.
+#[derive(Debug, Default)]
+pub struct Flags {
+    /// Categories whose field patterns matched a name, per part.
+    pub fields: [u16; 3],
+    /// Categories whose value patterns matched a value, per part.
+    pub values: [u16; 3],
+    /// Bytes of names and values that may still be checked.
+    budget: usize,
+    /// True once a name or value was cut short or skipped for lack of budget.
+    pub truncated: bool,
+    /// False when the message is too small for the budget to run out: then nothing needs to
+    /// remember which names were paid for.
+    may_run_out: bool,
+}
+
+/// How much longer than its JSON text the names and values read from a message can be: keys
+/// and strings only get shorter when unescaped, a number's text grows at most 4.5 times (`1e15`
+/// is read back as `1000000000000000.0`).
+const MAX_GROWTH: usize = 8;
+
 impl Flags {
-    /// No flags yet; at most `budget` bytes of values will be checked.
-    pub fn with_budget(budget: usize) -> Self {
+    /// No flags yet; at most `budget` bytes of names and values will be checked, of a message
+    /// whose headers, URL and body take `size` bytes of JSON text.
+    pub fn with_budget(budget: usize, size: usize) -> Self {
         Self {
-            found: Vec::new(),
             budget,
-            truncated: false,
+            may_run_out: size.saturating_mul(MAX_GROWTH) > budget,
+            ..Self::default()
         }
     }
 
     /// The part of `value` the budget still covers (cut at a character boundary).
-    fn take<'v>(&mut self, value: &'v str) -> &'v str {
+    pub fn take<'v>(&mut self, value: &'v str) -> &'v str {
         if value.len() <= self.budget {
             self.budget -= value.len();
             return value;
@@ -69,198 +107,139 @@ impl Flags {
     }
 }
 
-/// A scan of one message part (`header` or `body`) in one direction.
-struct Scan<'a> {
-    rules: &'a [Compiled],
-    prefix: String,
-    flags: &'a mut Flags,
-    /// Names already checked, sorted: arrays of objects repeat the same keys thousands of times.
-    names_seen: Vec<String>,
+/// A scan of one message part in one direction.
+pub struct Scan<'r, 'f, 'n> {
+    rules: &'r Rules,
+    part: Part,
+    flags: &'f mut Flags,
+    /// Categories with value patterns, not yet found in this part.
+    values_pending: u16,
+    /// Categories with field patterns, not yet found in this part.
+    fields_pending: u16,
+    /// Names already checked in this part, when the budget could run out: a name repeated
+    /// (arrays of objects repeat the same keys thousands of times) is paid for once.
+    names_seen: Option<FastSet<Cow<'n, str>>>,
+    facts: Facts,
 }
 
-impl Scan<'_> {
-    fn flag(&self, key: &str, kind: &str) -> String {
-        format!("{key}.{}.{kind}", self.prefix)
+impl<'r, 'f, 'n> Scan<'r, 'f, 'n> {
+    /// Starts a scan of `part`.
+    pub fn new(rules: &'r Rules, part: Part, flags: &'f mut Flags) -> Self {
+        let mut values_pending = 0;
+        let mut fields_pending = 0;
+        for (i, c) in rules.categories.iter().enumerate() {
+            if !c.values.is_empty() {
+                values_pending |= 1 << i;
+            }
+            if c.names.is_some() {
+                fields_pending |= 1 << i;
+            }
+        }
+        let found = (flags.fields[part.index()], flags.values[part.index()]);
+        let names_seen = flags.may_run_out.then(FastSet::default);
+        Self {
+            rules,
+            part,
+            values_pending: values_pending & !found.1,
+            fields_pending: fields_pending & !found.0,
+            flags,
+            names_seen,
+            facts: Facts::default(),
+        }
     }
 
-    /// Checks a field name (only when it carries a value), within the budget; a name already
-    /// checked in this part costs nothing.
-    fn name(&mut self, name: &str) {
-        match self
-            .names_seen
-            .binary_search_by(|seen| seen.as_str().cmp(name))
-        {
-            Ok(_) => return,
-            Err(at) if self.names_seen.len() < MAX_NAMES_SEEN => {
-                self.names_seen.insert(at, name.to_owned())
+    /// Checks a field name (only call it when the field carries a value), within the budget; a
+    /// name already checked in this part costs nothing. Categories in `skip` are not flagged.
+    pub fn name(&mut self, name: Cow<'n, str>, skip: u16) {
+        if let Some(seen) = self.names_seen.as_mut() {
+            if seen.contains(name.as_ref()) {
+                return;
             }
-            Err(_) => {}
+            if seen.len() < MAX_NAMES_SEEN {
+                seen.insert(name.clone());
+            }
         }
-        let name = self.flags.take(name);
-        if name.is_empty() {
+        let name = self.flags.take(&name);
+        if name.is_empty() || self.fields_pending & !skip == 0 {
             return;
         }
-        for rule in self.rules {
-            let flag = self.flag(rule.key, "field");
-            if !self.flags.found.contains(&flag) && rule.names.iter().any(|re| re.is_match(name)) {
-                self.flags.found.push(flag);
-            }
-        }
+        let found = self.rules.name_categories(name) & self.fields_pending & !skip;
+        self.fields_pending &= !found;
+        self.flags.fields[self.part.index()] |= found;
     }
 
-    /// Checks a value, within the budget.
-    fn value(&mut self, value: &str) {
+    /// Checks a value, within the budget. Categories in `skip` are not flagged.
+    pub fn value(&mut self, value: &str, skip: u16) {
         let value = self.flags.take(value);
-        if value.is_empty() {
+        let pending = self.values_pending & !skip;
+        if value.is_empty() || pending == 0 {
             return;
         }
-        for rule in self.rules {
-            let flag = self.flag(rule.key, "value");
-            if self.flags.found.contains(&flag) {
-                continue;
-            }
-            let matched = rule
-                .values
-                .iter()
-                .any(|(re, needs)| needs.is_none_or(|n| n.admits(value)) && re.is_match(value));
-            if matched {
-                self.flags.found.push(flag);
+        self.facts.learn(value);
+        let mut found = 0u16;
+        for (i, category) in self.rules.categories.iter().enumerate() {
+            if pending & (1 << i) != 0
+                && category
+                    .values
+                    .iter()
+                    .any(|group| group.is_match(value, &self.facts))
+            {
+                found |= 1 << i;
             }
         }
+        self.values_pending &= !found;
+        self.flags.values[self.part.index()] |= found;
     }
-}
 
-fn scan<'a>(
-    rules: &'a [Compiled],
-    direction: Direction,
-    part: &str,
-    flags: &'a mut Flags,
-) -> Scan<'a> {
-    Scan {
-        rules,
-        prefix: format!("{}.{part}", direction.as_str()),
-        flags,
-        names_seen: Vec::new(),
+    /// Marks the scan as cut short.
+    pub fn truncate(&mut self) {
+        self.flags.truncated = true;
+    }
+
+    /// True once the budget is spent and something was left unchecked: nothing after this
+    /// can change the flags.
+    pub fn is_spent(&self) -> bool {
+        self.flags.budget == 0 && self.flags.truncated
     }
 }
 
 /// Checks header names against field patterns and header values against value patterns.
-pub fn headers(rules: &[Compiled], direction: Direction, headers: &Headers, flags: &mut Flags) {
-    let mut s = scan(rules, direction, "header", flags);
+/// Headers meant for credentials (`credentialHeaders`) are not checked for credentials.
+pub fn headers(rules: &Rules, headers: &Headers, flags: &mut Flags) {
+    let mut s = Scan::new(rules, Part::Header, flags);
     for (name, value) in headers.iter() {
+        let skip = if rules.is_credential_header(name) {
+            1 << CREDENTIAL
+        } else {
+            0
+        };
         if !value.is_empty() {
-            s.name(name);
+            s.name(Cow::Borrowed(name), skip);
         }
-        s.value(value);
+        s.value(value, skip);
     }
 }
 
-/// Checks a body: JSON keys against field patterns and JSON strings and numbers against value
-/// patterns; a form-encoded body (`content_type`) by its names and values; any other text as a
-/// whole against value patterns.
-pub fn body(
-    rules: &[Compiled],
-    direction: Direction,
-    body: &Value,
-    content_type: Option<&str>,
-    flags: &mut Flags,
-) {
-    let mut s = scan(rules, direction, "body", flags);
-    match body {
-        Value::String(text) if content_type == Some("application/x-www-form-urlencoded") => {
-            for (name, value) in form_pairs(text) {
-                if !value.is_empty() {
-                    s.name(&name);
-                }
-                s.value(&value);
-            }
-        }
-        Value::String(text) => s.value(text),
-        other => walk(&mut s, other),
-    }
+/// Checks the query string of `url` by its decoded parameter names and values.
+pub fn query(rules: &Rules, url: &str, flags: &mut Flags) {
+    let Some((_, query)) = url.split_once('?') else {
+        return;
+    };
+    let query = query.split_once('#').map_or(query, |(q, _)| q);
+    let mut s = Scan::new(rules, Part::Query, flags);
+    pairs(&mut s, query);
 }
 
-/// Walks a JSON document in document order without recursion, within [`MAX_DEPTH`] and
-/// [`MAX_NODES`].
-fn walk(s: &mut Scan<'_>, root: &Value) {
-    let mut stack: Vec<(Option<&str>, &Value, usize)> = vec![(None, root, 0)];
-    let mut seen = 0usize;
-    while let Some((key, node, depth)) = stack.pop() {
-        seen += 1;
-        if seen > MAX_NODES {
-            taskless_pack_kit::warn("pii: body has too many JSON nodes; the rest is not checked");
-            s.flags.truncated = true;
-            return;
+/// Checks `name=value` pairs joined by `&` (a query string or a form body), percent-decoded.
+pub fn pairs<'n>(s: &mut Scan<'_, '_, 'n>, text: &'n str) {
+    for pair in text.split('&').filter(|pair| !pair.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decode(value);
+        if !value.is_empty() {
+            s.name(percent_decode(name), 0);
         }
-        if let Some(key) = key
-            && carries_data(node)
-        {
-            s.name(key);
-        }
-        match node {
-            Value::String(text) => s.value(text),
-            Value::Number(n) => s.value(&n.to_string()),
-            Value::Object(map) if depth < MAX_DEPTH => {
-                stack.extend(
-                    map.iter()
-                        .rev()
-                        .map(|(k, v)| (Some(k.as_str()), v, depth + 1)),
-                );
-            }
-            Value::Array(items) if depth < MAX_DEPTH => {
-                stack.extend(items.iter().rev().map(|v| (None, v, depth + 1)));
-            }
-            _ => {}
-        }
+        s.value(&value, 0);
     }
-}
-
-/// A field named like personal data only counts when it holds something.
-fn carries_data(value: &Value) -> bool {
-    match value {
-        Value::Null => false,
-        Value::String(s) => !s.is_empty(),
-        Value::Array(a) => !a.is_empty(),
-        Value::Object(o) => !o.is_empty(),
-        _ => true,
-    }
-}
-
-/// The `name=value` pairs of a form-encoded body, percent-decoded (`+` is a space).
-fn form_pairs(text: &str) -> Vec<(String, String)> {
-    text.split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(name), percent_decode(value))
-        })
-        .collect()
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -269,29 +248,13 @@ mod tests {
 
     #[test]
     fn the_budget_cuts_values_at_a_character_boundary() {
-        let mut flags = Flags::with_budget(5);
+        let mut flags = Flags::with_budget(5, 100);
         assert_eq!(flags.take("abc"), "abc");
         assert!(!flags.truncated);
         assert_eq!(flags.take("é€x"), "é");
         assert!(flags.truncated);
         assert_eq!(flags.take("z"), "");
-        let mut flags = Flags::with_budget(4);
+        let mut flags = Flags::with_budget(4, 100);
         assert_eq!(flags.take("aé€"), "aé");
-    }
-
-    #[test]
-    fn form_bodies_are_decoded() {
-        assert_eq!(
-            form_pairs("To=%2B14155552346&Body=Hi+there&empty=&flag"),
-            vec![
-                ("To".into(), "+14155552346".into()),
-                ("Body".into(), "Hi there".into()),
-                ("empty".into(), String::new()),
-                ("flag".into(), String::new())
-            ]
-        );
-        assert_eq!(percent_decode("a%2"), "a%2");
-        assert_eq!(percent_decode("%zz%41"), "%zzA");
-        assert_eq!(percent_decode("%41"), "A");
     }
 }

@@ -46,8 +46,14 @@ fn manifest_defaults_match_the_built_in_patterns() {
 fn every_default_pattern_compiles() {
     for c in CATEGORIES {
         for p in c.names.iter().chain(c.values) {
-            assert!(regex_lite::Regex::new(p).is_ok(), "{}: {p}", c.key);
+            assert!(crate::matcher::check_pattern(p).is_ok(), "{}: {p}", c.key);
         }
+        assert_eq!(
+            c.values.len(),
+            c.windows.len(),
+            "{}: one window per value pattern",
+            c.key
+        );
     }
 }
 
@@ -254,4 +260,150 @@ fn names_count_against_the_budget_once_each() {
         json!({"request": request(json!([]), body), "configuration": config}),
     ));
     assert_eq!(flags(&out), ["email.send.body.field"]);
+}
+
+fn credential_flags(out: &Output) -> Vec<&str> {
+    flags(out)
+        .into_iter()
+        .filter(|f| f.starts_with("credential."))
+        .collect()
+}
+
+#[test]
+fn every_recognised_credential_format_is_flagged_as_a_value() {
+    let tokens = [
+        "sk_live_51HxQpLkdIwHu7ixExAmPlEkEy00",
+        "sk_test_4eC39HqLyjWDarjtT1zdp7dc",
+        "rk_live_51HxQpLkdIwHu7ixRestricted",
+        "sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXyZ",
+        "sk-ant-api03-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXyZ",
+        "ghp_16C7e42F292c6912E7710c838347Ae178B4a",
+        "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz",
+        "AKIAIOSFODNN7EXAMPLE",
+        "xoxb-17653672481-19874698323-pdFZKVeTuE8sk7oOcBrzbqgy",
+        "xoxp-17653672481-19874698323-19874698324-pdFZKVeTuE8sk7oO",
+        "AIzaSyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+        "Bearer 9b2f1c7e4d8a6b3f0e5c9a7d1b4e8f2a",
+    ];
+    for token in tokens {
+        for value in [token.to_owned(), format!("note: {token}, thanks")] {
+            let out = pre(&input(
+                json!({"request": request(json!([]), json!({"memo": value}))}),
+            ));
+            assert_eq!(
+                credential_flags(&out),
+                ["credential.send.body.value"],
+                "{value}"
+            );
+        }
+    }
+}
+
+#[test]
+fn look_alikes_of_credentials_are_not_flagged() {
+    let values = [
+        "cus_NffrFeUfNV2Hib",
+        "price_1MoBy5LkdIwHu7ixZhnattbh",
+        "req_8Kd72hYq0sLmQe",
+        "2f0e3c1a-6b1e-4c4b-9d55-0f1e8e7d2a11",
+        "task-abcdefghijklmnopqrstuvwxyz",
+        "sk-short",
+        "sk_live_short",
+        "AKIAIOSFODNN7EXAMPLEX",
+        "ghp_tooShort",
+        "eyJhbGciOiJIUzI1NiJ9",
+        "bearer of good news",
+        "https://example.com/static/app.3f9c2b7e1d4a6f8e0b5c.bundle.min.js",
+    ];
+    for value in values {
+        let out = pre(&input(
+            json!({"request": request(json!([]), json!({"memo": value}))}),
+        ));
+        assert!(
+            credential_flags(&out).is_empty(),
+            "{value}: {:?}",
+            flags(&out)
+        );
+    }
+}
+
+#[test]
+fn credentials_are_flagged_where_they_do_not_belong_and_not_in_auth_headers() {
+    let key = "sk_live_51HxQpLkdIwHu7ixExAmPlEkEy00";
+    let auth_headers = json!([
+        ["authorization", format!("Bearer {key}")],
+        ["x-api-key", "sk-ant-api03-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXyZ"],
+        [
+            "cookie",
+            "session=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N"
+        ]
+    ]);
+    let out = pre(&input(
+        json!({"request": request(auth_headers.clone(), Value::Null)}),
+    ));
+    assert!(flags(&out).is_empty(), "{:?}", flags(&out));
+
+    // The same key in a header that is not meant for it.
+    let out = pre(&input(
+        json!({"request": request(json!([["x-debug", format!("key={key}")]]), Value::Null)}),
+    ));
+    assert_eq!(flags(&out), ["credential.send.header.value"]);
+
+    // In the query string, by name and by value.
+    let mut req = request(auth_headers, Value::Null);
+    req["url"] = json!(format!(
+        "https://api.example.com/v1/users?limit=1&api_key={key}"
+    ));
+    assert_eq!(
+        flags(&pre(&input(json!({"request": req})))),
+        ["credential.send.query.field", "credential.send.query.value"]
+    );
+
+    // In a response body: a token endpoint's answer.
+    let out = post(&input(json!({"request": request(json!([]), Value::Null),
+        "response": {"status": 200, "headers": [["content-type", "application/json"]],
+            "body": {"access_token": "ya29.a0AfH6SMBx3Zk9Qp2LmN4rT6vW8yZ1bC3dE5fG7hJ9", "token_type": "Bearer",
+                     "expires_in": 3599}}})));
+    assert_eq!(credential_flags(&out), ["credential.receive.body.field"]);
+}
+
+#[test]
+fn credential_headers_and_categories_are_configurable() {
+    let headers = json!([[
+        "x-service-token",
+        "xoxb-17653672481-19874698323-pdFZKVeTuE8sk7oOcBrzbqgy"
+    ]]);
+    let out = pre(&input(
+        json!({"request": request(headers.clone(), Value::Null)}),
+    ));
+    assert_eq!(flags(&out), ["credential.send.header.value"]);
+    let out = pre(&input(
+        json!({"request": request(headers.clone(), Value::Null),
+        "configuration": {"credentialHeaders": ["X-Service-Token"]}}),
+    ));
+    assert!(flags(&out).is_empty());
+    let out = pre(&input(json!({"request": request(headers, Value::Null),
+        "configuration": {"credentialValues": []}})));
+    assert!(flags(&out).is_empty());
+}
+
+#[test]
+fn query_parameters_are_checked_like_fields_and_values() {
+    let mut req = request(json!([]), Value::Null);
+    req["url"] = json!(
+        "https://api.stripe.com/v1/customers/search?query=email%3A%27jenny%40example.com%27&phone=%2B14155550123#x"
+    );
+    assert_eq!(
+        flags(&pre(&input(json!({"request": req.clone()})))),
+        [
+            "email.send.query.value",
+            "phone.send.query.field",
+            "phone.send.query.value"
+        ]
+    );
+    let out = pre(&input(
+        json!({"request": req, "configuration": {"checkQuery": false}}),
+    ));
+    assert!(out.is_empty());
 }

@@ -68,7 +68,7 @@ pub fn post(input: &Input) -> Output {
     }
     if response.status >= 400
         && input.config().bool("captureErrors", true)
-        && let Some(body) = &response.body
+        && let Some(body) = response.body_json()
     {
         out.capture_paths(body, ERROR_FIELDS);
     }

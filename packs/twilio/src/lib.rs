@@ -40,7 +40,7 @@ pub fn post(input: &Input) -> Output {
     };
     out.capture("status", response.status);
     out.capture_opt("requestId", response.headers.get("twilio-request-id"));
-    let Some(body @ Value::Object(_)) = &response.body else {
+    let Some(body @ Value::Object(_)) = response.body_json() else {
         return out;
     };
     if response.status >= 400 {
