@@ -192,6 +192,7 @@ pub(crate) fn parse_request(
             scheme,
             version: version(req.version),
             headers,
+            partial: false,
         })
     })
 }
@@ -216,6 +217,7 @@ pub(crate) fn parse_response(
             reason,
             version: version(res.version),
             headers,
+            partial: false,
         })
     })
 }

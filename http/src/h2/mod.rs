@@ -1,19 +1,23 @@
 //! HTTP/2: frames, HPACK header blocks, interleaved streams, each stream its own exchange.
 //!
 //! Each flow has its own HPACK decoder. A flow joined mid-stream, or after lost bytes, starts with
-//! an empty dynamic table: the entries it learns from then on are exactly the newest entries of the
-//! peer's table, so a header block either decodes to the right fields or fails with an index out
-//! of bounds. A block that fails is dropped (its stream skipped) and the decoder starts afresh, so
-//! wrong headers are never emitted.
+//! an unknown dynamic table: the entries it sees inserted from then on are exactly the newest
+//! entries of the peer's table and are decoded; a field that refers to an older entry is left out
+//! and its head marked partial (see [`crate::hpack`]). A block that cannot be decoded at all is
+//! dropped (its stream skipped, the reason counted) and the table forgotten, so wrong headers are
+//! never emitted. Streams whose frames arrive without their request head are skipped and counted
+//! once each.
 
 mod block;
 pub(crate) mod frame;
 mod handle;
 mod stream;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::body::Ctx;
+use crate::config::StreamSkip;
+use crate::hpack::Decoder;
 use crate::types::{Flow, ResyncReason};
 use frame::{FrameHeader, FrameSeek, HEADER_LEN, PREFACE};
 use stream::Stream;
@@ -54,7 +58,7 @@ enum FrameState {
 struct H2Flow {
     buf: Vec<u8>,
     state: FrameState,
-    hpack: loona_hpack::Decoder<'static>,
+    hpack: Decoder,
     block: Option<Block>,
 }
 
@@ -67,18 +71,18 @@ impl std::fmt::Debug for H2Flow {
     }
 }
 
-fn hpack_decoder(max_table: usize) -> loona_hpack::Decoder<'static> {
-    let mut d = loona_hpack::Decoder::new();
-    d.set_max_allowed_table_size(max_table.max(4096));
-    d
-}
-
 impl H2Flow {
-    fn new(state: FrameState, max_table: usize) -> Self {
+    fn new(state: FrameState, max_table: usize, joined: bool) -> Self {
+        // Never less than the protocol's initial size, so a conforming peer's table fits.
+        let cap = max_table.max(crate::hpack::INITIAL_MAX_SIZE);
         H2Flow {
             buf: Vec::new(),
             state,
-            hpack: hpack_decoder(max_table),
+            hpack: if joined {
+                Decoder::joined(cap)
+            } else {
+                Decoder::new(cap)
+            },
             block: None,
         }
     }
@@ -91,6 +95,9 @@ pub(crate) struct Http2 {
     streams: BTreeMap<u32, Stream>,
     /// Which flow carries requests, once known.
     request_flow: Option<Flow>,
+    /// Streams whose frames are ignored (skipped, reset or pushed), so that each is counted
+    /// once; the oldest are forgotten past a bound.
+    ignored: BTreeSet<u32>,
 }
 
 /// Outcome of one parsing step: bytes consumed, and whether to go on.
@@ -129,13 +136,15 @@ impl Http2 {
             Some(Flow::Ingress) => (FrameState::Header, FrameState::Preface),
             None => (mid, mid),
         };
+        let joined = preface_flow.is_none();
         Http2 {
             flows: [
-                H2Flow::new(egress, max_table),
-                H2Flow::new(ingress, max_table),
+                H2Flow::new(egress, max_table, joined),
+                H2Flow::new(ingress, max_table, joined),
             ],
             streams: BTreeMap::new(),
             request_flow: preface_flow,
+            ignored: BTreeSet::new(),
         }
     }
 
@@ -272,7 +281,7 @@ impl Http2 {
         let max_payload = ctx.config.max_header_bytes.max(16_384);
         if self.flows[fi].block.is_some() && hdr.kind != frame::CONTINUATION {
             // A header block must be followed by its CONTINUATION frames.
-            self.hpack_failed(flow, ctx);
+            self.hpack_failed(flow, crate::BlockError::Sequence, ctx);
         }
         self.flows[fi].state = match hdr.kind {
             frame::DATA if hdr.stream == 0 => {
@@ -301,8 +310,10 @@ impl Http2 {
             frame::HEADERS | frame::CONTINUATION | frame::PUSH_PROMISE
                 if hdr.len as usize > max_payload =>
             {
-                self.hpack_failed(flow, ctx);
-                self.skip_stream(hdr.stream, ctx);
+                self.hpack_failed(flow, crate::BlockError::TooLarge, ctx);
+                if hdr.kind == frame::HEADERS {
+                    self.skip_stream(hdr.stream, StreamSkip::UndecodableHead, ctx);
+                }
                 FrameState::Skip(hdr.len)
             }
             frame::HEADERS
@@ -332,7 +343,7 @@ impl Http2 {
         ctx.stats.resyncs += 1;
         let fi = flow.index();
         self.flows[fi].block = None;
-        self.flows[fi].hpack = hpack_decoder(ctx.config.max_hpack_table);
+        self.flows[fi].hpack.forget();
         self.flows[fi].state = FrameState::Seek { reason, skipped };
         self.abort_open_on(flow, crate::types::AbortReason::Resync, ctx);
     }
@@ -388,5 +399,17 @@ impl Http2 {
 
     fn is_request_flow(&self, flow: Flow) -> Option<bool> {
         self.request_flow.map(|rf| rf == flow)
+    }
+
+    /// Ignores the frames of `stream` from now on; counts it under `reason` (once).
+    fn ignore(&mut self, stream: u32, reason: Option<StreamSkip>, ctx: &mut Ctx<'_>) {
+        if self.ignored.insert(stream) {
+            if let Some(reason) = reason {
+                ctx.stats.h2_skipped_streams.count(reason);
+            }
+            if self.ignored.len() > ctx.config.max_h2_streams.max(1) {
+                self.ignored.pop_first();
+            }
+        }
     }
 }
