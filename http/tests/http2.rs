@@ -505,6 +505,7 @@ fn cases() -> Vec<Case> {
                 indexed_again,
             ])),
             inp(status(&mut s, 3, "200", &[("x-unseen", "1")], true)),
+            Step::Close,
         ],
         expect: vec![
             "resync Egress 0 MidStream",

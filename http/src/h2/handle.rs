@@ -236,7 +236,10 @@ impl Http2 {
             self.on_response_head(flow, block, decoded, ts_ns, ctx);
         } else if tracked.is_none() {
             // Neither a head nor the trailers of a followed stream: too little is known of it.
-            let reason = if self.ignored.contains(&block.stream) || !decoded.partial() {
+            let reason = if self.ignored.contains(&block.stream)
+                || !decoded.partial()
+                || side == Some(false)
+            {
                 StreamSkip::StartedUnseen
             } else {
                 StreamSkip::UndecodableHead

@@ -35,8 +35,9 @@ struct Block {
 /// Where a flow is in its frame sequence.
 #[derive(Debug, Clone, Copy)]
 enum FrameState {
-    /// Expecting the client preface.
-    Preface,
+    /// Expecting the client preface from this offset in it (not 0 when the connection was
+    /// joined inside the preface).
+    Preface(usize),
     /// Looking for a frame boundary.
     Seek { reason: ResyncReason, skipped: u64 },
     /// Expecting a frame header.
@@ -57,9 +58,17 @@ enum FrameState {
 
 struct H2Flow {
     buf: Vec<u8>,
+    /// `(timestamp, end offset)` of each run of `buf`'s bytes fed with one timestamp.
+    runs: Vec<(u64, usize)>,
+    /// Seeking may take a frame that ends exactly where the bytes end as a boundary: the
+    /// other flow has spoken, so this one's bytes are all in for now.
+    settle: bool,
     state: FrameState,
     hpack: Decoder,
     block: Option<Block>,
+    /// Frame headers still to check after a boundary was found by seeking: an implausible one
+    /// means the boundary was wrong, and the flow seeks again.
+    probation: u8,
 }
 
 impl std::fmt::Debug for H2Flow {
@@ -77,6 +86,8 @@ impl H2Flow {
         let cap = max_table.max(crate::hpack::INITIAL_MAX_SIZE);
         H2Flow {
             buf: Vec::new(),
+            runs: Vec::new(),
+            settle: false,
             state,
             hpack: if joined {
                 Decoder::joined(cap)
@@ -84,9 +95,16 @@ impl H2Flow {
                 Decoder::new(cap)
             },
             block: None,
+            probation: 0,
         }
     }
 }
+
+/// Most timestamp runs kept for a flow's buffered bytes (later ones merge into the last).
+const MAX_RUNS: usize = 16;
+
+/// Frame headers checked after a boundary found by seeking.
+const PROBATION: u8 = 8;
 
 /// HTTP/2 state of one connection.
 #[derive(Debug)]
@@ -126,14 +144,14 @@ fn after_data(pad: u32) -> FrameState {
 impl Http2 {
     /// A connection whose client preface was seen on `preface_flow`, or (when `None`) one joined
     /// mid-stream.
-    pub(crate) fn new(preface_flow: Option<Flow>, max_table: usize) -> Self {
+    pub(crate) fn new(preface_flow: Option<Flow>, preface_from: usize, max_table: usize) -> Self {
         let mid = FrameState::Seek {
             reason: ResyncReason::MidStream,
             skipped: 0,
         };
         let (egress, ingress) = match preface_flow {
-            Some(Flow::Egress) => (FrameState::Preface, FrameState::Header),
-            Some(Flow::Ingress) => (FrameState::Header, FrameState::Preface),
+            Some(Flow::Egress) => (FrameState::Preface(preface_from), FrameState::Header),
+            Some(Flow::Ingress) => (FrameState::Header, FrameState::Preface(preface_from)),
             None => (mid, mid),
         };
         let joined = preface_flow.is_none();
@@ -149,23 +167,68 @@ impl Http2 {
     }
 
     pub(crate) fn feed(&mut self, flow: Flow, data: &[u8], ts_ns: u64, ctx: &mut Ctx<'_>) {
-        let fi = flow.index();
-        let mut buf = std::mem::take(&mut self.flows[fi].buf);
-        if buf.is_empty() {
-            let used = self.parse(flow, data, ts_ns, ctx);
-            buf.extend_from_slice(&data[used..]);
-        } else {
-            buf.extend_from_slice(data);
-            let used = self.parse(flow, &buf, ts_ns, ctx);
-            buf.drain(..used);
+        // The other flow stopped: bytes it keeps while seeking a boundary are judged now, so
+        // that its last frame (a request waiting for its response) is not held back behind
+        // what this flow brings.
+        let other = flow.opposite().index();
+        if matches!(self.flows[other].state, FrameState::Seek { .. })
+            && !self.flows[other].buf.is_empty()
+        {
+            self.flows[other].settle = true;
+            self.feed_flow(flow.opposite(), &[], ts_ns, ctx);
+            self.flows[other].settle = false;
         }
-        self.flows[fi].buf = buf;
+        self.feed_flow(flow, data, ts_ns, ctx);
     }
 
-    fn parse(&mut self, flow: Flow, input: &[u8], ts_ns: u64, ctx: &mut Ctx<'_>) -> usize {
+    fn feed_flow(&mut self, flow: Flow, data: &[u8], ts_ns: u64, ctx: &mut Ctx<'_>) {
+        let fi = flow.index();
+        let mut buf = std::mem::take(&mut self.flows[fi].buf);
+        let mut runs = std::mem::take(&mut self.flows[fi].runs);
+        if buf.is_empty() {
+            let used = self.parse(flow, data, &[], ts_ns, ctx);
+            buf.extend_from_slice(&data[used..]);
+            runs.clear();
+        } else {
+            // What starts in bytes kept from earlier feeds keeps their timestamps.
+            let used = {
+                buf.extend_from_slice(data);
+                self.parse(flow, &buf, &runs, ts_ns, ctx)
+            };
+            buf.drain(..used);
+            runs.retain_mut(|(_, end)| {
+                *end = end.saturating_sub(used);
+                *end > 0
+            });
+        }
+        if !buf.is_empty() {
+            let full = runs.len() >= MAX_RUNS;
+            match runs.last_mut() {
+                Some((ts, end)) if *ts == ts_ns || full => *end = buf.len(),
+                _ => runs.push((ts_ns, buf.len())),
+            }
+        }
+        self.flows[fi].buf = buf;
+        self.flows[fi].runs = runs;
+    }
+
+    /// Parses `input`, whose bytes up to the end of each of `runs` came with that run's
+    /// timestamp and the rest with `ts_ns`; returns the bytes used.
+    fn parse(
+        &mut self,
+        flow: Flow,
+        input: &[u8],
+        runs: &[(u64, usize)],
+        ts_ns: u64,
+        ctx: &mut Ctx<'_>,
+    ) -> usize {
         let mut pos = 0;
         while pos < input.len() {
-            let step = self.step(flow, &input[pos..], ts_ns, ctx);
+            let ts = runs
+                .iter()
+                .find(|(_, end)| pos < *end)
+                .map_or(ts_ns, |(ts, _)| *ts);
+            let step = self.step(flow, &input[pos..], ts, ctx);
             pos += step.used;
             if !step.more {
                 break;
@@ -177,47 +240,59 @@ impl Http2 {
     fn step(&mut self, flow: Flow, rest: &[u8], ts_ns: u64, ctx: &mut Ctx<'_>) -> Step {
         let fi = flow.index();
         match self.flows[fi].state {
-            FrameState::Preface => {
-                let n = rest.len().min(PREFACE.len());
-                if rest[..n] != PREFACE[..n] {
+            FrameState::Preface(from) => {
+                let expected = &PREFACE[from.min(PREFACE.len())..];
+                let n = rest.len().min(expected.len());
+                if rest[..n] != expected[..n] {
                     self.lose_sync(flow, ResyncReason::Malformed, 0, ctx);
                     return go(0);
                 }
-                if n < PREFACE.len() {
+                if n < expected.len() {
                     return wait(0);
                 }
                 self.flows[fi].state = FrameState::Header;
                 go(n)
             }
-            FrameState::Seek { reason, skipped } => match frame::find_frame(rest) {
-                FrameSeek::Found(at) => {
-                    let skipped = skipped + at as u64;
-                    ctx.stats.bytes_skipped += at as u64;
-                    if reason == ResyncReason::MidStream {
-                        ctx.stats.resyncs += 1;
+            FrameState::Seek { reason, skipped } => {
+                match frame::find_frame(rest, self.flows[fi].settle) {
+                    FrameSeek::Found(at) => {
+                        let skipped = skipped + at as u64;
+                        ctx.stats.bytes_skipped += at as u64;
+                        if reason == ResyncReason::MidStream {
+                            ctx.stats.resyncs += 1;
+                        }
+                        ctx.out.push(crate::types::Event::Resync {
+                            flow,
+                            skipped,
+                            reason,
+                        });
+                        self.flows[fi].state = FrameState::Header;
+                        self.flows[fi].probation = PROBATION;
+                        go(at)
                     }
-                    ctx.out.push(crate::types::Event::Resync {
-                        flow,
-                        skipped,
-                        reason,
-                    });
-                    self.flows[fi].state = FrameState::Header;
-                    go(at)
+                    FrameSeek::NeedMore { skip } => {
+                        ctx.stats.bytes_skipped += skip as u64;
+                        self.flows[fi].state = FrameState::Seek {
+                            reason,
+                            skipped: skipped + skip as u64,
+                        };
+                        // Never keep more than a frame's worth while confirming a boundary.
+                        wait(skip)
+                    }
                 }
-                FrameSeek::NeedMore { skip } => {
-                    ctx.stats.bytes_skipped += skip as u64;
-                    self.flows[fi].state = FrameState::Seek {
-                        reason,
-                        skipped: skipped + skip as u64,
-                    };
-                    // Never keep more than a frame's worth while confirming a boundary.
-                    wait(skip)
-                }
-            },
+            }
             FrameState::Header => {
                 let Some(hdr) = FrameHeader::parse(rest) else {
                     return wait(0);
                 };
+                if self.flows[fi].probation > 0 {
+                    if !hdr.plausible() {
+                        // The boundary found by seeking was not one.
+                        self.lose_sync(flow, ResyncReason::Malformed, 0, ctx);
+                        return go(0);
+                    }
+                    self.flows[fi].probation -= 1;
+                }
                 self.on_frame_header(flow, hdr, ts_ns, ctx);
                 if let FrameState::Payload(hdr) = self.flows[fi].state
                     && hdr.len == 0
@@ -355,6 +430,7 @@ impl Http2 {
         let fi = flow.index();
         let buffered = self.flows[fi].buf.len() as u64;
         self.flows[fi].buf.clear();
+        self.flows[fi].runs.clear();
         ctx.stats.bytes_skipped += lost + buffered;
         match self.flows[fi].state {
             FrameState::Seek { reason, skipped } => {
@@ -367,10 +443,22 @@ impl Http2 {
         }
     }
 
-    pub(crate) fn close(&mut self, _ts_ns: u64, ctx: &mut Ctx<'_>) {
+    pub(crate) fn close(&mut self, ts_ns: u64, ctx: &mut Ctx<'_>) {
+        // No more bytes: what a flow keeps while seeking a boundary is judged as it is.
+        for flow in [Flow::Egress, Flow::Ingress] {
+            let fi = flow.index();
+            if matches!(self.flows[fi].state, FrameState::Seek { .. })
+                && !self.flows[fi].buf.is_empty()
+            {
+                self.flows[fi].settle = true;
+                self.feed_flow(flow, &[], ts_ns, ctx);
+                self.flows[fi].settle = false;
+            }
+        }
         for flow in [Flow::Egress, Flow::Ingress] {
             let fi = flow.index();
             self.flows[fi].buf.clear();
+            self.flows[fi].runs.clear();
             self.flows[fi].block = None;
             if let FrameState::Seek { reason, skipped } = self.flows[fi].state
                 && skipped > 0
