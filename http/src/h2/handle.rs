@@ -44,6 +44,7 @@ impl Http2 {
                     stream: hdr.stream,
                     end_stream: hdr.has(frame::FLAG_END_STREAM),
                     push: false,
+                    discard: false,
                     buf: Vec::new(),
                 };
                 let end_headers = hdr.has(frame::FLAG_END_HEADERS);
@@ -64,6 +65,7 @@ impl Http2 {
                     stream: hdr.stream,
                     end_stream: false,
                     push: true,
+                    discard: false,
                     buf: Vec::new(),
                 };
                 let end_headers = hdr.has(frame::FLAG_END_HEADERS);
@@ -82,12 +84,29 @@ impl Http2 {
                     self.hpack_failed(flow, BlockError::Sequence, ctx);
                     return;
                 }
-                if block.buf.len() + payload.len() > ctx.config.max_header_bytes {
-                    self.flows[fi].block = Some(block);
-                    self.hpack_failed(flow, BlockError::TooLarge, ctx);
+                let end_headers = hdr.has(frame::FLAG_END_HEADERS);
+                if block.discard {
+                    if !end_headers {
+                        self.flows[fi].block = Some(block);
+                    }
                     return;
                 }
-                let end_headers = hdr.has(frame::FLAG_END_HEADERS);
+                if block.buf.len() + payload.len() > ctx.config.max_header_bytes {
+                    let (stream, push) = (block.stream, block.push);
+                    self.flows[fi].block = Some(block);
+                    self.hpack_failed(flow, BlockError::TooLarge, ctx);
+                    if !end_headers {
+                        // Its remaining fragments are dropped as they come, not held.
+                        self.flows[fi].block = Some(Block {
+                            stream,
+                            end_stream: false,
+                            push,
+                            discard: true,
+                            buf: Vec::new(),
+                        });
+                    }
+                    return;
+                }
                 self.start_block(flow, block, payload, end_headers, ts_ns, ctx);
             }
             frame::RST_STREAM => {

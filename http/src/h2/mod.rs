@@ -29,6 +29,8 @@ struct Block {
     end_stream: bool,
     /// PUSH_PROMISE blocks are decoded only to keep the HPACK state.
     push: bool,
+    /// The block was refused (too large): its remaining CONTINUATION frames are dropped.
+    discard: bool,
     buf: Vec<u8>,
 }
 
