@@ -272,6 +272,11 @@ impl Http2 {
                     Some(false) => &mut stream.response,
                     None => return,
                 };
+                if matches!(part, Part::Pending) {
+                    // Trailers of a side whose head was never seen: it cannot complete.
+                    self.skip_stream(block.stream, StreamSkip::Invalid, ctx);
+                    return;
+                }
                 part.trailers(decoded.headers, ts_ns, ctx);
                 part.end(ts_ns, ctx);
             }
@@ -429,6 +434,13 @@ impl Http2 {
         } else {
             &mut stream.response
         };
+        if matches!(part, Part::Pending) {
+            // Body before its head: the side cannot complete.
+            if last && hdr.has(frame::FLAG_END_STREAM) {
+                self.skip_stream(hdr.stream, StreamSkip::Invalid, ctx);
+            }
+            return;
+        }
         if !bytes.is_empty() {
             part.data(bytes, ts_ns, ctx);
         }
