@@ -91,8 +91,16 @@ fn normalize(events: Vec<Event>) -> Vec<Event> {
 /// Runs one input: its writes fed whole and byte by byte must give the same events.
 pub fn run(data: &[u8]) {
     let writes = writes(data);
-    let whole = feed(&writes, false);
-    let bytewise = feed(&writes, true);
+    let mut whole = feed(&writes, false);
+    let mut bytewise = feed(&writes, true);
+    if whole.1.decode_errors > 0 {
+        // A corrupt compressed body is found corrupt where the decoder meets the damage: what
+        // was decoded before it depends on the slicing. Everything else must not.
+        let no_body =
+            |e: &Event| !matches!(e, Event::RequestBody { .. } | Event::ResponseBody { .. });
+        whole.0.retain(no_body);
+        bytewise.0.retain(no_body);
+    }
     assert_eq!(
         whole, bytewise,
         "the same bytes in another slicing gave other events"
