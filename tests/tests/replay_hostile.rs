@@ -35,6 +35,7 @@ impl Run {
 
 /// Runs `taskless-agent replay` with `args` and the built packs; waits with `wait4` to read
 /// the child's own peak RSS.
+#[allow(clippy::zombie_processes)] // reaped by the `wait4` below, which gives its rusage
 fn replay(args: &[&str]) -> Run {
     let packs = packs_dir();
     assert!(
