@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
-"""Writes the seed corpus of the fuzz targets (seeds/<target>/) from the repository's real
+"""Writes the named seeds of the fuzz targets (seeds/<target>/) from the repository's real
 captures: the HTTP/2 connections of http/tests/data/h2, HTTP/1 exchanges, and the HAR files of
-tests/data. `cargo xtask fuzz` copies the seeds into a working corpus before each run.
+tests/data. `cargo xtask fuzz` copies the seeds into a working corpus before each run. The
+other files of seeds/ (named by their hash) are a corpus grown from these by fuzzing and
+minimised with `cargo fuzz cmin`.
 
     python3 http/fuzz/make_seeds.py
 """
 
 import os
-import shutil
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -65,7 +66,6 @@ def write(target, name, data):
 
 
 def main():
-    shutil.rmtree(os.path.join(HERE, "seeds"), ignore_errors=True)
     for name in ("curl.txt", "node.txt"):
         writes = capture(name)
         # The http2 target feeds the preface itself.
