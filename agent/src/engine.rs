@@ -12,7 +12,7 @@ use crate::{
     flows::{FlowStats, Flows, Moment},
     packs::{self, Backpressure, Dispatcher, PackStageError, PackStageStats, StageOptions},
     sinks::{self, NdjsonSink},
-    stats::{Counters, Prefixed, Snapshot},
+    stats::{Counters, Snapshot},
 };
 
 /// Why the stages after capture could not start.
@@ -148,13 +148,15 @@ fn report(
     out: &mut Vec<(String, u64)>,
 ) {
     flow_stats.report(out);
-    let mut http = flows.http_stats().fields();
-    // The flows stage reports these itself, as `resyncs` and `skipped_bytes`.
-    http.retain(|(name, _)| !matches!(*name, "resyncs" | "bytes_skipped"));
-    Prefixed {
-        prefix: "http_",
-        values: &http,
-    }
-    .report(out);
+    // The flows stage reports `resyncs` and `bytes_skipped` itself, as `resyncs` and
+    // `skipped_bytes`.
+    out.extend(
+        flows
+            .http_stats()
+            .fields()
+            .into_iter()
+            .filter(|(name, _)| !matches!(name.as_str(), "resyncs" | "bytes_skipped"))
+            .map(|(name, v)| (format!("http_{name}"), v)),
+    );
     pack_stats.report(out);
 }

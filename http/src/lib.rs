@@ -42,14 +42,16 @@ mod h1;
 mod h2;
 pub mod har;
 mod headers;
+mod hpack;
 mod text;
 mod types;
 
 pub use assembler::{Assembled, Assembler, Body, Exchange, Request, Response};
 pub use bytes::Bytes;
-pub use config::{Config, ConnectionStats};
+pub use config::{BlockErrors, Config, ConnectionStats, StreamSkip, StreamSkips};
 pub use connection::Connection;
 pub use headers::{Headers, Iter as HeadersIter};
+pub use hpack::BlockError;
 pub use text::Text;
 pub use types::{
     AbortReason, Event, ExchangeId, Flow, RequestHead, ResponseHead, ResyncReason, Version,

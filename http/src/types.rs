@@ -75,6 +75,11 @@ pub struct RequestHead {
     /// Header fields in the order sent; HTTP/2 pseudo-headers are not included. When the parser
     /// decoded the body, `content-encoding` and `content-length` are removed.
     pub headers: Headers,
+    /// Some fields were left out: an HTTP/2 head that refers to HPACK table entries the parser
+    /// never saw (a connection joined in the middle, or bytes lost), or a head past the
+    /// configured limits. What is present is exactly what was sent; a pseudo-header field
+    /// left out leaves `method` or `target` empty.
+    pub partial: bool,
 }
 
 impl RequestHead {
@@ -97,6 +102,9 @@ pub struct ResponseHead {
     /// Header fields in the order sent; HTTP/2 pseudo-headers are not included. When the parser
     /// decoded the body, `content-encoding` and `content-length` are removed.
     pub headers: Headers,
+    /// Some fields were left out (see [`RequestHead::partial`]); `status` is 0 when the
+    /// `:status` field itself is unknown.
+    pub partial: bool,
 }
 
 impl ResponseHead {

@@ -287,6 +287,42 @@ fn cases() -> Vec<Case> {
             ],
         },
         Case {
+            name: "joined inside a request head and a chunked response body",
+            steps: vec![
+                out("ost: api.example.com\r\nContent-Length: 2\r\n\r\n{}"),
+                inp("5\r\nhello\r\n0\r\n\r\n"),
+                out("POST /v1/next HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}"),
+                inp("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"),
+            ],
+            expect: vec![
+                "resync Egress 45 MidStream",
+                "req#0 POST /v1/next",
+                "reqbody#0 {}",
+                "reqend#0",
+                "resync Ingress 15 MidStream",
+                "resp#0 200",
+                "body#0 ok",
+                "end#0",
+            ],
+        },
+        Case {
+            name: "joined inside a server-sent event stream: the next exchange is found",
+            steps: vec![
+                inp("data: {\"choices\":[{\"delta\":{\"content\":\"GET \"}}]}\n\n"),
+                inp("data: [DONE]\n\n"),
+                out("GET /v1/models HTTP/1.1\r\nHost: a\r\n\r\n"),
+                inp("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"),
+            ],
+            expect: vec![
+                "req#0 GET /v1/models",
+                "reqend#0",
+                "resync Ingress 64 MidStream",
+                "resp#0 200",
+                "body#0 {}",
+                "end#0",
+            ],
+        },
+        Case {
             name: "gap inside a content-length body keeps the exchange",
             steps: vec![
                 out("GET /big HTTP/1.1\r\n\r\n"),

@@ -54,11 +54,22 @@ pub struct ResponseView<'a> {
     pub complete: bool,
 }
 
-/// A body as packs see it: parsed JSON when it is JSON, else its text (lossy UTF-8).
+/// A body as packs see it: parsed JSON when it is JSON, else its text (lossy UTF-8). A JSON
+/// object or array cut short (a body kept only up to `--max-body`) gives its complete
+/// top-level members (see [`crate::json_prefix::complete_members`]).
 #[must_use]
 pub fn body_value(body: &[u8]) -> Value {
     match serde_json::from_slice::<Value>(body) {
         Ok(v) => v,
+        // Cut short: the bytes end inside the document (or nest past serde_json's limit
+        // before they end).
+        Err(e)
+            if e.classify() == serde_json::error::Category::Eof
+                || e.to_string().starts_with("recursion limit exceeded") =>
+        {
+            crate::json_prefix::complete_members(body)
+                .unwrap_or_else(|| Value::String(String::from_utf8_lossy(body).into_owned()))
+        }
         Err(_) => Value::String(String::from_utf8_lossy(body).into_owned()),
     }
 }
@@ -227,6 +238,24 @@ mod tests {
         assert_eq!(body_value(br#"{"a":[1,2]}"#), json!({"a": [1, 2]}));
         assert_eq!(body_value(b"a=1&b=2"), json!("a=1&b=2"));
         assert_eq!(body_value(b"caf\xc3\xa9 \xff"), json!("caf\u{e9} \u{fffd}"));
+    }
+
+    #[test]
+    fn a_json_body_cut_short_gives_its_complete_members() {
+        // An OpenAI request cut at --max-body inside its messages array.
+        let mut body =
+            br#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":""#
+                .to_vec();
+        body.extend(std::iter::repeat_n(b'x', 1 << 20));
+        assert_eq!(
+            body_value(&body),
+            json!({"model": "gpt-4o-mini", "stream": true})
+        );
+        // Malformed (not cut) JSON stays text.
+        assert_eq!(body_value(br#"{"a":1,}"#), json!(r#"{"a":1,}"#));
+        // Nesting past the limit is not parsed recursively: only the complete members.
+        let deep = format!(r#"{{"model":"m","x":{}"#, "[".repeat(1 << 16));
+        assert_eq!(body_value(deep.as_bytes()), json!({"model": "m"}));
     }
 
     #[test]

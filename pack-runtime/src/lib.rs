@@ -25,6 +25,7 @@ mod config;
 mod domain;
 mod error;
 mod input;
+pub mod json_prefix;
 mod loader;
 mod manifest;
 mod output;

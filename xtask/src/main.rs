@@ -2,6 +2,7 @@
 
 mod build_packs;
 mod demo;
+mod fuzz;
 mod setup;
 mod test;
 mod util;
@@ -32,8 +33,18 @@ enum Command {
     /// Regenerate the table of Go struct offsets (agent/src/capture/gotls/table.rs) from the DWARF
     /// of a program built by each Go toolchain setup installs.
     GoOffsets,
-    /// Run every test: formatting, lints, unit tests, pack tests and end-to-end tests with the
-    /// real eBPF programs (needs root).
+    /// Run the fuzz targets of http/fuzz (cargo-fuzz, nightly) for a bounded time each on the
+    /// seed corpus kept in http/fuzz/seeds; fails on a crash.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only this target.
+        #[arg(long)]
+        target: Option<String>,
+    },
+    /// Run every test: formatting, lints, unit tests, pack tests, a short fuzz run and
+    /// end-to-end tests with the real eBPF programs (needs root).
     Test {
         /// Skip `cargo fmt --check` and `cargo clippy`.
         #[arg(long)]
@@ -80,6 +91,7 @@ fn main() -> anyhow::Result<()> {
                     .env("TASKLESS_WRITE_GO_OFFSETS", "1"),
             )
         }
+        Command::Fuzz { seconds, target } => fuzz::run(&root, seconds, target.as_deref()),
         Command::Test { no_lint, filter } => test::run(&root, no_lint, filter.as_deref()),
     }
 }

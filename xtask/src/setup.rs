@@ -12,6 +12,8 @@ use crate::util::{self, output, run, succeeds, tools_home};
 
 /// bpf-linker release known to build against the nightly toolchain's LLVM.
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// cargo-fuzz release for `cargo xtask fuzz` (its targets build with the nightly toolchain).
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// binaryen release providing `wasm-opt` (runs under node).
 const BINARYEN_VERSION: &str = "132.0.0";
 /// A wheel from the Python package registry that bundles OpenSSL 1.1.1 as shared libraries
@@ -47,7 +49,28 @@ pub fn ensure() -> anyhow::Result<()> {
     wasm_opt()?;
     openssl11()?;
     go_toolchains()?;
+    cargo_fuzz()?;
     Ok(())
+}
+
+/// Installs cargo-fuzz (for `cargo xtask fuzz`) unless it runs.
+pub fn cargo_fuzz() -> anyhow::Result<()> {
+    if succeeds(util::cargo().args(["fuzz", "--version"])) {
+        eprintln!("setup: cargo-fuzz present");
+        return Ok(());
+    }
+    eprintln!("setup: installing cargo-fuzz {CARGO_FUZZ_VERSION} (fuzz targets of http/fuzz)");
+    run(util::cargo()
+        .args([
+            "install",
+            "cargo-fuzz",
+            "--locked",
+            "--version",
+            CARGO_FUZZ_VERSION,
+        ])
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("CARGO_TARGET_DIR"))
+    .context("installing cargo-fuzz")
 }
 
 fn rustup() -> Command {

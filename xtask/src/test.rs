@@ -1,9 +1,12 @@
-//! `cargo xtask test`: formatting, lints, unit tests, the packs' own tests and fixtures, and the
-//! end-to-end tests that load the real eBPF programs (as root).
+//! `cargo xtask test`: formatting, lints, unit tests, the packs' own tests and fixtures, the
+//! end-to-end tests that load the real eBPF programs (as root), and a short fuzz run.
 
 use std::path::Path;
 
 use crate::{setup, util};
+
+/// Seconds each fuzz target runs in `cargo xtask test` (`cargo xtask fuzz` runs longer).
+const FUZZ_SECONDS: u64 = 30;
 
 pub fn run(root: &Path, no_lint: bool, filter: Option<&str>) -> anyhow::Result<()> {
     setup::ensure()?;
@@ -37,6 +40,7 @@ pub fn run(root: &Path, no_lint: bool, filter: Option<&str>) -> anyhow::Result<(
                 .args(["test", "--target-dir"])
                 .arg(packs.join("target")),
         )?;
+        crate::fuzz::run(root, FUZZ_SECONDS, None)?;
     }
     Ok(())
 }

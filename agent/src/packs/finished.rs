@@ -26,6 +26,9 @@ pub struct FinishedExchange {
     pub timing: Timing,
     /// Whether the response was complete (false: the exchange ended without one).
     pub complete: bool,
+    /// Whether a head had fields left out (an HTTP/2 connection joined mid-way, whose HPACK
+    /// table entries from before the join are unknown): what is present is what was sent.
+    pub partial: bool,
 }
 
 impl FinishedExchange {

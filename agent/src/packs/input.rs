@@ -18,6 +18,8 @@ pub struct PackRequest {
     /// The exchange's timestamps, completed when the response arrives.
     pub timing: Timing,
     role: Option<Role>,
+    /// The request head had fields left out (an HTTP/2 connection joined mid-way).
+    pub partial: bool,
 }
 
 impl PackRequest {
@@ -54,6 +56,7 @@ impl PackRequest {
                 response_end_unix_ns: None,
             },
             role,
+            partial: head.partial,
         }
     }
 

@@ -195,7 +195,15 @@ impl WorkerLoop {
         let line = f
             .session
             .finish(&mut self.worker, &f.request.view(), &response);
-        self.emit(line, identity, &f.request, Some(resp.head.status), complete);
+        let partial = f.request.partial || resp.head.partial;
+        self.emit(
+            line,
+            identity,
+            &f.request,
+            Some(resp.head.status),
+            complete,
+            partial,
+        );
     }
 
     fn emit(
@@ -205,6 +213,7 @@ impl WorkerLoop {
         request: &PackRequest,
         status: Option<u16>,
         complete: bool,
+        partial: bool,
     ) {
         self.stats.exchanges.fetch_add(1, Ordering::Relaxed);
         // A closed sink means we are shutting down; nothing else to do with the exchange.
@@ -217,13 +226,15 @@ impl WorkerLoop {
             status,
             timing: request.timing,
             complete,
+            partial,
         });
     }
 
     /// Hands on an exchange that will not complete, with what its hooks captured so far.
     fn abandon(&self, f: InFlight) {
         let line = f.session.into_line();
-        self.emit(line, f.identity, &f.request, f.status, false);
+        let partial = f.request.partial;
+        self.emit(line, f.identity, &f.request, f.status, false, partial);
     }
 
     fn expire(&mut self) {

@@ -1,7 +1,8 @@
 //! Taskless NDJSON: one line per exchange, `requestId` and `dimensions` as the pack format
 //! defines them, and `source`, the connection's identity (with the request's host as
 //! `serverName` when the client sent no TLS server name), and `"complete": false` on an exchange
-//! whose response did not arrive whole.
+//! whose response did not arrive whole, `"partial": true` on one whose heads had fields the parser
+//! could not know (an HTTP/2 connection joined mid-way).
 
 use std::io::{BufWriter, Write};
 
@@ -29,6 +30,14 @@ struct Line<'a> {
     /// Only on exchanges whose response did not arrive whole.
     #[serde(skip_serializing_if = "is_true")]
     complete: bool,
+    /// Only on exchanges with a head whose fields were partly unknown.
+    #[serde(skip_serializing_if = "is_false")]
+    partial: bool,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if takes a reference
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if takes a reference
@@ -52,6 +61,7 @@ pub fn to_line(exchange: &FinishedExchange) -> String {
                 .flatten(),
         },
         complete: exchange.complete,
+        partial: exchange.partial,
     };
     // Strings, numbers and plain structs always serialize.
     serde_json::to_string(&line).unwrap_or_default()
@@ -106,6 +116,7 @@ mod tests {
             status: Some(200),
             timing: Timing::default(),
             complete: true,
+            partial: false,
         }
     }
 

@@ -24,10 +24,23 @@ pub fn run(prefix: &[u8], data: &[u8]) {
         match op % 8 {
             0..=2 => conn.feed(Flow::Egress, chunk, ts, &mut events),
             3..=5 => conn.feed(Flow::Ingress, chunk, ts, &mut events),
-            6 => conn.gap(if op & 8 == 0 { Flow::Egress } else { Flow::Ingress }, u64::from(*len) * 37, ts, &mut events),
+            6 => conn.gap(
+                if op & 8 == 0 {
+                    Flow::Egress
+                } else {
+                    Flow::Ingress
+                },
+                u64::from(*len) * 37,
+                ts,
+                &mut events,
+            ),
             _ => conn.close(ts, &mut events),
         }
-        assert!(conn.buffered_bytes() <= bound, "buffered {} > {bound}", conn.buffered_bytes());
+        assert!(
+            conn.buffered_bytes() <= bound,
+            "buffered {} > {bound}",
+            conn.buffered_bytes()
+        );
         for e in events.drain(..) {
             asm.push(e, &mut ready);
         }

@@ -193,6 +193,7 @@ pub(crate) fn parse_request(
             scheme,
             version: version(req.version),
             headers,
+            partial: false,
         })
     })
 }
@@ -217,6 +218,7 @@ pub(crate) fn parse_response(
             reason,
             version: version(res.version),
             headers,
+            partial: false,
         })
     })
 }

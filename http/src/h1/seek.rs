@@ -5,7 +5,7 @@ use super::head::{Parsed, probe_request, probe_response};
 use crate::body::Side;
 
 /// Words a message can start with: the status line's version, or a method and a space.
-const STARTS: &[&[u8]] = &[
+pub(crate) const STARTS: &[&[u8]] = &[
     b"HTTP/1.",
     b"GET ",
     b"POST ",
@@ -83,7 +83,7 @@ fn could_be_method(buf: &[u8]) -> bool {
     }
 }
 
-fn could_start(buf: &[u8]) -> bool {
+pub(crate) fn could_start(buf: &[u8]) -> bool {
     STARTS
         .iter()
         .any(|s| buf.starts_with(s) || (buf.len() < s.len() && s.starts_with(buf)))

@@ -1,11 +1,10 @@
 //! Decoding one HPACK header block into the shared buffer of a head: pseudo-header fields and
 //! regular fields are copied once, next to each other, and the head's texts are views into it.
 
-use loona_hpack::decoder::DecoderError;
-
 use crate::arena::Arena;
 use crate::arena::finish_head;
 use crate::headers::{Field, Headers, Span};
+use crate::hpack::{BlockError, Decoder, Field as HpackField};
 use crate::text::{Text, well_known_method};
 
 /// The pseudo-header fields kept, in the order of [`Decoded::pseudo`].
@@ -24,6 +23,11 @@ pub(super) struct Decoded {
     /// Where each pseudo-header field of [`PSEUDO`] lies in the buffer, if present.
     spans: [Span; 5],
     seen: [bool; 5],
+    /// Fields left out because they refer to table entries the observer never saw.
+    pub unknown_fields: u32,
+    /// Fields left out because the head had more than the configured number of fields or
+    /// decoded to more than the configured bytes.
+    pub limited: bool,
 }
 
 impl Decoded {
@@ -59,6 +63,17 @@ impl Decoded {
     pub fn status(&self) -> Option<&str> {
         self.seen[STATUS].then(|| self.headers.text(self.spans[STATUS]))
     }
+
+    /// Whether any field was left out.
+    pub fn partial(&self) -> bool {
+        self.unknown_fields > 0 || self.limited
+    }
+
+    /// Whether any request pseudo-header field (`:path`, `:authority`, `:scheme`) was
+    /// decoded: the block is a request head even if its `:method` is unknown.
+    pub fn has_request_pseudo(&self) -> bool {
+        self.seen[PATH] || self.seen[AUTHORITY] || self.seen[SCHEME]
+    }
 }
 
 /// Appends `bytes` to the value being built in `arena`; its span.
@@ -69,31 +84,47 @@ fn append(arena: &mut Arena, bytes: &[u8]) -> Option<Span> {
     Span::new(start, arena.building().len())
 }
 
-/// Decodes `block` with `hpack`, keeping at most `max_headers` regular fields; `keep` false
-/// only updates the HPACK state (PUSH_PROMISE blocks) and returns `Ok(None)`.
+/// Decodes `block` with `hpack`, keeping at most `max_headers` regular fields and
+/// `max_bytes` bytes of names and values; `keep` false only updates the HPACK state
+/// (PUSH_PROMISE blocks) and returns `Ok(None)`.
 ///
 /// A pseudo-header field sent twice (a malformed block) keeps its first value, so that a
-/// block repeating one cannot grow the buffer beyond the field limit.
+/// block repeating one cannot grow the buffer beyond the limits. Fields that refer to unknown
+/// table entries are left out and counted.
 pub(super) fn decode(
-    hpack: &mut loona_hpack::Decoder<'static>,
+    hpack: &mut Decoder,
     block: &[u8],
     keep: bool,
-    max_headers: usize,
+    limits: (usize, usize),
     arena: &mut Arena,
-) -> Result<Option<Decoded>, DecoderError> {
+) -> Result<Option<Decoded>, BlockError> {
+    let (max_headers, max_bytes) = limits;
     let mut fields = std::mem::take(&mut arena.fields);
     fields.clear();
     let mut spans = [Span::default(); 5];
     let mut seen = [false; 5];
+    let mut unknown_fields = 0u32;
+    let mut limited = false;
     arena.discard();
-    let result = hpack.decode_with_cb(block, |name, value| {
+    let result = hpack.decode(block, |field| {
         if !keep {
+            return;
+        }
+        let (name, value) = match field {
+            HpackField::Known(n, v) => (n, v),
+            HpackField::Unknown => {
+                unknown_fields += 1;
+                return;
+            }
+        };
+        if arena.building().len() + name.len() + value.len() > max_bytes {
+            limited = true;
             return;
         }
         if name.starts_with(b":") {
             if let Some(i) = PSEUDO.iter().position(|p| **p == *name)
                 && !seen[i]
-                && let Some(span) = append(arena, &value)
+                && let Some(span) = append(arena, value)
             {
                 spans[i] = span;
                 seen[i] = true;
@@ -101,16 +132,17 @@ pub(super) fn decode(
             return;
         }
         if fields.len() >= max_headers {
+            limited = true;
             return;
         }
         let mark = arena.building().len();
-        let Some(name_span) = append(arena, &name) else {
+        let Some(name_span) = append(arena, name) else {
             return;
         };
         if let Some(n) = arena.building().get_mut(name_span.range()) {
             n.make_ascii_lowercase();
         }
-        match append(arena, &value) {
+        match append(arena, value) {
             Some(value) => fields.push(Field {
                 name: name_span,
                 value,
@@ -138,6 +170,8 @@ pub(super) fn decode(
         headers,
         spans,
         seen,
+        unknown_fields,
+        limited,
     }))
 }
 
@@ -149,10 +183,14 @@ mod tests {
         loona_hpack::Encoder::new().encode(fields.iter().copied())
     }
 
+    fn decoder() -> Decoder {
+        Decoder::new(4096)
+    }
+
     #[test]
     fn pseudo_and_regular_fields_share_one_buffer() {
         let mut arena = Arena::new();
-        let mut hpack = loona_hpack::Decoder::new();
+        let mut hpack = decoder();
         let block = encode(&[
             (b":method", b"POST"),
             (b":path", b"/v1/x"),
@@ -160,7 +198,7 @@ mod tests {
             (b"Content-Type", b"application/json"),
             (b"x-bin", b"a\xffb"),
         ]);
-        let d = decode(&mut hpack, &block, true, 16, &mut arena)
+        let d = decode(&mut hpack, &block, true, (16, 1 << 16), &mut arena)
             .expect("decodes")
             .expect("kept");
         assert_eq!(d.method().as_deref(), Some("POST"));
@@ -180,7 +218,7 @@ mod tests {
     #[test]
     fn field_limit_and_repeated_pseudo_fields_are_bounded() {
         let mut arena = Arena::new();
-        let mut hpack = loona_hpack::Decoder::new();
+        let mut hpack = decoder();
         let block = encode(&[
             (b":status", b"200"),
             (b":status", b"500"),
@@ -188,7 +226,7 @@ mod tests {
             (b"b", b"2"),
             (b"c", b"3"),
         ]);
-        let d = decode(&mut hpack, &block, true, 2, &mut arena)
+        let d = decode(&mut hpack, &block, true, (2, 1 << 16), &mut arena)
             .expect("decodes")
             .expect("kept");
         assert_eq!(d.status(), Some("200"));
@@ -196,5 +234,24 @@ mod tests {
             d.headers.iter().collect::<Vec<_>>(),
             [("a", "1"), ("b", "2")]
         );
+        assert!(d.limited && d.partial());
+    }
+
+    #[test]
+    fn decoded_bytes_are_bounded_and_the_head_marked_partial() {
+        let mut arena = Arena::new();
+        let mut hpack = decoder();
+        let big = [b'v'; 3000];
+        // The first field inserts a 3 KB entry; the next ones repeat it by index.
+        let mut fields: Vec<(&[u8], &[u8])> = vec![(b":status", b"200")];
+        fields.extend(std::iter::repeat_n((&b"x-big"[..], &big[..]), 20));
+        let block = encode(&fields);
+        assert!(block.len() < 3100, "the repeats are one byte each");
+        let d = decode(&mut hpack, &block, true, (128, 8192), &mut arena)
+            .expect("decodes")
+            .expect("kept");
+        assert_eq!(d.headers.len(), 2);
+        assert!(d.limited);
+        assert_eq!(d.status(), Some("200"));
     }
 }

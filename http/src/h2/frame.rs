@@ -97,39 +97,54 @@ pub(crate) enum FrameSeek {
     NeedMore { skip: usize },
 }
 
-/// Looks for a frame boundary: a plausible header followed by another plausible header, or by
-/// exactly the end of the bytes seen so far.
-pub(crate) fn find_frame(buf: &[u8]) -> FrameSeek {
+/// Looks for a frame boundary: a plausible frame header followed, where that frame ends, by
+/// another plausible header. Of the candidates, the one confirmed by the fewest bytes wins (the
+/// first of them on a tie): a false candidate with a long length cannot hold up the real
+/// boundary after it, and the answer depends on the bytes only, never on where the bytes seen
+/// so far end, so that any slicing of the same bytes finds the same boundary.
+///
+/// With `at_end`, the caller knows no more bytes are coming for now (the other flow has
+/// spoken): a frame that ends exactly where the bytes end confirms its candidate too.
+pub(crate) fn find_frame(buf: &[u8], at_end: bool) -> FrameSeek {
+    // (bytes needed to confirm, offset) of the best confirmed candidate.
+    let mut best: Option<(usize, usize)> = None;
+    // The first candidate that more bytes may still confirm.
+    let mut pending: Option<usize> = None;
     for off in 0..buf.len() {
         let Some(h) = FrameHeader::parse(&buf[off..]) else {
-            return FrameSeek::NeedMore { skip: off };
+            pending.get_or_insert(off);
+            break;
         };
-        if !h.plausible() {
+        // An empty DATA frame that does not end its stream says nothing: not an anchor.
+        let empty_data = h.kind == DATA && h.len == 0 && !h.has(FLAG_END_STREAM);
+        if !h.plausible() || empty_data {
             continue;
         }
         let next = off + HEADER_LEN + h.len as usize;
-        if next == buf.len() {
-            return FrameSeek::Found(off);
+        let needed = next + HEADER_LEN;
+        if best.is_some_and(|(b, _)| needed >= b) {
+            continue;
         }
-        match buf.get(next..) {
-            Some(rest) if rest.len() >= HEADER_LEN => {
-                if FrameHeader::parse(rest).is_some_and(|n| n.plausible()) {
-                    return FrameSeek::Found(off);
+        if at_end && next == buf.len() {
+            best = Some((next, off));
+            continue;
+        }
+        match buf.get(next..needed) {
+            Some(n) => {
+                if FrameHeader::parse(n).is_some_and(|n| n.plausible()) {
+                    best = Some((needed, off));
                 }
             }
-            // The frame or the next header is not complete yet: wait to confirm.
-            _ => return FrameSeek::NeedMore { skip: off },
+            None => {
+                pending.get_or_insert(off);
+            }
         }
     }
-    FrameSeek::NeedMore { skip: buf.len() }
-}
-
-/// Whether `buf` (the first bytes of a flow) looks like a sequence of HTTP/2 frames.
-pub(crate) fn looks_like_frames(buf: &[u8]) -> Option<bool> {
-    match find_frame(buf) {
-        FrameSeek::Found(0) => Some(true),
-        FrameSeek::NeedMore { skip: 0 } => None,
-        _ => Some(false),
+    match best {
+        Some((_, off)) => FrameSeek::Found(off),
+        None => FrameSeek::NeedMore {
+            skip: pending.unwrap_or(buf.len()),
+        },
     }
 }
 
@@ -153,7 +168,7 @@ mod tests {
         buf.extend([0, 0, 1, 0]);
         buf.extend(header(8, PING, 0, 0));
         buf.extend([0; 8]);
-        assert_eq!(find_frame(&buf), FrameSeek::Found(start));
+        assert_eq!(find_frame(&buf, false), FrameSeek::Found(start));
     }
 
     #[test]
@@ -167,11 +182,28 @@ mod tests {
     }
 
     #[test]
+    fn a_long_false_candidate_does_not_hold_up_a_real_boundary() {
+        // A plausible DATA header claiming 1000 bytes, then real frames within them.
+        let mut buf = header(1000, DATA, 0, 0x0102_0304);
+        let start = buf.len();
+        buf.extend(header(4, WINDOW_UPDATE, 0, 0));
+        buf.extend([0, 0, 1, 0]);
+        buf.extend(header(8, PING, 0, 0));
+        buf.extend([0; 8]);
+        assert_eq!(find_frame(&buf, false), FrameSeek::Found(start));
+        // The same answer whatever the bytes seen so far, once it is known.
+        for end in 0..buf.len() {
+            match find_frame(&buf[..end], false) {
+                FrameSeek::Found(at) => assert_eq!(at, start),
+                FrameSeek::NeedMore { skip } => assert!(skip <= start),
+            }
+        }
+    }
+
+    #[test]
     fn waits_for_a_partial_frame() {
         let mut buf = header(100, DATA, 0, 1);
         buf.extend([0; 50]);
-        assert_eq!(find_frame(&buf), FrameSeek::NeedMore { skip: 0 });
-        assert_eq!(looks_like_frames(&buf), None);
-        assert_eq!(looks_like_frames(b"GET / HTTP/1.1\r\n\r\n"), Some(false));
+        assert_eq!(find_frame(&buf, false), FrameSeek::NeedMore { skip: 0 });
     }
 }

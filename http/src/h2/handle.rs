@@ -5,7 +5,9 @@ use super::frame::{self, FrameHeader};
 use super::stream::{Part, Stream};
 use super::{Block, Http2};
 use crate::body::{Ctx, MessageBody, Side, decoder_for};
+use crate::config::StreamSkip;
 use crate::grpc::{GrpcCounter, is_grpc};
+use crate::hpack::BlockError;
 use crate::text::Text;
 use crate::types::{AbortReason, Event, Flow, RequestHead, ResponseHead, Version};
 
@@ -34,14 +36,15 @@ impl Http2 {
             frame::HEADERS => {
                 let priority = if hdr.has(frame::FLAG_PRIORITY) { 5 } else { 0 };
                 let Some(fragment) = unpad(&hdr, payload, priority) else {
-                    self.hpack_failed(flow, ctx);
-                    self.skip_stream(hdr.stream, ctx);
+                    self.hpack_failed(flow, BlockError::Padding, ctx);
+                    self.skip_stream(hdr.stream, StreamSkip::UndecodableHead, ctx);
                     return;
                 };
                 let block = Block {
                     stream: hdr.stream,
                     end_stream: hdr.has(frame::FLAG_END_STREAM),
                     push: false,
+                    discard: false,
                     buf: Vec::new(),
                 };
                 let end_headers = hdr.has(frame::FLAG_END_HEADERS);
@@ -49,14 +52,20 @@ impl Http2 {
             }
             frame::PUSH_PROMISE => {
                 let Some(fragment) = unpad(&hdr, payload, 4) else {
-                    self.hpack_failed(flow, ctx);
+                    self.hpack_failed(flow, BlockError::Padding, ctx);
                     return;
                 };
-                ctx.stats.h2_streams_skipped += 1;
+                // The promised stream id precedes the fragment.
+                let at = usize::from(hdr.has(frame::FLAG_PADDED));
+                if let Some(b) = payload.get(at..at + 4) {
+                    let promised = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) & 0x7fff_ffff;
+                    self.ignore(promised, Some(StreamSkip::Pushed), ctx);
+                }
                 let block = Block {
                     stream: hdr.stream,
                     end_stream: false,
                     push: true,
+                    discard: false,
                     buf: Vec::new(),
                 };
                 let end_headers = hdr.has(frame::FLAG_END_HEADERS);
@@ -65,22 +74,46 @@ impl Http2 {
             frame::CONTINUATION => {
                 let fi = flow.index();
                 let Some(block) = self.flows[fi].block.take() else {
-                    // The start of this block was not seen.
+                    // The start of this block was not seen: what it inserted is unknown.
+                    self.hpack_failed(flow, BlockError::Sequence, ctx);
+                    self.skip_stream(hdr.stream, StreamSkip::StartedUnseen, ctx);
                     return;
                 };
-                if block.stream != hdr.stream
-                    || block.buf.len() + payload.len() > ctx.config.max_header_bytes
-                {
+                if block.stream != hdr.stream {
                     self.flows[fi].block = Some(block);
-                    self.hpack_failed(flow, ctx);
+                    self.hpack_failed(flow, BlockError::Sequence, ctx);
                     return;
                 }
                 let end_headers = hdr.has(frame::FLAG_END_HEADERS);
+                if block.discard {
+                    if !end_headers {
+                        self.flows[fi].block = Some(block);
+                    }
+                    return;
+                }
+                if block.buf.len() + payload.len() > ctx.config.max_header_bytes {
+                    let (stream, push) = (block.stream, block.push);
+                    self.flows[fi].block = Some(block);
+                    self.hpack_failed(flow, BlockError::TooLarge, ctx);
+                    if !end_headers {
+                        // Its remaining fragments are dropped as they come, not held.
+                        self.flows[fi].block = Some(Block {
+                            stream,
+                            end_stream: false,
+                            push,
+                            discard: true,
+                            buf: Vec::new(),
+                        });
+                    }
+                    return;
+                }
                 self.start_block(flow, block, payload, end_headers, ts_ns, ctx);
             }
             frame::RST_STREAM => {
                 if let Some(stream) = self.streams.remove(&hdr.stream) {
                     stream.abort(AbortReason::StreamReset, ctx);
+                    // Frames already in flight may follow.
+                    self.ignore(hdr.stream, None, ctx);
                 }
             }
             frame::GOAWAY if self.is_request_flow(flow) == Some(false) => {
@@ -127,25 +160,26 @@ impl Http2 {
         }
     }
 
-    /// The HPACK state of `flow` is lost: start afresh (see the module docs) and drop the stream
-    /// whose block was being collected.
-    pub(super) fn hpack_failed(&mut self, flow: Flow, ctx: &mut Ctx<'_>) {
-        ctx.stats.hpack_errors += 1;
+    /// A header block of `flow` could not be decoded: its table is forgotten (see the module
+    /// docs) and the stream whose block was being collected is dropped.
+    pub(super) fn hpack_failed(&mut self, flow: Flow, reason: BlockError, ctx: &mut Ctx<'_>) {
+        tracing::debug!(?flow, %reason, "http/2 header block not decodable");
+        ctx.stats.hpack_errors.count(reason);
         let fi = flow.index();
-        self.flows[fi].hpack = super::hpack_decoder(ctx.config.max_hpack_table);
+        self.flows[fi].hpack.forget();
         if let Some(block) = self.flows[fi].block.take()
             && !block.push
         {
-            self.skip_stream(block.stream, ctx);
+            self.skip_stream(block.stream, StreamSkip::UndecodableHead, ctx);
         }
     }
 
-    /// Stops following a stream whose headers were lost.
-    pub(super) fn skip_stream(&mut self, stream: u32, ctx: &mut Ctx<'_>) {
-        ctx.stats.h2_streams_skipped += 1;
+    /// Stops following a stream (counted once, under `reason`).
+    pub(super) fn skip_stream(&mut self, stream: u32, reason: StreamSkip, ctx: &mut Ctx<'_>) {
         if let Some(s) = self.streams.remove(&stream) {
             s.abort(AbortReason::Resync, ctx);
         }
+        self.ignore(stream, Some(reason), ctx);
     }
 
     /// Aborts the streams that still expect bytes on `flow`.
@@ -181,7 +215,7 @@ impl Http2 {
             &mut self.flows[fi].hpack,
             fragment,
             !block.push,
-            ctx.config.max_headers,
+            (ctx.config.max_headers, ctx.config.max_header_bytes),
             ctx.arena,
         );
         let decoded = match decoded {
@@ -189,27 +223,60 @@ impl Http2 {
             Ok(None) => return,
             Err(e) => {
                 tracing::debug!(?flow, stream = block.stream, error = %e, "hpack block not decodable");
-                ctx.stats.hpack_errors += 1;
-                self.flows[fi].hpack = super::hpack_decoder(ctx.config.max_hpack_table);
+                ctx.stats.hpack_errors.count(e);
                 if !block.push {
-                    self.skip_stream(block.stream, ctx);
+                    self.skip_stream(block.stream, StreamSkip::UndecodableHead, ctx);
                 }
                 return;
             }
         };
+        if decoded.partial() {
+            ctx.stats.h2_partial_heads += 1;
+            ctx.stats.h2_unknown_fields += u64::from(decoded.unknown_fields);
+        }
+        let side = self.is_request_flow(flow);
+        let tracked = self.streams.get(&block.stream);
         if let Some(method) = decoded.method() {
             self.on_request_head(flow, block, method, decoded, ts_ns, ctx);
         } else if decoded.status().is_some() {
             self.on_response_head(flow, block, decoded, ts_ns, ctx);
+        } else if decoded.partial()
+            && side == Some(true)
+            && tracked.is_none()
+            && decoded.has_request_pseudo()
+        {
+            // A request head whose `:method` is unknown.
+            self.on_request_head(flow, block, Text::new(), decoded, ts_ns, ctx);
+        } else if decoded.partial()
+            && side == Some(false)
+            && tracked.is_some_and(|s| matches!(s.response, Part::Pending))
+        {
+            // A response head whose `:status` is unknown (trailers follow a head).
+            self.on_response_head(flow, block, decoded, ts_ns, ctx);
+        } else if tracked.is_none() {
+            // Neither a head nor the trailers of a followed stream: too little is known of it.
+            let reason = if self.ignored.contains(&block.stream)
+                || !decoded.partial()
+                || side == Some(false)
+            {
+                StreamSkip::StartedUnseen
+            } else {
+                StreamSkip::UndecodableHead
+            };
+            self.skip_stream(block.stream, reason, ctx);
         } else if block.end_stream {
             // Trailers end the side they follow.
-            let side = self.is_request_flow(flow);
             if let Some(stream) = self.streams.get_mut(&block.stream) {
                 let part = match side {
                     Some(true) => &mut stream.request,
                     Some(false) => &mut stream.response,
                     None => return,
                 };
+                if matches!(part, Part::Pending) {
+                    // Trailers of a side whose head was never seen: it cannot complete.
+                    self.skip_stream(block.stream, StreamSkip::Invalid, ctx);
+                    return;
+                }
                 part.trailers(decoded.headers, ts_ns, ctx);
                 part.end(ts_ns, ctx);
             }
@@ -229,17 +296,22 @@ impl Http2 {
         match self.request_flow {
             None => self.request_flow = Some(flow),
             Some(rf) if rf != flow => {
-                ctx.stats.h2_streams_skipped += 1;
+                self.skip_stream(block.stream, StreamSkip::Invalid, ctx);
                 return;
             }
             Some(_) => {}
         }
-        if self.streams.contains_key(&block.stream)
-            || self.streams.len() >= ctx.config.max_h2_streams
-        {
-            ctx.stats.h2_streams_skipped += 1;
+        if self.streams.contains_key(&block.stream) {
+            self.skip_stream(block.stream, StreamSkip::Invalid, ctx);
             return;
         }
+        if self.streams.len() >= ctx.config.max_h2_streams {
+            self.ignore(block.stream, Some(StreamSkip::TooManyStreams), ctx);
+            return;
+        }
+        // A new stream id (one reused after a skip is a new stream to the parser too).
+        self.ignored.remove(&block.stream);
+        let partial = decoded.partial();
         let id = ctx.new_exchange();
         let target = decoded.path().unwrap_or_default();
         let authority = decoded.authority();
@@ -254,8 +326,15 @@ impl Http2 {
             scheme,
             version: Version::Http2,
             headers,
+            partial,
         };
-        tracing::trace!(?flow, id, stream = block.stream, "http/2 request head");
+        tracing::trace!(
+            ?flow,
+            id,
+            stream = block.stream,
+            partial,
+            "http/2 request head"
+        );
         ctx.out.push(Event::RequestHead { id, head, ts_ns });
         let mut stream = Stream::new(id);
         stream.request = Part::Open {
@@ -282,12 +361,23 @@ impl Http2 {
         if self.request_flow == Some(flow) {
             return;
         }
-        let Some(stream) = self.streams.get_mut(&block.stream) else {
-            ctx.stats.orphan_responses += 1;
+        if !self.streams.contains_key(&block.stream) {
+            if !self.ignored.contains(&block.stream) {
+                ctx.stats.orphan_responses += 1;
+            }
+            self.ignore(block.stream, Some(StreamSkip::StartedUnseen), ctx);
             return;
+        }
+        let status = match decoded.status().map(str::parse::<u16>) {
+            Some(Ok(status)) => status,
+            // Left out of a partial head: unknown, not guessed.
+            None if decoded.partial() => 0,
+            _ => {
+                self.skip_stream(block.stream, StreamSkip::UndecodableHead, ctx);
+                return;
+            }
         };
-        let Some(Ok(status)) = decoded.status().map(str::parse::<u16>) else {
-            self.skip_stream(block.stream, ctx);
+        let Some(stream) = self.streams.get_mut(&block.stream) else {
             return;
         };
         if (100..200).contains(&status) {
@@ -298,6 +388,7 @@ impl Http2 {
             return;
         }
         let id = stream.id;
+        let partial = decoded.partial();
         let mut headers = decoded.headers;
         let grpc = is_grpc(headers.get("content-type")).then(GrpcCounter::default);
         let decoder = decoder_for(&mut headers, ctx);
@@ -306,6 +397,7 @@ impl Http2 {
             reason: Text::new(),
             version: Version::Http2,
             headers,
+            partial,
         };
         ctx.out.push(Event::ResponseHead { id, head, ts_ns });
         stream.response = Part::Open {
@@ -328,10 +420,13 @@ impl Http2 {
         ts_ns: u64,
         ctx: &mut Ctx<'_>,
     ) {
-        let Some(is_request) = self.is_request_flow(flow) else {
-            return;
+        let stream = match self.is_request_flow(flow) {
+            Some(is_request) => self.streams.get_mut(&hdr.stream).map(|s| (is_request, s)),
+            None => None,
         };
-        let Some(stream) = self.streams.get_mut(&hdr.stream) else {
+        let Some((is_request, stream)) = stream else {
+            // Its head was not seen (or it was skipped already).
+            self.ignore(hdr.stream, Some(StreamSkip::StartedUnseen), ctx);
             return;
         };
         let part = if is_request {
@@ -339,6 +434,13 @@ impl Http2 {
         } else {
             &mut stream.response
         };
+        if matches!(part, Part::Pending) {
+            // Body before its head: the side cannot complete.
+            if last && hdr.has(frame::FLAG_END_STREAM) {
+                self.skip_stream(hdr.stream, StreamSkip::Invalid, ctx);
+            }
+            return;
+        }
         if !bytes.is_empty() {
             part.data(bytes, ts_ns, ctx);
         }

@@ -123,7 +123,8 @@ pub fn summary(events: &[Event]) -> Vec<String> {
         .iter()
         .map(|e| match e {
             Event::RequestHead { id, head, .. } => {
-                format!("req#{id} {} {}", head.method, head.target)
+                let partial = if head.partial { " partial" } else { "" };
+                format!("req#{id} {} {}{partial}", head.method, head.target)
             }
             Event::RequestBody { id, data, .. } => {
                 format!("reqbody#{id} {}", String::from_utf8_lossy(data))
@@ -132,7 +133,10 @@ pub fn summary(events: &[Event]) -> Vec<String> {
                 format!("reqtrailers#{id} {}", fields(trailers))
             }
             Event::RequestEnd { id, .. } => format!("reqend#{id}"),
-            Event::ResponseHead { id, head, .. } => format!("resp#{id} {}", head.status),
+            Event::ResponseHead { id, head, .. } => {
+                let partial = if head.partial { " partial" } else { "" };
+                format!("resp#{id} {}{partial}", head.status)
+            }
             Event::ResponseBody { id, data, .. } => {
                 format!("body#{id} {}", String::from_utf8_lossy(data))
             }
