@@ -193,7 +193,7 @@ pub fn run(config: &WatchConfig) -> Result<(), RunError> {
     }
     log_stats(
         "summary",
-        &[&*capture, &engine_final, &kernel],
+        &[&*capture, &engine_final, &kernel, &*attach_stats],
         &packs,
         true,
     );

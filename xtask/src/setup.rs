@@ -22,7 +22,8 @@ const BINARYEN_VERSION: &str = "132.0.0";
 const OPENSSL11_WHEEL: &str = "psycopg2-binary==2.9.5";
 
 /// Debian packages the tests and the demo run (programs observed, load generator, the oldest Go
-/// toolchain the tests build Go programs with, and Python's venv for the newer ones).
+/// toolchain the tests build Go programs with, Python's venv for the newer ones, and another
+/// tracer the agent must coexist with).
 const DEBIAN_PACKAGES: &[&str] = &[
     "curl",
     "ca-certificates",
@@ -30,6 +31,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "openssl",
     "golang-go",
     "python3-venv",
+    "bpftrace",
+    "binutils",
 ];
 
 /// Go releases the tests also build their Go programs with, from the Python package registry's
