@@ -328,7 +328,7 @@ fn refused(bin: &std::path::Path) -> (u32, String) {
         .expect("target ready");
     let pid = target.0.id();
     let out = Command::new(taskless_e2e::harness::agent_bin())
-        .args(["--pid", &pid.to_string(), "--packs"])
+        .args(["--require-tls", "--pid", &pid.to_string(), "--packs"])
         .arg(packs_dir())
         .output()
         .expect("agent");

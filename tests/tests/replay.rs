@@ -58,14 +58,15 @@ fn dims(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 
 /// The committed recording is in the first format, which kept no connection identity: it
 /// still replays, its lines' `source` carrying the recorded process, the replay's connection
-/// serial and the server name from the `Host` header.
+/// serial, the role the parser found (the process sent the requests: a client) and the server
+/// name from the `Host` header.
 #[test]
 fn a_recording_replays_to_the_lines_of_the_live_run() {
     let args = [data("recording-charges").display().to_string()];
     for line in replay_lines(&args) {
         assert_eq!(
             line["source"],
-            serde_json::json!({"pid": 24260, "process": "python3", "connection": 1, "serverName": "localhost"}),
+            serde_json::json!({"pid": 24260, "process": "python3", "connection": 1, "role": "client", "serverName": "localhost"}),
             "{line}"
         );
     }
