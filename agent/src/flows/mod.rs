@@ -6,6 +6,7 @@
 //! body pieces, complete or incomplete) to the pack stage, through a callback.
 
 mod identity;
+pub mod k8s;
 mod moment;
 mod state;
 
