@@ -16,6 +16,7 @@ pub mod engine;
 pub mod flows;
 pub mod pack_cmd;
 pub mod packs;
+pub mod privileges;
 pub mod procfs;
 pub mod record;
 pub mod replay;

@@ -22,7 +22,7 @@ use crate::{
     config::{ProbeSet, WatchConfig},
     engine::{Engine, EngineError},
     packs::{self, Backpressure},
-    procfs,
+    privileges, procfs,
     record::{RecordError, Recorder},
     stats::{self, Counters},
 };
@@ -53,6 +53,21 @@ pub enum RunError {
     Signals(std::io::Error),
 }
 
+/// Says which of the capabilities the agent needs it lacks: it may still start (a process of
+/// the same user, a library every process can read), but will miss what needs them.
+fn warn_missing_capabilities() {
+    let Some(mask) = privileges::effective() else {
+        return;
+    };
+    for cap in privileges::missing_at_start(mask) {
+        tracing::warn!(
+            capability = cap.name(),
+            "missing capability {cap}, needed {}: run the agent as root or grant it",
+            cap.purpose()
+        );
+    }
+}
+
 /// Watches the processes of `config` until a signal arrives or they have all exited.
 ///
 /// # Errors
@@ -62,6 +77,7 @@ pub fn run(config: &WatchConfig) -> Result<(), RunError> {
     if config.pids.is_empty() && !config.all {
         return Err(RunError::NoTargets);
     }
+    warn_missing_capabilities();
     // Cheap checks first, so a typo fails before anything is loaded.
     let mut targets: Vec<(u32, Vec<TlsLibrary>)> = Vec::new();
     let mut waiting = Vec::new();

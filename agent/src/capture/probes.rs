@@ -21,6 +21,7 @@ use aya::{
 };
 
 use super::{code, discovery::TlsLibrary, providers::PROVIDERS};
+use crate::privileges::{self, Capability, Otherwise};
 
 /// The programs that do nothing, put on every attach point instead of the real ones to measure
 /// the probes' own cost against the floor (`--probe-set empty`, benchmarks only).
@@ -61,12 +62,12 @@ const MMAP_ARG_OFFSETS: [u64; 2] = [2 * 8, 4 * 8]; // regs[2], regs[4]
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     /// The kernel refused the BPF object or a program for lack of privileges.
-    #[error(
-        "loading eBPF programs was refused ({cause}): run the agent as root, or with CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE (and CAP_SYS_RESOURCE on kernels before 5.11)"
-    )]
+    #[error("loading eBPF programs was refused ({cause}): {advice}")]
     Privileges {
         /// The kernel's answer.
         cause: String,
+        /// Which capability is missing, or what else refused it.
+        advice: String,
     },
     /// The object could not be loaded (an old kernel, a missing BTF, a map the kernel refused).
     #[error("loading the eBPF object failed: {0}")]
@@ -204,7 +205,7 @@ impl Probes {
             .map_err(|e| {
                 let chain = error_chain(&e);
                 if is_permission_error(&chain) {
-                    ProbeError::Privileges { cause: chain }
+                    privileges_error(chain)
                 } else {
                     ProbeError::Object(chain)
                 }
@@ -318,12 +319,22 @@ impl Probes {
             }
             if point.required {
                 self.detach_links(links);
+                let mut reason = error_chain(&error);
+                if is_permission_error(&reason) {
+                    // Creating a uprobe needs CAP_SYS_ADMIN; one for another user's process,
+                    // CAP_SYS_PTRACE too.
+                    reason.push_str(": ");
+                    reason.push_str(&privileges::advice(
+                        &[Capability::SysAdmin, Capability::SysPtrace],
+                        Otherwise::Seccomp,
+                    ));
+                }
                 return Err(ProbeError::Attach {
                     program,
                     function: point.function,
                     path: lib.path.display().to_string(),
                     pid,
-                    reason: error_chain(&error),
+                    reason,
                 });
             }
             tracing::debug!(pid, function = point.function, error = %error_chain(&error), "optional probe not attached");
@@ -438,11 +449,21 @@ fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut UProbe, 
         .map_err(|_: ProgramError| ProbeError::MissingProgram(name))
 }
 
+/// A refusal to load: names the capability this process lacks (`CAP_SYS_ADMIN`, which the
+/// agent needs for its uprobes and which covers `CAP_BPF` and `CAP_PERFMON`), or says what else
+/// may have refused it.
+fn privileges_error(cause: String) -> ProbeError {
+    ProbeError::Privileges {
+        cause,
+        advice: privileges::advice(&[Capability::SysAdmin], Otherwise::Seccomp),
+    }
+}
+
 /// Why loading program `name` failed: missing privileges, or the verifier's or kernel's reason.
 fn load_error(name: &'static str, e: &ProgramError) -> ProbeError {
     let cause = error_chain(e);
     if is_permission_error(&cause) {
-        ProbeError::Privileges { cause }
+        privileges_error(cause)
     } else {
         ProbeError::Program {
             program: name,
