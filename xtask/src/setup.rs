@@ -192,6 +192,15 @@ fn bpf_linker() -> anyhow::Result<()> {
         std::os::unix::fs::symlink(&lib, &link)
             .with_context(|| format!("linking {}", link.display()))?;
     }
+    // Pinned to the toolchain running setup: some of bpf-linker's dependencies ship a
+    // rust-toolchain.toml (sharded-slab asks for stable with extra targets), which rustup would
+    // otherwise follow, installing or updating toolchains while building them.
+    let active = output(rustup().args(["show", "active-toolchain"]))?;
+    let toolchain = active
+        .split_whitespace()
+        .next()
+        .context("rustup show active-toolchain printed nothing")?
+        .to_owned();
     let mut cmd = util::cargo();
     cmd.args([
         "install",
@@ -204,7 +213,7 @@ fn bpf_linker() -> anyhow::Result<()> {
         &format!("llvm-{major}"),
     ])
     .env("LLVM_PREFIX", &prefix)
-    .env_remove("RUSTUP_TOOLCHAIN")
+    .env("RUSTUP_TOOLCHAIN", &toolchain)
     .env_remove("CARGO_TARGET_DIR");
     run(&mut cmd).context("building bpf-linker (is this LLVM major one bpf-linker supports?)")?;
     if !bpf_linker_works() {
