@@ -9,6 +9,7 @@
 //! docs/ARCHITECTURE.md.
 
 pub mod capture;
+pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -21,5 +22,6 @@ pub mod procfs;
 pub mod record;
 pub mod replay;
 pub mod run;
+pub mod settings;
 pub mod sinks;
 pub mod stats;

@@ -21,6 +21,7 @@ use crate::{
     clock::Clock,
     config::{ProbeSet, WatchConfig},
     engine::{Engine, EngineError},
+    flows::pods::{Kubelet, Pods},
     packs::{self, Backpressure},
     privileges, procfs,
     record::{RecordError, Recorder},
@@ -115,6 +116,17 @@ pub fn run(config: &WatchConfig) -> Result<(), RunError> {
         clock,
         Backpressure::Drop,
     )?;
+    if let Some(kubelet) = &config.kubelet {
+        match Kubelet::new(kubelet.clone()) {
+            Ok(client) => {
+                tracing::info!(url = %kubelet.url, "naming pods from the kubelet");
+                engine.flows_mut().set_pods(Pods::watch(client));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "kubelet client not started: lines carry pod UIDs and container ids without names")
+            }
+        }
+    }
     let real = config.probe_set == ProbeSet::Capture;
     let mut probes = Probes::load(LoadOptions {
         trace_all: config.all,

@@ -162,6 +162,12 @@ fn agent_in_a_container_captures_a_client_in_another_container() {
     assert_eq!(pod.pod_uid, pod_uid, "{cgroup}");
     assert_eq!(pod.container_id.as_deref(), Some(container_id.as_str()));
     assert_eq!(pod.runtime, Some(Runtime::Podman));
+    // And the line says so itself, in `source.k8s` (no kubelet here: no names).
+    assert_eq!(
+        source["k8s"],
+        serde_json::json!({"podUid": pod_uid, "containerId": container_id, "runtime": "podman"}),
+        "{source}"
+    );
     assert_eq!(out.code, Some(0), "{}", out.stderr);
 }
 

@@ -27,6 +27,16 @@ use crate::privileges::{self, Capability, Otherwise};
 /// the probes' own cost against the floor (`--probe-set empty`, benchmarks only).
 const EMPTY_PROGRAMS: [&str; 2] = ["probe_empty", "probe_empty_ret"];
 
+/// The function of the agent's own code [`Probes::attach_to_self`] puts a uprobe on.
+const SELF_TEST_SYMBOL: &str = "taskless_agent_uprobe_self_test";
+
+/// Does nothing, somewhere a uprobe can be put (`taskless-agent check`).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn taskless_agent_uprobe_self_test() {
+    std::hint::black_box(());
+}
+
 /// The program that records the socket fd of the syscalls made inside a TLS call.
 pub const FD_PROGRAM: &str = "sys_enter_fd";
 
@@ -242,6 +252,47 @@ impl Probes {
             stats: Arc::default(),
             attached: HashMap::new(),
         })
+    }
+
+    /// Attaches a program that does nothing to a function of the agent's own executable, for
+    /// this process only, calls the function, and detaches again: proof that this kernel lets
+    /// the agent create uprobes (`taskless-agent check`).
+    ///
+    /// # Errors
+    /// [`ProbeError::Attach`] with the kernel's reason (naming a missing capability).
+    pub fn attach_to_self(&mut self) -> Result<(), ProbeError> {
+        let name = EMPTY_PROGRAMS[0];
+        let program = uprobe(&mut self.ebpf, name)?;
+        if program.fd().is_err() {
+            program.load().map_err(|e| load_error(name, &e))?;
+        }
+        let exe = std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| "/proc/self/exe".into());
+        let pid = std::process::id();
+        let point = UProbeAttachPoint {
+            location: UProbeAttachLocation::Symbol(SELF_TEST_SYMBOL),
+            cookie: None,
+        };
+        let scope = NonZeroU32::new(pid).map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
+        let id = program.attach(point, &exe, scope).map_err(|e| {
+            let mut reason = error_chain(&e);
+            if is_permission_error(&reason) {
+                reason.push_str(": ");
+                reason.push_str(&privileges::advice(
+                    &[Capability::SysAdmin],
+                    Otherwise::Seccomp,
+                ));
+            }
+            ProbeError::Attach {
+                program: name,
+                function: SELF_TEST_SYMBOL,
+                path: exe.display().to_string(),
+                pid,
+                reason,
+            }
+        })?;
+        taskless_agent_uprobe_self_test();
+        let _ = program.detach(id);
+        Ok(())
     }
 
     /// Attaches the table's probes to `lib` for process `pid` only, and adds `pid` to the

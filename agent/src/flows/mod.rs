@@ -8,8 +8,9 @@
 mod identity;
 pub mod k8s;
 mod moment;
+pub mod pods;
 mod state;
 
-pub use identity::{Identity, Role};
+pub use identity::{Identity, K8s, Role};
 pub use moment::{ExchangeKey, Moment};
 pub use state::{FlowStats, Flows, IDLE_TIMEOUT_NS};
