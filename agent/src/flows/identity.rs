@@ -44,9 +44,10 @@ pub struct Identity {
     /// Which side of the exchanges the process is, once its first request was seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<Role>,
-    /// The Kubernetes pod and container, for a process in a pod's cgroup.
+    /// The Kubernetes pod and container, for a process in a pod's cgroup (boxed: most
+    /// processes are in none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub k8s: Option<K8s>,
+    pub k8s: Option<Box<K8s>>,
 }
 
 /// A process's pod and container: from its cgroup path always, from the kubelet (`--kubelet`)

@@ -308,7 +308,10 @@ impl Flows {
                         process,
                         serial: self.next_serial,
                         server_name: self.pending_names.remove(&key),
-                        k8s: cgroup.as_ref().and_then(|c| self.k8s(&c.path)),
+                        k8s: cgroup
+                            .as_ref()
+                            .and_then(|c| self.k8s(&c.path))
+                            .map(Box::new),
                         cgroup: cgroup.as_ref().map(|c| c.path.clone()),
                         container_id: cgroup.and_then(|c| c.container_id),
                         ..Identity::default()
