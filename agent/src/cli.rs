@@ -4,13 +4,16 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{FlowConfig, PackConfig, ProbeSet, ReplayConfig, ReplayInput, WatchConfig};
+use crate::config::{
+    FlowConfig, KubeletConfig, PackConfig, ProbeSet, ReplayConfig, ReplayInput, WatchConfig,
+};
 
 /// Watches programs' HTTPS calls to third-party APIs through eBPF and runs Taskless packs over
 /// every exchange, printing one NDJSON line per exchange on stdout. Logs go to stderr.
 #[derive(Debug, Parser)]
 #[command(name = "taskless-agent", version, about, long_about = None)]
 #[command(args_conflicts_with_subcommands = true)]
+#[command(after_help = CONFIGURATION)]
 pub struct Cli {
     /// What to do instead of watching processes.
     #[command(subcommand)]
@@ -21,9 +24,22 @@ pub struct Cli {
     pub run: RunArgs,
 
     /// Log filter for stderr (tracing's EnvFilter syntax, e.g. `info`, `taskless_agent=debug`).
-    #[arg(long, global = true, env = "TASKLESS_LOG", default_value = "info")]
+    #[arg(long, global = true, default_value = "info")]
     pub log: String,
+
+    /// Configuration file (TOML): any option of the command line, by its long name. Default:
+    /// /etc/taskless-agent/config.toml when it exists.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
+
+/// How options are also set from a file and the environment (`settings`).
+const CONFIGURATION: &str = "\
+Every option can also be set in the configuration file (--config FILE, default \
+/etc/taskless-agent/config.toml if it exists), with its long name as the key (`state_dir = \"/x\"`, \
+`all = true`, `pid = [1, 2]`), or in an environment variable TASKLESS_<NAME> (TASKLESS_STATE_DIR, \
+TASKLESS_ALL=true, TASKLESS_PID=1,2; also TASKLESS_LOG_LEVEL for --log and TASKLESS_DIRECTORY \
+for --packs). The command line wins over the environment, which wins over the file.";
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
@@ -34,6 +50,17 @@ pub enum Command {
     /// Run the packs offline over a recording made with `--record DIR`, or over a HAR file,
     /// printing the same NDJSON lines as a live run. Needs neither root nor eBPF.
     Replay(ReplayArgs),
+    /// Check, before anything is attached, that the agent can run here: kernel, BTF, ring
+    /// buffer, uprobes, capabilities, packs. One line each; exits 1 when it could not run.
+    Check(CheckArgs),
+}
+
+/// Options of `check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The packs to load, as for watching.
+    #[command(flatten)]
+    pub pack: PackArgs,
 }
 
 /// Options of `replay`.
@@ -128,6 +155,67 @@ pub struct RunArgs {
     /// Seconds between stats lines on stderr (0: only at exit).
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub stats_interval: u64,
+
+    /// Pod names, namespaces and labels from the node's kubelet.
+    #[command(flatten)]
+    pub kubelet: KubeletArgs,
+}
+
+/// Where the node's kubelet is, for `source.k8s`.
+#[derive(Debug, Args)]
+pub struct KubeletArgs {
+    /// The node's kubelet (`https://NODE:10250`), asked for `/pods` to name the pod, namespace,
+    /// labels and container of processes in pods. Default inside a pod: https://$NODE_NAME:10250
+    /// with the service account's token and CA. Without it, `source.k8s` has the pod UID and
+    /// container id from the cgroup only.
+    #[arg(long, value_name = "URL")]
+    pub kubelet: Option<String>,
+
+    /// CA certificates (PEM) for the kubelet's serving certificate (default in a pod: the
+    /// service account's ca.crt; else the usual web roots).
+    #[arg(long, value_name = "FILE")]
+    pub kubelet_ca: Option<PathBuf>,
+
+    /// A bearer token file for the kubelet, read at every request (default in a pod: the
+    /// service account's token).
+    #[arg(long, value_name = "FILE")]
+    pub kubelet_token: Option<PathBuf>,
+
+    /// Accept the kubelet's certificate without verifying it (kubelets whose self-signed
+    /// serving certificate no CA vouches for).
+    #[arg(long)]
+    pub kubelet_insecure: bool,
+
+    /// Seconds between two fetches of the kubelet's pods (sooner when an unknown pod appears).
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub kubelet_refresh: u64,
+}
+
+impl KubeletArgs {
+    /// The kubelet to ask: `--kubelet`, else the in-cluster default inside a pod, else none.
+    #[must_use]
+    pub fn config(&self) -> Option<KubeletConfig> {
+        let env = |name: &str| std::env::var(name).ok();
+        let mut config = match &self.kubelet {
+            Some(url) => KubeletConfig {
+                url: url.clone(),
+                ca: None,
+                token: None,
+                insecure: false,
+                refresh: Duration::from_secs(30),
+            },
+            None => KubeletConfig::in_cluster(&env)?,
+        };
+        if let Some(ca) = &self.kubelet_ca {
+            config.ca = Some(ca.clone());
+        }
+        if let Some(token) = &self.kubelet_token {
+            config.token = Some(token.clone());
+        }
+        config.insecure = self.kubelet_insecure;
+        config.refresh = Duration::from_secs(self.kubelet_refresh.max(1));
+        Some(config)
+    }
 }
 
 /// Which exchanges are reported, shared by watching and `replay`.
@@ -155,7 +243,7 @@ impl FlowArgs {
 pub struct PackArgs {
     /// Directory of packs (Taskless pre2 layout: `<dir>/**/manifest.json` with `config.json` and
     /// `pack.wasm` beside it). Default: the packs shipped with the agent.
-    #[arg(long, value_name = "DIR", env = "TASKLESS_PACKS")]
+    #[arg(long, value_name = "DIR")]
     pub packs: Option<PathBuf>,
 
     /// Largest body kept per message for packs; longer bodies are cut and flagged truncated.
@@ -182,12 +270,7 @@ pub struct PackArgs {
     /// Where the agent keeps state: the packs' compiled code, so restarts and extra workers do
     /// not compile them again. Created if missing; when it cannot be used, packs are compiled
     /// in memory instead.
-    #[arg(
-        long,
-        value_name = "DIR",
-        env = "TASKLESS_STATE_DIR",
-        default_value = "/var/lib/taskless-agent"
-    )]
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/taskless-agent")]
     pub state_dir: PathBuf,
 }
 
@@ -206,6 +289,7 @@ impl RunArgs {
             ringbuf_size: self.ringbuf_size,
             probe_set: self.probe_set,
             stats_interval: Duration::from_secs(self.stats_interval),
+            kubelet: self.kubelet.config(),
         }
     }
 }

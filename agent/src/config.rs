@@ -63,6 +63,8 @@ pub struct WatchConfig {
     pub probe_set: ProbeSet,
     /// Time between stats lines (zero: only the summary at exit).
     pub stats_interval: Duration,
+    /// The node's kubelet, for pod names (`None`: pod UIDs and container ids only).
+    pub kubelet: Option<KubeletConfig>,
 }
 
 /// What `replay` reads.
@@ -83,4 +85,41 @@ pub struct ReplayConfig {
     pub flows: FlowConfig,
     /// The pack stage.
     pub packs: PackConfig,
+}
+
+/// Where the service account's files are mounted in a pod.
+const SERVICE_ACCOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// How to reach the kubelet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KubeletConfig {
+    /// The kubelet's base URL (`https://node:10250`).
+    pub url: String,
+    /// CA certificates (PEM) the kubelet's serving certificate must chain to; `None`: the
+    /// system's web roots.
+    pub ca: Option<PathBuf>,
+    /// A bearer token file, read again at every fetch (tokens are rotated).
+    pub token: Option<PathBuf>,
+    /// Accept any serving certificate.
+    pub insecure: bool,
+    /// Time between fetches.
+    pub refresh: Duration,
+}
+
+impl KubeletConfig {
+    /// The in-cluster default: inside a pod (`KUBERNETES_SERVICE_HOST` set) whose `NODE_NAME`
+    /// is set (the DaemonSet sets it from `spec.nodeName`), `https://$NODE_NAME:10250` with the
+    /// service account's token and CA.
+    #[must_use]
+    pub fn in_cluster(env: &dyn Fn(&str) -> Option<String>) -> Option<Self> {
+        env("KUBERNETES_SERVICE_HOST")?;
+        let node = env("NODE_NAME").filter(|n| !n.is_empty())?;
+        Some(Self {
+            url: format!("https://{node}:10250"),
+            ca: Some(PathBuf::from(format!("{SERVICE_ACCOUNT}/ca.crt"))),
+            token: Some(PathBuf::from(format!("{SERVICE_ACCOUNT}/token"))),
+            insecure: false,
+            refresh: Duration::from_secs(30),
+        })
+    }
 }

@@ -9,6 +9,7 @@
 //! docs/ARCHITECTURE.md.
 
 pub mod capture;
+pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -16,9 +17,11 @@ pub mod engine;
 pub mod flows;
 pub mod pack_cmd;
 pub mod packs;
+pub mod privileges;
 pub mod procfs;
 pub mod record;
 pub mod replay;
 pub mod run;
+pub mod settings;
 pub mod sinks;
 pub mod stats;

@@ -2,14 +2,21 @@
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
 use taskless_agent::{
-    cli::{Cli, Command, PackCommand},
-    pack_cmd, replay, run,
+    check,
+    cli::{Command, PackCommand},
+    pack_cmd, replay, run, settings,
 };
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match settings::parse() {
+        Ok(cli) => cli,
+        Err(settings::SettingsError::Clap(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|e| {
         eprintln!(
             "warning: invalid --log filter {:?} ({e}); using info",
@@ -30,6 +37,7 @@ fn main() -> ExitCode {
             wasm,
         })) => pack_cmd::check(&fixture, &manifest, &wasm),
         Some(Command::Pack(PackCommand::List { dir })) => pack_cmd::list(&dir),
+        Some(Command::Check(args)) => check::check(&args.pack.config()),
         Some(Command::Replay(args)) => match replay::replay(&args.config()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -21,8 +21,9 @@ use crate::{
     clock::Clock,
     config::{ProbeSet, WatchConfig},
     engine::{Engine, EngineError},
+    flows::pods::{Kubelet, Pods},
     packs::{self, Backpressure},
-    procfs,
+    privileges, procfs,
     record::{RecordError, Recorder},
     stats::{self, Counters},
 };
@@ -53,6 +54,21 @@ pub enum RunError {
     Signals(std::io::Error),
 }
 
+/// Says which of the capabilities the agent needs it lacks: it may still start (a process of
+/// the same user, a library every process can read), but will miss what needs them.
+fn warn_missing_capabilities() {
+    let Some(mask) = privileges::effective() else {
+        return;
+    };
+    for cap in privileges::missing_at_start(mask) {
+        tracing::warn!(
+            capability = cap.name(),
+            "missing capability {cap}, needed {}: run the agent as root or grant it",
+            cap.purpose()
+        );
+    }
+}
+
 /// Watches the processes of `config` until a signal arrives or they have all exited.
 ///
 /// # Errors
@@ -62,6 +78,7 @@ pub fn run(config: &WatchConfig) -> Result<(), RunError> {
     if config.pids.is_empty() && !config.all {
         return Err(RunError::NoTargets);
     }
+    warn_missing_capabilities();
     // Cheap checks first, so a typo fails before anything is loaded.
     let mut targets: Vec<(u32, Vec<TlsLibrary>)> = Vec::new();
     let mut waiting = Vec::new();
@@ -99,6 +116,17 @@ pub fn run(config: &WatchConfig) -> Result<(), RunError> {
         clock,
         Backpressure::Drop,
     )?;
+    if let Some(kubelet) = &config.kubelet {
+        match Kubelet::new(kubelet.clone()) {
+            Ok(client) => {
+                tracing::info!(url = %kubelet.url, "naming pods from the kubelet");
+                engine.flows_mut().set_pods(Pods::watch(client));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "kubelet client not started: lines carry pod UIDs and container ids without names")
+            }
+        }
+    }
     let real = config.probe_set == ProbeSet::Capture;
     let mut probes = Probes::load(LoadOptions {
         trace_all: config.all,

@@ -240,18 +240,27 @@ impl Agent {
             .first()
             .is_some_and(|a| a.as_ref().to_string_lossy().starts_with("--"));
         let set = args.iter().any(|a| a.as_ref() == "--pack-timeout-ms");
-        let mut command = Command::new(agent_bin());
-        command.args(args);
+        let mut cmd = Command::new(agent_bin());
+        cmd.args(args);
         if capture_run && !set {
-            command.args(["--pack-timeout-ms", "2000"]);
+            cmd.args(["--pack-timeout-ms", "2000"]);
         }
-        let mut child = command
-            .env("TASKLESS_LOG", "info,taskless_agent=debug")
+        cmd.env("TASKLESS_LOG", "info,taskless_agent=debug");
+        Self::start_command(cmd)
+    }
+
+    /// Starts the agent through `cmd` (a wrapper such as `setpriv` or `podman run` that ends
+    /// up running it, passing SIGINT on), with its stdout and stderr collected.
+    ///
+    /// # Errors
+    /// When it cannot be spawned.
+    pub fn start_command(mut cmd: Command) -> anyhow::Result<Self> {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .with_context(|| format!("spawning {}", agent_bin().display()))?;
+            .with_context(|| format!("spawning {}", cmd.get_program().to_string_lossy()))?;
         let (tx, rx) = mpsc::channel();
         let out = child.stdout.take().context("no stdout")?;
         std::thread::spawn(move || {

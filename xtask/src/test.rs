@@ -1,5 +1,6 @@
-//! `cargo xtask test`: formatting, lints, unit tests, the packs' own tests and fixtures, the
-//! end-to-end tests that load the real eBPF programs (as root), and a short fuzz run.
+//! `cargo xtask test`: formatting, lints, the Kubernetes manifests, unit tests, the packs' own
+//! tests and fixtures, the end-to-end tests that load the real eBPF programs (as root), one of
+//! them with the agent in a container built from the Containerfile, and a short fuzz run.
 
 use std::path::Path;
 
@@ -20,8 +21,11 @@ pub fn run(root: &Path, no_lint: bool, filter: Option<&str>) -> anyhow::Result<(
         )?;
         util::run(util::cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
     }
+    crate::manifests::run_manifests(root, true)?;
     crate::build_packs(root)?;
     util::run(util::cargo().args(["build", "--bins"]))?;
+    // The container test runs the image built from this build.
+    let _ = crate::image::test_images(root)?;
     if !util::is_root() {
         eprintln!(
             "test: not running as root; the end-to-end tests will fail: they load eBPF programs and attach uprobes"

@@ -15,7 +15,10 @@ use std::{
 };
 
 use super::providers::{AttachPoint, Examined, PROVIDERS, Provider};
-use crate::procfs;
+use crate::{
+    privileges::{self, Capability, Otherwise},
+    procfs,
+};
 
 /// Files that are never a TLS library; skipping them saves reading their symbol tables.
 const NEVER_TLS: [&str; 8] = [
@@ -67,14 +70,14 @@ pub enum DiscoveryError {
         pid: u32,
     },
     /// The agent may not read the process's maps or files.
-    #[error(
-        "permission denied reading {path} of pid {pid}: the agent needs root (CAP_SYS_PTRACE to read other processes' memory maps, CAP_BPF and CAP_PERFMON to load and attach eBPF)"
-    )]
+    #[error("permission denied reading {path} of pid {pid}: {advice}")]
     PermissionDenied {
         /// The pid.
         pid: u32,
         /// The file that could not be read.
         path: PathBuf,
+        /// Which capability is missing, or what else refused it.
+        advice: String,
     },
     /// Nothing mapped by the process is a TLS stack the agent knows.
     #[error(
@@ -123,6 +126,12 @@ fn proc_err(pid: u32, path: &Path, e: io::Error) -> DiscoveryError {
         io::ErrorKind::PermissionDenied => DiscoveryError::PermissionDenied {
             pid,
             path: path.to_path_buf(),
+            // /proc/PID/* of another process needs CAP_SYS_PTRACE; its files, through
+            // /proc/PID/root, CAP_DAC_READ_SEARCH when their modes keep root out.
+            advice: privileges::advice(
+                &[Capability::SysPtrace, Capability::DacReadSearch],
+                Otherwise::Ptrace,
+            ),
         },
         _ => DiscoveryError::Io {
             pid,

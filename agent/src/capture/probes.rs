@@ -21,10 +21,21 @@ use aya::{
 };
 
 use super::{code, discovery::TlsLibrary, providers::PROVIDERS};
+use crate::privileges::{self, Capability, Otherwise};
 
 /// The programs that do nothing, put on every attach point instead of the real ones to measure
 /// the probes' own cost against the floor (`--probe-set empty`, benchmarks only).
 const EMPTY_PROGRAMS: [&str; 2] = ["probe_empty", "probe_empty_ret"];
+
+/// The function of the agent's own code [`Probes::attach_to_self`] puts a uprobe on.
+const SELF_TEST_SYMBOL: &str = "taskless_agent_uprobe_self_test";
+
+/// Does nothing, somewhere a uprobe can be put (`taskless-agent check`).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn taskless_agent_uprobe_self_test() {
+    std::hint::black_box(());
+}
 
 /// The program that records the socket fd of the syscalls made inside a TLS call.
 pub const FD_PROGRAM: &str = "sys_enter_fd";
@@ -61,12 +72,12 @@ const MMAP_ARG_OFFSETS: [u64; 2] = [2 * 8, 4 * 8]; // regs[2], regs[4]
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     /// The kernel refused the BPF object or a program for lack of privileges.
-    #[error(
-        "loading eBPF programs was refused ({cause}): run the agent as root, or with CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE (and CAP_SYS_RESOURCE on kernels before 5.11)"
-    )]
+    #[error("loading eBPF programs was refused ({cause}): {advice}")]
     Privileges {
         /// The kernel's answer.
         cause: String,
+        /// Which capability is missing, or what else refused it.
+        advice: String,
     },
     /// The object could not be loaded (an old kernel, a missing BTF, a map the kernel refused).
     #[error("loading the eBPF object failed: {0}")]
@@ -204,7 +215,7 @@ impl Probes {
             .map_err(|e| {
                 let chain = error_chain(&e);
                 if is_permission_error(&chain) {
-                    ProbeError::Privileges { cause: chain }
+                    privileges_error(chain)
                 } else {
                     ProbeError::Object(chain)
                 }
@@ -241,6 +252,47 @@ impl Probes {
             stats: Arc::default(),
             attached: HashMap::new(),
         })
+    }
+
+    /// Attaches a program that does nothing to a function of the agent's own executable, for
+    /// this process only, calls the function, and detaches again: proof that this kernel lets
+    /// the agent create uprobes (`taskless-agent check`).
+    ///
+    /// # Errors
+    /// [`ProbeError::Attach`] with the kernel's reason (naming a missing capability).
+    pub fn attach_to_self(&mut self) -> Result<(), ProbeError> {
+        let name = EMPTY_PROGRAMS[0];
+        let program = uprobe(&mut self.ebpf, name)?;
+        if program.fd().is_err() {
+            program.load().map_err(|e| load_error(name, &e))?;
+        }
+        let exe = std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| "/proc/self/exe".into());
+        let pid = std::process::id();
+        let point = UProbeAttachPoint {
+            location: UProbeAttachLocation::Symbol(SELF_TEST_SYMBOL),
+            cookie: None,
+        };
+        let scope = NonZeroU32::new(pid).map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
+        let id = program.attach(point, &exe, scope).map_err(|e| {
+            let mut reason = error_chain(&e);
+            if is_permission_error(&reason) {
+                reason.push_str(": ");
+                reason.push_str(&privileges::advice(
+                    &[Capability::SysAdmin],
+                    Otherwise::Seccomp,
+                ));
+            }
+            ProbeError::Attach {
+                program: name,
+                function: SELF_TEST_SYMBOL,
+                path: exe.display().to_string(),
+                pid,
+                reason,
+            }
+        })?;
+        taskless_agent_uprobe_self_test();
+        let _ = program.detach(id);
+        Ok(())
     }
 
     /// Attaches the table's probes to `lib` for process `pid` only, and adds `pid` to the
@@ -318,12 +370,22 @@ impl Probes {
             }
             if point.required {
                 self.detach_links(links);
+                let mut reason = error_chain(&error);
+                if is_permission_error(&reason) {
+                    // Creating a uprobe needs CAP_SYS_ADMIN; one for another user's process,
+                    // CAP_SYS_PTRACE too.
+                    reason.push_str(": ");
+                    reason.push_str(&privileges::advice(
+                        &[Capability::SysAdmin, Capability::SysPtrace],
+                        Otherwise::Seccomp,
+                    ));
+                }
                 return Err(ProbeError::Attach {
                     program,
                     function: point.function,
                     path: lib.path.display().to_string(),
                     pid,
-                    reason: error_chain(&error),
+                    reason,
                 });
             }
             tracing::debug!(pid, function = point.function, error = %error_chain(&error), "optional probe not attached");
@@ -438,11 +500,21 @@ fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut UProbe, 
         .map_err(|_: ProgramError| ProbeError::MissingProgram(name))
 }
 
+/// A refusal to load: names the capability this process lacks (`CAP_SYS_ADMIN`, which the
+/// agent needs for its uprobes and which covers `CAP_BPF` and `CAP_PERFMON`), or says what else
+/// may have refused it.
+fn privileges_error(cause: String) -> ProbeError {
+    ProbeError::Privileges {
+        cause,
+        advice: privileges::advice(&[Capability::SysAdmin], Otherwise::Seccomp),
+    }
+}
+
 /// Why loading program `name` failed: missing privileges, or the verifier's or kernel's reason.
 fn load_error(name: &'static str, e: &ProgramError) -> ProbeError {
     let cause = error_chain(e);
     if is_permission_error(&cause) {
-        ProbeError::Privileges { cause }
+        privileges_error(cause)
     } else {
         ProbeError::Program {
             program: name,

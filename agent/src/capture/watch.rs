@@ -81,6 +81,8 @@ pub struct Watcher {
     /// Processes the kernel reported: when each was reported, and how many examinations it has
     /// had since.
     pending: HashMap<u32, (Instant, usize)>,
+    /// Whether a refusal to read a process has been warned about.
+    warned_refusal: bool,
 }
 
 impl Watcher {
@@ -98,6 +100,7 @@ impl Watcher {
             examined: HashSet::new(),
             cache: FileCache::default(),
             pending: HashMap::new(),
+            warned_refusal: false,
         }
     }
 
@@ -125,6 +128,13 @@ impl Watcher {
         let libs = match discovery::find_tls_libraries_cached(pid, &mut self.cache) {
             Ok(libs) => libs,
             Err(DiscoveryError::NoTlsLibrary { .. } | DiscoveryError::NoSuchProcess { .. }) => {
+                return Ok(false);
+            }
+            // The first refusal says why (a missing capability, a security module); the others
+            // would only repeat it.
+            Err(e @ DiscoveryError::PermissionDenied { .. }) if !self.warned_refusal => {
+                self.warned_refusal = true;
+                tracing::warn!(pid, error = %e, "process not examined (later refusals are logged at debug level)");
                 return Ok(false);
             }
             Err(e) => {

@@ -1,7 +1,7 @@
 //! Who a connection belongs to and whom it talks to: the one identity type that travels with a
 //! connection's exchanges to the packs, the sinks and recordings.
 
-use std::net::SocketAddr;
+use std::{collections::BTreeMap, net::SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +44,50 @@ pub struct Identity {
     /// Which side of the exchanges the process is, once its first request was seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<Role>,
+    /// The Kubernetes pod and container, for a process in a pod's cgroup (boxed: most
+    /// processes are in none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k8s: Option<Box<K8s>>,
+}
+
+/// A process's pod and container: from its cgroup path always, from the kubelet (`--kubelet`)
+/// the names and labels.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct K8s {
+    /// The pod's UID.
+    pub pod_uid: String,
+    /// The container's id, when the process is in a container's cgroup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    /// The container runtime, when the cgroup's name tells (`containerd`, `cri-o`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+    /// The pod's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// The pod's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The container's name in the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// The pod's labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl K8s {
+    /// What the cgroup path alone says.
+    #[must_use]
+    pub fn from_cgroup(cgroup: &super::k8s::PodCgroup) -> Self {
+        Self {
+            pod_uid: cgroup.pod_uid.clone(),
+            container_id: cgroup.container_id.clone(),
+            runtime: cgroup.runtime.map(|r| r.scheme().to_owned()),
+            ..Self::default()
+        }
+    }
 }
 
 /// Which side of a connection's exchanges the observed process is.
@@ -93,6 +137,7 @@ mod tests {
             cgroup: Some("/user.slice".into()),
             container_id: None,
             role: Some(Role::Client),
+            k8s: None,
         };
         let v = serde_json::to_value(&id).unwrap();
         assert_eq!(

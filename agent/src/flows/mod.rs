@@ -6,9 +6,11 @@
 //! body pieces, complete or incomplete) to the pack stage, through a callback.
 
 mod identity;
+pub mod k8s;
 mod moment;
+pub mod pods;
 mod state;
 
-pub use identity::{Identity, Role};
+pub use identity::{Identity, K8s, Role};
 pub use moment::{ExchangeKey, Moment};
 pub use state::{FlowStats, Flows, IDLE_TIMEOUT_NS};

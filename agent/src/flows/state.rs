@@ -17,7 +17,7 @@ use taskless_http::{
     AbortReason, Assembled, Assembler, Config, Connection, ConnectionStats, Event,
 };
 
-use super::{ExchangeKey, Identity, Moment, Role};
+use super::{ExchangeKey, Identity, K8s, Moment, Role, k8s, pods::Pods};
 use crate::{
     capture::{DataRecord, Record},
     procfs::{self, CgroupInfo},
@@ -82,6 +82,8 @@ pub struct Flows {
     next_serial: u64,
     stats: Arc<FlowStats>,
     proc_cache: HashMap<u32, (String, Option<CgroupInfo>)>,
+    /// This node's pods, from the kubelet (`--kubelet`).
+    pods: Option<Arc<Pods>>,
     /// Server names (SNI) set on connection objects that have not moved data yet.
     pending_names: HashMap<(u32, u64), String>,
     /// The live connection on each known `(tgid, fd)`.
@@ -104,12 +106,27 @@ impl Flows {
             next_serial: 0,
             stats,
             proc_cache: HashMap::new(),
+            pods: None,
             pending_names: HashMap::new(),
             by_fd: HashMap::new(),
             ended_http: ConnectionStats::default(),
             events: Vec::new(),
             assembled: Vec::new(),
         }
+    }
+
+    /// Names the pods of processes in pods' cgroups from `pods` (the kubelet's).
+    pub fn set_pods(&mut self, pods: Arc<Pods>) {
+        self.pods = Some(pods);
+    }
+
+    /// The pod and container of a process in cgroup `path`, if it is a pod's.
+    fn k8s(&self, path: &str) -> Option<K8s> {
+        let cgroup = k8s::parse(path)?;
+        Some(match &self.pods {
+            Some(pods) => pods.lookup(&cgroup),
+            None => K8s::from_cgroup(&cgroup),
+        })
     }
 
     /// Names process `pid` (instead of reading `/proc`), e.g. from a recording's metadata.
@@ -291,6 +308,10 @@ impl Flows {
                         process,
                         serial: self.next_serial,
                         server_name: self.pending_names.remove(&key),
+                        k8s: cgroup
+                            .as_ref()
+                            .and_then(|c| self.k8s(&c.path))
+                            .map(Box::new),
                         cgroup: cgroup.as_ref().map(|c| c.path.clone()),
                         container_id: cgroup.and_then(|c| c.container_id),
                         ..Identity::default()
@@ -338,6 +359,17 @@ impl Flows {
             let mut identity = (*flow.identity).clone();
             identity.role = Some(Role::from_request_flow(request_flow));
             flow.identity = Arc::new(identity);
+        }
+        // A pod the kubelet's answer did not name yet when the connection began.
+        if let (Some(pods), Some(k8s)) = (&self.pods, &flow.identity.k8s)
+            && k8s.pod.is_none()
+        {
+            let mut k8s = k8s.clone();
+            if pods.name(&mut k8s) {
+                let mut identity = (*flow.identity).clone();
+                identity.k8s = Some(k8s);
+                flow.identity = Arc::new(identity);
+            }
         }
         let skip = flow.identity.role == Some(Role::Server) && !self.server_side;
         let mut dispatch = |moment: Moment| {

@@ -62,6 +62,7 @@ fn entries_round_trip_through_json() {
                 cgroup: Some("/system.slice/x.scope".into()),
                 container_id: None,
                 role: None,
+                k8s: None,
             },
         },
         Entry::Identity {

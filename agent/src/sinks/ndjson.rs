@@ -133,6 +133,7 @@ mod tests {
             cgroup: Some("/user.slice".into()),
             container_id: None,
             role: None,
+            k8s: None,
         };
         let json = to_line(&exchange(identity, "ignored.example"));
         assert!(json.starts_with(r#"{"requestId":"#), "{json}");
