@@ -109,6 +109,16 @@ impl OtherUserClient {
 
 /// The agent with `--all`, started through setpriv with exactly `caps` (Kubernetes names):
 /// as uid 0, a process gets its bounding set as its permitted and effective sets.
+/// One `--all` agent at a time: each would see the other tests' clients (same paths) and
+/// processes.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn start_agent(caps: &[String]) -> Agent {
     let bounding: Vec<String> = caps
         .iter()
@@ -141,6 +151,7 @@ fn hits(out: &AgentOutput, path: &str) -> usize {
 #[test]
 fn exactly_the_manifest_capabilities_are_enough() {
     require_root();
+    let _serial = serial();
     let caps = manifest_capabilities();
     let api = TestApi::start().expect("test API");
     let other = OtherUserClient::start(&api);
@@ -231,6 +242,7 @@ fn capability_is_in_the_manifest(cap: &str) -> bool {
 #[test]
 fn without_cap_sys_admin_it_refuses_to_start_and_says_so() {
     require_root();
+    let _serial = serial();
     assert!(capability_is_in_the_manifest("SYS_ADMIN"));
     let (stderr, ran) = without("SYS_ADMIN");
     assert!(ran.is_none(), "started without CAP_SYS_ADMIN:\n{stderr}");
@@ -246,6 +258,7 @@ fn without_cap_sys_admin_it_refuses_to_start_and_says_so() {
 #[test]
 fn the_older_kernels_capabilities_need_cap_sys_admin_for_uprobes_on_newer_kernels() {
     require_root();
+    let _serial = serial();
     let caps: Vec<String> = ["BPF", "PERFMON", "SYS_PTRACE", "DAC_READ_SEARCH"]
         .map(str::to_owned)
         .to_vec();
@@ -286,6 +299,7 @@ fn the_older_kernels_capabilities_need_cap_sys_admin_for_uprobes_on_newer_kernel
 #[test]
 fn without_cap_sys_ptrace_it_misses_other_users_processes_and_says_why() {
     require_root();
+    let _serial = serial();
     assert!(capability_is_in_the_manifest("SYS_PTRACE"));
     let (stderr, ran) = without("SYS_PTRACE");
     let (_, other) = ran.unwrap_or_else(|| panic!("did not start:\n{stderr}"));
@@ -300,6 +314,7 @@ fn without_cap_sys_ptrace_it_misses_other_users_processes_and_says_why() {
 #[test]
 fn without_cap_dac_read_search_it_misses_private_libraries_and_says_why() {
     require_root();
+    let _serial = serial();
     assert!(capability_is_in_the_manifest("DAC_READ_SEARCH"));
     let (stderr, ran) = without("DAC_READ_SEARCH");
     let (root, other) = ran.unwrap_or_else(|| panic!("did not start:\n{stderr}"));
