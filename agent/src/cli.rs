@@ -254,8 +254,10 @@ pub struct PackArgs {
     #[arg(long, value_name = "N", default_value_t = default_workers())]
     pub workers: usize,
 
-    /// Events queued for each pack worker; beyond this they are dropped and counted, so a slow
-    /// pack never stalls capture (`replay` waits instead).
+    /// Events queued for each pack worker. From a quarter full on, a worker skips its costliest
+    /// packs for the exchanges it takes next (each line lists them in `skipped`); only a full
+    /// queue drops events (counted), so a slow pack never stalls capture (`replay` waits
+    /// instead and skips nothing).
     #[arg(long, value_name = "N", default_value_t = 4096)]
     pub queue: usize,
 

@@ -3,14 +3,14 @@
 
 use std::{sync::Arc, thread::JoinHandle};
 
-use taskless_pack_runtime::PackSet;
-
 use crate::{
     capture::Record,
     clock::Clock,
     config::{FlowConfig, PackConfig},
     flows::{FlowStats, Flows, Moment},
-    packs::{self, Backpressure, Dispatcher, PackStageError, PackStageStats, StageOptions},
+    packs::{
+        self, Backpressure, Dispatcher, LivePacks, PackStageError, PackStageStats, StageOptions,
+    },
     sinks::{self, NdjsonSink},
     stats::{Counters, Snapshot},
 };
@@ -45,7 +45,7 @@ impl Engine {
     /// # Errors
     /// When a thread or the packs' instances cannot be started.
     pub fn start(
-        packs: &Arc<PackSet>,
+        packs: &Arc<LivePacks>,
         flows: FlowConfig,
         config: &PackConfig,
         clock: Clock,

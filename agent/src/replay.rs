@@ -71,7 +71,7 @@ fn replay_dir(dir: &Path, config: &ReplayConfig) -> Result<(Engine, u64), Replay
     let packs = packs::load_packs(&config.packs)?;
     let offset = recording.unix_offset_ns();
     let mut engine = Engine::start(
-        &packs,
+        &packs::LivePacks::new(Arc::clone(&packs)),
         config.flows,
         &config.packs,
         Clock::with_offset(i128::from(offset)),
@@ -118,7 +118,7 @@ fn replay_har(path: &Path, config: &ReplayConfig) -> Result<(Engine, u64), Repla
     )?;
     let packs = packs::load_packs(&config.packs)?;
     let engine = Engine::start(
-        &packs,
+        &packs::LivePacks::new(Arc::clone(&packs)),
         config.flows,
         &config.packs,
         Clock::with_offset(0),

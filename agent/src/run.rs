@@ -98,7 +98,16 @@ pub fn run(config: &WatchConfig) -> Result<(), RunError> {
             Err(e) => return Err(e.into()),
         }
     }
-    let packs = packs::load_packs(&config.packs)?;
+    let packs = packs::LivePacks::new(packs::load_packs(&config.packs)?);
+    // Packs reload without a restart; without a watch (an unusual filesystem), they stay as
+    // loaded.
+    let _watch = packs::packs_dir(&config.packs)
+        .ok()
+        .and_then(|dir| {
+            packs::watch(&dir, packs::runtime_config(&config.packs), Arc::clone(&packs))
+                .map_err(|e| tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the packs directory: packs will not reload"))
+                .ok()
+        });
     let clock = Clock::new();
     let recorder = match &config.record {
         Some(dir) => Some(Recorder::start(
@@ -169,7 +178,7 @@ pub fn run(config: &WatchConfig) -> Result<(), RunError> {
         signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(RunError::Signals)?;
     }
 
-    tracing::info!(pids = ?watcher.watched(), all = config.all, follow = config.follow, packs = packs.packs().len(), workers = config.packs.workers.max(1), "ready");
+    tracing::info!(pids = ?watcher.watched(), all = config.all, follow = config.follow, packs = packs.current().packs().len(), workers = config.packs.workers.max(1), "ready");
 
     let mut last_check = Instant::now();
     let mut last_stats = Instant::now();
@@ -209,7 +218,7 @@ pub fn run(config: &WatchConfig) -> Result<(), RunError> {
                 log_stats(
                     "stats",
                     &[&*capture, &engine, &kernel, &*attach_stats],
-                    &packs,
+                    &packs.current(),
                     false,
                 );
             }
@@ -222,7 +231,7 @@ pub fn run(config: &WatchConfig) -> Result<(), RunError> {
     log_stats(
         "summary",
         &[&*capture, &engine_final, &kernel, &*attach_stats],
-        &packs,
+        &packs.current(),
         true,
     );
     drop(probes);

@@ -11,6 +11,11 @@
 //! - `json-64k-response`: a `GET` answered with 64 KiB of JSON contacts, the size of the large
 //!   responses in the load benchmarks, for a pack's cost per kilobyte.
 //!
+//! In the same run: the raw Extism floor (the empty module's `pre` and `post` called straight
+//! through Extism with an empty input, instance reused), which every figure is also given as a
+//! ratio of; and what the host does with each exchange's bodies for a pack with the body
+//! permission, the old way (parse into a tree, write it out) and the present one (check, copy).
+//!
 //! The last two are the pii pack's own benchmark bodies (`packs/pii/benches/scan.rs`). The
 //! first exchange of a new worker is reported apart: it instantiates the pack and pays for
 //! whatever the pack sets up once.
@@ -275,13 +280,18 @@ struct Timed {
 
 /// Times exchanges through a new `worker`.
 fn time(worker: &mut Worker, ex: &Exchange) -> Timed {
-    let run = |worker: &mut Worker| {
+    time_with(worker, |worker| {
         let session = Session::start(worker, &ex.request_before_response());
         session
             .finish(worker, &ex.request(), &ex.response())
             .dimensions
             .len()
-    };
+    })
+}
+
+/// Times `run` (one exchange) over batches, the first call apart.
+fn time_with<T>(target: &mut T, mut run: impl FnMut(&mut T) -> usize) -> Timed {
+    let worker = target;
     let started = Instant::now();
     let dimensions = run(worker);
     let first = started.elapsed();
@@ -339,6 +349,17 @@ fn default_dirs() -> Vec<PathBuf> {
 }
 
 fn main() {
+    // As the agent does (agent/src/main.rs): no backtrace in the error Extism makes on every
+    // call, unless asked for with RUST_LIB_BACKTRACE.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+    }
+    println!(
+        "library backtraces: RUST_LIB_BACKTRACE={:?}, RUST_BACKTRACE={:?}",
+        std::env::var_os("RUST_LIB_BACKTRACE"),
+        std::env::var_os("RUST_BACKTRACE")
+    );
     let mut args = std::env::args().skip(1);
     let mut only: Option<String> = None;
     let mut dirs = Vec::new();
@@ -411,6 +432,64 @@ fn main() {
         })
         .collect();
 
+    // What the host does with the bodies of one exchange for a pack with the body permission
+    // (the request body into `pre` and `post`, the response body into `post`): parse each into
+    // a tree and write it out (as before), or check it and copy its text (as now).
+    for (name, ex) in &exchanges {
+        let bodies: Vec<&[u8]> = [&ex.req_body, &ex.req_body, &ex.resp_body]
+            .into_iter()
+            .filter_map(|b| b.as_deref())
+            .collect();
+        let mut out = Vec::with_capacity(1 << 17);
+        let tree = |out: &mut Vec<u8>| {
+            for b in &bodies {
+                let v = taskless_pack_runtime::body_value(b);
+                serde_json::to_writer(&mut *out, &v).expect("serializable");
+            }
+            out.len()
+        };
+        let parsed = time_with(&mut out, |out| {
+            out.clear();
+            tree(out)
+        });
+        let mut out = Vec::with_capacity(1 << 17);
+        let copied = time_with(&mut out, |out| {
+            out.clear();
+            for b in &bodies {
+                match serde_json::from_slice::<&serde_json::value::RawValue>(b) {
+                    Ok(raw) => out.extend_from_slice(raw.get().as_bytes()),
+                    Err(_) => {
+                        serde_json::to_writer(&mut *out, &taskless_pack_runtime::body_value(b))
+                            .expect("serializable")
+                    }
+                }
+            }
+            out.len()
+        });
+        println!(
+            "host body work per exchange ({name}): parse and write out {:.1} µs CPU, check and copy {:.1} µs CPU",
+            parsed.cpu.as_secs_f64() * 1e6,
+            copied.cpu.as_secs_f64() * 1e6
+        );
+    }
+
+    // The raw Extism floor: the empty module's `pre` and `post` called straight through Extism
+    // (instance reused, empty input, the runtime's default timeout), no runtime at all.
+    let manifest = extism::Manifest::new([extism::Wasm::data(wasm.clone())])
+        .with_timeout(RuntimeConfig::default().timeout);
+    let mut raw = extism::Plugin::new(manifest, [], false).expect("plain extism plugin");
+    let floor = time_with(&mut raw, |raw| {
+        let pre: &[u8] = raw.call("pre", "").expect("pre");
+        let n = pre.len();
+        let post: &[u8] = raw.call("post", "").expect("post");
+        n + post.len()
+    });
+    println!(
+        "{:>8.1} µs per pre+post ({:>8.1} µs CPU, first {:>9.1} µs), raw Extism floor (empty module, empty input)",
+        floor.median.as_secs_f64() * 1e6,
+        floor.cpu.as_secs_f64() * 1e6,
+        floor.first.as_secs_f64() * 1e6,
+    );
     for (name, root) in &sets {
         let (set, refused) = PackSet::load_dir(root, &RuntimeConfig::default()).expect("pack dir");
         assert!(refused.is_empty(), "{name}: {refused:?}");
@@ -418,10 +497,11 @@ fn main() {
             let mut worker = set.worker().expect("worker");
             let t = time(&mut worker, ex);
             println!(
-                "{:>8.1} µs per pre+post ({:>8.1} µs CPU, first {:>9.1} µs), {:>2} dimensions: {exchange:<16} {name}",
+                "{:>8.1} µs per pre+post ({:>8.1} µs CPU, first {:>9.1} µs, {:>5.2}× the raw floor's CPU), {:>2} dimensions: {exchange:<16} {name}",
                 t.median.as_secs_f64() * 1e6,
                 t.cpu.as_secs_f64() * 1e6,
                 t.first.as_secs_f64() * 1e6,
+                t.cpu.as_secs_f64() / floor.cpu.as_secs_f64(),
                 t.dimensions
             );
         }

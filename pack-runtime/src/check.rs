@@ -151,7 +151,7 @@ pub fn check_fixture(
     };
     let loaded = loader::load_files(&files, config, cache.as_deref(), &mut BTreeSet::new())?;
     let id = loaded.def.info.id.clone();
-    let set = PackSet::from_loaded(vec![loaded], config, cache);
+    let set = PackSet::from_loaded(vec![loaded], config, cache, None);
     let line = run_fixture(&set, &fx)?;
     let lines = vec![line];
     let doc = serde_json::to_value(&lines).unwrap_or(Value::Null);
@@ -160,8 +160,10 @@ pub fn check_fixture(
         pack: id.clone(),
         calls: 0,
         skipped_domain: 0,
+        skipped_shed: 0,
         failures: Vec::new(),
         instances_recreated: 0,
+        call_time: None,
     });
     Ok(CheckReport {
         pack: id,

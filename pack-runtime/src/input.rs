@@ -2,7 +2,8 @@
 
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
-use serde_json::{Map, Value};
+use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// Kernel timestamps of one exchange, in Unix epoch nanoseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -74,6 +75,34 @@ pub fn body_value(body: &[u8]) -> Value {
     }
 }
 
+/// A body as it goes into a hook's input: the value [`body_value`] gives. A body that is valid
+/// JSON (the common case) is checked by a validating scan and its own text copied into the
+/// input, without the host parsing it into a tree and writing it out again; anything else goes
+/// through [`body_value`].
+pub(crate) enum BodyJson<'a> {
+    Json(&'a RawValue),
+    Value(Value),
+}
+
+impl<'a> BodyJson<'a> {
+    /// Checks `body` once and keeps what to write.
+    pub(crate) fn new(body: &'a [u8]) -> Self {
+        match serde_json::from_slice::<&RawValue>(body) {
+            Ok(raw) => BodyJson::Json(raw),
+            Err(_) => BodyJson::Value(body_value(body)),
+        }
+    }
+}
+
+impl Serialize for BodyJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            BodyJson::Json(raw) => raw.serialize(s),
+            BodyJson::Value(value) => value.serialize(s),
+        }
+    }
+}
+
 /// Nanoseconds to milliseconds, keeping microseconds.
 #[allow(clippy::cast_precision_loss)] // microseconds since 1970 fit an f64's 53 bits exactly
 fn millis(ns: u64) -> f64 {
@@ -130,7 +159,7 @@ struct RequestJson<'a> {
     method: &'a str,
     headers: Headers<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    body: Option<&'a Value>,
+    body: Option<&'a BodyJson<'a>>,
 }
 
 #[derive(Serialize)]
@@ -138,7 +167,7 @@ struct ResponseJson<'a> {
     status: u16,
     headers: Headers<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    body: Option<&'a Value>,
+    body: Option<&'a BodyJson<'a>>,
     /// Only when false: the input of a whole response is as it always was.
     #[serde(skip_serializing_if = "is_true")]
     complete: bool,
@@ -172,8 +201,8 @@ struct HookInput<'a> {
     chunk: Option<Base64<'a>>,
     context: &'a Value,
     #[serde(skip_serializing_if = "Option::is_none")]
-    environment: Option<&'a Map<String, Value>>,
-    configuration: &'a Map<String, Value>,
+    environment: Option<&'a RawValue>,
+    configuration: &'a RawValue,
     timing: TimingJson,
     #[serde(skip_serializing_if = "Option::is_none")]
     role: Option<&'a str>,
@@ -183,13 +212,14 @@ struct HookInput<'a> {
 pub(crate) struct InputParts<'a> {
     pub request_id: &'a str,
     pub request: &'a RequestView<'a>,
-    /// Parsed request body, given only to packs with the body permission.
-    pub request_body: Option<&'a Value>,
-    pub response: Option<(&'a ResponseView<'a>, Option<&'a Value>)>,
+    /// The request body, given only to packs with the body permission.
+    pub request_body: Option<&'a BodyJson<'a>>,
+    pub response: Option<(&'a ResponseView<'a>, Option<&'a BodyJson<'a>>)>,
     pub chunk: Option<&'a [u8]>,
     pub context: &'a Value,
-    pub environment: Option<&'a Map<String, Value>>,
-    pub configuration: &'a Map<String, Value>,
+    /// Serialized once per pack, at load.
+    pub environment: Option<&'a RawValue>,
+    pub configuration: &'a RawValue,
 }
 
 /// Writes the input document into `buf` (cleared first).
@@ -256,6 +286,25 @@ mod tests {
         // Nesting past the limit is not parsed recursively: only the complete members.
         let deep = format!(r#"{{"model":"m","x":{}"#, "[".repeat(1 << 16));
         assert_eq!(body_value(deep.as_bytes()), json!({"model": "m"}));
+    }
+
+    #[test]
+    fn a_body_goes_into_the_input_as_the_same_value_body_value_gives() {
+        for body in [
+            &br#" {"a": [1, 2], "b": {"c": "d\u00e9"}} "#[..],
+            b"a=1&b=2",
+            b"caf\xc3\xa9 \xff",
+            b"12345678901234567890",
+            b"\"text\"",
+            b"{\"broken\": ",
+            br#"{"model":"m","stream":true,"messages":[{"role":"user","content":"cut"#,
+            format!(r#"{{"model":"m","x":{}"#, "[".repeat(1 << 12)).as_bytes(),
+            b"",
+        ] {
+            let written = serde_json::to_string(&BodyJson::new(body)).expect("serializable");
+            let read: Value = serde_json::from_str(&written).expect("valid JSON");
+            assert_eq!(read, body_value(body), "{}", String::from_utf8_lossy(body));
+        }
     }
 
     #[test]

@@ -31,6 +31,7 @@ mod manifest;
 mod output;
 mod pack;
 mod packset;
+mod reload;
 mod session;
 mod shared;
 mod state;
@@ -52,8 +53,9 @@ pub use manifest::{Field, Method, Permissions};
 pub use output::{Dimension, OutputLine};
 pub use pack::PackInfo;
 pub use packset::PackSet;
+pub use reload::Reload;
 pub use session::Session;
-pub use stats::{FailureKind, PackStats};
+pub use stats::{CallTime, FailureKind, PackStats};
 pub use worker::Worker;
 
 #[cfg(test)]

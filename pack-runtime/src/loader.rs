@@ -192,6 +192,20 @@ fn load_module(
     .filter_map(|(m, on)| on.then_some(m))
     .collect();
     let environment = environment(&desc.permissions.environment);
+    // Written into every hook input: serialized once here.
+    let configuration_json =
+        serde_json::value::to_raw_value(&desc.configuration).map_err(|e| LoadFailure::Json {
+            file: "config.json",
+            message: e.to_string(),
+        })?;
+    let environment_json = environment
+        .as_ref()
+        .map(serde_json::value::to_raw_value)
+        .transpose()
+        .map_err(|e| LoadFailure::Json {
+            file: "manifest.json",
+            message: e.to_string(),
+        })?;
     let limits = config.limits_for(&desc.name, &desc.version);
     let def = PackDef {
         info: PackInfo {
@@ -212,7 +226,8 @@ fn load_module(
         },
         wasm: Arc::from(wasm),
         domains: desc.domains,
-        environment,
+        configuration_json,
+        environment_json,
         has_pre,
         has_post,
         has_chunk,

@@ -20,6 +20,10 @@ pub struct OutputLine {
     pub request_id: String,
     /// Captures of every pack, in the order they were made.
     pub dimensions: Vec<Dimension>,
+    /// Names of the packs skipped for this request because their worker fell behind
+    /// ([`Session::shed`](crate::Session::shed)); absent from the JSON when none were.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
 }
 
 impl OutputLine {
@@ -138,10 +142,19 @@ mod tests {
                 name: "core/status".into(),
                 value: "200".into(),
             }],
+            skipped: Vec::new(),
         };
         assert_eq!(
             line.to_json(),
             r#"{"requestId":"0190f1a2b3c47d8e9f00112233445566","dimensions":[{"name":"core/status","value":"200"}]}"#
+        );
+        let shed = OutputLine {
+            skipped: vec!["pii".into()],
+            ..line
+        };
+        assert_eq!(
+            shed.to_json(),
+            r#"{"requestId":"0190f1a2b3c47d8e9f00112233445566","dimensions":[{"name":"core/status","value":"200"}],"skipped":["pii"]}"#
         );
     }
 }

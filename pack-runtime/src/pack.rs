@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use extism::{CompiledPlugin, Manifest, PluginBuilder, UserData, Val, ValType, Wasm};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::config::EffectiveLimits;
@@ -45,14 +46,16 @@ pub struct PackInfo {
 }
 
 /// A pack ready to be compiled for a worker. Shared by every worker.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct PackDef {
     pub info: PackInfo,
     pub wasm: Arc<[u8]>,
     pub domains: crate::domain::DomainFilter,
-    /// Values of the environment variables listed in `permissions.environment`, read at load.
-    /// `None` when the pack lists none.
-    pub environment: Option<Map<String, Value>>,
+    /// `info.configuration` as JSON text, written into every hook input.
+    pub configuration_json: Box<RawValue>,
+    /// The values of the environment variables listed in `permissions.environment`, read at
+    /// load, as JSON text. `None` when the pack lists none.
+    pub environment_json: Option<Box<RawValue>>,
     pub has_pre: bool,
     pub has_post: bool,
     pub has_chunk: bool,

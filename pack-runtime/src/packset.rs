@@ -65,13 +65,18 @@ impl PackSet {
                 }
             }
         }
-        Ok((Self::from_loaded(loaded, config, cache_config), refused))
+        Ok((
+            Self::from_loaded(loaded, config, cache_config, None),
+            refused,
+        ))
     }
 
+    /// A set of `loaded`; the counters of packs that `previous` also runs carry over.
     pub(crate) fn from_loaded(
         loaded: Vec<loader::Loaded>,
         config: &RuntimeConfig,
         cache_config: Option<PathBuf>,
+        previous: Option<&PackSet>,
     ) -> Self {
         let mut defs = Vec::with_capacity(loaded.len());
         let mut first = Vec::with_capacity(loaded.len());
@@ -82,7 +87,17 @@ impl PackSet {
         let infos = defs.iter().map(|d| d.info.clone()).collect();
         let counters = defs
             .iter()
-            .map(|_| Counters::new(config.warn_interval))
+            .map(|d| {
+                previous
+                    .and_then(|p| {
+                        p.shared
+                            .defs
+                            .iter()
+                            .position(|o| o.info.id == d.info.id)
+                            .map(|i| Arc::clone(&p.shared.counters[i]))
+                    })
+                    .unwrap_or_else(|| Arc::new(Counters::new(config.warn_interval)))
+            })
             .collect();
         PackSet {
             shared: Arc::new(Shared {

@@ -45,6 +45,36 @@ impl Session {
         Self { state }
     }
 
+    /// [`Session::start`], skipping first the costliest packs as [`Session::shed`] does when
+    /// `keep_share` is given: for a worker that has fallen behind.
+    pub fn start_shedding(
+        worker: &mut Worker,
+        request: &RequestView<'_>,
+        keep_share: Option<f64>,
+    ) -> Self {
+        let mut state = RequestState::new();
+        if let Some(keep) = keep_share {
+            worker.shed(&mut state, request, keep);
+        }
+        Self::start_with_state(worker, request, state)
+    }
+
+    /// Skips packs for the rest of this exchange (they get no further hook calls and the line
+    /// names them in `skipped`): the costliest of those that would run on `request` (by
+    /// `worker`'s recent time per call), until the ones left cost at most `keep_share` of what
+    /// they all cost; with `keep_share` 0, every pack. For a worker that has fallen behind:
+    /// it sheds a pack, never the exchange. Counted per pack (`skipped_shed`). Gives how many
+    /// packs were newly skipped.
+    pub fn shed(&mut self, worker: &Worker, request: &RequestView<'_>, keep_share: f64) -> usize {
+        worker.shed(&mut self.state, request, keep_share)
+    }
+
+    /// The names of the packs skipped so far by [`Session::shed`].
+    #[must_use]
+    pub fn skipped(&self) -> &[String] {
+        self.state.skipped()
+    }
+
     /// The id packs see as `requestId`.
     #[must_use]
     pub fn request_id(&self) -> &str {

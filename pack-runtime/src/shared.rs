@@ -2,7 +2,7 @@
 //! counters.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use extism::CompiledPlugin;
 
@@ -13,7 +13,8 @@ use crate::stats::Counters;
 pub(crate) struct Shared {
     pub defs: Vec<PackDef>,
     pub infos: Vec<PackInfo>,
-    pub counters: Vec<Counters>,
+    /// Kept across reloads for the packs that stay (by `name@version`).
+    pub counters: Vec<Arc<Counters>>,
     /// The wasmtime cache settings file, when a cache directory is configured.
     pub cache_config: Option<PathBuf>,
     /// The plugins compiled at load time, handed to the first worker so that it needs no

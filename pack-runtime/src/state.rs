@@ -12,8 +12,13 @@ pub(crate) struct RequestState {
     /// Indexed by the pack's position in the `PackSet`; `None` until the pack returns one.
     contexts: Vec<Option<Value>>,
     dimensions: Vec<Dimension>,
-    /// The parsed request body, computed once for the packs that may see it.
-    pub(crate) request_body: Option<Value>,
+    /// Indexed like `contexts`: whether the pack is skipped for the rest of this request
+    /// (shed because its worker fell behind).
+    shed: Vec<bool>,
+    /// The names of the shed packs, in the order they were shed.
+    skipped: Vec<String>,
+    /// Whether `pre` has been called.
+    pub(crate) pre_done: bool,
     /// Whether the closing `chunk` call (the one without a piece) has been made.
     pub(crate) chunks_closed: bool,
     /// Whether `post` has been called.
@@ -40,7 +45,9 @@ impl RequestState {
             request_id,
             contexts: Vec::new(),
             dimensions: Vec::new(),
-            request_body: None,
+            shed: Vec::new(),
+            skipped: Vec::new(),
+            pre_done: false,
             chunks_closed: false,
             posted: false,
         }
@@ -71,7 +78,32 @@ impl RequestState {
         OutputLine {
             request_id: self.request_id,
             dimensions: self.dimensions,
+            skipped: self.skipped,
         }
+    }
+
+    /// Whether pack number `index` is skipped for the rest of this request.
+    pub(crate) fn is_shed(&self, index: usize) -> bool {
+        self.shed.get(index).copied().unwrap_or(false)
+    }
+
+    /// Skips pack number `index` (named `name`) for the rest of this request; false when it
+    /// already was.
+    pub(crate) fn shed(&mut self, index: usize, name: &str) -> bool {
+        if self.is_shed(index) {
+            return false;
+        }
+        if self.shed.len() <= index {
+            self.shed.resize(index + 1, false);
+        }
+        self.shed[index] = true;
+        self.skipped.push(name.to_owned());
+        true
+    }
+
+    /// The names of the packs shed so far.
+    pub(crate) fn skipped(&self) -> &[String] {
+        &self.skipped
     }
 
     pub(crate) fn set_context(&mut self, index: usize, context: Value) {

@@ -80,11 +80,111 @@ pub struct PackStats {
     pub calls: u64,
     /// Hook calls not made because the request's host is outside the pack's `domains`.
     pub skipped_domain: u64,
+    /// Exchanges on which the pack was skipped (shed) because its worker fell behind.
+    pub skipped_shed: u64,
     /// Failed calls by kind, in the order of [`FailureKind::ALL`]; kinds with no failures are
     /// left out.
     pub failures: Vec<(FailureKind, u64)>,
     /// Instances dropped after a failure and created again.
     pub instances_recreated: u64,
+    /// The time one call took on its worker thread (the Extism call: input copy, the pack's
+    /// work, output), as percentiles of a histogram with four buckets per doubling (each
+    /// figure is its bucket's upper bound, within 19 % above the true value); `None` before
+    /// the first call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call_time: Option<CallTime>,
+}
+
+/// Percentiles of one pack's time per call (in JSON: microseconds, `p50_us`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CallTime {
+    /// Half of the calls took at most this.
+    #[serde(rename = "p50_us", serialize_with = "micros")]
+    pub p50: Duration,
+    /// 99 % of the calls took at most this.
+    #[serde(rename = "p99_us", serialize_with = "micros")]
+    pub p99: Duration,
+    /// The longest call's bucket.
+    #[serde(rename = "max_us", serialize_with = "micros")]
+    pub max: Duration,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's serialize_with takes a reference
+fn micros<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64() * 1e6)
+}
+
+/// Buckets of [`CallHistogram`]: bucket `i` holds calls of at most 2^(i/4) µs, so 84 buckets
+/// reach about 2,000 s; the last one holds everything longer.
+const BUCKETS: usize = 84;
+
+/// Times per call in fixed, log-spaced buckets of atomics: shared by every worker, no locks.
+#[derive(Debug)]
+pub(crate) struct CallHistogram {
+    buckets: [AtomicU64; BUCKETS],
+}
+
+impl CallHistogram {
+    fn new() -> Self {
+        Self {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    fn bucket(took: Duration) -> usize {
+        let micros = took.as_secs_f64() * 1e6;
+        if micros <= 1.0 {
+            return 0;
+        }
+        // Four buckets per doubling; the float is small and positive here.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let i = (micros.log2() * 4.0).ceil() as usize;
+        i.min(BUCKETS - 1)
+    }
+
+    /// The upper bound of bucket `i`.
+    fn bound(i: usize) -> Duration {
+        #[allow(clippy::cast_precision_loss)] // i < 84
+        Duration::from_secs_f64((i as f64 / 4.0).exp2() / 1e6)
+    }
+
+    pub(crate) fn record(&self, took: Duration) {
+        self.buckets[Self::bucket(took)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> Option<CallTime> {
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let at = |share: f64| {
+            // The rank of the call at this share, 1-based; `total` is far below 2^53.
+            #[allow(
+                clippy::cast_precision_loss,
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss
+            )]
+            let rank = ((total as f64 * share).ceil() as u64).max(1);
+            let mut seen = 0;
+            for (i, n) in counts.iter().enumerate() {
+                seen += n;
+                if seen >= rank {
+                    return Self::bound(i);
+                }
+            }
+            Self::bound(BUCKETS - 1)
+        };
+        Some(CallTime {
+            p50: at(0.5),
+            p99: at(0.99),
+            max: at(1.0),
+        })
+    }
 }
 
 impl PackStats {
@@ -109,8 +209,10 @@ impl PackStats {
 pub(crate) struct Counters {
     pub calls: AtomicU64,
     pub skipped_domain: AtomicU64,
+    pub skipped_shed: AtomicU64,
     failures: [AtomicU64; 8],
     pub instances_recreated: AtomicU64,
+    pub call_time: CallHistogram,
     warn: Mutex<WarnGate>,
     warn_interval: Duration,
 }
@@ -126,8 +228,10 @@ impl Counters {
         Self {
             calls: AtomicU64::new(0),
             skipped_domain: AtomicU64::new(0),
+            skipped_shed: AtomicU64::new(0),
             failures: Default::default(),
             instances_recreated: AtomicU64::new(0),
+            call_time: CallHistogram::new(),
             warn: Mutex::new(WarnGate::default()),
             warn_interval,
         }
@@ -168,6 +272,7 @@ impl Counters {
             pack: pack.to_string(),
             calls: self.calls.load(Ordering::Relaxed),
             skipped_domain: self.skipped_domain.load(Ordering::Relaxed),
+            skipped_shed: self.skipped_shed.load(Ordering::Relaxed),
             failures: FailureKind::ALL
                 .iter()
                 .filter_map(|k| {
@@ -176,6 +281,7 @@ impl Counters {
                 })
                 .collect(),
             instances_recreated: self.instances_recreated.load(Ordering::Relaxed),
+            call_time: self.call_time.snapshot(),
         }
     }
 }
@@ -183,6 +289,29 @@ impl Counters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn call_time_percentiles_come_from_the_buckets_within_a_fifth() {
+        let h = CallHistogram::new();
+        assert_eq!(h.snapshot(), None);
+        for _ in 0..98 {
+            h.record(Duration::from_micros(10));
+        }
+        h.record(Duration::from_micros(1_000));
+        h.record(Duration::from_millis(50));
+        let t = h.snapshot().expect("calls recorded");
+        let within = |got: Duration, want: Duration| {
+            got >= want && got.as_secs_f64() <= want.as_secs_f64() * 1.19
+        };
+        assert!(within(t.p50, Duration::from_micros(10)), "{t:?}");
+        assert!(within(t.p99, Duration::from_micros(1_000)), "{t:?}");
+        assert!(within(t.max, Duration::from_millis(50)), "{t:?}");
+        // Sub-microsecond calls land in the first bucket; hour-long ones in the last.
+        h.record(Duration::from_nanos(10));
+        h.record(Duration::from_secs(3_600));
+        let t = h.snapshot().expect("calls recorded");
+        assert_eq!(t.max, CallHistogram::bound(BUCKETS - 1));
+    }
 
     #[test]
     fn failures_are_counted_by_kind_even_when_not_logged() {

@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use extism::{CompiledPlugin, Plugin};
 use serde_json::Value;
 
-use crate::input::{InputParts, RequestView, ResponseView, body_value, write_input};
+use crate::input::{BodyJson, InputParts, RequestView, ResponseView, write_input};
 use crate::manifest::Method;
 use crate::output::{HookOutput, parse_output};
 use crate::shared::Shared;
@@ -28,6 +29,10 @@ pub struct Worker {
     slots: Vec<Slot>,
     /// The input document, reused between calls.
     buf: Vec<u8>,
+    /// Per pack: this worker's moving average of the time one call takes, in nanoseconds
+    /// (0 until the pack is first called). What [`Session::shed`](crate::Session::shed) ranks
+    /// packs by.
+    costs: Vec<u64>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -44,12 +49,13 @@ struct Hook<'a> {
     method: Method,
     request: &'a RequestView<'a>,
     response: Option<&'a ResponseView<'a>>,
-    response_body: Option<&'a Value>,
+    response_body: Option<&'a BodyJson<'a>>,
     chunk: Option<&'a [u8]>,
 }
 
 impl Worker {
     pub(crate) fn new(shared: Arc<Shared>, compiled: Vec<CompiledPlugin>) -> Self {
+        let costs = vec![0; compiled.len()];
         let slots = compiled
             .into_iter()
             .map(|compiled| Slot {
@@ -61,11 +67,69 @@ impl Worker {
             shared,
             slots,
             buf: Vec::with_capacity(4096),
+            costs,
         }
+    }
+
+    /// How long one call of pack number `index` takes on this worker: a moving average over
+    /// its recent calls, `None` before its first call.
+    #[must_use]
+    pub fn cost(&self, index: usize) -> Option<Duration> {
+        self.costs
+            .get(index)
+            .filter(|c| **c > 0)
+            .map(|c| Duration::from_nanos(*c))
+    }
+
+    /// Skips the costliest packs that would run on `request` for the rest of this request,
+    /// until the packs left cost at most `keep_share` of what they all cost (0: skip them
+    /// all). Gives how many packs were newly skipped.
+    pub(crate) fn shed(
+        &self,
+        state: &mut RequestState,
+        request: &RequestView<'_>,
+        keep_share: f64,
+    ) -> usize {
+        // Packs with a hook still to come on this request: skipping one that is done with it
+        // would save nothing.
+        let pending = |i: usize| {
+            let def = &self.shared.defs[i];
+            (!state.pre_done && def.has_pre)
+                || (!state.posted && (def.has_post || (def.has_chunk && !state.chunks_closed)))
+        };
+        #[allow(clippy::cast_precision_loss)] // nanoseconds: precision far beyond what matters
+        let mut running: Vec<(usize, f64)> = (0..self.slots.len())
+            .filter(|&i| {
+                !state.is_shed(i)
+                    && pending(i)
+                    && self.shared.defs[i].domains.matches(request.domain)
+            })
+            .map(|i| (i, self.costs[i] as f64))
+            .collect();
+        let total: f64 = running.iter().map(|(_, c)| c).sum();
+        let allowed = total * keep_share.clamp(0.0, 1.0);
+        running.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let mut kept = total;
+        let mut newly = 0;
+        for (index, cost) in running {
+            // With nothing allowed every pack goes, measured or not.
+            if keep_share > 0.0 && kept <= allowed {
+                break;
+            }
+            if state.shed(index, &self.shared.defs[index].info.name) {
+                self.shared.counters[index]
+                    .skipped_shed
+                    .fetch_add(1, Ordering::Relaxed);
+                newly += 1;
+            }
+            kept -= cost;
+        }
+        newly
     }
 
     /// Calls every pack's `pre` hook: the request is complete.
     pub(crate) fn pre(&mut self, state: &mut RequestState, request: &RequestView) {
+        state.pre_done = true;
         self.run(
             state,
             Hook {
@@ -121,11 +185,14 @@ impl Worker {
             self.chunk(state, request, response, None);
         }
         state.posted = true;
-        let needs_body = self.shared.defs.iter().any(|d| {
-            d.calls(Method::Post) && d.info.permissions.body && d.domains.matches(request.domain)
+        let needs_body = self.shared.defs.iter().enumerate().any(|(i, d)| {
+            d.calls(Method::Post)
+                && d.info.permissions.body
+                && !state.is_shed(i)
+                && d.domains.matches(request.domain)
         });
         let body = match response.body {
-            Some(b) if needs_body => Some(body_value(b)),
+            Some(b) if needs_body => Some(BodyJson::new(b)),
             _ => None,
         };
         self.run(
@@ -141,9 +208,11 @@ impl Worker {
     }
 
     fn run(&mut self, state: &mut RequestState, hook: Hook<'_>) {
+        // Checked once per hook, and only when a pack that may see bodies is called.
+        let mut request_body: Option<Option<BodyJson<'_>>> = None;
         for index in 0..self.slots.len() {
             let def = &self.shared.defs[index];
-            if !def.calls(hook.method) {
+            if !def.calls(hook.method) || state.is_shed(index) {
                 continue;
             }
             if !def.domains.matches(hook.request.domain) {
@@ -156,10 +225,14 @@ impl Worker {
             if hook.method == Method::Chunk && hook.chunk.is_some() && !def.info.permissions.body {
                 continue;
             }
-            if def.info.permissions.body && state.request_body.is_none() {
-                state.request_body = hook.request.body.map(body_value);
-            }
-            if let Some(out) = self.call(index, state, hook) {
+            let body = if def.info.permissions.body {
+                request_body
+                    .get_or_insert_with(|| hook.request.body.map(BodyJson::new))
+                    .as_ref()
+            } else {
+                None
+            };
+            if let Some(out) = self.call(index, state, hook, body) {
                 let name = &self.shared.defs[index].info.name;
                 for (key, value) in out.captures {
                     state.capture(format!("{name}/{key}"), value);
@@ -172,7 +245,13 @@ impl Worker {
     }
 
     /// Makes one call; `None` when the pack failed (already counted and logged).
-    fn call(&mut self, index: usize, state: &RequestState, hook: Hook<'_>) -> Option<HookOutput> {
+    fn call(
+        &mut self,
+        index: usize,
+        state: &RequestState,
+        hook: Hook<'_>,
+        request_body: Option<&BodyJson<'_>>,
+    ) -> Option<HookOutput> {
         let def = &self.shared.defs[index];
         let counters = &self.shared.counters[index];
         let body = def.info.permissions.body;
@@ -180,18 +259,14 @@ impl Worker {
         let parts = InputParts {
             request_id: state.request_id(),
             request: hook.request,
-            request_body: if body {
-                state.request_body.as_ref()
-            } else {
-                None
-            },
+            request_body,
             response: hook
                 .response
                 .map(|r| (r, if body { hook.response_body } else { None })),
             chunk: hook.chunk,
             context: state.context(index).unwrap_or(&empty),
-            environment: def.environment.as_ref(),
-            configuration: &def.info.configuration,
+            environment: def.environment_json.as_deref(),
+            configuration: &def.configuration_json,
         };
         if let Err(e) = write_input(&mut self.buf, &parts) {
             // Only reachable with a non-string map key, which the views cannot hold.
@@ -215,7 +290,19 @@ impl Worker {
             }
         }
         let plugin = slot.plugin.as_mut()?;
-        let result = match plugin.call::<&[u8], &[u8]>(hook.method.export(), &self.buf) {
+        let started = Instant::now();
+        let called = plugin.call::<&[u8], &[u8]>(hook.method.export(), &self.buf);
+        let elapsed = started.elapsed();
+        counters.call_time.record(elapsed);
+        let took = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        let cost = &mut self.costs[index];
+        // A moving average over about the last eight calls.
+        *cost = if *cost == 0 {
+            took.max(1)
+        } else {
+            (*cost - *cost / 8).saturating_add(took / 8).max(1)
+        };
+        let result = match called {
             Ok(out) if out.len() > def.info.limits.max_output_bytes => Err((
                 FailureKind::OutputTooLarge,
                 format!(

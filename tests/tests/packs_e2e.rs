@@ -2,6 +2,13 @@
 //! Stripe and OpenAI (including a streamed completion); the agent's output carries the shipped
 //! stripe and openai packs' captures. The packs are pointed at `localhost` through their
 //! `config.json` configuration, as a user would install them for another host.
+//!
+//! The pack stage under load: a deliberately slow test pack next to `core` is shed (skipped
+//! for the exchanges its worker cannot keep up with) while every exchange keeps its line and
+//! its `core` dimensions.
+
+#[path = "../../pack-runtime/tests/support/mod.rs"]
+mod support;
 
 use std::{
     io::{BufRead as _, Write as _},
@@ -10,7 +17,8 @@ use std::{
 };
 
 use taskless_e2e::harness::{
-    Agent, KillOnDrop, TempDir, TestApi, dimensions, matching, packs_for_localhost, require_root,
+    Agent, KillOnDrop, TempDir, TestApi, dimensions, matching, packs_dir, packs_for_localhost,
+    require_root,
 };
 
 const CLIENT: &str = r#"
@@ -130,4 +138,298 @@ fn stripe_and_openai_packs_capture_from_a_real_client() {
             .iter()
             .all(|l| !dimensions(l).keys().any(|k| k.starts_with("anthropic/")))
     );
+}
+
+/// Calls `GET /v1/customers/cus_<i>` `n` times on one connection once told to go.
+const MANY: &str = r#"
+import http.client, ssl, sys
+port, ca, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+conn = http.client.HTTPSConnection("localhost", port, context=ssl.create_default_context(cafile=ca))
+conn.request("GET", "/v1/customers/cus_warm"); conn.getresponse().read()
+print("ready", flush=True); sys.stdin.readline()
+for i in range(n):
+    conn.request("GET", "/v1/customers/cus_%d" % i)
+    r = conn.getresponse(); r.read(); assert r.status == 200
+"#;
+
+/// Copies the built `core` pack alone into `dir`.
+fn core_pack_into(dir: &std::path::Path) {
+    let core = std::fs::read_dir(packs_dir())
+        .expect("built packs (cargo xtask build-packs)")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("core@"))
+        })
+        .expect("a built core pack");
+    let to = dir.join(core.file_name().expect("name"));
+    std::fs::create_dir_all(&to).expect("mkdir");
+    for f in ["manifest.json", "config.json", "pack.wasm"] {
+        std::fs::copy(core.join(f), to.join(f)).expect("copy pack file");
+    }
+}
+
+/// Starts the Python client of `script` with `args` and waits for its "ready"; gives it with
+/// the rest of its output.
+fn ready_client(
+    script: &std::path::Path,
+    args: &[String],
+) -> (KillOnDrop, std::io::BufReader<std::process::ChildStdout>) {
+    let mut py = KillOnDrop(
+        Command::new("python3")
+            .arg(script)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3"),
+    );
+    let mut out = std::io::BufReader::new(py.0.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("ready");
+    assert_eq!(line.trim(), "ready");
+    (py, out)
+}
+
+#[test]
+fn a_slow_pack_is_shed_and_every_exchange_keeps_its_core_dimensions() {
+    require_root();
+    const EXCHANGES: usize = 300;
+    let api = TestApi::start().expect("test API");
+    let dir = TempDir::new("packs-shed").expect("tempdir");
+    let packs = dir.path().join("packs");
+    core_pack_into(&packs);
+    // 10 ms of busy work in each hook: 20 ms an exchange, far slower than the client's pace.
+    let slow = support::module(&[
+        (
+            "pre",
+            support::Behavior::SpinMs(10, r#"{"capture":{"pre":1}}"#.into()),
+        ),
+        (
+            "post",
+            support::Behavior::SpinMs(10, r#"{"capture":{"post":1}}"#.into()),
+        ),
+    ]);
+    support::write_pack(
+        &packs,
+        "slow@1.0.0",
+        &support::manifest("slow", None),
+        &support::config(),
+        &slow,
+    );
+    let script = dir.path().join("client.py");
+    std::fs::write(&script, MANY).expect("script");
+    let (mut py, _py_out) = ready_client(
+        &script,
+        &[
+            api.server.addr.port().to_string(),
+            api.server.ca_file.display().to_string(),
+            EXCHANGES.to_string(),
+        ],
+    );
+    let pid = py.0.id().to_string();
+    let packs_arg = packs.display().to_string();
+    let mut agent = Agent::start(&[
+        "--pid",
+        &pid,
+        "--packs",
+        &packs_arg,
+        "--workers",
+        "1",
+        "--queue",
+        "1024",
+    ])
+    .expect("agent");
+    agent
+        .wait_for_log("ready", Duration::from_secs(60))
+        .expect("agent ready");
+    py.0.stdin
+        .as_mut()
+        .expect("stdin")
+        .write_all(b"go\n")
+        .expect("release");
+    assert!(
+        py.0.wait().expect("python exits").success(),
+        "client failed"
+    );
+    let mut seen = Vec::new();
+    agent
+        .wait_for_lines(EXCHANGES, Duration::from_secs(60), &mut seen)
+        .expect("a line for every exchange");
+    let out = agent.stop(seen).expect("agent stops");
+
+    assert_eq!(out.lines.len(), EXCHANGES, "{:#?}", out.lines);
+    for line in &out.lines {
+        let d = dimensions(line);
+        assert_eq!(
+            d.get("core/status").map(String::as_str),
+            Some("200"),
+            "{line}"
+        );
+        assert!(d.contains_key("core/path"), "{line}");
+        let skipped = line["skipped"].as_array().cloned().unwrap_or_default();
+        assert!(
+            skipped.iter().all(|p| p == "slow"),
+            "only the slow pack is shed: {line}"
+        );
+    }
+    let shed = out
+        .lines
+        .iter()
+        .filter(|l| l["skipped"] == serde_json::json!(["slow"]))
+        .count();
+    let ran = out
+        .lines
+        .iter()
+        .filter(|l| dimensions(l).get("slow/post").map(String::as_str) == Some("1"))
+        .count();
+    assert!(shed > 0, "no exchange shed the slow pack");
+    assert!(ran > 0, "the slow pack never ran");
+    assert_eq!(out.counter("dropped_jobs"), 0, "{}", out.stderr);
+    assert_eq!(out.counter("shed"), shed as u64, "{}", out.stderr);
+    assert!(
+        out.stderr.lines().any(|l| l.contains("pack stats")
+            && l.contains("slow@1.0.0")
+            && !l.contains("skipped_shed=0")),
+        "the slow pack's stats count its sheds:\n{}",
+        out.stderr
+    );
+}
+
+/// Makes one `GET /v1/customers/cus_<i>` per line read from stdin, printing "done" after each.
+const ON_DEMAND: &str = r#"
+import http.client, ssl, sys
+port, ca = int(sys.argv[1]), sys.argv[2]
+conn = http.client.HTTPSConnection("localhost", port, context=ssl.create_default_context(cafile=ca))
+conn.request("GET", "/v1/customers/cus_warm"); conn.getresponse().read()
+print("ready", flush=True)
+for i, _ in enumerate(sys.stdin):
+    conn.request("GET", "/v1/customers/cus_%d" % i)
+    r = conn.getresponse(); r.read(); assert r.status == 200
+    print("done", flush=True)
+"#;
+
+/// A test pack whose `pre` captures `version`.
+fn marker(version: u32) -> Vec<u8> {
+    support::module(&[
+        (
+            "pre",
+            support::Behavior::Output(format!(r#"{{"capture":{{"version":{version}}}}}"#)),
+        ),
+        ("post", support::Behavior::Output(String::new())),
+    ])
+}
+
+/// Replaces `path` whole (written beside it, then renamed over it), as an installer would.
+fn replace_file(path: &std::path::Path, bytes: &[u8]) {
+    let aside = path.with_extension("new");
+    std::fs::write(&aside, bytes).expect("write");
+    std::fs::rename(&aside, path).expect("rename");
+}
+
+#[test]
+fn a_pack_replaced_on_disk_takes_effect_and_a_broken_one_leaves_the_old_running() {
+    require_root();
+    let api = TestApi::start().expect("test API");
+    let dir = TempDir::new("packs-reload").expect("tempdir");
+    let packs = dir.path().join("packs");
+    core_pack_into(&packs);
+    let marker_dir = support::write_pack(
+        &packs,
+        "marker@1.0.0",
+        &support::manifest("marker", None),
+        &support::config(),
+        &marker(1),
+    );
+    let script = dir.path().join("client.py");
+    std::fs::write(&script, ON_DEMAND).expect("script");
+    let (mut py, mut py_out) = ready_client(
+        &script,
+        &[
+            api.server.addr.port().to_string(),
+            api.server.ca_file.display().to_string(),
+        ],
+    );
+    let pid = py.0.id().to_string();
+    let packs_arg = packs.display().to_string();
+    let state = dir.path().join("state");
+    let state_arg = state.display().to_string();
+    let mut agent = Agent::start(&[
+        "--pid",
+        &pid,
+        "--packs",
+        &packs_arg,
+        "--state-dir",
+        &state_arg,
+    ])
+    .expect("agent");
+    agent
+        .wait_for_log("watching the packs directory", Duration::from_secs(60))
+        .expect("agent watches its packs");
+    agent
+        .wait_for_log("ready", Duration::from_secs(60))
+        .expect("agent ready");
+    let mut seen = Vec::new();
+    let mut exchange = |agent: &mut Agent, seen: &mut Vec<String>| {
+        let stdin = py.0.stdin.as_mut().expect("stdin");
+        stdin.write_all(b"go\n").expect("ask");
+        stdin.flush().expect("flush");
+        let mut line = String::new();
+        py_out.read_line(&mut line).expect("client answer");
+        assert_eq!(line.trim(), "done");
+        agent
+            .wait_for_lines(seen.len() + 1, Duration::from_secs(30), seen)
+            .expect("the exchange's line");
+        let last: serde_json::Value =
+            serde_json::from_str(seen.last().expect("a line")).expect("JSON line");
+        dimensions(&last)
+    };
+
+    let d = exchange(&mut agent, &mut seen);
+    assert_eq!(
+        d.get("marker/version").map(String::as_str),
+        Some("1"),
+        "{d:?}"
+    );
+    assert!(d.contains_key("core/status"), "{d:?}");
+
+    // A new version of the module, in place: new exchanges run it, without a restart.
+    replace_file(&marker_dir.join("pack.wasm"), &marker(2));
+    agent
+        .wait_for_log("packs reloaded", Duration::from_secs(10))
+        .expect("the change is picked up");
+    let d = exchange(&mut agent, &mut seen);
+    assert_eq!(
+        d.get("marker/version").map(String::as_str),
+        Some("2"),
+        "{d:?}"
+    );
+    assert!(d.contains_key("core/status"), "{d:?}");
+
+    // A broken replacement: refused with its reason, and version 2 keeps running.
+    replace_file(&marker_dir.join("pack.wasm"), b"not a wasm module");
+    agent
+        .wait_for_log(
+            "pack failed to load; its previous version keeps running",
+            Duration::from_secs(10),
+        )
+        .expect("the broken pack is reported");
+    let log = agent.stderr_snapshot();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("pack failed to load"))
+        .expect("warning");
+    assert!(warning.contains("marker"), "{warning}");
+    let d = exchange(&mut agent, &mut seen);
+    assert_eq!(
+        d.get("marker/version").map(String::as_str),
+        Some("2"),
+        "{d:?}"
+    );
+    assert!(d.contains_key("core/status"), "{d:?}");
+    drop(py);
+    let out = agent.stop(seen).expect("agent stops");
+    assert_eq!(out.lines.len(), 3, "{:#?}", out.lines);
 }

@@ -14,6 +14,9 @@ pub struct FinishedExchange {
     pub request_id: String,
     /// What the packs captured, in the order they captured it.
     pub dimensions: Vec<Dimension>,
+    /// Names of the packs skipped for this exchange because their worker was behind (shed);
+    /// empty when every pack that could run on it ran.
+    pub skipped: Vec<String>,
     /// The connection it was made on.
     pub identity: Arc<Identity>,
     /// The request method.

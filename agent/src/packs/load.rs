@@ -50,6 +50,14 @@ fn default_candidates() -> Vec<PathBuf> {
     v
 }
 
+/// The packs directory `config` asks for: the one given, else the shipped packs.
+///
+/// # Errors
+/// When the directory given is unusable, or none is given and no shipped packs are found.
+pub fn packs_dir(config: &PackConfig) -> Result<PathBuf, LoadError> {
+    resolve_dir(config.dir.as_deref())
+}
+
 fn resolve_dir(given: Option<&Path>) -> Result<PathBuf, LoadError> {
     if let Some(p) = given {
         if !p.is_dir() {

@@ -1,7 +1,11 @@
 //! Worker threads, each with its own instance of every pack, fed through bounded queues. All
 //! moments of one connection go to the same worker, so the hooks of an exchange run in order
-//! (`pre`, each `chunk`, the closing `chunk`, `post`). When a worker's queue is full the moment
-//! is dropped and counted: capture never waits for packs (replay waits instead).
+//! (`pre`, each `chunk`, the closing `chunk`, `post`).
+//!
+//! A worker that falls behind sheds packs, never exchanges: the fuller its queue, the more of
+//! the costliest packs it skips for the exchanges it takes next ([`keep_share`]); each line
+//! names the packs skipped for it. Only when a queue is full anyway is a moment dropped and
+//! counted: capture never waits for packs (replay waits instead).
 
 use std::{
     collections::HashMap,
@@ -14,7 +18,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use taskless_http::Response;
 use taskless_pack_runtime::{OutputLine, PackSet, ResponseView, Session, Worker};
 
-use super::{FinishedExchange, PackRequest};
+use super::{FinishedExchange, LivePacks, PackRequest};
 use crate::{
     clock::Clock,
     flows::{ExchangeKey, Identity, Moment},
@@ -31,6 +35,9 @@ crate::stats::counters! {
         orphan_jobs,
         /// Exchanges forgotten by a worker after waiting too long for their response.
         expired,
+        /// Exchanges on which at least one pack was skipped because its worker was behind
+        /// (each pack's own count is in its stats line).
+        shed,
     }
 }
 
@@ -77,6 +84,8 @@ impl Dispatcher {
 const IN_FLIGHT_TTL: Duration = Duration::from_secs(600);
 
 struct InFlight {
+    /// The generation of the packs it started on (it finishes on them).
+    generation: u64,
     identity: Arc<Identity>,
     session: Session,
     request: PackRequest,
@@ -85,27 +94,100 @@ struct InFlight {
     since: Instant,
 }
 
+/// The share of the packs' cost an exchange keeps when its worker's queue holds `backlog` of
+/// `capacity` moments: everything below a quarter full; then the costliest packs are skipped
+/// until the rest cost at most half (a quarter full), a quarter (half full), or nothing (three
+/// quarters full, so that the queue drains before it overflows). `None`: shed nothing.
+#[must_use]
+pub fn keep_share(backlog: usize, capacity: usize) -> Option<f64> {
+    let capacity = capacity.max(1);
+    if backlog * 4 < capacity {
+        None
+    } else if backlog * 2 < capacity {
+        Some(0.5)
+    } else if backlog * 4 < capacity * 3 {
+        Some(0.25)
+    } else {
+        Some(0.0)
+    }
+}
+
 struct WorkerLoop {
+    live: Arc<LivePacks>,
+    /// The generation of the packs `worker` runs: new exchanges start on it.
+    generation: u64,
     worker: Worker,
+    /// Workers of earlier generations, kept while exchanges begun on them are in flight.
+    old: Vec<(u64, Worker)>,
     clock: Clock,
     in_flight: HashMap<ExchangeKey, InFlight>,
     out: Sender<FinishedExchange>,
     stats: Arc<PackStageStats>,
 }
 
+/// The worker that runs the packs of `generation`: the current one, or an earlier one kept for
+/// the exchanges begun on it.
+fn worker_of<'a>(
+    current: &'a mut Worker,
+    old: &'a mut [(u64, Worker)],
+    current_generation: u64,
+    generation: u64,
+) -> &'a mut Worker {
+    if generation == current_generation {
+        return current;
+    }
+    match old.iter_mut().find(|(g, _)| *g == generation) {
+        Some((_, w)) => w,
+        None => current,
+    }
+}
+
 impl WorkerLoop {
-    fn handle(&mut self, moment: Moment) {
+    /// Takes up reloaded packs for the exchanges that start from now on.
+    fn refresh(&mut self) {
+        if self.live.generation() == self.generation {
+            return;
+        }
+        let (generation, set) = self.live.snapshot();
+        match set.worker() {
+            Ok(worker) => {
+                let previous = std::mem::replace(&mut self.worker, worker);
+                self.old.push((self.generation, previous));
+                self.generation = generation;
+                self.retire();
+            }
+            Err(e) => {
+                // The packs reloaded but this worker cannot run them: keep the ones it has.
+                tracing::warn!(error = %e, "pack worker keeps its packs: the reloaded ones cannot be instantiated");
+                self.generation = generation;
+            }
+        }
+    }
+
+    /// Drops earlier workers no exchange in flight needs any more.
+    fn retire(&mut self) {
+        if self.old.is_empty() {
+            return;
+        }
+        let in_flight = &self.in_flight;
+        self.old
+            .retain(|(g, _)| in_flight.values().any(|f| f.generation == *g));
+    }
+    /// Handles one moment; `keep` is what [`keep_share`] says for the queue behind it.
+    fn handle(&mut self, moment: Moment, keep: Option<f64>) {
         match moment {
             Moment::Request {
                 key,
                 request,
                 identity,
             } => {
+                self.refresh();
                 let request = PackRequest::new(&request, identity.role, &self.clock);
-                let session = Session::start(&mut self.worker, &request.view());
+                let session = Session::start_shedding(&mut self.worker, &request.view(), keep);
                 self.in_flight.insert(
                     key,
                     InFlight {
+                        generation: self.generation,
                         identity,
                         session,
                         request,
@@ -136,19 +218,37 @@ impl WorkerLoop {
                     body: None,
                     complete: true,
                 };
-                f.session
-                    .chunk(&mut self.worker, &f.request.view(), &response, &data);
+                let worker = worker_of(
+                    &mut self.worker,
+                    &mut self.old,
+                    self.generation,
+                    f.generation,
+                );
+                if let Some(keep) = keep {
+                    f.session.shed(worker, &f.request.view(), keep);
+                }
+                f.session.chunk(worker, &f.request.view(), &response, &data);
             }
             Moment::Complete {
                 key,
                 exchange,
                 identity,
             } => {
-                let Some(f) = self.in_flight.remove(&key) else {
+                let Some(mut f) = self.in_flight.remove(&key) else {
                     self.stats.orphan_jobs.fetch_add(1, Ordering::Relaxed);
                     return;
                 };
+                if let Some(keep) = keep {
+                    let worker = worker_of(
+                        &mut self.worker,
+                        &mut self.old,
+                        self.generation,
+                        f.generation,
+                    );
+                    f.session.shed(worker, &f.request.view(), keep);
+                }
                 self.finish(f, &exchange.response, identity, true);
+                self.retire();
             }
             Moment::Incomplete {
                 key,
@@ -164,6 +264,7 @@ impl WorkerLoop {
                     Some(response) => self.finish(f, &response, identity, upgraded),
                     None => self.abandon(f),
                 }
+                self.retire();
             }
         }
     }
@@ -192,9 +293,13 @@ impl WorkerLoop {
             body: (!resp.body.data.is_empty()).then_some(&resp.body.data[..]),
             complete,
         };
-        let line = f
-            .session
-            .finish(&mut self.worker, &f.request.view(), &response);
+        let worker = worker_of(
+            &mut self.worker,
+            &mut self.old,
+            self.generation,
+            f.generation,
+        );
+        let line = f.session.finish(worker, &f.request.view(), &response);
         let partial = f.request.partial || resp.head.partial;
         self.emit(
             line,
@@ -216,10 +321,14 @@ impl WorkerLoop {
         partial: bool,
     ) {
         self.stats.exchanges.fetch_add(1, Ordering::Relaxed);
+        if !line.skipped.is_empty() {
+            self.stats.shed.fetch_add(1, Ordering::Relaxed);
+        }
         // A closed sink means we are shutting down; nothing else to do with the exchange.
         let _ = self.out.send(FinishedExchange {
             request_id: line.request_id,
             dimensions: line.dimensions,
+            skipped: line.skipped,
             identity,
             method: request.method().to_owned(),
             domain: request.url.domain.clone(),
@@ -245,13 +354,23 @@ impl WorkerLoop {
         if gone > 0 {
             self.stats.expired.fetch_add(gone as u64, Ordering::Relaxed);
         }
+        self.retire();
     }
 
-    fn run(mut self, rx: &Receiver<Moment>) {
+    /// Runs until the queue closes; sheds packs as the queue fills when `shed` (watching), never
+    /// otherwise (replay, which waits for room and so loses nothing).
+    fn run(mut self, rx: &Receiver<Moment>, capacity: usize, shed: bool) {
         let mut last_expire = Instant::now();
         loop {
             match rx.recv_timeout(Duration::from_secs(1)) {
-                Ok(moment) => self.handle(moment),
+                Ok(moment) => {
+                    let keep = if shed {
+                        keep_share(rx.len(), capacity)
+                    } else {
+                        None
+                    };
+                    self.handle(moment, keep);
+                }
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
             }
@@ -290,22 +409,29 @@ pub struct StageOptions {
     pub clock: Clock,
 }
 
-/// Starts the workers over `packs`, handing finished exchanges to `out`.
+/// Starts the workers over `packs` (taking up each reload for the exchanges that start after
+/// it), handing finished exchanges to `out`.
 ///
 /// # Errors
 /// When a worker's pack instances or thread cannot be created.
 pub fn start(
-    packs: &Arc<PackSet>,
+    packs: &Arc<LivePacks>,
     options: &StageOptions,
     out: &Sender<FinishedExchange>,
     stats: &Arc<PackStageStats>,
 ) -> Result<(Dispatcher, Vec<JoinHandle<()>>), PackStageError> {
     let mut senders = Vec::new();
     let mut handles = Vec::new();
+    let capacity = options.queue.max(1);
+    let shed = options.backpressure == Backpressure::Drop;
     for i in 0..options.workers.max(1) {
-        let (tx, rx) = crossbeam_channel::bounded(options.queue.max(1));
+        let (tx, rx) = crossbeam_channel::bounded(capacity);
+        let (generation, set) = packs.snapshot();
         let worker = WorkerLoop {
-            worker: packs.worker()?,
+            live: Arc::clone(packs),
+            generation,
+            worker: set.worker()?,
+            old: Vec::new(),
             clock: options.clock,
             in_flight: HashMap::new(),
             out: out.clone(),
@@ -313,7 +439,7 @@ pub fn start(
         };
         let handle = std::thread::Builder::new()
             .name(format!("packs-{i}"))
-            .spawn(move || worker.run(&rx))
+            .spawn(move || worker.run(&rx, capacity, shed))
             .map_err(PackStageError::Thread)?;
         senders.push(tx);
         handles.push(handle);
@@ -328,13 +454,44 @@ pub fn start(
     ))
 }
 
-/// A line per pack with its calls, domain skips and failures: every pack in the summary
-/// (`all`), only failing ones otherwise.
+/// A line per pack with its calls, domain skips, sheds (`skipped_shed`), failures and time per
+/// call (`p50_us`, `p99_us`, `max_us`, from the runtime's histogram): every pack in the summary
+/// (`all`), the packs that were called, shed or failed otherwise.
 pub fn log_pack_stats(packs: &PackSet, all: bool) {
     for p in packs.stats() {
         let failures = p.failures_total();
-        if failures > 0 || all {
-            tracing::info!(pack = %p.pack, calls = p.calls, skipped_domain = p.skipped_domain, failures, "pack stats");
+        if !(all || p.calls > 0 || p.skipped_shed > 0 || failures > 0) {
+            continue;
         }
+        let micros = |d: Option<Duration>| d.map_or(0.0, |d| d.as_secs_f64() * 1e6);
+        tracing::info!(
+            pack = %p.pack,
+            calls = p.calls,
+            failures,
+            skipped_shed = p.skipped_shed,
+            skipped_domain = p.skipped_domain,
+            p50_us = format_args!("{:.1}", micros(p.call_time.map(|t| t.p50))),
+            p99_us = format_args!("{:.1}", micros(p.call_time.map(|t| t.p99))),
+            max_us = format_args!("{:.1}", micros(p.call_time.map(|t| t.max))),
+            "pack stats"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keep_share;
+
+    #[test]
+    fn the_fuller_the_queue_the_less_of_the_packs_cost_an_exchange_keeps() {
+        assert_eq!(keep_share(0, 4096), None);
+        assert_eq!(keep_share(1023, 4096), None);
+        assert_eq!(keep_share(1024, 4096), Some(0.5));
+        assert_eq!(keep_share(2048, 4096), Some(0.25));
+        assert_eq!(keep_share(3072, 4096), Some(0.0));
+        assert_eq!(keep_share(4096, 4096), Some(0.0));
+        // A queue of one: an empty queue sheds nothing, a full one everything.
+        assert_eq!(keep_share(0, 1), None);
+        assert_eq!(keep_share(1, 1), Some(0.0));
     }
 }

@@ -1,8 +1,9 @@
 //! Taskless NDJSON: one line per exchange, `requestId` and `dimensions` as the pack format
 //! defines them, and `source`, the connection's identity (with the request's host as
-//! `serverName` when the client sent no TLS server name), and `"complete": false` on an exchange
-//! whose response did not arrive whole, `"partial": true` on one whose heads had fields the parser
-//! could not know (an HTTP/2 connection joined mid-way).
+//! `serverName` when the client sent no TLS server name), `skipped` (the packs shed for the
+//! exchange, when any were), `"complete": false` on an exchange whose response did not arrive
+//! whole, and `"partial": true` on one whose heads had fields the parser could not know (an
+//! HTTP/2 connection joined mid-way).
 
 use std::io::{BufWriter, Write};
 
@@ -26,6 +27,9 @@ struct Source<'a> {
 struct Line<'a> {
     request_id: &'a str,
     dimensions: &'a [Dimension],
+    /// Packs skipped for this exchange (shed by a worker that was behind); only when any were.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    skipped: &'a [String],
     source: Source<'a>,
     /// Only on exchanges whose response did not arrive whole.
     #[serde(skip_serializing_if = "is_true")]
@@ -52,6 +56,7 @@ pub fn to_line(exchange: &FinishedExchange) -> String {
     let line = Line {
         request_id: &exchange.request_id,
         dimensions: &exchange.dimensions,
+        skipped: &exchange.skipped,
         source: Source {
             identity,
             host: identity
@@ -110,6 +115,7 @@ mod tests {
                 name: "core/status".into(),
                 value: "200".into(),
             }],
+            skipped: Vec::new(),
             identity: Arc::new(identity),
             method: "GET".into(),
             domain: domain.into(),
@@ -167,5 +173,16 @@ mod tests {
         );
         let v: serde_json::Value = serde_json::from_str(&to_line(&exchange(identity, ""))).unwrap();
         assert_eq!(v["source"], serde_json::json!({"pid": 9, "connection": 1}));
+    }
+
+    #[test]
+    fn packs_shed_for_the_exchange_are_listed_beside_the_dimensions() {
+        let mut ex = exchange(Identity::default(), "localhost");
+        ex.skipped = vec!["pii".into()];
+        let json = to_line(&ex);
+        assert!(
+            json.contains(r#""value":"200"}],"skipped":["pii"],"source""#),
+            "{json}"
+        );
     }
 }
