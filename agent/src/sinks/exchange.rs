@@ -237,6 +237,7 @@ pub(crate) mod tests {
                 response_end_unix_ns: Some(1_042_000_000),
             },
             complete: true,
+            partial: false,
         }
     }
 

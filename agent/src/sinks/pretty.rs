@@ -114,6 +114,9 @@ impl<W: std::io::Write + Send> PrettySink<W> {
         };
         let duration = duration_of(exchange).map_or_else(|| "-".to_owned(), format_duration);
         let mut found = highlights(&exchange.dimensions, exchange.status);
+        if exchange.partial {
+            found.insert(0, "partial".into());
+        }
         if !exchange.complete {
             found.insert(0, "incomplete".into());
         }

@@ -79,6 +79,9 @@ pub fn fill(log: &mut SdkLogRecord, exchange: &FinishedExchange, f: &ExchangeFac
         log.add_attribute("taskless.duration_ms", d.as_secs_f64() * 1000.0);
     }
     log.add_attribute("taskless.complete", exchange.complete);
+    if exchange.partial {
+        log.add_attribute("taskless.partial", true);
+    }
 
     let id = &exchange.identity;
     log.add_attribute("process.pid", i64::from(id.pid));
