@@ -56,7 +56,10 @@ impl Export {
                     telemetry.clone(),
                 )?);
             }
-            if let Some(addr) = serve.health_addr.filter(|a| Some(*a) != serve.metrics_addr) {
+            // The same fixed address as `/metrics` already serves health; port 0 is a new one.
+            let separate =
+                |a: &std::net::SocketAddr| a.port() == 0 || Some(*a) != serve.metrics_addr;
+            if let Some(addr) = serve.health_addr.filter(separate) {
                 servers.push(Server::start(rt, addr, Arc::clone(&health), None)?);
             }
         }

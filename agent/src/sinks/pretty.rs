@@ -325,6 +325,7 @@ mod tests {
                 response_end_unix_ns: Some(1_700_000_000_044_000_000),
             },
             complete: status.is_some(),
+            partial: false,
         }
     }
 
