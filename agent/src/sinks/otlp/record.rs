@@ -109,6 +109,26 @@ pub fn fill(log: &mut SdkLogRecord, exchange: &FinishedExchange, f: &ExchangeFac
     if let Some(c) = &id.container_id {
         log.add_attribute("container.id", c.clone());
     }
+    if let Some(k) = &id.k8s {
+        log.add_attribute("k8s.pod.uid", k.pod_uid.clone());
+        if let Some(v) = &k.pod {
+            log.add_attribute("k8s.pod.name", v.clone());
+        }
+        if let Some(v) = &k.namespace {
+            log.add_attribute("k8s.namespace.name", v.clone());
+        }
+        if let Some(v) = &k.container {
+            log.add_attribute("k8s.container.name", v.clone());
+        }
+        if id.container_id.is_none()
+            && let Some(v) = &k.container_id
+        {
+            log.add_attribute("container.id", v.clone());
+        }
+        if let Some(v) = &k.runtime {
+            log.add_attribute("container.runtime", v.clone());
+        }
+    }
     if let Some(c) = &id.cgroup {
         log.add_attribute("taskless.cgroup", c.clone());
     }
