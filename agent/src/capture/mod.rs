@@ -5,9 +5,10 @@
 //! a time on the reader's thread, and processes with new code to the [`watch::Watcher`].
 //!
 //! Which processes are traced is decided here too: [`discovery`] finds the TLS stacks a process
-//! uses through the [`providers`] table (one module per stack: [`openssl`], [`gotls`]), [`probes`] loads the
-//! eBPF object and attaches each provider's programs, and [`watch`] keeps the set of traced
-//! processes current.
+//! uses through the [`providers`] table (one module per stack: [`openssl`], [`gotls`],
+//! [`gnutls`], [`nss`], [`static_openssl`]; and those recognised but not supported,
+//! [`unsupported`]), [`probes`] loads the eBPF object and attaches each provider's programs, and
+//! [`watch`] keeps the set of traced processes current.
 
 pub mod btf;
 pub mod code;
@@ -18,6 +19,7 @@ pub mod probes;
 pub mod providers;
 pub mod reader;
 pub mod record;
+pub mod unsupported;
 pub mod watch;
 
 pub use record::{DataRecord, DecodeError, Record};
