@@ -6,6 +6,7 @@
 #![no_main]
 
 mod emit;
+mod gnutls;
 mod gotls;
 mod maps;
 mod openssl;

@@ -13,6 +13,7 @@
 pub mod btf;
 pub mod code;
 pub mod discovery;
+pub mod gnutls;
 pub mod gotls;
 pub mod openssl;
 pub mod probes;

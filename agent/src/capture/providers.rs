@@ -71,6 +71,7 @@ pub enum Examined {
 pub const PROVIDERS: &[&Provider] = &[
     &super::openssl::PROVIDER,
     &super::gotls::PROVIDER,
+    &super::gnutls::PROVIDER,
     &super::unsupported::JAVA,
 ];
 
