@@ -157,24 +157,41 @@ impl ReadyClient {
         self.child.0.id()
     }
 
-    /// Lets it make its calls and waits for it to exit; returns what it printed then.
+    /// Lets it make its calls; returns what it printed then, up to its `done` line (after which
+    /// it keeps its connections open until [`ReadyClient::finish`]) or its exit.
     ///
     /// # Errors
-    /// When it fails.
-    pub fn release(mut self) -> anyhow::Result<String> {
+    /// When its output cannot be read.
+    pub fn release(&mut self) -> anyhow::Result<String> {
         self.child
             .0
             .stdin
             .as_mut()
             .context("stdin")?
             .write_all(b"go\n")?;
+        let mut printed = String::new();
+        loop {
+            let mut line = String::new();
+            if self.stdout.read_line(&mut line)? == 0 || line.trim() == "done" {
+                return Ok(printed);
+            }
+            printed.push_str(&line);
+        }
+    }
+
+    /// Lets it close its connections and exit; checks that it succeeded.
+    ///
+    /// # Errors
+    /// When it fails.
+    pub fn finish(mut self) -> anyhow::Result<()> {
+        drop(self.child.0.stdin.take());
         let mut rest = String::new();
         std::io::Read::read_to_string(&mut self.stdout, &mut rest)?;
         let status = self.child.0.wait()?;
         if !status.success() {
             bail!("client failed ({status}), printed {rest:?}");
         }
-        Ok(rest)
+        Ok(())
     }
 }
 

@@ -126,7 +126,7 @@ fn libcurl_gnutls_exchanges_are_captured_with_core_dimensions() {
     .expect("build the libcurl-gnutls client (`cargo xtask setup` installs libcurl4-gnutls-dev)");
     let mut cmd = Command::new(client);
     cmd.arg(api.server.base_url()).arg(&api.server.ca_file);
-    let client = ReadyClient::start(cmd).expect("client ready");
+    let mut client = ReadyClient::start(cmd).expect("client ready");
     let pid = client.pid();
     let fds = socket_fds(pid, api.server.addr.port());
     assert_eq!(fds.len(), 1, "one kept-alive connection: {fds:?}");
@@ -139,6 +139,7 @@ fn libcurl_gnutls_exchanges_are_captured_with_core_dimensions() {
         .wait_for_lines(3, Duration::from_secs(30), &mut seen)
         .expect("three exchanges");
     let out = agent.stop(seen).expect("agent stops");
+    client.finish().expect("client exits");
     assert_eq!(out.lines.len(), 3, "{:#?}", out.lines);
     let port = api.server.addr.port();
     for line in assert_script(&out.lines, port) {
