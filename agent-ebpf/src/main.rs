@@ -9,6 +9,7 @@ mod emit;
 mod gnutls;
 mod gotls;
 mod maps;
+mod nss;
 mod openssl;
 mod syscalls;
 

@@ -15,6 +15,7 @@ pub mod code;
 pub mod discovery;
 pub mod gnutls;
 pub mod gotls;
+pub mod nss;
 pub mod openssl;
 pub mod probes;
 pub mod providers;

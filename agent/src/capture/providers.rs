@@ -72,6 +72,7 @@ pub const PROVIDERS: &[&Provider] = &[
     &super::openssl::PROVIDER,
     &super::gotls::PROVIDER,
     &super::gnutls::PROVIDER,
+    &super::nss::PROVIDER,
     &super::unsupported::JAVA,
 ];
 
