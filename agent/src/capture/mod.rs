@@ -21,6 +21,8 @@ pub mod probes;
 pub mod providers;
 pub mod reader;
 pub mod record;
+pub mod signature;
+pub mod static_openssl;
 pub mod unsupported;
 pub mod watch;
 
