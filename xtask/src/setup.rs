@@ -22,7 +22,10 @@ const BINARYEN_VERSION: &str = "132.0.0";
 const OPENSSL11_WHEEL: &str = "psycopg2-binary==2.9.5";
 
 /// Debian packages the tests and the demo run (programs observed, load generator, the oldest Go
-/// toolchain the tests build Go programs with, and Python's venv for the newer ones).
+/// toolchain the tests build Go programs with, and Python's venv for the newer ones), and what the
+/// TLS stacks' tests build their clients with: wget and libcurl on GnuTLS, NSS's tstclnt and
+/// headers, the static libssl.a (whose functions' signatures the agent's build also takes), gcc,
+/// and a JRE (a JVM is named as not supported).
 const DEBIAN_PACKAGES: &[&str] = &[
     "curl",
     "ca-certificates",
@@ -30,6 +33,15 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "openssl",
     "golang-go",
     "python3-venv",
+    "wget",
+    "libcurl3-gnutls",
+    "libcurl4-gnutls-dev",
+    "libnss3-tools",
+    "libnss3-dev",
+    "libssl-dev",
+    "gcc",
+    "pkg-config",
+    "default-jre-headless",
 ];
 
 /// Go releases the tests also build their Go programs with, from the Python package registry's
