@@ -1,6 +1,5 @@
 //! Real TLS clients for the end-to-end tests of each TLS stack: small C programs built with gcc
-//! against the system's TLS libraries (`tests/c/`), Rust programs built with cargo against
-//! pinned rustls versions (`tests/rustls-clients/`), and the checks every stack's test makes on
+//! against the system's TLS libraries (`tests/c/`), and the checks every stack's test makes on
 //! the agent's lines.
 //!
 //! The clients share one script: a warm-up call, then `ready` on stdout, then (once released by
@@ -11,13 +10,12 @@ use std::{
     io::{BufRead as _, BufReader, Write as _},
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    sync::{Mutex, OnceLock},
     time::Duration,
 };
 
 use anyhow::{Context as _, bail};
 
-use crate::harness::{Agent, KillOnDrop, build_dir, dimensions, matching, packs_dir};
+use crate::harness::{Agent, KillOnDrop, dimensions, matching, packs_dir};
 
 /// The C sources of the clients.
 #[must_use]
@@ -64,61 +62,6 @@ pub fn nss_flags() -> anyhow::Result<Vec<String>> {
         .split_whitespace()
         .map(str::to_owned)
         .collect())
-}
-
-/// The rustls versions the tests build clients against (folders of `tests/rustls-clients/`).
-pub const RUSTLS_VERSIONS: [&str; 2] = ["0.21", "0.23"];
-
-/// The reqwest + rustls client pinned to rustls `version` (a folder of `tests/rustls-clients/`),
-/// built once (release, with its own Cargo.lock) into `target/rustls-clients`; later calls and
-/// later runs reuse it.
-///
-/// # Errors
-/// When cargo fails.
-pub fn rustls_client(version: &str) -> anyhow::Result<PathBuf> {
-    static BUILT: OnceLock<Mutex<()>> = OnceLock::new();
-    let _one_at_a_time = BUILT
-        .get_or_init(|| Mutex::new(()))
-        .lock()
-        .map_err(|_| anyhow::anyhow!("poisoned"))?;
-    let project = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("rustls-clients")
-        .join(format!("rustls-{version}"));
-    let target = build_dir()
-        .parent()
-        .map(|t| t.join("rustls-clients"))
-        .context("no target directory")?;
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let o = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "--quiet",
-            "--manifest-path",
-        ])
-        .arg(project.join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(&target)
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_TARGET_DIR")
-        .output()
-        .context("running cargo")?;
-    if !o.status.success() {
-        bail!(
-            "building the rustls {version} client failed:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
-    Ok(target
-        .join("release")
-        .join(format!("rustls{}-client", version.replace('.', ""))))
-}
-
-/// The test API as its own program (`taskless-testapi`, built beside the agent).
-#[must_use]
-pub fn testapi_bin() -> PathBuf {
-    build_dir().join("taskless-testapi")
 }
 
 /// A client that made its warm-up call and waits for a line on stdin.
