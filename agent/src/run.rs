@@ -199,7 +199,13 @@ pub fn run(config: &WatchConfig) -> Result<(), RunError> {
     }
     log_stats(
         "summary",
-        &[&*capture, &*watch_stats, &engine_final, &kernel, &*attach_stats],
+        &[
+            &*capture,
+            &*watch_stats,
+            &engine_final,
+            &kernel,
+            &*attach_stats,
+        ],
         &packs,
         true,
     );

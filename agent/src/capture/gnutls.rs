@@ -42,6 +42,7 @@ fn point(
         offset,
         ret,
         required,
+        cookie: None,
     }
 }
 

@@ -72,6 +72,7 @@ fn examine_with(obj: &object::File<'_>, signatures: &[Signature]) -> Examined {
                 offset,
                 ret: spec.ret,
                 required: spec.required,
+                cookie: None,
             }),
             None if spec.required => {
                 let mut builds: Vec<&str> = signatures.iter().map(|s| s.build).collect();
