@@ -68,7 +68,7 @@ fn all_finds_gnutls_nss_and_static_openssl_programs() {
             "nss" => cmd.arg(port.to_string()),
             _ => cmd.arg(port.to_string()).arg(&api.server.ca_file),
         };
-        let mut client = ReadyClient::start(cmd).expect(name);
+        let client = ReadyClient::start(cmd).expect(name);
         if own_file {
             // Its TLS lives in its own executable: attached when the agent examines it.
             agent
