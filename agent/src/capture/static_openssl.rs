@@ -393,7 +393,6 @@ mod tests {
             mask: &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0xff],
             refs: &[(6, "write_internal", -4)],
         });
-        let mut text = text;
         text[0x80..0x8b].copy_from_slice(more[3].bytes);
         call(&mut text, 0x80, 6, 0x100 - 0x80);
         let code = [Code {
