@@ -86,6 +86,7 @@ pub fn run(config: &WatchConfig) -> Result<(), RunError> {
     // Cheap checks first, so a typo fails before anything is loaded.
     let mut targets: Vec<(u32, Vec<TlsLibrary>)> = Vec::new();
     let mut waiting = Vec::new();
+    let mut unsupported_roots = Vec::new();
     for &pid in &config.pids {
         match discovery::find_tls_libraries(pid) {
             Ok(libs) => targets.push((pid, libs)),
@@ -95,9 +96,10 @@ pub fn run(config: &WatchConfig) -> Result<(), RunError> {
                 tracing::info!(pid, comm = %procfs::process_name(pid), follow = config.follow, "no TLS library loaded yet: waiting for one (--require-tls exits instead)");
                 waiting.push(pid);
             }
+            // Said (once per program) and counted by the watcher; its children are followed.
             Err(e @ DiscoveryError::Unsupported { .. }) if config.follow => {
-                tracing::info!(pid, reason = %e, "watching its children");
                 waiting.push(pid);
+                unsupported_roots.push(e);
             }
             Err(e) => return Err(e.into()),
         }
@@ -162,6 +164,10 @@ pub fn run(config: &WatchConfig) -> Result<(), RunError> {
         }
     };
     let mut watcher = Watcher::new(mode, &config.pids, &probes.attached_pids());
+    for e in &unsupported_roots {
+        watcher.unsupported(e);
+    }
+    let watch_stats = watcher.stats();
     if config.all {
         watcher.start_all(&mut probes)?;
     }
@@ -224,7 +230,7 @@ pub fn run(config: &WatchConfig) -> Result<(), RunError> {
                 last_stats = Instant::now();
                 log_stats(
                     "stats",
-                    &[&*capture, &engine, &kernel, &*attach_stats],
+                    &[&*capture, &*watch_stats, &engine, &kernel, &*attach_stats],
                     &packs,
                     false,
                 );
@@ -238,7 +244,13 @@ pub fn run(config: &WatchConfig) -> Result<(), RunError> {
     }
     log_stats(
         "summary",
-        &[&*capture, &engine_final, &kernel, &*attach_stats],
+        &[
+            &*capture,
+            &*watch_stats,
+            &engine_final,
+            &kernel,
+            &*attach_stats,
+        ],
         &packs,
         true,
     );

@@ -310,12 +310,22 @@ impl Agent {
     /// # Errors
     /// On timeout or when the agent exits first.
     pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<()> {
+        self.wait_for_log_with(&[needle], timeout)
+    }
+
+    /// Waits until one stderr line contains every one of `needles`, failing early if the agent
+    /// exits.
+    ///
+    /// # Errors
+    /// On timeout or when the agent exits first.
+    pub fn wait_for_log_with(&mut self, needles: &[&str], timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
+        let needle = needles.join(" … ");
         loop {
             if self
                 .stderr
                 .lock()
-                .is_ok_and(|v| v.iter().any(|l| l.contains(needle)))
+                .is_ok_and(|v| v.iter().any(|l| needles.iter().all(|n| l.contains(n))))
             {
                 return Ok(());
             }

@@ -1,6 +1,7 @@
 //! Support for the end-to-end tests and the demo: a local HTTPS API and helpers that run the
 //! agent and real client programs.
 
+pub mod clients;
 pub mod containers;
 pub mod goclient;
 pub mod golang;

@@ -277,7 +277,8 @@ async fn route(method: &str, path: &str, query: &str, body: &str, state: &State)
         tokio::time::sleep(Duration::from_millis(ms.min(10_000))).await;
     }
     match (method, path) {
-        ("GET", "/v1/gate") => {
+        // Any method: clients that send one method for every URL (wget --post-data) wait here too.
+        (_, "/v1/gate") => {
             let mut rx = state.gate.subscribe();
             state.waiting.send_modify(|w| *w += 1);
             let _ = rx.wait_for(|open| *open).await;
