@@ -204,6 +204,7 @@ impl Entry {
                 total_len,
                 truncated,
                 read_failed: false,
+                lost_before: false,
                 payload,
             })
         };
