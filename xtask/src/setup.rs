@@ -22,11 +22,13 @@ const BINARYEN_VERSION: &str = "132.0.0";
 const OPENSSL11_WHEEL: &str = "psycopg2-binary==2.9.5";
 
 /// Debian packages the tests and the demo run (programs observed, load generator, the oldest Go
-/// toolchain the tests build Go programs with, Python's venv for the newer ones, and another
-/// tracer the agent must coexist with), and what the container test and `cargo xtask image` use:
-/// podman (with runc, which runs containers on hosts whose cgroups are v1 or hybrid, where crun
-/// refuses to) and mmdebstrap (base images made from Debian packages; there is no image registry
-/// to pull from), and the Prometheus server that scrapes the agent in the export test.
+/// toolchain the tests build Go programs with, Python's venv for the newer ones, another
+/// tracer the agent must coexist with, and bpftool, which the fault tests use to check that a
+/// killed agent left no program or probe attached), and what the container test and
+/// `cargo xtask image` use: podman (with runc, which runs containers on hosts whose cgroups are v1
+/// or hybrid, where crun refuses to) and mmdebstrap (base images made from Debian packages; there
+/// is no image registry to pull from), and the Prometheus server that scrapes the agent in the
+/// export test.
 const DEBIAN_PACKAGES: &[&str] = &[
     "curl",
     "ca-certificates",
@@ -40,6 +42,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "runc",
     "mmdebstrap",
     "prometheus",
+    "bpftool",
 ];
 
 /// Go releases the tests also build their Go programs with, from the Python package registry's
