@@ -46,10 +46,6 @@ pub mod flags {
     pub const FD_FALLBACK: u32 = 4;
     /// On a `CODE_CHANGED` record: the process started a new program (`execve`).
     pub const EXEC: u32 = 8;
-    /// Records of this connection were dropped before this one (the ring buffer was full): the
-    /// bytes that follow do not continue what came before, in either direction. Set on every
-    /// record of the first call sent whole after the drop.
-    pub const LOST_BEFORE: u32 = 16;
 }
 
 /// Length of a process name (`comm`) as the kernel keeps it, NUL included.

@@ -13,7 +13,7 @@ use aya_ebpf::{
     helpers::bpf_probe_read_user_buf,
 };
 
-use crate::maps::{EVENTS, LOST, SCRATCH, count, wakeup_bytes};
+use crate::maps::{EVENTS, SCRATCH, count, wakeup_bytes};
 
 /// Bytes of a record's header.
 pub const HEADER_SIZE: u64 = core::mem::size_of::<RecordHeader>() as u64;
@@ -56,37 +56,26 @@ pub fn emit<const CHUNKS: u32>(
     };
     let full = (copied / MAX_CHUNK as u64) as u32;
     let tail = (copied % MAX_CHUNK as u64) as usize;
-    // A record of this connection was dropped earlier: say so on this call's records, so user
-    // space does not join what follows onto what came before.
-    let key = [pid_tgid >> 32, args.ssl];
-    // SAFETY: the value is only tested for presence.
-    let lost_before = unsafe { LOST.get(&key) }.is_some();
     let chunk = Chunk {
         pid_tgid,
         args,
         dir,
         total32,
         timestamp_ns,
-        fd_flags: fd_flags | if lost_before { flags::LOST_BEFORE } else { 0 },
+        fd_flags,
         wake,
     };
-    let mut all_sent = true;
     let mut i: u32 = 0;
     while i < CHUNKS {
         if i >= full {
             break;
         }
         let offset = (i as u64) * (MAX_CHUNK as u64);
-        all_sent &= chunk.send(offset, MAX_CHUNK, truncated && i == CHUNKS - 1);
+        chunk.send(offset, MAX_CHUNK, truncated && i == CHUNKS - 1);
         i += 1;
     }
     if tail > 0 {
-        all_sent &= chunk.send((full as u64) * (MAX_CHUNK as u64), tail, false);
-    }
-    if !all_sent {
-        let _ = LOST.insert(&key, &1, 0);
-    } else if lost_before {
-        let _ = LOST.remove(&key);
+        chunk.send((full as u64) * (MAX_CHUNK as u64), tail, false);
     }
 }
 
@@ -102,12 +91,11 @@ struct Chunk<'a> {
 }
 
 impl Chunk<'_> {
-    /// Sends the `len` bytes at `offset` of the call's buffer as one record; false when the
-    /// ring buffer had no room for it (counted).
+    /// Sends the `len` bytes at `offset` of the call's buffer as one record.
     #[inline(always)]
-    fn send(&self, offset: u64, len: usize, truncated: bool) -> bool {
+    fn send(&self, offset: u64, len: usize, truncated: bool) {
         let Some(record) = SCRATCH.get_ptr_mut(0) else {
-            return true;
+            return;
         };
         // SAFETY: the per-CPU scratch slot belongs to this program until it returns.
         let record: &mut RecordBuffer = unsafe { &mut *record };
@@ -151,9 +139,7 @@ impl Chunk<'_> {
         };
         if EVENTS.output::<[u8]>(bytes, self.wake).is_err() {
             count(Counter::RingbufFull);
-            return false;
         }
-        true
     }
 }
 

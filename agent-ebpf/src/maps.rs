@@ -73,12 +73,6 @@ pub static LAST_FD: LruHashMap<u64, LastFd> = LruHashMap::with_max_entries(65_53
 
 /// Socket fds seen inside TLS calls, keyed `tgid << 32 | fd`: a `close` of one of them ends
 /// its connection. LRU: fds closed while the agent was not looking age out.
-/// Connections (`[tgid, conn]`) that lost a data record to a full ring buffer since their last
-/// record that got through: the next call's records carry [`agent_common::data::flags::LOST_BEFORE`].
-/// LRU, so a connection that never moves data again leaks nothing for good.
-#[map]
-pub static LOST: LruHashMap<[u64; 2], u8> = LruHashMap::with_max_entries(16_384, 0);
-
 #[map]
 pub static TLS_FDS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(65_536, 0);
 

@@ -74,9 +74,6 @@ pub struct DataRecord {
     pub truncated: bool,
     /// Copying failed: the payload is missing though the call moved `total_len` bytes.
     pub read_failed: bool,
-    /// Records of this connection were dropped before this one (the kernel's ring buffer was
-    /// full): what follows does not continue what came before, in either direction.
-    pub lost_before: bool,
     /// The plaintext.
     pub payload: Vec<u8>,
 }
@@ -142,7 +139,6 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 total_len: h.total_len,
                 truncated: h.flags & flags::TRUNCATED != 0,
                 read_failed: h.flags & flags::READ_FAILED != 0,
-                lost_before: h.flags & flags::LOST_BEFORE != 0,
                 payload: bytes[HEADER..HEADER + h.len as usize].to_vec(),
             }))
         }

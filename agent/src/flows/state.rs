@@ -328,11 +328,6 @@ impl Flows {
         self.learn_fd(&mut flow, &d);
         let dir = d.direction;
         let mut events = std::mem::take(&mut self.events);
-        if d.lost_before && d.offset == 0 {
-            // The kernel dropped records of this connection before this call (counted as
-            // `kernel_ringbuf_full`): nothing fed so far may be joined to what follows.
-            flow.http.desync(d.timestamp_ns, &mut events);
-        }
         if d.read_failed {
             let lost = u64::from(d.total_len.saturating_sub(d.offset))
                 .min(agent_common::data::MAX_CHUNK as u64);
@@ -534,7 +529,6 @@ mod tests {
             total_len: u32::try_from(payload.len()).unwrap(),
             truncated: false,
             read_failed: false,
-            lost_before: false,
             payload: payload.to_vec(),
         })
     }

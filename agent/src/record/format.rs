@@ -204,7 +204,6 @@ impl Entry {
                 total_len,
                 truncated,
                 read_failed: false,
-                lost_before: false,
                 payload,
             })
         };

@@ -26,7 +26,6 @@ fn data(conn: u64, t: u64, direction: Flow, payload: &[u8]) -> Record {
         total_len: u32::try_from(payload.len()).unwrap(),
         truncated: false,
         read_failed: false,
-        lost_before: false,
         payload: payload.to_vec(),
     })
 }
