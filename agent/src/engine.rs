@@ -136,8 +136,8 @@ impl Engine {
     }
 }
 
-/// The counters of the flows stage, the HTTP parsers (`http_`), the pack stage and the sinks
-/// (`sink_`, `otlp_`).
+/// The counters of the flows stage (and its `live_connections` gauge), the HTTP parsers
+/// (`http_`), the pack stage and the sinks (`sink_`, `otlp_`).
 impl Counters for Engine {
     fn report(&self, out: &mut Vec<(String, u64)>) {
         report(&self.flow_stats, &self.flows, &self.pack_stats, out);
@@ -152,6 +152,8 @@ fn report(
     out: &mut Vec<(String, u64)>,
 ) {
     flow_stats.report(out);
+    // A gauge, not a counter: the connections the flows stage holds state for right now.
+    out.push(("live_connections".to_owned(), flows.len() as u64));
     // The flows stage reports `resyncs` and `bytes_skipped` itself, as `resyncs` and
     // `skipped_bytes`.
     out.extend(

@@ -215,17 +215,15 @@ impl AgentOutput {
             .lines()
             .find(|l| l.contains(" summary "))
             .expect("summary line");
-        let key = format!(" {name}=");
-        let start = line
-            .find(&key)
-            .map(|i| i + key.len())
-            .expect("counter in summary");
-        line[start..]
-            .split(' ')
-            .next()
-            .and_then(|v| v.parse().ok())
-            .expect("numeric counter")
+        counter_in(line, name).expect("numeric counter in summary")
     }
+}
+
+/// The value of ` name=` in a stats or summary line.
+fn counter_in(line: &str, name: &str) -> Option<u64> {
+    let key = format!(" {name}=");
+    let start = line.find(&key)? + key.len();
+    line[start..].split(' ').next()?.parse().ok()
 }
 
 impl Agent {
@@ -412,6 +410,24 @@ impl Agent {
 
     fn stderr_text(&self) -> String {
         self.stderr.lock().map(|v| v.join("\n")).unwrap_or_default()
+    }
+
+    /// The value of counter `name` in the latest periodic `stats` line (`--stats-interval`).
+    #[must_use]
+    pub fn latest_stat(&self, name: &str) -> Option<u64> {
+        let lines = self.stderr.lock().ok()?;
+        let line = lines.iter().rev().find(|l| l.contains(" stats "))?;
+        counter_in(line, name)
+    }
+
+    /// Kills the agent with SIGKILL (no chance to clean up) and waits for it to be gone.
+    ///
+    /// # Errors
+    /// When it cannot be killed or waited for.
+    pub fn kill(mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
     }
 
     /// Sends SIGINT, waits for the exit, and returns everything printed.

@@ -29,7 +29,8 @@ const OPENSSL11_WHEEL: &str = "psycopg2-binary==2.9.5";
 /// what the container test and `cargo xtask image` use: podman (with runc, which runs containers
 /// on hosts whose cgroups are v1 or hybrid, where crun refuses to) and mmdebstrap (base images
 /// made from Debian packages; there is no image registry to pull from), and the Prometheus server
-/// that scrapes the agent in the export test.
+/// that scrapes the agent in the export test; bpftool, which the fault tests use to check that a
+/// killed agent left no program or probe attached.
 const DEBIAN_PACKAGES: &[&str] = &[
     "curl",
     "ca-certificates",
@@ -52,6 +53,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "gcc",
     "pkg-config",
     "default-jre-headless",
+    "bpftool",
 ];
 
 /// Go releases the tests also build their Go programs with, from the Python package registry's
