@@ -8,7 +8,20 @@ use taskless_agent::{
     pack_cmd, replay, run, settings,
 };
 
+/// Extism asks its wasmtime store for fuel after every pack call; without a fuel limit that
+/// makes an error, and errors capture a backtrace whenever `RUST_BACKTRACE` is set: about 6 µs
+/// per call, more than the call itself (docs/packs.md). So library backtraces are off unless
+/// `RUST_LIB_BACKTRACE` asks for them; panics still follow `RUST_BACKTRACE`.
+fn quiet_library_backtraces() {
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // SAFETY: the first thing `main` does, while no other thread exists to read the
+        // environment.
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+    }
+}
+
 fn main() -> ExitCode {
+    quiet_library_backtraces();
     let cli = match settings::parse() {
         Ok(cli) => cli,
         Err(settings::SettingsError::Clap(e)) => e.exit(),
