@@ -45,6 +45,17 @@ pub fn run(root: &Path, no_lint: bool, filter: Option<&str>) -> anyhow::Result<(
                 .arg(packs.join("target")),
         )?;
         crate::fuzz::run(root, FUZZ_SECONDS, None)?;
+        // The soak's short form, on the debug build the tests used (`cargo xtask soak` runs the
+        // long one on a release build).
+        crate::soak::run(
+            root,
+            &crate::soak::Options {
+                requests: 5_000,
+                connections: 4,
+                held: 100,
+                debug: true,
+            },
+        )?;
     }
     Ok(())
 }
