@@ -557,6 +557,8 @@ fn a_program_killed_mid_exchange_is_reported_incomplete_and_its_connection_state
         }
         api.wait_gate_waiters(batch.end, Duration::from_secs(30))
             .expect("requests at the gate");
+        // Killed while their responses are held, a moment after the requests went out.
+        std::thread::sleep(Duration::from_millis(300));
         for c in &mut clients[batch.clone()] {
             c.0.kill().expect("SIGKILL the client");
             c.0.wait().expect("reap");
