@@ -1,6 +1,7 @@
 //! `cargo xtask test`: formatting, lints, the Kubernetes manifests, unit tests, the packs' own
 //! tests and fixtures, the end-to-end tests that load the real eBPF programs (as root), one of
-//! them with the agent in a container built from the Containerfile, and a short fuzz run.
+//! them with the agent in a container built from the Containerfile, a short fuzz run and the
+//! soak's short form.
 
 use std::path::Path;
 
