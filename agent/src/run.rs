@@ -174,6 +174,13 @@ pub fn run(config: &WatchConfig) -> Result<(), RunError> {
     for pid in waiting {
         watcher.wait_for(&mut probes, pid)?;
     }
+    for pid in watcher
+        .take_found()
+        .into_iter()
+        .chain(targets.iter().map(|(pid, _)| *pid))
+    {
+        engine.flows_mut().note_process(pid);
+    }
     export.health().probes_loaded();
     let ring = probes.take_ring()?;
     let kernel = probes.take_counters()?;
@@ -211,11 +218,17 @@ pub fn run(config: &WatchConfig) -> Result<(), RunError> {
             if let Err(e) = watcher.examine_due(&mut probes, Instant::now()) {
                 tracing::warn!(error = %e, "attaching to a new process failed");
             }
+            for pid in watcher.take_found() {
+                engine.flows_mut().note_process(pid);
+            }
             if last_check.elapsed() >= Duration::from_secs(1) {
                 last_check = Instant::now();
                 engine.evict_idle(Clock::monotonic_now());
                 if let Err(e) = watcher.tick(&mut probes) {
                     tracing::warn!(error = %e, "attaching to a new process failed");
+                }
+                for pid in watcher.take_found() {
+                    engine.flows_mut().note_process(pid);
                 }
                 if watcher.is_done() {
                     tracing::info!("every watched process has exited; stopping");

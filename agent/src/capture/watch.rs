@@ -96,6 +96,8 @@ pub struct Watcher {
     pending: HashMap<u32, (Instant, usize)>,
     /// Whether a refusal to read a process has been warned about.
     warned_refusal: bool,
+    /// TLS processes found since [`Watcher::take_found`] was last called.
+    found: Vec<u32>,
     /// Executables (device, inode) already reported as using an unsupported stack.
     unsupported: HashSet<(u64, u64)>,
     stats: Arc<WatchStats>,
@@ -117,6 +119,7 @@ impl Watcher {
             cache: FileCache::default(),
             pending: HashMap::new(),
             warned_refusal: false,
+            found: Vec::new(),
             unsupported: HashSet::new(),
             stats: Arc::new(WatchStats::default()),
         }
@@ -213,7 +216,14 @@ impl Watcher {
                 );
             }
         }
+        self.found.push(pid);
         Ok(true)
+    }
+
+    /// The TLS processes examined since the last call: the flows stage takes their names and
+    /// cgroups now, while they run (a short-lived one may be gone when its data is read).
+    pub fn take_found(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.found)
     }
 
     /// `pid` was asked for but has no TLS library yet: its library loads and `execve`s are
