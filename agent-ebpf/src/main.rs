@@ -6,8 +6,10 @@
 #![no_main]
 
 mod emit;
+mod gnutls;
 mod gotls;
 mod maps;
+mod nss;
 mod openssl;
 mod syscalls;
 

@@ -5,11 +5,14 @@ use std::{path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{
-    FlowConfig, KubeletConfig, PackConfig, ProbeSet, ReplayConfig, ReplayInput, WatchConfig,
+    FlowConfig, KubeletConfig, OtlpConfig, OtlpProtocol, Output, OutputConfig, PackConfig,
+    ProbeSet, ReplayConfig, ReplayInput, ServeConfig, WatchConfig,
 };
 
 /// Watches programs' HTTPS calls to third-party APIs through eBPF and runs Taskless packs over
-/// every exchange, printing one NDJSON line per exchange on stdout. Logs go to stderr.
+/// every exchange. Each exchange goes to the outputs: one readable line on a terminal, NDJSON
+/// when stdout is not a terminal, and/or OpenTelemetry (OTLP) and Prometheus. Logs go to
+/// stderr.
 #[derive(Debug, Parser)]
 #[command(name = "taskless-agent", version, about, long_about = None)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -82,6 +85,10 @@ pub struct ReplayArgs {
     /// Which exchanges to report, as for watching.
     #[command(flatten)]
     pub flows: FlowArgs,
+
+    /// Output options, as for watching.
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// `pack` subcommands.
@@ -159,6 +166,156 @@ pub struct RunArgs {
     /// Pod names, namespaces and labels from the node's kubelet.
     #[command(flatten)]
     pub kubelet: KubeletArgs,
+
+    /// Output options.
+    #[command(flatten)]
+    pub output: OutputArgs,
+
+    /// Serve Prometheus metrics (`/metrics`: every counter of the stats line, per-pack counters
+    /// and exchange metrics) and the health endpoints (`/healthz`, `/readyz`) on ADDR, e.g.
+    /// `0.0.0.0:9464`.
+    #[arg(long, value_name = "ADDR", env = "TASKLESS_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
+    /// Serve only the health endpoints on ADDR: `/healthz` (200 while the capture loop runs)
+    /// and `/readyz` (200 once probes and packs are loaded and capture has started).
+    #[arg(long, value_name = "ADDR", env = "TASKLESS_HEALTH_ADDR")]
+    pub health_addr: Option<std::net::SocketAddr>,
+}
+
+/// Where exchanges go, shared by watching and `replay`.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// An output; repeat for several, each fed on its own thread through a bounded queue (a slow
+    /// one drops and counts, never stalls capture): `pretty` (aligned, coloured lines and a
+    /// summary every few seconds), `ndjson` (Taskless NDJSON on stdout), `ndjson=FILE` (to a
+    /// file rotated by size), `otlp` (OpenTelemetry logs and metrics), `none`. Default: `pretty`
+    /// when stdout is a terminal, else `ndjson`.
+    #[arg(long = "output", value_name = "OUTPUT", value_parser = parse_output)]
+    pub outputs: Vec<OutputChoice>,
+
+    /// An NDJSON file is rotated (FILE.1, FILE.2, ...) when it reaches this size.
+    #[arg(long, value_name = "BYTES", default_value_t = 100 * 1024 * 1024)]
+    pub rotate_size: u64,
+
+    /// Rotated NDJSON files kept beside the current one.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub rotate_count: usize,
+
+    /// Exchanges queued for each output; beyond this they are dropped and counted.
+    #[arg(long, value_name = "N", default_value_t = 8192)]
+    pub output_queue: usize,
+
+    /// Send OpenTelemetry logs and metrics to this collector (adds the `otlp` output), e.g.
+    /// `http://collector:4318` (HTTP/protobuf) or `http://collector:4317` with `--otlp-protocol
+    /// grpc`. Without it, `--output otlp` reads the standard `OTEL_EXPORTER_OTLP_ENDPOINT`
+    /// (and the per-signal `..._LOGS_ENDPOINT`, `..._METRICS_ENDPOINT`), then the OpenTelemetry
+    /// default. Headers, timeouts and compression come from the standard
+    /// `OTEL_EXPORTER_OTLP_*` variables, the metrics interval from `OTEL_METRIC_EXPORT_INTERVAL`.
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+
+    /// OTLP transport: `grpc` or `http/protobuf` (the OpenTelemetry default).
+    #[arg(long, value_name = "PROTOCOL", env = "OTEL_EXPORTER_OTLP_PROTOCOL", value_parser = parse_protocol)]
+    pub otlp_protocol: Option<OtlpProtocol>,
+
+    /// Distinct values kept per metric label (domain, method, status, model, dimension);
+    /// further values are counted under `_other`, and the overflow is counted.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub max_label_values: usize,
+
+    /// Seconds between the summary lines of the `pretty` output.
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    pub summary_interval: u64,
+}
+
+/// One `--output` as written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OutputChoice {
+    /// An output.
+    Output(Output),
+    /// `none`: no output of exchanges (metrics or health only).
+    None,
+}
+
+fn parse_output(s: &str) -> Result<OutputChoice, String> {
+    match s.split_once('=') {
+        None => match s {
+            "ndjson" => Ok(OutputChoice::Output(Output::Ndjson(None))),
+            "pretty" => Ok(OutputChoice::Output(Output::Pretty)),
+            "otlp" => Ok(OutputChoice::Output(Output::Otlp)),
+            "none" => Ok(OutputChoice::None),
+            _ => Err(format!(
+                "unknown output {s:?}: expected pretty, ndjson, ndjson=FILE, otlp or none"
+            )),
+        },
+        Some(("ndjson", "")) => Err("ndjson= needs a file path".into()),
+        Some(("ndjson", path)) => Ok(OutputChoice::Output(Output::Ndjson(Some(path.into())))),
+        Some((kind, _)) => Err(format!("{kind:?} takes no file: only ndjson=FILE does")),
+    }
+}
+
+fn parse_protocol(s: &str) -> Result<OtlpProtocol, String> {
+    match s {
+        "grpc" => Ok(OtlpProtocol::Grpc),
+        "http/protobuf" | "http" => Ok(OtlpProtocol::HttpProtobuf),
+        "http/json" => Err("OTLP http/json is not supported: use grpc or http/protobuf".into()),
+        _ => Err(format!(
+            "unknown OTLP protocol {s:?}: expected grpc or http/protobuf"
+        )),
+    }
+}
+
+impl OutputArgs {
+    /// The configuration these options ask for; `terminal` says whether stdout is one (it picks
+    /// the default output).
+    #[must_use]
+    pub fn config(&self, terminal: bool) -> OutputConfig {
+        let mut outputs: Vec<Output> = self
+            .outputs
+            .iter()
+            .filter_map(|o| match o {
+                OutputChoice::Output(o) => Some(o.clone()),
+                OutputChoice::None => None,
+            })
+            .collect();
+        if self.outputs.is_empty() {
+            outputs.push(if terminal {
+                Output::Pretty
+            } else {
+                Output::Ndjson(None)
+            });
+        }
+        if self.otlp_endpoint.is_some() && !outputs.contains(&Output::Otlp) {
+            outputs.push(Output::Otlp);
+        }
+        let mut seen = Vec::new();
+        outputs.retain(|o| {
+            let new = !seen.contains(o);
+            if new {
+                seen.push(o.clone());
+            }
+            new
+        });
+        OutputConfig {
+            outputs,
+            file_max_bytes: self.rotate_size,
+            file_keep: self.rotate_count,
+            queue: self.output_queue,
+            otlp: OtlpConfig {
+                endpoint: self.otlp_endpoint.clone(),
+                protocol: self.otlp_protocol,
+            },
+            max_label_values: self.max_label_values,
+            summary_interval: Duration::from_secs(self.summary_interval.max(1)),
+        }
+    }
+}
+
+/// Whether stdout is a terminal (the default output is `pretty` then).
+#[must_use]
+pub fn stdout_is_terminal() -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stdout())
 }
 
 /// Where the node's kubelet is, for `source.k8s`.
@@ -292,6 +449,11 @@ impl RunArgs {
             probe_set: self.probe_set,
             stats_interval: Duration::from_secs(self.stats_interval),
             kubelet: self.kubelet.config(),
+            output: self.output.config(stdout_is_terminal()),
+            serve: ServeConfig {
+                metrics_addr: self.metrics_addr,
+                health_addr: self.health_addr,
+            },
         }
     }
 }
@@ -308,6 +470,7 @@ impl ReplayArgs {
             },
             flows: self.flows.config(),
             packs: self.pack.config(),
+            output: self.output.config(stdout_is_terminal()),
         }
     }
 }

@@ -65,6 +65,10 @@ pub struct WatchConfig {
     pub stats_interval: Duration,
     /// The node's kubelet, for pod names (`None`: pod UIDs and container ids only).
     pub kubelet: Option<KubeletConfig>,
+    /// Where exchanges go.
+    pub output: OutputConfig,
+    /// The metrics and health endpoints.
+    pub serve: ServeConfig,
 }
 
 /// What `replay` reads.
@@ -85,6 +89,67 @@ pub struct ReplayConfig {
     pub flows: FlowConfig,
     /// The pack stage.
     pub packs: PackConfig,
+    /// Where exchanges go.
+    pub output: OutputConfig,
+}
+
+/// One place finished exchanges go (`--output`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Taskless NDJSON lines: on stdout, or to a file that rotates by size.
+    Ndjson(Option<PathBuf>),
+    /// One aligned, coloured line per exchange and a periodic summary, for a person.
+    Pretty,
+    /// OpenTelemetry logs and metrics over OTLP.
+    Otlp,
+}
+
+/// OTLP transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// gRPC (port 4317 by convention).
+    Grpc,
+    /// Protobuf over HTTP (port 4318 by convention).
+    HttpProtobuf,
+}
+
+/// Where and how OTLP is sent; what is not set here comes from the standard
+/// `OTEL_EXPORTER_OTLP_*` environment variables, then from the OpenTelemetry defaults.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OtlpConfig {
+    /// The collector's base URL (`--otlp-endpoint`).
+    pub endpoint: Option<String>,
+    /// The transport (`--otlp-protocol`, else `OTEL_EXPORTER_OTLP_PROTOCOL`).
+    pub protocol: Option<OtlpProtocol>,
+}
+
+/// The sink stage: where exchanges go and the limits around it (watching and `replay`).
+#[derive(Clone, Debug)]
+pub struct OutputConfig {
+    /// Every output, each fed on its own thread.
+    pub outputs: Vec<Output>,
+    /// A rotating NDJSON file grows to this many bytes before it is rotated.
+    pub file_max_bytes: u64,
+    /// Rotated NDJSON files kept beside the current one.
+    pub file_keep: usize,
+    /// Exchanges queued for each output; beyond it they are dropped and counted.
+    pub queue: usize,
+    /// OTLP settings (used when `outputs` holds `Otlp`).
+    pub otlp: OtlpConfig,
+    /// Distinct values kept per metric label (domain, method, status, ...); the rest are
+    /// counted under one overflow value.
+    pub max_label_values: usize,
+    /// Time between the pretty output's summary lines.
+    pub summary_interval: Duration,
+}
+
+/// The agent's own HTTP endpoints: Prometheus metrics and health.
+#[derive(Clone, Debug, Default)]
+pub struct ServeConfig {
+    /// `/metrics`, `/healthz` and `/readyz` (`--metrics-addr`).
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// `/healthz` and `/readyz` only (`--health-addr`).
+    pub health_addr: Option<std::net::SocketAddr>,
 }
 
 /// Where the service account's files are mounted in a pod.

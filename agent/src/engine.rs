@@ -6,12 +6,12 @@ use std::{sync::Arc, thread::JoinHandle};
 use crate::{
     capture::Record,
     clock::Clock,
-    config::{FlowConfig, PackConfig},
+    config::{FlowConfig, OutputConfig, PackConfig},
     flows::{FlowStats, Flows, Moment},
     packs::{
         self, Backpressure, Dispatcher, LivePacks, PackStageError, PackStageStats, StageOptions,
     },
-    sinks::{self, NdjsonSink},
+    sinks::{ExportContext, SinkError, SinkSet},
     stats::{Counters, Snapshot},
 };
 
@@ -21,9 +21,9 @@ pub enum EngineError {
     /// The pack stage could not start.
     #[error(transparent)]
     Packs(#[from] PackStageError),
-    /// The sink thread could not start.
-    #[error("starting the output thread: {0}")]
-    Sinks(std::io::Error),
+    /// The sinks could not start.
+    #[error(transparent)]
+    Sinks(#[from] SinkError),
 }
 
 /// Flows, pack workers and sinks, running.
@@ -31,7 +31,7 @@ pub struct Engine {
     flows: Flows,
     dispatcher: Dispatcher,
     workers: Vec<JoinHandle<()>>,
-    sinks: JoinHandle<()>,
+    sinks: SinkSet,
     /// Counters of the flows stage.
     pub flow_stats: Arc<FlowStats>,
     /// Counters of the pack stage.
@@ -39,22 +39,24 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Starts the sinks (NDJSON on stdout) and the pack workers; `clock` turns exchange
+    /// Starts the sinks `output` asks for and the pack workers; `clock` turns exchange
     /// timestamps into Unix time.
     ///
     /// # Errors
-    /// When a thread or the packs' instances cannot be started.
+    /// When a sink, a thread or the packs' instances cannot be started.
     pub fn start(
         packs: &Arc<LivePacks>,
         flows: FlowConfig,
         config: &PackConfig,
+        output: &OutputConfig,
+        export: &ExportContext<'_>,
         clock: Clock,
         backpressure: Backpressure,
     ) -> Result<Self, EngineError> {
         let flow_stats = Arc::new(FlowStats::default());
         let pack_stats = Arc::new(PackStageStats::default());
-        let (out, sinks) = sinks::start(vec![Box::new(NdjsonSink::new(std::io::stdout()))])
-            .map_err(EngineError::Sinks)?;
+        let sinks = SinkSet::start(output, export, backpressure)?;
+        tracing::debug!(outputs = ?sinks.names(), "outputs");
         let (dispatcher, workers) = packs::start(
             packs,
             &StageOptions {
@@ -63,10 +65,9 @@ impl Engine {
                 backpressure,
                 clock,
             },
-            &out,
+            sinks.sender(),
             &pack_stats,
         )?;
-        drop(out);
         let http_config = taskless_http::Config {
             max_body: config.max_body,
             ..taskless_http::Config::default()
@@ -127,17 +128,20 @@ impl Engine {
         for w in workers {
             let _ = w.join();
         }
-        let _ = sinks.join();
+        let sinks = sinks.finish();
         let mut values = Vec::new();
         report(&flow_stats, &flows, &pack_stats, &mut values);
+        sinks.report(&mut values);
         Snapshot(values)
     }
 }
 
-/// The counters of the flows stage, the HTTP parsers (`http_`) and the pack stage.
+/// The counters of the flows stage (and its `live_connections` gauge), the HTTP parsers
+/// (`http_`), the pack stage and the sinks (`sink_`, `otlp_`).
 impl Counters for Engine {
     fn report(&self, out: &mut Vec<(String, u64)>) {
         report(&self.flow_stats, &self.flows, &self.pack_stats, out);
+        self.sinks.counters().report(out);
     }
 }
 
@@ -148,6 +152,8 @@ fn report(
     out: &mut Vec<(String, u64)>,
 ) {
     flow_stats.report(out);
+    // A gauge, not a counter: the connections the flows stage holds state for right now.
+    out.push(("live_connections".to_owned(), flows.len() as u64));
     // The flows stage reports `resyncs` and `bytes_skipped` itself, as `resyncs` and
     // `skipped_bytes`.
     out.extend(

@@ -3,7 +3,8 @@
 //!
 //! The data path, one stage per folder, each importing only from the stages before it:
 //! [`capture`] (kernel records) → [`flows`] (connections, identity, HTTP parsing) → [`packs`]
-//! (pack hooks per exchange) → [`sinks`] (NDJSON). [`record`] writes and reads recordings;
+//! (pack hooks per exchange) → [`sinks`] (console, NDJSON, OTLP, Prometheus). [`record`] writes
+//! and reads recordings;
 //! [`engine`] wires the stages after capture for [`run`] (watching) and [`replay`]; `main.rs`
 //! only turns the command line ([`cli`]) into a [`config`] and calls them. See
 //! docs/ARCHITECTURE.md.

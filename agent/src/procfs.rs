@@ -80,6 +80,16 @@ pub fn exe(pid: u32) -> Option<PathBuf> {
     fs::read_link(format!("/proc/{pid}/exe")).ok()
 }
 
+/// Device and inode of the executable of `pid` (through `/proc/PID/exe`, which reaches the file
+/// in the process's own mount namespace).
+#[must_use]
+pub fn exe_id(pid: u32) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    fs::metadata(format!("/proc/{pid}/exe"))
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
 /// The root directory of `pid` (`/proc/PID/root`): paths the process sees, reachable from the
 /// agent's mount namespace.
 #[must_use]

@@ -8,11 +8,12 @@ use taskless_http::har::{HarEntry, HarError};
 
 use crate::{
     clock::Clock,
-    config::{ReplayConfig, ReplayInput},
+    config::{ReplayConfig, ReplayInput, ServeConfig},
     engine::{Engine, EngineError},
     flows::{ExchangeKey, Identity, Moment},
     packs::{self, Backpressure},
     record::{Player, RecordError, Recording},
+    sinks::{Export, ExportError},
     stats,
 };
 
@@ -44,6 +45,9 @@ pub enum ReplayError {
     /// The stages after capture could not start.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The export runtime could not start.
+    #[error(transparent)]
+    Export(#[from] ExportError),
 }
 
 /// Runs the recording or HAR file of `config` through the packs, printing one NDJSON line per
@@ -53,12 +57,14 @@ pub enum ReplayError {
 /// A [`ReplayError`] when the input or the packs cannot be loaded.
 pub fn replay(config: &ReplayConfig) -> Result<(), ReplayError> {
     let started = Instant::now();
+    let export = Export::start(&config.output, &ServeConfig::default())?;
     let (engine, end_ns) = match &config.input {
-        ReplayInput::Har(path) => replay_har(path, config)?,
-        ReplayInput::Recording(dir) => replay_dir(dir, config)?,
+        ReplayInput::Har(path) => replay_har(path, config, &export)?,
+        ReplayInput::Recording(dir) => replay_dir(dir, config, &export)?,
     };
     let counters = engine.finish(end_ns);
     stats::log("replay done", &[&counters]);
+    export.shutdown();
     tracing::debug!(elapsed_ms = started.elapsed().as_millis(), "replay time");
     Ok(())
 }
@@ -66,7 +72,11 @@ pub fn replay(config: &ReplayConfig) -> Result<(), ReplayError> {
 /// Plays a recording, in timestamp order, through a fresh engine whose clock has the
 /// recording's Unix offset; each exchange gets the identity (`source`) the recording holds for
 /// its connection. Returns the engine and the last timestamp.
-fn replay_dir(dir: &Path, config: &ReplayConfig) -> Result<(Engine, u64), ReplayError> {
+fn replay_dir(
+    dir: &Path,
+    config: &ReplayConfig,
+    export: &Export,
+) -> Result<(Engine, u64), ReplayError> {
     let recording = Recording::read_dir(dir)?;
     let packs = packs::load_packs(&config.packs)?;
     let offset = recording.unix_offset_ns();
@@ -74,6 +84,8 @@ fn replay_dir(dir: &Path, config: &ReplayConfig) -> Result<(Engine, u64), Replay
         &packs::LivePacks::new(Arc::clone(&packs)),
         config.flows,
         &config.packs,
+        &config.output,
+        &export.context(),
         Clock::with_offset(i128::from(offset)),
         Backpressure::Wait,
     )?;
@@ -105,7 +117,11 @@ fn replay_dir(dir: &Path, config: &ReplayConfig) -> Result<(Engine, u64), Replay
 /// given them: the request, the response head, each response body piece (one per server-sent
 /// event for a `text/event-stream` body, else the whole body) and the complete exchange. HAR
 /// timestamps are already Unix time, so the clock's offset is zero.
-fn replay_har(path: &Path, config: &ReplayConfig) -> Result<(Engine, u64), ReplayError> {
+fn replay_har(
+    path: &Path,
+    config: &ReplayConfig,
+    export: &Export,
+) -> Result<(Engine, u64), ReplayError> {
     let text = std::fs::read_to_string(path).map_err(|source| ReplayError::HarRead {
         path: path.to_path_buf(),
         source,
@@ -121,6 +137,8 @@ fn replay_har(path: &Path, config: &ReplayConfig) -> Result<(Engine, u64), Repla
         &packs::LivePacks::new(Arc::clone(&packs)),
         config.flows,
         &config.packs,
+        &config.output,
+        &export.context(),
         Clock::with_offset(0),
         Backpressure::Wait,
     )?;

@@ -25,6 +25,7 @@ use crate::{
     packs::{self, Backpressure},
     privileges, procfs,
     record::{RecordError, Recorder},
+    sinks::{Export, ExportError},
     stats::{self, Counters},
 };
 
@@ -52,6 +53,9 @@ pub enum RunError {
     /// The signal handlers could not be installed.
     #[error("installing a signal handler: {0}")]
     Signals(std::io::Error),
+    /// The metrics or health endpoints or the export runtime could not start.
+    #[error(transparent)]
+    Export(#[from] ExportError),
 }
 
 /// Says which of the capabilities the agent needs it lacks: it may still start (a process of
@@ -82,6 +86,7 @@ pub fn run(config: &WatchConfig) -> Result<(), RunError> {
     // Cheap checks first, so a typo fails before anything is loaded.
     let mut targets: Vec<(u32, Vec<TlsLibrary>)> = Vec::new();
     let mut waiting = Vec::new();
+    let mut unsupported_roots = Vec::new();
     for &pid in &config.pids {
         match discovery::find_tls_libraries(pid) {
             Ok(libs) => targets.push((pid, libs)),
@@ -91,14 +96,18 @@ pub fn run(config: &WatchConfig) -> Result<(), RunError> {
                 tracing::info!(pid, comm = %procfs::process_name(pid), follow = config.follow, "no TLS library loaded yet: waiting for one (--require-tls exits instead)");
                 waiting.push(pid);
             }
+            // Said (once per program) and counted by the watcher; its children are followed.
             Err(e @ DiscoveryError::Unsupported { .. }) if config.follow => {
-                tracing::info!(pid, reason = %e, "watching its children");
                 waiting.push(pid);
+                unsupported_roots.push(e);
             }
             Err(e) => return Err(e.into()),
         }
     }
+    // Endpoints first: a port in use fails now, and the health endpoints answer during start-up.
+    let export = Export::start(&config.output, &config.serve)?;
     let packs = packs::LivePacks::new(packs::load_packs(&config.packs)?);
+    export.packs_loaded(&packs);
     // Packs reload without a restart; without a watch (an unusual filesystem), they stay as
     // loaded.
     let _watch = packs::packs_dir(&config.packs)
@@ -122,6 +131,8 @@ pub fn run(config: &WatchConfig) -> Result<(), RunError> {
         &packs,
         config.flows,
         &config.packs,
+        &config.output,
+        &export.context(),
         clock,
         Backpressure::Drop,
     )?;
@@ -162,12 +173,24 @@ pub fn run(config: &WatchConfig) -> Result<(), RunError> {
         }
     };
     let mut watcher = Watcher::new(mode, &config.pids, &probes.attached_pids());
+    for e in &unsupported_roots {
+        watcher.unsupported(e);
+    }
+    let watch_stats = watcher.stats();
     if config.all {
         watcher.start_all(&mut probes)?;
     }
     for pid in waiting {
         watcher.wait_for(&mut probes, pid)?;
     }
+    for pid in watcher
+        .take_found()
+        .into_iter()
+        .chain(targets.iter().map(|(pid, _)| *pid))
+    {
+        engine.flows_mut().note_process(pid);
+    }
+    export.health().probes_loaded();
     let ring = probes.take_ring()?;
     let kernel = probes.take_counters()?;
     let attach_stats = Arc::clone(probes.stats());
@@ -180,6 +203,7 @@ pub fn run(config: &WatchConfig) -> Result<(), RunError> {
 
     tracing::info!(pids = ?watcher.watched(), all = config.all, follow = config.follow, packs = packs.current().packs().len(), workers = config.packs.workers.max(1), "ready");
 
+    export.health().capturing();
     let mut last_check = Instant::now();
     let mut last_stats = Instant::now();
     let stop_flag = Arc::clone(&stop);
@@ -199,8 +223,12 @@ pub fn run(config: &WatchConfig) -> Result<(), RunError> {
             None => engine.handle(record),
         },
         Delivery::Idle => {
+            export.health().beat();
             if let Err(e) = watcher.examine_due(&mut probes, Instant::now()) {
                 tracing::warn!(error = %e, "attaching to a new process failed");
+            }
+            for pid in watcher.take_found() {
+                engine.flows_mut().note_process(pid);
             }
             if last_check.elapsed() >= Duration::from_secs(1) {
                 last_check = Instant::now();
@@ -208,33 +236,48 @@ pub fn run(config: &WatchConfig) -> Result<(), RunError> {
                 if let Err(e) = watcher.tick(&mut probes) {
                     tracing::warn!(error = %e, "attaching to a new process failed");
                 }
+                for pid in watcher.take_found() {
+                    engine.flows_mut().note_process(pid);
+                }
                 if watcher.is_done() {
                     tracing::info!("every watched process has exited; stopping");
                     stop.store(true, Ordering::Release);
                 }
+                export.publish(
+                    &[&*capture, &engine, &kernel, &*attach_stats],
+                    probes.attached_pids().len(),
+                );
             }
             if !config.stats_interval.is_zero() && last_stats.elapsed() >= config.stats_interval {
                 last_stats = Instant::now();
                 log_stats(
                     "stats",
-                    &[&*capture, &engine, &kernel, &*attach_stats],
+                    &[&*capture, &*watch_stats, &engine, &kernel, &*attach_stats],
                     &packs.current(),
                     false,
                 );
             }
         }
     });
+    export.health().stopping();
     let engine_final = engine.finish(Clock::monotonic_now());
     if let Some(recorder) = recorder {
         recorder.finish();
     }
     log_stats(
         "summary",
-        &[&*capture, &engine_final, &kernel, &*attach_stats],
+        &[
+            &*capture,
+            &*watch_stats,
+            &engine_final,
+            &kernel,
+            &*attach_stats,
+        ],
         &packs.current(),
         true,
     );
     drop(probes);
+    export.shutdown();
     Ok(())
 }
 

@@ -35,24 +35,6 @@ macro_rules! counters {
 }
 pub(crate) use counters;
 
-/// Counters reported under a prefix (`kernel_`, `http_`).
-pub struct Prefixed<'a> {
-    /// Put before every name.
-    pub prefix: &'static str,
-    /// `(name, value)` pairs.
-    pub values: &'a [(&'static str, u64)],
-}
-
-impl Counters for Prefixed<'_> {
-    fn report(&self, out: &mut Vec<(String, u64)>) {
-        out.extend(
-            self.values
-                .iter()
-                .map(|(name, v)| (format!("{}{name}", self.prefix), *v)),
-        );
-    }
-}
-
 /// Counters read at one moment (e.g. at exit, after the stages that kept them are gone).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot(pub Vec<(String, u64)>);
@@ -100,16 +82,12 @@ mod tests {
     }
 
     #[test]
-    fn every_declared_counter_is_reported_in_order_with_prefixed_sets_after() {
+    fn every_declared_counter_is_reported_in_order_with_later_sets_after() {
         let two = Two::default();
         two.second.fetch_add(7, Ordering::Relaxed);
-        let kernel = [("calls", 3)];
-        let prefixed = Prefixed {
-            prefix: "kernel_",
-            values: &kernel,
-        };
+        let kernel = Snapshot(vec![("kernel_calls".to_owned(), 3)]);
         assert_eq!(
-            line("summary", &[&two, &prefixed]),
+            line("summary", &[&two, &kernel]),
             "summary first=0 second=7 kernel_calls=3"
         );
     }

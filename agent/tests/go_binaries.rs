@@ -50,7 +50,7 @@ fn every_toolchain_and_variant_gives_version_functions_rets_and_offsets() {
                 assert!(!f.return_offsets.is_empty(), "{what} {name}: no RET");
                 for &at in &f.return_offsets {
                     assert!(
-                        (f.entry_offset..f.entry_offset + f.size).contains(&at),
+                        (f.start_offset..f.start_offset + f.size).contains(&at),
                         "{what} {name}: RET outside the function"
                     );
                     let op = data[usize::try_from(at).unwrap()];
@@ -65,7 +65,11 @@ fn every_toolchain_and_variant_gives_version_functions_rets_and_offsets() {
             let (w, r) = gotls::functions_from_pclntab(&data).expect("pclntab functions");
             for (from_table, found) in [(&w, &bin.write), (&r, &bin.read)] {
                 assert_eq!(from_table.address, found.address, "{what}");
+                assert_eq!(from_table.start_offset, found.start_offset, "{what}");
                 assert_eq!(from_table.entry_offset, found.entry_offset, "{what}");
+                // Both functions grow their stack when they must: the entry probe sits after
+                // the check, where a call that grows its stack does not pass twice.
+                assert!(found.entry_offset > found.start_offset, "{what}");
                 assert_eq!(from_table.return_offsets, found.return_offsets, "{what}");
                 assert!(from_table.size >= found.size, "{what}");
             }
@@ -83,7 +87,7 @@ fn every_toolchain_and_variant_gives_version_functions_rets_and_offsets() {
                         objdump_rets(&path, f.address, f.size),
                         f.return_offsets
                             .iter()
-                            .map(|o| o - f.entry_offset + f.address)
+                            .map(|o| o - f.start_offset + f.address)
                             .collect::<Vec<_>>(),
                         "{what} {name}: RETs as objdump decodes them"
                     );

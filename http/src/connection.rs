@@ -358,6 +358,33 @@ impl Connection {
         }
     }
 
+    /// Bytes of this connection were lost in an unknown amount and direction (the capture could
+    /// not hand them over): HTTP/1 aborts every open exchange and looks for the next message on
+    /// both flows, so no request is paired with another's response; HTTP/2 resynchronises both
+    /// flows as after a gap.
+    pub fn desync(&mut self, ts_ns: u64, out: &mut Vec<Event>) {
+        match &mut self.proto {
+            Proto::Http1(_) | Proto::Closed => {}
+            Proto::Http2(_) | Proto::Detect(_) => {
+                // At least one byte is missing on each flow.
+                self.gap(Flow::Egress, 1, ts_ns, out);
+                self.gap(Flow::Ingress, 1, ts_ns, out);
+                return;
+            }
+        }
+        self.last_activity_ns = self.last_activity_ns.max(ts_ns);
+        let mut ctx = Ctx {
+            config: &self.config,
+            stats: &mut self.stats,
+            next_id: &mut self.next_id,
+            out,
+            arena: &mut self.arena,
+        };
+        if let Proto::Http1(h1) = &mut self.proto {
+            h1.desync(&mut ctx);
+        }
+    }
+
     /// The connection ended: close-delimited bodies finish, open exchanges are aborted.
     pub fn close(&mut self, ts_ns: u64, out: &mut Vec<Event>) {
         self.last_activity_ns = self.last_activity_ns.max(ts_ns);

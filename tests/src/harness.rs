@@ -215,17 +215,15 @@ impl AgentOutput {
             .lines()
             .find(|l| l.contains(" summary "))
             .expect("summary line");
-        let key = format!(" {name}=");
-        let start = line
-            .find(&key)
-            .map(|i| i + key.len())
-            .expect("counter in summary");
-        line[start..]
-            .split(' ')
-            .next()
-            .and_then(|v| v.parse().ok())
-            .expect("numeric counter")
+        counter_in(line, name).expect("numeric counter in summary")
     }
+}
+
+/// The value of ` name=` in a stats or summary line.
+fn counter_in(line: &str, name: &str) -> Option<u64> {
+    let key = format!(" {name}=");
+    let start = line.find(&key)? + key.len();
+    line[start..].split(' ').next()?.parse().ok()
 }
 
 impl Agent {
@@ -234,6 +232,17 @@ impl Agent {
     /// # Errors
     /// When it cannot be spawned.
     pub fn start<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> anyhow::Result<Self> {
+        Self::start_with_env(args, &[])
+    }
+
+    /// Starts the agent with `args` and extra environment variables.
+    ///
+    /// # Errors
+    /// When it cannot be spawned.
+    pub fn start_with_env<S: AsRef<std::ffi::OsStr>>(
+        args: &[S],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         // These tests check what the agent reports, not how fast packs run on a loaded test
         // machine: a capture run gets a generous per-call pack limit unless the test sets one.
         let capture_run = args
@@ -241,7 +250,7 @@ impl Agent {
             .is_some_and(|a| a.as_ref().to_string_lossy().starts_with("--"));
         let set = args.iter().any(|a| a.as_ref() == "--pack-timeout-ms");
         let mut cmd = Command::new(agent_bin());
-        cmd.args(args);
+        cmd.args(args).envs(env.iter().copied());
         if capture_run && !set {
             cmd.args(["--pack-timeout-ms", "2000"]);
         }
@@ -299,12 +308,22 @@ impl Agent {
     /// # Errors
     /// On timeout or when the agent exits first.
     pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<()> {
+        self.wait_for_log_with(&[needle], timeout)
+    }
+
+    /// Waits until one stderr line contains every one of `needles`, failing early if the agent
+    /// exits.
+    ///
+    /// # Errors
+    /// On timeout or when the agent exits first.
+    pub fn wait_for_log_with(&mut self, needles: &[&str], timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
+        let needle = needles.join(" … ");
         loop {
             if self
                 .stderr
                 .lock()
-                .is_ok_and(|v| v.iter().any(|l| l.contains(needle)))
+                .is_ok_and(|v| v.iter().any(|l| needles.iter().all(|n| l.contains(n))))
             {
                 return Ok(());
             }
@@ -378,8 +397,37 @@ impl Agent {
         true
     }
 
+    /// The value of `field=` in the first stderr line containing `needle` (e.g. the address
+    /// an endpoint was bound to).
+    #[must_use]
+    pub fn log_field(&self, needle: &str, field: &str) -> Option<String> {
+        let key = format!("{field}=");
+        let lines = self.stderr.lock().ok()?;
+        let line = lines.iter().find(|l| l.contains(needle))?;
+        let start = line.find(&key)? + key.len();
+        line[start..].split(' ').next().map(str::to_owned)
+    }
+
     fn stderr_text(&self) -> String {
         self.stderr.lock().map(|v| v.join("\n")).unwrap_or_default()
+    }
+
+    /// The value of counter `name` in the latest periodic `stats` line (`--stats-interval`).
+    #[must_use]
+    pub fn latest_stat(&self, name: &str) -> Option<u64> {
+        let lines = self.stderr.lock().ok()?;
+        let line = lines.iter().rev().find(|l| l.contains(" stats "))?;
+        counter_in(line, name)
+    }
+
+    /// Kills the agent with SIGKILL (no chance to clean up) and waits for it to be gone.
+    ///
+    /// # Errors
+    /// When it cannot be killed or waited for.
+    pub fn kill(mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
     }
 
     /// Sends SIGINT, waits for the exit, and returns everything printed.
@@ -463,14 +511,17 @@ pub fn matching<'a>(
         .collect()
 }
 
-/// Copies the built packs to `dir`, configuring `stripe` and `openai` for `localhost` (as a user
-/// would install them for another host), so they run on the local test API's exchanges.
+/// Copies the built packs to `dir`, configuring `stripe` and `openai` for `localhost` through
+/// their `config.json` (as a user would point them at another host).
 ///
 /// # Panics
-/// When the built packs cannot be copied.
+/// When the packs are not built or cannot be copied.
 pub fn packs_for_localhost(dir: &Path) {
     for entry in std::fs::read_dir(packs_dir()).expect("built packs") {
         let src = entry.expect("entry").path();
+        if !src.join("manifest.json").exists() {
+            continue;
+        }
         let dst = dir.join(src.file_name().expect("name"));
         std::fs::create_dir_all(&dst).expect("mkdir");
         for f in ["manifest.json", "config.json", "pack.wasm"] {

@@ -277,20 +277,27 @@ async fn route(method: &str, path: &str, query: &str, body: &str, state: &State)
         tokio::time::sleep(Duration::from_millis(ms.min(10_000))).await;
     }
     match (method, path) {
-        ("GET", "/v1/gate") => {
+        // Any method: clients that send one method for every URL (wget --post-data) wait here too.
+        (_, "/v1/gate") => {
             let mut rx = state.gate.subscribe();
             state.waiting.send_modify(|w| *w += 1);
             let _ = rx.wait_for(|open| *open).await;
             json(StatusCode::OK, &serde_json::json!({"gate": "open"}))
         }
         ("POST", "/v1/charges") => {
-            if form_value(body, "source") == Some("tok_chargeDeclined") {
+            // Stripe's test tokens for a declined card, in general or for insufficient funds.
+            let decline = match form_value(body, "source") {
+                Some("tok_chargeDeclined") => Some("generic_decline"),
+                Some("tok_chargeDeclinedInsufficientFunds") => Some("insufficient_funds"),
+                _ => None,
+            };
+            if let Some(decline_code) = decline {
                 let mut resp = json(
                     StatusCode::PAYMENT_REQUIRED,
                     &serde_json::json!({"error": {
                         "type": "card_error",
                         "code": "card_declined",
-                        "decline_code": "generic_decline",
+                        "decline_code": decline_code,
                         "message": "Your card was declined.",
                         "param": "source",
                         "doc_url": "https://stripe.com/docs/error-codes/card-declined",

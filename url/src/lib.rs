@@ -1,5 +1,6 @@
-//! The one place that says how a request's URL, domain and path are formed, and how a pack's
-//! host patterns match a domain. The live path, `replay` (recordings and HAR files), `pack
+//! The one place that says how a request's URL, domain and path are formed, how a pack's
+//! host patterns match a domain, and how credentials are taken out of a URL
+//! ([`redact_url`], [`redact_query`]). The live path, `replay` (recordings and HAR files), `pack
 //! check` and the packs themselves all use it, so a pack sees the same request in a fixture as
 //! live.
 //!
@@ -13,6 +14,10 @@
 //!   scheme and authority.
 
 use std::borrow::Cow;
+
+mod redact;
+
+pub use redact::{REDACTED, SECRET_QUERY_NAMES, is_secret_name, redact_query, redact_url};
 
 /// A request's URL and the two parts of it packs are given on their own.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]

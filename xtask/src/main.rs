@@ -6,6 +6,7 @@ mod fuzz;
 mod image;
 mod manifests;
 mod setup;
+mod soak;
 mod test;
 mod util;
 
@@ -71,6 +72,24 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Soak: a real HTTPS client (response checksums, kept-alive connections, more held open)
+    /// through the release agent with the shipped packs, compared with a run without the
+    /// agent; fails on any difference, missing line, loss counter above 0, or agent RSS growth
+    /// over 10% after warm-up. Needs root. Prints a table of figures.
+    Soak {
+        /// Calls the worker connections make.
+        #[arg(long, default_value_t = 100_000)]
+        requests: u64,
+        /// Worker connections (kept alive, one thread each).
+        #[arg(long, default_value_t = 4)]
+        connections: u32,
+        /// Connections held open, idle, for the first half of the run.
+        #[arg(long, default_value_t = 1000)]
+        held: u32,
+        /// Use the development build of the agent instead of building a release one.
+        #[arg(long)]
+        debug: bool,
+    },
     /// Run every test: formatting, lints, the Kubernetes manifests, unit tests, pack tests, a short
     /// fuzz run and end-to-end tests with the real eBPF programs (needs root).
     Test {
@@ -133,6 +152,23 @@ fn main() -> anyhow::Result<()> {
         Command::Manifests { check } => {
             setup::ensure()?;
             manifests::run_manifests(&root, check)
+        }
+        Command::Soak {
+            requests,
+            connections,
+            held,
+            debug,
+        } => {
+            setup::ensure()?;
+            soak::run(
+                &root,
+                &soak::Options {
+                    requests,
+                    connections,
+                    held,
+                    debug,
+                },
+            )
         }
         Command::Test { no_lint, filter } => test::run(&root, no_lint, filter.as_deref()),
     }

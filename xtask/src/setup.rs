@@ -23,10 +23,14 @@ const OPENSSL11_WHEEL: &str = "psycopg2-binary==2.9.5";
 
 /// Debian packages the tests and the demo run (programs observed, load generator, the oldest Go
 /// toolchain the tests build Go programs with, Python's venv for the newer ones, and another
-/// tracer the agent must coexist with), and what the container test and `cargo xtask image` use:
-/// podman (with runc, which runs containers on hosts whose cgroups are v1 or hybrid, where crun
-/// refuses to) and mmdebstrap (base images made from Debian packages; there is no image registry
-/// to pull from).
+/// tracer the agent must coexist with), what the TLS stacks' tests build their clients with (wget
+/// and libcurl on GnuTLS, NSS's tstclnt and headers, the static libssl.a whose functions'
+/// signatures the agent's build also takes, gcc, and a JRE: a JVM is named as not supported), and
+/// what the container test and `cargo xtask image` use: podman (with runc, which runs containers
+/// on hosts whose cgroups are v1 or hybrid, where crun refuses to) and mmdebstrap (base images
+/// made from Debian packages; there is no image registry to pull from), and the Prometheus server
+/// that scrapes the agent in the export test; bpftool, which the fault tests use to check that a
+/// killed agent left no program or probe attached.
 const DEBIAN_PACKAGES: &[&str] = &[
     "curl",
     "ca-certificates",
@@ -39,6 +43,17 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "podman",
     "runc",
     "mmdebstrap",
+    "prometheus",
+    "wget",
+    "libcurl3-gnutls",
+    "libcurl4-gnutls-dev",
+    "libnss3-tools",
+    "libnss3-dev",
+    "libssl-dev",
+    "gcc",
+    "pkg-config",
+    "default-jre-headless",
+    "bpftool",
 ];
 
 /// Go releases the tests also build their Go programs with, from the Python package registry's

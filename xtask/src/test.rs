@@ -1,6 +1,7 @@
 //! `cargo xtask test`: formatting, lints, the Kubernetes manifests, unit tests, the packs' own
 //! tests and fixtures, the end-to-end tests that load the real eBPF programs (as root), one of
-//! them with the agent in a container built from the Containerfile, and a short fuzz run.
+//! them with the agent in a container built from the Containerfile, a short fuzz run and the
+//! soak's short form.
 
 use std::path::Path;
 
@@ -45,6 +46,17 @@ pub fn run(root: &Path, no_lint: bool, filter: Option<&str>) -> anyhow::Result<(
                 .arg(packs.join("target")),
         )?;
         crate::fuzz::run(root, FUZZ_SECONDS, None)?;
+        // The soak's short form, on the debug build the tests used (`cargo xtask soak` runs the
+        // long one on a release build).
+        crate::soak::run(
+            root,
+            &crate::soak::Options {
+                requests: 5_000,
+                connections: 4,
+                held: 100,
+                debug: true,
+            },
+        )?;
     }
     Ok(())
 }

@@ -81,7 +81,7 @@ pub enum DiscoveryError {
     },
     /// Nothing mapped by the process is a TLS stack the agent knows.
     #[error(
-        "no TLS library found in pid {pid} ({comm}): searched {searched} mapped files ({names}) for OpenSSL/BoringSSL's exported SSL_write and SSL_read and for Go's crypto/tls; the program may link its TLS library statically without exporting symbols, or use a TLS stack that is not supported yet (rustls, GnuTLS, NSS)"
+        "no TLS library found in pid {pid} ({comm}): searched {searched} mapped files ({names}) for OpenSSL/BoringSSL (exported, or linked in with a symbol table or a known build), GnuTLS, NSS and Go's crypto/tls; the program may use a TLS stack that is not supported yet (rustls, for one)"
     )]
     NoTlsLibrary {
         /// The pid.
@@ -103,10 +103,13 @@ pub enum DiscoveryError {
         comm: String,
         /// The file.
         path: PathBuf,
-        /// The stack.
+        /// The stack, e.g. `Java (JSSE)`.
         stack: &'static str,
         /// What was found, and why it cannot be traced.
         reason: String,
+        /// Device and inode of the process's executable, when known: the same program in many
+        /// processes is reported once.
+        exe: Option<(u64, u64)>,
     },
     /// Reading `/proc` failed otherwise.
     #[error("reading {path} of pid {pid}: {source}")]
@@ -141,39 +144,50 @@ fn proc_err(pid: u32, path: &Path, e: io::Error) -> DiscoveryError {
     }
 }
 
-/// What a file turned out to be: its stack with its attach points (or why the stack cannot be
-/// traced there), or none.
-type Found = Option<(&'static Provider, Result<Vec<AttachPoint>, String>)>;
+/// What a file turned out to be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    /// A TLS stack, with its attach points.
+    Tls(&'static Provider, Vec<AttachPoint>),
+    /// A part of a stack, attached where the stack is found too ([`Examined::Part`]).
+    Part(&'static Provider, Vec<AttachPoint>),
+    /// A stack the agent cannot trace, and why.
+    Unsupported(&'static Provider, String),
+    /// Nothing the agent traces.
+    Plain,
+}
 
-/// Shows the file at `path` to every provider.
-fn examine_file(path: &Path) -> io::Result<Found> {
+/// Shows the file at `path` to every provider: the first that finds its stack (or a part of it)
+/// wins; a stack found but not supported is kept only when no provider finds one.
+fn examine_file(path: &Path) -> io::Result<FileKind> {
     let file = File::open(path)?;
     // SAFETY: the map is read-only and only parsed; a file truncated underneath us could fault,
     // which is the documented risk of reading a mapped file and acceptable for library files.
     let map = unsafe { memmap2::Mmap::map(&file)? };
     let Ok(obj) = object::File::parse(&*map) else {
-        return Ok(None);
+        return Ok(FileKind::Plain);
     };
     let mut unsupported = None;
     for provider in PROVIDERS {
         match (provider.examine)(&obj) {
             Examined::Found(points) => {
                 tracing::debug!(path = %path.display(), stack = provider.name, points = points.len(), "TLS stack found");
-                return Ok(Some((provider, Ok(points))));
+                return Ok(FileKind::Tls(provider, points));
             }
+            Examined::Part(points) => return Ok(FileKind::Part(provider, points)),
             Examined::Unsupported(reason) => {
                 // Once per file (the answer is cached): worth a line even with --all.
                 tracing::info!(path = %path.display(), stack = provider.name, %reason, "TLS stack found but not supported");
-                unsupported = Some((*provider, Err(reason)));
+                unsupported.get_or_insert(FileKind::Unsupported(provider, reason));
             }
             Examined::NotThis => {}
         }
     }
-    Ok(unsupported)
+    Ok(unsupported.unwrap_or(FileKind::Plain))
 }
 
 /// [`examine_file`], remembered in `cache` by `key`.
-fn examine_cached(path: &Path, key: (u64, u64), cache: &mut FileCache) -> io::Result<Found> {
+fn examine_cached(path: &Path, key: (u64, u64), cache: &mut FileCache) -> io::Result<FileKind> {
     if let Some(known) = cache.get(&key) {
         return Ok(known.clone());
     }
@@ -185,16 +199,16 @@ fn examine_cached(path: &Path, key: (u64, u64), cache: &mut FileCache) -> io::Re
 /// Finds every TLS library mapped by `pid`.
 ///
 /// # Errors
+/// [`DiscoveryError::Unsupported`] when the only stack found cannot be traced,
 /// [`DiscoveryError::NoTlsLibrary`] when none is mapped, and the other variants when the process
 /// is gone or cannot be read.
 pub fn find_tls_libraries(pid: u32) -> Result<Vec<TlsLibrary>, DiscoveryError> {
     find_tls_libraries_cached(pid, &mut FileCache::default())
 }
 
-/// What is known of files already examined, by `(device, inode)`: their stack and attach
-/// points when they are a TLS home, `None` when they are not. Examining a process whose files
-/// are all known costs one read of its maps.
-pub type FileCache = HashMap<(u64, u64), Found>;
+/// What is known of files already examined, by `(device, inode)`. Examining a process whose
+/// files are all known costs one read of its maps.
+pub type FileCache = HashMap<(u64, u64), FileKind>;
 
 /// [`find_tls_libraries`], remembering in `cache` what each file turned out to be.
 ///
@@ -220,8 +234,9 @@ pub fn find_tls_libraries_cached(
     }
 
     let mut found = Vec::new();
-    let mut names = Vec::new();
+    let mut parts = Vec::new();
     let mut unsupported = None;
+    let mut names = Vec::new();
     for m in &order {
         let name = m
             .path
@@ -245,44 +260,49 @@ pub fn find_tls_libraries_cached(
             }
         };
         let key = (meta.dev(), meta.ino());
+        let library = |provider, points| TlsLibrary {
+            path: m.path.clone(),
+            host_path: host_path.clone(),
+            dev: meta.dev(),
+            inode: meta.ino(),
+            flavour: if exe.as_deref() == Some(m.path.as_path()) {
+                Flavour::Executable
+            } else {
+                Flavour::SharedLibrary
+            },
+            provider,
+            points,
+        };
         match examine_cached(&host_path, key, cache) {
-            Ok(Some((provider, Err(reason)))) => {
-                unsupported = Some((m.path.clone(), provider.name, reason));
+            Ok(FileKind::Tls(provider, points)) => found.push(library(provider, points)),
+            Ok(FileKind::Part(provider, points)) => parts.push(library(provider, points)),
+            Ok(FileKind::Unsupported(provider, reason)) => {
+                unsupported.get_or_insert((provider, reason, m.path.clone()));
             }
-            Ok(Some((provider, Ok(points)))) => {
-                let flavour = if exe.as_deref() == Some(m.path.as_path()) {
-                    Flavour::Executable
-                } else {
-                    Flavour::SharedLibrary
-                };
-                found.push(TlsLibrary {
-                    path: m.path.clone(),
-                    host_path,
-                    dev: meta.dev(),
-                    inode: meta.ino(),
-                    flavour,
-                    provider,
-                    points,
-                });
-            }
-            Ok(None) => {}
+            Ok(FileKind::Plain) => {}
             Err(e) => {
                 tracing::debug!(pid, path = %host_path.display(), error = %e, "could not read symbols");
             }
         }
     }
-    if found.is_empty()
-        && let Some((path, stack, reason)) = unsupported
-    {
-        return Err(DiscoveryError::Unsupported {
-            pid,
-            comm: procfs::process_name(pid),
-            path,
-            stack,
-            reason,
-        });
-    }
+    // A part counts only beside its stack (NSPR beside NSS's libssl3).
+    let stacks: Vec<&'static str> = found.iter().map(|l| l.provider.name).collect();
+    found.extend(
+        parts
+            .into_iter()
+            .filter(|p| stacks.contains(&p.provider.name)),
+    );
     if found.is_empty() {
+        if let Some((provider, reason, path)) = unsupported {
+            return Err(DiscoveryError::Unsupported {
+                pid,
+                comm: procfs::process_name(pid),
+                path,
+                stack: provider.name,
+                reason,
+                exe: procfs::exe_id(pid),
+            });
+        }
         let mut shown: Vec<String> = names.iter().take(12).cloned().collect();
         if names.len() > shown.len() {
             shown.push(format!("and {} more", names.len() - shown.len()));
@@ -312,10 +332,12 @@ const LIBRARY_DIRS: [&str; 8] = [
 /// The shared TLS libraries (each provider's `host_libraries`) in the conventional library
 /// directories of the file system at `root` (`/` for the host's, `/proc/PID/root` for a
 /// process's), whether or not a process maps them yet: with probes on them, a process that
-/// loads one later is traced from its first call.
+/// loads one later is traced from its first call. A part of a stack is attached when the stack
+/// itself is there too.
 #[must_use]
 pub fn tls_libraries_under(root: &Path, cache: &mut FileCache) -> Vec<TlsLibrary> {
     let mut out: Vec<TlsLibrary> = Vec::new();
+    let mut parts: Vec<TlsLibrary> = Vec::new();
     for dir in LIBRARY_DIRS {
         let seen_dir = Path::new(dir);
         let Ok(entries) =
@@ -337,22 +359,31 @@ pub fn tls_libraries_under(root: &Path, cache: &mut FileCache) -> Vec<TlsLibrary
                 continue;
             };
             let key = (meta.dev(), meta.ino());
-            if out.iter().any(|l| (l.dev, l.inode) == key) {
+            if out.iter().chain(&parts).any(|l| (l.dev, l.inode) == key) {
                 continue;
             }
-            if let Ok(Some((provider, Ok(points)))) = examine_cached(&host_path, key, cache) {
-                out.push(TlsLibrary {
-                    path: seen_dir.join(&name),
-                    host_path,
-                    dev: key.0,
-                    inode: key.1,
-                    flavour: Flavour::SharedLibrary,
-                    provider,
-                    points,
-                });
+            let library = |provider, points| TlsLibrary {
+                path: seen_dir.join(&name),
+                host_path: host_path.clone(),
+                dev: key.0,
+                inode: key.1,
+                flavour: Flavour::SharedLibrary,
+                provider,
+                points,
+            };
+            match examine_cached(&host_path, key, cache) {
+                Ok(FileKind::Tls(provider, points)) => out.push(library(provider, points)),
+                Ok(FileKind::Part(provider, points)) => parts.push(library(provider, points)),
+                _ => {}
             }
         }
     }
+    let stacks: Vec<&'static str> = out.iter().map(|l| l.provider.name).collect();
+    out.extend(
+        parts
+            .into_iter()
+            .filter(|p| stacks.contains(&p.provider.name)),
+    );
     out
 }
 
@@ -376,6 +407,6 @@ mod tests {
         let err = find_tls_libraries(std::process::id()).unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, DiscoveryError::NoTlsLibrary { .. }), "{msg}");
-        assert!(msg.contains("statically"), "{msg}");
+        assert!(msg.contains("GnuTLS") && msg.contains("libc.so.6"), "{msg}");
     }
 }

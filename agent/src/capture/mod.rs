@@ -5,19 +5,25 @@
 //! a time on the reader's thread, and processes with new code to the [`watch::Watcher`].
 //!
 //! Which processes are traced is decided here too: [`discovery`] finds the TLS stacks a process
-//! uses through the [`providers`] table (one module per stack: [`openssl`], [`gotls`]), [`probes`] loads the
-//! eBPF object and attaches each provider's programs, and [`watch`] keeps the set of traced
-//! processes current.
+//! uses through the [`providers`] table (one module per stack: [`openssl`], [`gotls`],
+//! [`gnutls`], [`nss`], [`static_openssl`]; and those recognised but not supported,
+//! [`unsupported`]), [`probes`] loads the eBPF object and attaches each provider's programs, and
+//! [`watch`] keeps the set of traced processes current.
 
 pub mod btf;
 pub mod code;
 pub mod discovery;
+pub mod gnutls;
 pub mod gotls;
+pub mod nss;
 pub mod openssl;
 pub mod probes;
 pub mod providers;
 pub mod reader;
 pub mod record;
+pub mod signature;
+pub mod static_openssl;
+pub mod unsupported;
 pub mod watch;
 
 pub use record::{DataRecord, DecodeError, Record};

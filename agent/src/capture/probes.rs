@@ -220,11 +220,14 @@ impl Probes {
                     ProbeError::Object(chain)
                 }
             })?;
-        let programs: Vec<&'static str> = if options.empty {
+        let mut programs: Vec<&'static str> = if options.empty {
             EMPTY_PROGRAMS.to_vec()
         } else {
             PROVIDERS.iter().flat_map(|p| p.programs).copied().collect()
         };
+        // Providers may share programs (static OpenSSL uses OpenSSL's): each is loaded once.
+        programs.sort_unstable();
+        programs.dedup();
         for name in programs {
             uprobe(&mut ebpf, name)?
                 .load()

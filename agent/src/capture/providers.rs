@@ -1,6 +1,8 @@
 //! The TLS stacks the agent knows, one [`Provider`] each: which eBPF programs it needs, and how
 //! to tell from a file whether the stack lives there and where its probes go. Discovery asks
-//! every provider about every file a process maps; the first that finds itself wins.
+//! every provider about every file a process maps; the first that finds itself wins. Stacks the
+//! agent recognises but cannot trace are providers too: they say so ([`Examined::Unsupported`]),
+//! so the operator learns which stack a program uses.
 //!
 //! Adding a stack: a module beside [`openssl`](super::openssl) with its programs in `agent-ebpf`,
 //! a `PROVIDER` constant, and a row in [`PROVIDERS`].
@@ -55,6 +57,10 @@ pub struct AttachPoint {
 pub enum Examined {
     /// The stack lives here: attach these.
     Found(Vec<AttachPoint>),
+    /// A part of this stack that is traced only in a process where a file of the same stack is
+    /// [`Found`](Self::Found) too (NSPR's I/O functions, which serve NSS but also programs
+    /// without TLS): attach these then.
+    Part(Vec<AttachPoint>),
     /// Not this stack.
     NotThis,
     /// This stack, in a form the agent cannot trace (the reason says which and why).
@@ -62,7 +68,14 @@ pub enum Examined {
 }
 
 /// Every known stack, asked in this order.
-pub const PROVIDERS: &[&Provider] = &[&super::openssl::PROVIDER, &super::gotls::PROVIDER];
+pub const PROVIDERS: &[&Provider] = &[
+    &super::openssl::PROVIDER,
+    &super::gotls::PROVIDER,
+    &super::gnutls::PROVIDER,
+    &super::nss::PROVIDER,
+    &super::static_openssl::PROVIDER,
+    &super::unsupported::JAVA,
+];
 
 /// One row of a provider's table: a function and the program attached to it.
 #[derive(Clone, Copy, Debug)]

@@ -10,9 +10,14 @@
 //! TLS library, `--follow`'s family) are also examined again at every scan, and are given
 //! probes ahead on the TLS libraries their root file system holds, so a library loaded later
 //! (`import ssl`, `dlopen`) is traced from its first call.
+//!
+//! A process whose TLS stack is recognised but not supported (Java, a Go program built by a
+//! toolchain the agent cannot read, a stripped static OpenSSL of an unknown build, ...) is logged
+//! once per program (its executable's device and inode) and counted (`unsupported_programs`).
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
+    sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
 
@@ -45,6 +50,14 @@ const EXAMINE_AFTER: [Duration; 5] = [
 
 /// Reported processes waiting to be examined are forgotten past this many (the scan remains).
 const MAX_PENDING: usize = 4_096;
+
+crate::stats::counters! {
+    /// Counters of the process watcher.
+    pub struct WatchStats {
+        /// Programs (distinct executables) whose TLS stack was recognised but is not supported.
+        unsupported_programs,
+    }
+}
 
 /// How a process came to be examined (logged with each attach).
 #[derive(Clone, Copy, Debug)]
@@ -83,6 +96,11 @@ pub struct Watcher {
     pending: HashMap<u32, (Instant, usize)>,
     /// Whether a refusal to read a process has been warned about.
     warned_refusal: bool,
+    /// TLS processes found since [`Watcher::take_found`] was last called.
+    found: Vec<u32>,
+    /// Executables (device, inode) already reported as using an unsupported stack.
+    unsupported: HashSet<(u64, u64)>,
+    stats: Arc<WatchStats>,
 }
 
 impl Watcher {
@@ -101,7 +119,39 @@ impl Watcher {
             cache: FileCache::default(),
             pending: HashMap::new(),
             warned_refusal: false,
+            found: Vec::new(),
+            unsupported: HashSet::new(),
+            stats: Arc::new(WatchStats::default()),
         }
+    }
+
+    /// The watcher's counters.
+    #[must_use]
+    pub fn stats(&self) -> Arc<WatchStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Reports a process whose TLS stack is not supported: logged and counted once per program.
+    pub fn unsupported(&mut self, err: &DiscoveryError) {
+        let DiscoveryError::Unsupported {
+            pid,
+            comm,
+            stack,
+            reason,
+            path,
+            exe,
+        } = err
+        else {
+            return;
+        };
+        let key = exe.unwrap_or((u64::MAX, u64::from(*pid)));
+        if !self.unsupported.insert(key) {
+            return;
+        }
+        self.stats
+            .unsupported_programs
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(pid, %comm, stack, path = %path.display(), "TLS stack not supported, its calls are not seen: {reason}");
     }
 
     /// Whether nothing is left to watch (pid mode only; all mode always watches).
@@ -137,6 +187,10 @@ impl Watcher {
                 tracing::warn!(pid, error = %e, "process not examined (later refusals are logged at debug level)");
                 return Ok(false);
             }
+            Err(e @ DiscoveryError::Unsupported { .. }) => {
+                self.unsupported(&e);
+                return Ok(false);
+            }
             Err(e) => {
                 tracing::debug!(pid, error = %e, "process not examined");
                 return Ok(false);
@@ -162,7 +216,14 @@ impl Watcher {
                 );
             }
         }
+        self.found.push(pid);
         Ok(true)
+    }
+
+    /// The TLS processes examined since the last call: the flows stage takes their names and
+    /// cgroups now, while they run (a short-lived one may be gone when its data is read).
+    pub fn take_found(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.found)
     }
 
     /// `pid` was asked for but has no TLS library yet: its library loads and `execve`s are

@@ -129,6 +129,14 @@ impl Flows {
         })
     }
 
+    /// Takes process `pid`'s name and cgroup from `/proc` now, unless already known: called
+    /// when it is found to use TLS, before its first data (it may be gone by then).
+    pub fn note_process(&mut self, pid: u32) {
+        self.proc_cache
+            .entry(pid)
+            .or_insert_with(|| (procfs::process_name(pid), procfs::cgroup(pid)));
+    }
+
     /// Names process `pid` (instead of reading `/proc`), e.g. from a recording's metadata.
     pub fn set_process_name(&mut self, pid: u32, name: String) {
         self.proc_cache.insert(pid, (name, None));

@@ -21,6 +21,9 @@ pub struct FinishedExchange {
     pub identity: Arc<Identity>,
     /// The request method.
     pub method: String,
+    /// The request's URL as packs saw it (`scheme://authority/target`), query included: a sink
+    /// that writes it redacts it first (`taskless_url::redact_url`).
+    pub url: String,
     /// The request's domain (the host packs saw).
     pub domain: String,
     /// The response status, when a response head was seen.

@@ -24,6 +24,14 @@ pub struct LivePacks {
     generation: AtomicU64,
 }
 
+impl std::fmt::Debug for LivePacks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LivePacks")
+            .field("generation", &self.generation())
+            .finish_non_exhaustive()
+    }
+}
+
 impl LivePacks {
     /// Starts with `set` as generation 0.
     #[must_use]

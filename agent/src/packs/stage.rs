@@ -331,6 +331,7 @@ impl WorkerLoop {
             skipped: line.skipped,
             identity,
             method: request.method().to_owned(),
+            url: request.url.url.clone(),
             domain: request.url.domain.clone(),
             status,
             timing: request.timing,

@@ -84,6 +84,7 @@ impl Recorder {
             tick: 0,
             serial: 0,
             stats: Arc::clone(&stats),
+            warned: false,
         };
         let handle = std::thread::Builder::new()
             .name("recorder".into())
@@ -178,9 +179,21 @@ struct Writer {
     tick: u64,
     serial: u64,
     stats: Arc<RecordStats>,
+    /// The first failure has been logged; later ones are only counted.
+    warned: bool,
 }
 
 impl Writer {
+    /// Counts a failed write, and logs the first one with the file and the cause (a full or
+    /// read-only file system fails every write after it: one line, not one per record).
+    fn fail(&mut self, path: &Path, error: &dyn std::fmt::Display) {
+        self.stats.failed.fetch_add(1, Ordering::Relaxed);
+        if !self.warned {
+            self.warned = true;
+            tracing::error!(path = %path.display(), %error, "cannot write the recording: records are lost from it from now on (counted as `failed`, only this first failure is logged); capture and output go on");
+        }
+    }
+
     fn run(&mut self, rx: &Receiver<Message>) {
         loop {
             match rx.recv_timeout(Duration::from_secs(1)) {
@@ -193,10 +206,14 @@ impl Writer {
     }
 
     fn flush_all(&mut self) {
-        for f in self.conns.values_mut().filter_map(|c| c.file.as_mut()) {
-            if f.flush().is_err() {
-                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+        let mut failures = Vec::new();
+        for c in self.conns.values_mut() {
+            if let Some(Err(e)) = c.file.as_mut().map(BufWriter::flush) {
+                failures.push((c.path.clone(), e));
             }
+        }
+        for (path, e) in failures {
+            self.fail(&path, &e);
         }
     }
 
@@ -246,9 +263,8 @@ impl Writer {
         {
             // The flows stage ended that connection and started another under the same key
             // (a new fd without a close in between, or it had been idle too long).
-            if !self.append(key, None, &[Entry::Close { t }]) {
-                self.stats.failed.fetch_add(1, Ordering::Relaxed);
-            }
+            // A failure is counted by `append`.
+            self.append(key, None, &[Entry::Close { t }]);
             self.remove(key);
         }
         let identity = meta.filter(|m| {
@@ -274,16 +290,13 @@ impl Writer {
         if is_close {
             self.remove(key);
         }
-        let counter = if ok {
-            &self.stats.written
-        } else {
-            &self.stats.failed
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        if ok {
+            self.stats.written.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Writes `entries` to `key`'s file (created when new, with `identity` for its header),
-    /// remembering `identity` as the last one written. False when something failed.
+    /// remembering `identity` as the last one written. False when something failed (counted).
     fn append(
         &mut self,
         key: (u32, u64),
@@ -291,8 +304,11 @@ impl Writer {
         entries: &[Entry],
     ) -> bool {
         if let Err(e) = self.open_file(key, identity.as_deref()) {
-            self.stats.failed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %e, "cannot write a recording file");
+            let path = match &e {
+                RecordError::Io { path, .. } => path.clone(),
+                _ => self.dir.clone(),
+            };
+            self.fail(&path, &e);
             return false;
         }
         self.tick += 1;
@@ -306,12 +322,21 @@ impl Writer {
         let Some(f) = c.file.as_mut() else {
             return false;
         };
-        let mut ok = true;
+        let mut error = None;
         for entry in entries {
-            ok &= writeln!(f, "{}", entry.to_json()).is_ok();
+            if let Err(e) = writeln!(f, "{}", entry.to_json()) {
+                error = Some(e);
+            }
             c.last_t = c.last_t.max(entry.t());
         }
-        ok
+        match error {
+            None => true,
+            Some(e) => {
+                let path = c.path.clone();
+                self.fail(&path, &e);
+                false
+            }
+        }
     }
 
     /// Flushes and forgets `key`'s file: its connection has ended.
@@ -319,8 +344,8 @@ impl Writer {
         if let Some(c) = self.conns.remove(&key)
             && let Some(mut f) = c.file
         {
-            if f.flush().is_err() {
-                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = f.flush() {
+                self.fail(&c.path, &e);
             }
             self.open -= 1;
         }
@@ -358,16 +383,16 @@ impl Writer {
                 .filter(|(_, c)| c.file.is_some())
                 .min_by_key(|(_, c)| c.used)
                 .map(|(k, _)| *k);
-            let Some(file) = lru
+            let Some((path, file)) = lru
                 .and_then(|k| self.conns.get_mut(&k))
-                .and_then(|c| c.file.take())
+                .and_then(|c| Some((c.path.clone(), c.file.take()?)))
             else {
                 break;
             };
-            if file.into_inner().is_err() {
-                self.stats.failed.fetch_add(1, Ordering::Relaxed);
-            }
             self.open -= 1;
+            if let Err(e) = file.into_inner() {
+                self.fail(&path, e.error());
+            }
         }
     }
 

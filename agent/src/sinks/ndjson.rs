@@ -10,7 +10,7 @@ use std::io::{BufWriter, Write};
 use serde::Serialize;
 use taskless_pack_runtime::Dimension;
 
-use super::Sink;
+use super::{RotatingFile, Sink};
 use crate::{flows::Identity, packs::FinishedExchange};
 
 /// The line's `source`: the identity, its server name falling back to the request's host.
@@ -72,27 +72,73 @@ pub fn to_line(exchange: &FinishedExchange) -> String {
     serde_json::to_string(&line).unwrap_or_default()
 }
 
-/// NDJSON to a writer (stdout).
-pub struct NdjsonSink<W: Write + Send> {
-    out: BufWriter<W>,
+/// Where NDJSON lines go: a buffered writer (stdout), or a file rotated between lines.
+pub trait LineOut: Send {
+    /// Writes `line` and a newline.
+    ///
+    /// # Errors
+    /// When the destination fails.
+    fn line(&mut self, line: &str) -> std::io::Result<()>;
+    /// Makes what was written visible.
+    ///
+    /// # Errors
+    /// When the destination fails.
+    fn flush(&mut self) -> std::io::Result<()>;
 }
 
-impl<W: Write + Send> NdjsonSink<W> {
-    /// Lines to `out`.
-    pub fn new(out: W) -> Self {
+impl<W: Write + Send> LineOut for BufWriter<W> {
+    fn line(&mut self, line: &str) -> std::io::Result<()> {
+        self.write_all(line.as_bytes())?;
+        self.write_all(b"\n")
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Write::flush(self)
+    }
+}
+
+impl LineOut for RotatingFile {
+    fn line(&mut self, line: &str) -> std::io::Result<()> {
+        self.write_line(line)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        RotatingFile::flush(self)
+    }
+}
+
+/// NDJSON lines to stdout or a rotating file.
+pub struct NdjsonSink {
+    out: Box<dyn LineOut>,
+    name: &'static str,
+}
+
+impl NdjsonSink {
+    /// Lines to `out` (stdout).
+    pub fn new<W: Write + Send + 'static>(out: W) -> Self {
         Self {
-            out: BufWriter::new(out),
+            out: Box::new(BufWriter::new(out)),
+            name: "ndjson",
+        }
+    }
+
+    /// Lines to a file rotated by size.
+    #[must_use]
+    pub fn to_file(file: RotatingFile) -> Self {
+        Self {
+            out: Box::new(file),
+            name: "ndjson_file",
         }
     }
 }
 
-impl<W: Write + Send> Sink for NdjsonSink<W> {
+impl Sink for NdjsonSink {
     fn name(&self) -> &'static str {
-        "ndjson"
+        self.name
     }
 
     fn write(&mut self, exchange: &FinishedExchange) -> std::io::Result<()> {
-        writeln!(self.out, "{}", to_line(exchange))
+        self.out.line(&to_line(exchange))
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -118,6 +164,7 @@ mod tests {
             skipped: Vec::new(),
             identity: Arc::new(identity),
             method: "GET".into(),
+            url: format!("https://{domain}/"),
             domain: domain.into(),
             status: Some(200),
             timing: Timing::default(),

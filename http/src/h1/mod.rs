@@ -170,6 +170,49 @@ impl Http1 {
         self.flows[fi].state = next;
     }
 
+    /// Bytes were lost somewhere on the connection, in an unknown amount and direction (records
+    /// the capture could not hand over): neither flow's position nor the pairing of requests
+    /// with responses can be trusted. Open messages and every request still waiting for its
+    /// response are aborted, and both flows look for the next message; a response whose request
+    /// was aborted so is then an orphan (counted), never paired with another request.
+    pub(crate) fn desync(&mut self, ctx: &mut Ctx<'_>) {
+        if self.upgraded {
+            return;
+        }
+        for flow in [Flow::Egress, Flow::Ingress] {
+            let fi = flow.index();
+            let buffered = self.flows[fi].buf.len() as u64;
+            self.flows[fi].buf.clear();
+            ctx.stats.bytes_skipped += buffered;
+            let skipped = match std::mem::take(&mut self.flows[fi].state) {
+                FlowState::Seek { skipped, .. } => skipped + buffered,
+                FlowState::Head => buffered,
+                FlowState::Body(body) => {
+                    self.abort_message(
+                        body.message.id,
+                        body.message.side,
+                        AbortReason::Resync,
+                        ctx,
+                    );
+                    buffered
+                }
+            };
+            ctx.stats.resyncs += 1;
+            self.flows[fi].state = FlowState::Seek {
+                reason: ResyncReason::Gap,
+                skipped,
+            };
+        }
+        for p in self.queue.drain(..) {
+            if !p.aborted {
+                ctx.out.push(Event::Aborted {
+                    id: p.id,
+                    reason: AbortReason::Resync,
+                });
+            }
+        }
+    }
+
     pub(crate) fn close(&mut self, ts_ns: u64, ctx: &mut Ctx<'_>) {
         for flow in [Flow::Egress, Flow::Ingress] {
             let fi = flow.index();

@@ -13,6 +13,8 @@ pub enum Step {
     Write(Flow, Vec<u8>),
     /// Bytes lost on a flow.
     Gap(Flow, u64),
+    /// Bytes lost somewhere on the connection, amount and direction unknown.
+    Desync,
     /// The connection ends.
     Close,
 }
@@ -63,6 +65,7 @@ pub fn run_with(
                 }
             }
             Step::Gap(flow, lost) => conn.gap(*flow, *lost, ts, &mut events),
+            Step::Desync => conn.desync(ts, &mut events),
             Step::Close => conn.close(ts, &mut events),
         }
     }

@@ -271,7 +271,7 @@ fn locate(
 ) -> Result<GoFunction, GoError> {
     let code = bytes_at(elf, address, size)
         .ok_or_else(|| GoError::Malformed(format!("{name} at {address:#x} is not in the file")))?;
-    let entry_offset = file_offset(elf, address)
+    let start_offset = file_offset(elf, address)
         .ok_or_else(|| GoError::Malformed(format!("{name} at {address:#x} has no file offset")))?;
     let returns = return_addresses(code, address)
         .map_err(|at| GoError::Malformed(format!("{name}: undecodable instruction at {at:#x}")))?;
@@ -280,13 +280,50 @@ fn locate(
             "{name} at {address:#x} has no RET instruction"
         )));
     }
-    let return_offsets = returns.iter().map(|a| a - address + entry_offset).collect();
+    let return_offsets = returns.iter().map(|a| a - address + start_offset).collect();
+    // The entry probe goes after the stack check: when the goroutine's stack must grow, the
+    // runtime copies it and runs the function again from its first instruction, which would
+    // fire a probe there twice for one call (and send a write's bytes twice).
+    let entry_offset = start_offset + (after_stack_check(code, address) - address);
     Ok(GoFunction {
         address,
         size,
+        start_offset,
         entry_offset,
         return_offsets,
     })
+}
+
+/// The address of the first instruction after the stack check Go compiles at the start of a
+/// function (`cmp rsp, [r14+16]` or `lea r12, [rsp-N]; cmp r12, [r14+16]`, then `jbe` to the
+/// call of `runtime.morestack`), or `address` when the function starts otherwise. There the
+/// arguments are still in their registers and `r14` is still the goroutine.
+#[must_use]
+pub fn after_stack_check(code: &[u8], address: u64) -> u64 {
+    let mut decoder = Decoder::with_ip(64, code, address, DecoderOptions::NONE);
+    let mut instruction = Instruction::default();
+    let mut compared_with_g = false;
+    for _ in 0..4 {
+        if !decoder.can_decode() {
+            break;
+        }
+        decoder.decode_out(&mut instruction);
+        if instruction.is_invalid() {
+            break;
+        }
+        match instruction.mnemonic() {
+            Mnemonic::Cmp => {
+                compared_with_g = (0..instruction.op_count()).any(|i| {
+                    instruction.op_kind(i) == iced_x86::OpKind::Memory
+                        && instruction.memory_base() == iced_x86::Register::R14
+                });
+            }
+            Mnemonic::Jbe if compared_with_g => return instruction.next_ip(),
+            Mnemonic::Lea => {}
+            _ => break,
+        }
+    }
+    address
 }
 
 /// The addresses of the `RET` instructions in `code`, which starts at `address`; the address of
@@ -310,6 +347,26 @@ pub fn return_addresses(code: &[u8], address: u64) -> Result<Vec<u64>, u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entry_probes_go_after_the_stack_check() {
+        // lea r12, [rsp-0x48]; cmp r12, [r14+0x10]; jbe ...; push rbp
+        let big_frame = [
+            0x4c, 0x8d, 0x64, 0x24, 0xb8, 0x4d, 0x3b, 0x66, 0x10, 0x0f, 0x86, 0xb3, 0x07, 0x00,
+            0x00, 0x55,
+        ];
+        assert_eq!(after_stack_check(&big_frame, 0x1000), 0x1000 + 15);
+        // cmp rsp, [r14+0x10]; jbe short; push rbp
+        let small_frame = [0x49, 0x3b, 0x66, 0x10, 0x76, 0x20, 0x55];
+        assert_eq!(after_stack_check(&small_frame, 0x1000), 0x1000 + 6);
+        // push rbp; mov rbp, rsp: no stack check (a function marked nosplit)
+        assert_eq!(after_stack_check(&[0x55, 0x48, 0x89, 0xe5], 0x1000), 0x1000);
+        // cmp rax, [rbx+0x10]; jbe: not the goroutine's stack bound
+        assert_eq!(
+            after_stack_check(&[0x48, 0x3b, 0x43, 0x10, 0x76, 0x20], 0x1000),
+            0x1000
+        );
+    }
 
     #[test]
     fn versions_parse_in_every_form_go_writes() {

@@ -106,7 +106,10 @@ pub struct GoFunction {
     pub address: u64,
     /// Its size in bytes.
     pub size: u64,
-    /// The file offset of its first instruction (where an entry uprobe goes).
+    /// The file offset of its first instruction.
+    pub start_offset: u64,
+    /// The file offset where the entry uprobe goes: after Go's stack check, which a call runs
+    /// twice when its goroutine's stack grows (see `binary::after_stack_check`).
     pub entry_offset: u64,
     /// The file offsets of its `RET` instructions.
     pub return_offsets: Vec<u64>,
@@ -283,6 +286,7 @@ mod tests {
     #[test]
     fn every_program_is_used_and_rets_are_plain_uprobes_without_cookies() {
         let f = |entry_offset, return_offsets: Vec<u64>| GoFunction {
+            start_offset: entry_offset,
             address: entry_offset,
             size: 0x100,
             entry_offset,
