@@ -98,18 +98,23 @@ impl Worker {
                 || (!state.posted && (def.has_post || (def.has_chunk && !state.chunks_closed)))
         };
         #[allow(clippy::cast_precision_loss)] // nanoseconds: precision far beyond what matters
+        let cost = |i: usize| self.costs[i] as f64;
+        let matching = |i: &usize| self.shared.defs[*i].domains.matches(request.domain);
         let mut running: Vec<(usize, f64)> = (0..self.slots.len())
-            .filter(|&i| {
-                !state.is_shed(i)
-                    && pending(i)
-                    && self.shared.defs[i].domains.matches(request.domain)
-            })
-            .map(|i| (i, self.costs[i] as f64))
+            .filter(matching)
+            .filter(|&i| !state.is_shed(i) && pending(i))
+            .map(|i| (i, cost(i)))
             .collect();
-        let total: f64 = running.iter().map(|(_, c)| c).sum();
-        let allowed = total * keep_share.clamp(0.0, 1.0);
+        // The share is of what every pack would cost the exchange, those already shed
+        // included: shedding again at the same share sheds nothing more.
+        let shed_before: f64 = (0..self.slots.len())
+            .filter(matching)
+            .filter(|&i| state.is_shed(i))
+            .map(cost)
+            .sum();
+        let mut kept: f64 = running.iter().map(|(_, c)| c).sum();
+        let allowed = (kept + shed_before) * keep_share.clamp(0.0, 1.0);
         running.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let mut kept = total;
         let mut newly = 0;
         for (index, cost) in running {
             // With nothing allowed every pack goes, measured or not.
