@@ -456,13 +456,7 @@ fn main() {
         let copied = time_with(&mut out, |out| {
             out.clear();
             for b in &bodies {
-                match serde_json::from_slice::<&serde_json::value::RawValue>(b) {
-                    Ok(raw) => out.extend_from_slice(raw.get().as_bytes()),
-                    Err(_) => {
-                        serde_json::to_writer(&mut *out, &taskless_pack_runtime::body_value(b))
-                            .expect("serializable")
-                    }
-                }
+                taskless_pack_runtime::write_body(b, out).expect("serializable");
             }
             out.len()
         });

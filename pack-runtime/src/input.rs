@@ -75,6 +75,15 @@ pub fn body_value(body: &[u8]) -> Value {
     }
 }
 
+/// Writes `body` to `out` as it goes into a hook's input: the value [`body_value`] gives, a
+/// valid JSON body as its own text (checked, then copied).
+///
+/// # Errors
+/// Never in practice: a [`Value`] from [`body_value`] has only string keys.
+pub fn write_body(body: &[u8], out: &mut Vec<u8>) -> serde_json::Result<()> {
+    serde_json::to_writer(out, &BodyJson::new(body))
+}
+
 /// A body as it goes into a hook's input: the value [`body_value`] gives. A body that is valid
 /// JSON (the common case) is checked by a validating scan and its own text copied into the
 /// input, without the host parsing it into a tree and writing it out again; anything else goes
@@ -87,10 +96,67 @@ pub(crate) enum BodyJson<'a> {
 impl<'a> BodyJson<'a> {
     /// Checks `body` once and keeps what to write.
     pub(crate) fn new(body: &'a [u8]) -> Self {
+        // The raw scan alone accepts what a parse refuses (nesting past serde_json's limit, a
+        // number out of an f64's range), which `body_value` turns into text or members: only
+        // a body a parse accepts is copied as it is.
         match serde_json::from_slice::<&RawValue>(body) {
-            Ok(raw) => BodyJson::Json(raw),
-            Err(_) => BodyJson::Value(body_value(body)),
+            Ok(raw) if serde_json::from_str::<Parses>(raw.get()).is_ok() => BodyJson::Json(raw),
+            _ => BodyJson::Value(body_value(body)),
         }
+    }
+}
+
+/// A JSON value a `serde_json::Value` parse accepts, checked without building it: every
+/// number read as a number, nesting counted against the same recursion limit.
+struct Parses;
+
+impl<'de> serde::Deserialize<'de> for Parses {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ParsesVisitor)
+    }
+}
+
+struct ParsesVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ParsesVisitor {
+    type Value = Parses;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Parses, E> {
+        Ok(Parses)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Parses, E> {
+        Ok(Parses)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Parses, E> {
+        Ok(Parses)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Parses, E> {
+        Ok(Parses)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Parses, E> {
+        Ok(Parses)
+    }
+
+    fn visit_unit<E>(self) -> Result<Parses, E> {
+        Ok(Parses)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Parses, A::Error> {
+        while seq.next_element::<Parses>()?.is_some() {}
+        Ok(Parses)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Parses, A::Error> {
+        while map.next_entry::<serde::de::IgnoredAny, Parses>()?.is_some() {}
+        Ok(Parses)
     }
 }
 
@@ -299,6 +365,16 @@ mod tests {
             b"{\"broken\": ",
             br#"{"model":"m","stream":true,"messages":[{"role":"user","content":"cut"#,
             format!(r#"{{"model":"m","x":{}"#, "[".repeat(1 << 12)).as_bytes(),
+            // Whole, but nested past the parser's limit, or a number past an f64's range.
+            format!(
+                r#"{{"model":"m","x":{}{}}}"#,
+                "[".repeat(200),
+                "]".repeat(200)
+            )
+            .as_bytes(),
+            format!("{}{}", "[".repeat(200), "]".repeat(200)).as_bytes(),
+            b"[1e400]",
+            br#"{"a": 1, "b": -1e999}"#,
             b"",
         ] {
             let written = serde_json::to_string(&BodyJson::new(body)).expect("serializable");

@@ -48,7 +48,7 @@ pub use config::{
 };
 pub use domain::DomainFilter;
 pub use error::{LoadFailure, PackLoadError, RuntimeError};
-pub use input::{RequestView, ResponseView, Timing, body_value};
+pub use input::{RequestView, ResponseView, Timing, body_value, write_body};
 pub use manifest::{Field, Method, Permissions};
 pub use output::{Dimension, OutputLine};
 pub use pack::PackInfo;
