@@ -82,6 +82,18 @@ pub fn fill(log: &mut SdkLogRecord, exchange: &FinishedExchange, f: &ExchangeFac
     if exchange.partial {
         log.add_attribute("taskless.partial", true);
     }
+    if !exchange.skipped.is_empty() {
+        log.add_attribute(
+            "taskless.skipped_packs",
+            AnyValue::ListAny(Box::new(
+                exchange
+                    .skipped
+                    .iter()
+                    .map(|p| AnyValue::String(p.clone().into()))
+                    .collect(),
+            )),
+        );
+    }
 
     let id = &exchange.identity;
     log.add_attribute("process.pid", i64::from(id.pid));
@@ -158,5 +170,34 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn packs_shed_for_the_exchange_are_listed_only_when_any_were() {
+        use opentelemetry::Key;
+        use opentelemetry::logs::{Logger as _, LoggerProvider as _};
+
+        let provider = opentelemetry_sdk::logs::SdkLoggerProvider::builder().build();
+        let logger = provider.logger("test");
+        let mut ex = crate::sinks::exchange::tests::exchange(
+            "https://api.stripe.com/v1/charges",
+            &[("core/status", "200")],
+        );
+        let skipped = |ex: &FinishedExchange| {
+            let mut log = logger.create_log_record();
+            fill(&mut log, ex, &ExchangeFacts::of(ex));
+            log.attributes_iter()
+                .find(|(k, _)| *k == Key::from_static_str("taskless.skipped_packs"))
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(skipped(&ex), None);
+        ex.skipped = vec!["pii".into(), "slow".into()];
+        assert_eq!(
+            skipped(&ex),
+            Some(AnyValue::ListAny(Box::new(vec![
+                AnyValue::String("pii".into()),
+                AnyValue::String("slow".into()),
+            ])))
+        );
     }
 }
