@@ -41,6 +41,13 @@ pub fn agent_bin() -> PathBuf {
         .map_or(beside, |t| t.join("debug/taskless-agent"))
 }
 
+/// Whether `line` of the agent's log is a periodic stats line (not one of the `pack stats`
+/// lines that follow it).
+#[must_use]
+pub fn is_stats_line(line: &str) -> bool {
+    line.contains(" stats ") && !line.contains(" pack stats ")
+}
+
 /// The packs directory: `TASKLESS_TEST_PACKS`, or `target/packs` (what `cargo xtask build-packs`
 /// writes).
 #[must_use]
@@ -416,7 +423,7 @@ impl Agent {
     #[must_use]
     pub fn latest_stat(&self, name: &str) -> Option<u64> {
         let lines = self.stderr.lock().ok()?;
-        let line = lines.iter().rev().find(|l| l.contains(" stats "))?;
+        let line = lines.iter().rev().find(|l| is_stats_line(l))?;
         counter_in(line, name)
     }
 

@@ -12,7 +12,9 @@ use std::{
 };
 
 use taskless_e2e::{
-    harness::{Agent, KillOnDrop, TempDir, TestApi, packs_for_localhost, require_root},
+    harness::{
+        Agent, KillOnDrop, TempDir, TestApi, is_stats_line, packs_for_localhost, require_root,
+    },
     otlp::{AttrValue, OtlpReceiver, Point, ReceivedLog},
 };
 
@@ -395,7 +397,7 @@ fn otlp_http_receives_every_exchange_with_its_attributes_and_genai_usage() {
 /// The latest periodic stats line's value of `name`.
 fn stats_counter(agent: &Agent, name: &str) -> Option<u64> {
     let text = agent.stderr_snapshot();
-    let line = text.lines().rev().find(|l| l.contains(" stats "))?;
+    let line = text.lines().rev().find(|l| is_stats_line(l))?;
     let key = format!(" {name}=");
     let start = line.find(&key)? + key.len();
     line[start..].split(' ').next()?.parse().ok()

@@ -14,7 +14,7 @@ use std::{
 };
 
 use taskless_e2e::harness::{
-    Agent, KillOnDrop, TempDir, TestApi, dimensions, packs_dir, require_root,
+    Agent, KillOnDrop, TempDir, TestApi, dimensions, is_stats_line, packs_dir, require_root,
 };
 
 /// A Python client (OpenSSL's `SSL_read_ex`/`SSL_write_ex`) on `threads` kept-alive connections,
@@ -575,10 +575,15 @@ fn a_program_killed_mid_exchange_is_reported_incomplete_and_its_connection_state
         }
         // The next stats line after the lines came out.
         let deadline = Instant::now() + Duration::from_secs(10);
-        let stats_before = agent.stderr_snapshot().matches(" stats ").count();
-        while agent.stderr_snapshot().matches(" stats ").count() < stats_before + 2
-            && Instant::now() < deadline
-        {
+        let stats_lines = |agent: &Agent| {
+            agent
+                .stderr_snapshot()
+                .lines()
+                .filter(|l| is_stats_line(l))
+                .count()
+        };
+        let stats_before = stats_lines(&agent);
+        while stats_lines(&agent) < stats_before + 2 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));
         }
         live_after_round.push(agent.latest_stat("live_connections"));
