@@ -11,9 +11,10 @@
 mod support;
 
 use std::{
-    io::{BufRead as _, Write as _},
+    io::{BufRead as _, Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
     process::{Command, Stdio},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use taskless_e2e::harness::{
@@ -193,6 +194,31 @@ fn ready_client(
     (py, out)
 }
 
+/// The agent's `/metrics` text (it serves them with `--metrics-addr 127.0.0.1:0`).
+fn scrape(agent: &Agent) -> String {
+    let addr: SocketAddr = agent
+        .log_field("metrics=true", "addr")
+        .and_then(|a| a.parse().ok())
+        .expect("metrics address in the log");
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    assert!(response.starts_with("HTTP/1.0 200 "), "{response}");
+    response
+}
+
+/// The value of the sample `series` (name and labels, as written) in `/metrics` text.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 #[test]
 fn a_slow_pack_is_shed_and_every_exchange_keeps_its_core_dimensions() {
     require_root();
@@ -240,6 +266,8 @@ fn a_slow_pack_is_shed_and_every_exchange_keeps_its_core_dimensions() {
         "1",
         "--queue",
         "1024",
+        "--metrics-addr",
+        "127.0.0.1:0",
     ])
     .expect("agent");
     agent
@@ -258,6 +286,8 @@ fn a_slow_pack_is_shed_and_every_exchange_keeps_its_core_dimensions() {
     agent
         .wait_for_lines(EXCHANGES, Duration::from_secs(60), &mut seen)
         .expect("a line for every exchange");
+    // Every exchange's line is out, so every shed is counted: /metrics has them per pack.
+    let metrics = scrape(&agent);
     let out = agent.stop(seen).expect("agent stops");
 
     assert_eq!(out.lines.len(), EXCHANGES, "{:#?}", out.lines);
@@ -289,6 +319,24 @@ fn a_slow_pack_is_shed_and_every_exchange_keeps_its_core_dimensions() {
     assert!(ran > 0, "the slow pack never ran");
     assert_eq!(out.counter("dropped_jobs"), 0, "{}", out.stderr);
     assert_eq!(out.counter("shed"), shed as u64, "{}", out.stderr);
+    #[allow(clippy::cast_precision_loss)] // a few hundred
+    let shed_f = shed as f64;
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"taskless_agent_pack_skipped_shed_total{pack="slow@1.0.0"}"#
+        ),
+        Some(shed_f),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"taskless_agent_pack_skipped_shed_total{pack="core@0.1.0"}"#
+        ),
+        Some(0.0),
+        "{metrics}"
+    );
     assert!(
         out.stderr.lines().any(|l| l.contains("pack stats")
             && l.contains("slow@1.0.0")
@@ -363,6 +411,8 @@ fn a_pack_replaced_on_disk_takes_effect_and_a_broken_one_leaves_the_old_running(
         &packs_arg,
         "--state-dir",
         &state_arg,
+        "--metrics-addr",
+        "127.0.0.1:0",
     ])
     .expect("agent");
     agent
@@ -429,7 +479,61 @@ fn a_pack_replaced_on_disk_takes_effect_and_a_broken_one_leaves_the_old_running(
         "{d:?}"
     );
     assert!(d.contains_key("core/status"), "{d:?}");
+
+    // A pack added: it runs on the next exchange, and /metrics serves the packs now in force.
+    let reloads = |agent: &Agent| agent.stderr_snapshot().matches("packs reloaded").count();
+    let before = reloads(&agent);
+    support::write_pack(
+        &packs,
+        "added@1.0.0",
+        &support::manifest("added", None),
+        &support::config(),
+        &marker(7),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reloads(&agent) == before {
+        assert!(
+            Instant::now() < deadline,
+            "the added pack was not picked up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let d = exchange(&mut agent, &mut seen);
+    assert_eq!(
+        d.get("added/version").map(String::as_str),
+        Some("7"),
+        "{d:?}"
+    );
+    assert_eq!(
+        d.get("marker/version").map(String::as_str),
+        Some("2"),
+        "{d:?}"
+    );
+    let metrics = scrape(&agent);
+    assert_eq!(
+        sample(&metrics, "taskless_agent_packs_loaded"),
+        Some(3.0),
+        "{metrics}"
+    );
+    // Counters carry over a reload while name@version stays: the marker ran `pre` on all four
+    // exchanges (`post` too), through three versions of its module.
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"taskless_agent_pack_calls_total{pack="marker@1.0.0"}"#
+        ),
+        Some(8.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"taskless_agent_pack_calls_total{pack="added@1.0.0"}"#
+        ),
+        Some(2.0),
+        "{metrics}"
+    );
     drop(py);
     let out = agent.stop(seen).expect("agent stops");
-    assert_eq!(out.lines.len(), 3, "{:#?}", out.lines);
+    assert_eq!(out.lines.len(), 4, "{:#?}", out.lines);
 }
