@@ -141,7 +141,9 @@ fn stripe_and_openai_packs_capture_from_a_real_client() {
     );
 }
 
-/// Calls `GET /v1/customers/cus_<i>` `n` times on one connection once told to go.
+/// Calls `GET /v1/customers/cus_<i>` `n` times on one connection once told to go, says
+/// "done", and exits on the next line (so the agent, which stops when its process exits, can
+/// be asked for its metrics first).
 const MANY: &str = r#"
 import http.client, ssl, sys
 port, ca, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
@@ -151,6 +153,7 @@ print("ready", flush=True); sys.stdin.readline()
 for i in range(n):
     conn.request("GET", "/v1/customers/cus_%d" % i)
     r = conn.getresponse(); r.read(); assert r.status == 200
+print("done", flush=True); sys.stdin.readline()
 "#;
 
 /// Copies the built `core` pack alone into `dir`.
@@ -247,7 +250,7 @@ fn a_slow_pack_is_shed_and_every_exchange_keeps_its_core_dimensions() {
     );
     let script = dir.path().join("client.py");
     std::fs::write(&script, MANY).expect("script");
-    let (mut py, _py_out) = ready_client(
+    let (mut py, mut py_out) = ready_client(
         &script,
         &[
             api.server.addr.port().to_string(),
@@ -264,8 +267,11 @@ fn a_slow_pack_is_shed_and_every_exchange_keeps_its_core_dimensions() {
         &packs_arg,
         "--workers",
         "1",
+        // Four moments an exchange (request, response head, body, end): at most 1,200 queued,
+        // so the queue passes a quarter (shedding the slow pack) but never three quarters
+        // full, where every pack, core too, would be shed.
         "--queue",
-        "1024",
+        "2048",
         "--metrics-addr",
         "127.0.0.1:0",
     ])
@@ -278,16 +284,24 @@ fn a_slow_pack_is_shed_and_every_exchange_keeps_its_core_dimensions() {
         .expect("stdin")
         .write_all(b"go\n")
         .expect("release");
-    assert!(
-        py.0.wait().expect("python exits").success(),
-        "client failed"
-    );
+    let mut done = String::new();
+    py_out.read_line(&mut done).expect("client output");
+    assert_eq!(done.trim(), "done", "client failed");
     let mut seen = Vec::new();
     agent
         .wait_for_lines(EXCHANGES, Duration::from_secs(60), &mut seen)
         .expect("a line for every exchange");
     // Every exchange's line is out, so every shed is counted: /metrics has them per pack.
     let metrics = scrape(&agent);
+    py.0.stdin
+        .as_mut()
+        .expect("stdin")
+        .write_all(b"exit\n")
+        .expect("let the client exit");
+    assert!(
+        py.0.wait().expect("python exits").success(),
+        "client failed"
+    );
     let out = agent.stop(seen).expect("agent stops");
 
     assert_eq!(out.lines.len(), EXCHANGES, "{:#?}", out.lines);
