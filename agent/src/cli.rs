@@ -399,7 +399,8 @@ impl FlowArgs {
 #[derive(Debug, Args)]
 pub struct PackArgs {
     /// Directory of packs (Taskless pre2 layout: `<dir>/**/manifest.json` with `config.json` and
-    /// `pack.wasm` beside it). Default: the packs shipped with the agent.
+    /// `pack.wasm` beside it). Default: the packs shipped with the agent. While watching, a
+    /// change in it is loaded without a restart.
     #[arg(long, value_name = "DIR")]
     pub packs: Option<PathBuf>,
 
