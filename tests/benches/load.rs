@@ -4,7 +4,8 @@
 //! by step, while a freshly started agent watches it: first with no packs (the capture path
 //! alone), then with every shipped pack. For each step it prints the rate wrk achieved, whether
 //! every request wrk completed came out as one line with every loss counter at zero, and the
-//! agent's CPU time per exchange (user + system, from `/proc/PID/stat`, over the load window).
+//! agent's CPU time per exchange (user + system, from `/proc/PID/stat`, over the load window),
+//! and how many exchanges had a pack shed (`shed`: their line came out without that pack).
 //! The highest step with nothing lost is the loss-free rate on this machine. Figures only: on a
 //! shared machine they vary from run to run, so nothing here is asserted beyond the run working.
 
@@ -41,6 +42,9 @@ struct Step {
     requests: u64,
     lines: u64,
     lost: u64,
+    /// Exchanges on which a pack was shed (skipped because its worker was behind): not lost,
+    /// but not every pack ran on them.
+    shed: u64,
     cpu_s: f64,
 }
 
@@ -113,6 +117,7 @@ fn step(api: &TestApi, dir: &Path, packs: &Path, rate: u32) -> Step {
         requests,
         lines,
         lost: missing + counted,
+        shed: out.counter("shed"),
         cpu_s,
     }
 }
@@ -131,8 +136,8 @@ fn main() {
     for (name, packs) in [("no packs", none.as_path()), ("all packs", all.as_path())] {
         println!("\n{name} ({})", packs.display());
         println!(
-            "  {:>10} {:>10} {:>10} {:>8} {:>12} {:>14}",
-            "aimed/s", "achieved/s", "lines", "lost", "agent CPU", "CPU/exchange"
+            "  {:>10} {:>10} {:>10} {:>8} {:>8} {:>12} {:>14}",
+            "aimed/s", "achieved/s", "lines", "lost", "shed", "agent CPU", "CPU/exchange"
         );
         let mut best = 0.0f64;
         for rate in RATES {
@@ -151,9 +156,10 @@ fn main() {
                 rate.to_string()
             };
             println!(
-                "  {aimed:>10} {achieved:>10.0} {:>10} {:>8} {:>11.0}% {:>11.1} µs",
+                "  {aimed:>10} {achieved:>10.0} {:>10} {:>8} {:>8} {:>11.0}% {:>11.1} µs",
                 s.lines,
                 s.lost,
+                s.shed,
                 s.cpu_s * 100.0 / f64::from(LOAD_S),
                 per
             );
