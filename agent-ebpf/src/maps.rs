@@ -77,13 +77,17 @@ pub static LAST_FD: LruHashMap<u64, LastFd> = LruHashMap::with_max_entries(65_53
 pub static TLS_FDS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(65_536, 0);
 
 /// Remembers `fd` of the calling process as a TLS socket, so its `close` ends the connection
-/// (see `syscalls`). A lookup first: cheaper than an update of an LRU map.
+/// (see `syscalls`), and sends its addresses the first time (see `sockets`). A lookup first:
+/// cheaper than an update of an LRU map.
 #[inline(always)]
 pub fn note_tls_fd(pid_tgid: u64, fd: i32) {
     let key = (pid_tgid & 0xffff_ffff_0000_0000) | u64::from(fd as u32);
     // SAFETY: a plain byte, read once.
     if unsafe { TLS_FDS.get(&key) }.is_none() {
         let _ = TLS_FDS.insert(&key, &1, 0);
+        if let crate::sockets::FdKind::Socket(file) = crate::sockets::fd_kind(fd) {
+            crate::sockets::report(pid_tgid, fd, file);
+        }
     }
 }
 

@@ -157,7 +157,9 @@ impl Entry {
             Record::ServerName { .. } => Vec::new(),
             // The writer turns a socket close into its connection's close; process events are
             // not part of any connection.
-            Record::FdClose { .. } | Record::CodeChanged { .. } => Vec::new(),
+            Record::FdClose { .. } | Record::CodeChanged { .. } | Record::Socket { .. } => {
+                Vec::new()
+            }
             Record::Data(d) => {
                 let (t, dir) = (d.timestamp_ns, d.direction);
                 let mut v = Vec::new();
