@@ -50,6 +50,9 @@ pub mod flags {
     pub const FD_FALLBACK: u32 = 4;
     /// On a `CODE_CHANGED` record: the process started a new program (`execve`).
     pub const EXEC: u32 = 8;
+    /// Records of this connection were lost since its last one (the ring buffer was full): its
+    /// byte streams have a hole of unknown size and direction before this record.
+    pub const LOST_BEFORE: u32 = 16;
 }
 
 /// Length of a process name (`comm`) as the kernel keeps it, NUL included.

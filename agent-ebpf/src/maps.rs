@@ -91,6 +91,35 @@ pub fn note_tls_fd(pid_tgid: u64, fd: i32) {
     }
 }
 
+/// A connection of a process: its tgid and connection object.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ConnKey {
+    /// The connection object.
+    pub conn: u64,
+    /// The process.
+    pub tgid: u32,
+    /// Zero.
+    pub reserved: u32,
+}
+
+/// Connections that lost a record to a full ring buffer since their last record was sent: the
+/// next record sent for one carries `LOST_BEFORE`, so user space resynchronises its parser.
+/// LRU: marks of connections that never move again age out.
+#[map]
+pub static LOSSY: LruHashMap<ConnKey, u8> = LruHashMap::with_max_entries(16_384, 0);
+
+/// This CPU's count of records the ring buffer had no room for. A program runs to completion
+/// on one CPU, so the count before and after a call's records tells whether one was lost.
+#[inline(always)]
+pub fn ringbuf_full_count() -> u64 {
+    match COUNTERS.get_ptr(Counter::RingbufFull as u32) {
+        // SAFETY: per-CPU slot, read on this CPU.
+        Some(slot) => unsafe { *slot },
+        None => 0,
+    }
+}
+
 /// One scratch record per CPU: records do not fit on the 512-byte stack.
 #[map]
 pub static SCRATCH: PerCpuArray<RecordBuffer> = PerCpuArray::with_max_entries(1, 0);

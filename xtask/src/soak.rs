@@ -26,6 +26,7 @@ const CLIENT: &str = include_str!("soak_client.py");
 const LOSS_COUNTERS: &[&str] = &[
     "undecodable",
     "resyncs",
+    "desyncs",
     "skipped_bytes",
     "lost_bytes",
     "incomplete",

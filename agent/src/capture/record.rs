@@ -88,6 +88,8 @@ pub struct DataRecord {
     pub truncated: bool,
     /// Copying failed: the payload is missing though the call moved `total_len` bytes.
     pub read_failed: bool,
+    /// Records of this connection were lost before this one (the ring buffer was full).
+    pub lost_before: bool,
     /// The plaintext.
     pub payload: Vec<u8>,
 }
@@ -156,6 +158,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 total_len: h.total_len,
                 truncated: h.flags & flags::TRUNCATED != 0,
                 read_failed: h.flags & flags::READ_FAILED != 0,
+                lost_before: h.flags & flags::LOST_BEFORE != 0,
                 payload: bytes[HEADER..HEADER + h.len as usize].to_vec(),
             }))
         }

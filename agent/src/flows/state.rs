@@ -43,6 +43,9 @@ crate::stats::counters! {
         evicted,
         /// Times a parser skipped bytes to find the next message.
         resyncs,
+        /// Times a connection's records were lost (the ring buffer was full) and its parser
+        /// started over at the next message.
+        desyncs,
         /// Bytes the parsers skipped.
         skipped_bytes,
         /// Bytes that were not captured (copy failures, per-call limit).
@@ -328,7 +331,8 @@ impl Flows {
             self.stats.fd_changes.fetch_add(1, Ordering::Relaxed);
             self.end(d.tgid, d.conn, d.timestamp_ns, dispatch);
         }
-        if !self.flows.contains_key(&key) {
+        let existed = self.flows.contains_key(&key);
+        if !existed {
             let (process, cgroup) = self
                 .proc_cache
                 .entry(d.tgid)
@@ -373,6 +377,12 @@ impl Flows {
         self.learn_fd(&mut flow, &d);
         let dir = d.direction;
         let mut events = std::mem::take(&mut self.events);
+        if d.lost_before && existed {
+            // Bytes are missing in an unknown amount and direction: no request may be paired
+            // with another's response, the parser looks for the next message.
+            self.stats.desyncs.fetch_add(1, Ordering::Relaxed);
+            flow.http.desync(d.timestamp_ns, &mut events);
+        }
         if d.read_failed {
             let lost = u64::from(d.total_len.saturating_sub(d.offset))
                 .min(agent_common::data::MAX_CHUNK as u64);
@@ -576,6 +586,7 @@ mod tests {
             total_len: u32::try_from(payload.len()).unwrap(),
             truncated: false,
             read_failed: false,
+            lost_before: false,
             payload: payload.to_vec(),
         })
     }
