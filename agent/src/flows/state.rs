@@ -132,6 +132,12 @@ impl Flows {
         self.pods = Some(pods);
     }
 
+    /// The kubelet's pods, when `--kubelet` names them.
+    #[must_use]
+    pub fn pods(&self) -> Option<&Arc<Pods>> {
+        self.pods.as_ref()
+    }
+
     /// The pod and container of a process in cgroup `path`, if it is a pod's.
     fn k8s(&self, path: &str) -> Option<K8s> {
         let cgroup = k8s::parse(path)?;
