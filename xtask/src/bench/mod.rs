@@ -161,9 +161,20 @@ impl Bench {
 
 fn build(root: &Path, options: &Options) -> anyhow::Result<PathBuf> {
     let mut cmd = util::cargo();
-    cmd.args(["build", "-p", "taskless-agent", "--bin", "taskless-agent"]);
-    if !options.debug {
-        cmd.arg("--release");
+    if options.debug {
+        // The same build as the soak's (features unify the same way, so one does not rebuild
+        // what the other built).
+        cmd.args(["build", "-p", "taskless-agent", "-p", "taskless-e2e"])
+            .args(["--bin", "taskless-agent", "--bin", "taskless-testapi"]);
+    } else {
+        cmd.args([
+            "build",
+            "--release",
+            "-p",
+            "taskless-agent",
+            "--bin",
+            "taskless-agent",
+        ]);
     }
     util::run(&mut cmd)?;
     if !options.quick {
@@ -271,7 +282,7 @@ fn bench(root: &Path, dir: &Path, agent: PathBuf, options: Options) -> anyhow::R
     };
     let configs = configurations(bench.options.quick);
     eprintln!(
-        "bench: {} rounds of {} s steps, wrk ({} connections{}) → {} (nginx{}), agent {}",
+        "bench: {} round(s) of {} s steps, wrk ({} connections{}) → {} (nginx{}), agent {}",
         bench.options.rounds,
         bench.options.seconds,
         bench.options.connections,

@@ -309,8 +309,18 @@ pub fn document(d: &Document<'_>) -> String {
             "taskless-agent",
             format!("{} ({profile} build)", first_line(agent, &["--version"])),
         ),
-        ("nginx", first_line("nginx", &["-v"])),
-        ("wrk", first_line("wrk", &["-v"])),
+        (
+            "nginx",
+            first_line("nginx", &["-v"]).replace("nginx version: ", ""),
+        ),
+        (
+            "wrk",
+            first_line("wrk", &["-v"])
+                .split(" Copyright")
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+        ),
         ("OpenSSL", first_line("openssl", &["version"])),
         ("bpftrace", first_line("bpftrace", &["--version"])),
         ("bcc sslsniff", sslsniff),
@@ -334,8 +344,11 @@ pub fn document(d: &Document<'_>) -> String {
     .collect::<Vec<_>>()
     .join("\n");
     let options = format!(
-        "{} rounds of {} s per configuration, wrk with 1 thread and {} connections",
-        d.options.rounds, d.options.seconds, d.options.connections
+        "{} round{} of {} s per configuration, wrk with 1 thread and {} connections",
+        d.options.rounds,
+        if d.options.rounds == 1 { "" } else { "s" },
+        d.options.seconds,
+        d.options.connections
     );
     TEMPLATE
         .replace("{{when}}", &d.machine_start.when)

@@ -158,12 +158,26 @@ fn spawn(cmd: &mut Command, out: &Path, err: &Path) -> anyhow::Result<Guard> {
     Ok(Guard(child))
 }
 
-/// Why a peer could not run: what it printed.
+/// Why a peer could not run: the first two and the last of the messages it printed (a Python
+/// traceback's frames left out).
 fn failure(out: &Path, err: &Path) -> String {
     let mut text = std::fs::read_to_string(err).unwrap_or_default();
     text.push_str(&std::fs::read_to_string(out).unwrap_or_default());
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(3)..].join(" | ")
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            !l.trim().is_empty()
+                && !l.starts_with(char::is_whitespace)
+                && !l.starts_with("Traceback")
+        })
+        .collect();
+    let mut picked: Vec<&str> = lines.iter().take(2).copied().collect();
+    if let Some(last) = lines.last()
+        && !picked.contains(last)
+    {
+        picked.push(last);
+    }
+    picked.join(" | ")
 }
 
 /// The result of starting a tracer.
