@@ -116,7 +116,8 @@ enum Command {
         quick: bool,
     },
     /// Run every test: formatting, lints, the Kubernetes manifests, unit tests, pack tests, a short
-    /// fuzz run and end-to-end tests with the real eBPF programs (needs root).
+    /// fuzz run, end-to-end tests with the real eBPF programs, the soak's short form and the
+    /// benchmark's smoke run (needs root).
     Test {
         /// Skip `cargo fmt --check` and `cargo clippy`.
         #[arg(long)]
