@@ -27,6 +27,10 @@ pub mod record_kind {
     /// [`super::ProcessRecord`]: the header, then the process name as the kernel has it after the
     /// change (`len` 16). Sent only when the agent asked for them.
     pub const CODE_CHANGED: u32 = 5;
+    /// A socket fd was first seen inside a TLS call: a [`super::SocketRecord`] with both ends of
+    /// the connection as the kernel had them then (`fd` set, `conn` 0), so a process that exits
+    /// before the agent can look in `/proc` keeps its addresses.
+    pub const SOCKET: u32 = 6;
 }
 
 /// `SSL_ctrl` command behind `SSL_set_tlsext_host_name`.
@@ -46,6 +50,9 @@ pub mod flags {
     pub const FD_FALLBACK: u32 = 4;
     /// On a `CODE_CHANGED` record: the process started a new program (`execve`).
     pub const EXEC: u32 = 8;
+    /// Records of this connection were lost since its last one (the ring buffer was full): its
+    /// byte streams have a hole of unknown size and direction before this record.
+    pub const LOST_BEFORE: u32 = 16;
 }
 
 /// Length of a process name (`comm`) as the kernel keeps it, NUL included.
@@ -126,6 +133,27 @@ pub struct ProcessRecord {
     pub comm: [u8; TASK_COMM_LEN],
 }
 
+/// A `SOCKET` record: the header and both ends of a TCP connection, from the kernel's `struct
+/// sock`. Addresses are in network byte order; an IPv4 address fills the first 4 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SocketRecord {
+    /// The header (`len` is 0, `fd` the socket's).
+    pub header: RecordHeader,
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u16,
+    /// This process's port, host byte order.
+    pub local_port: u16,
+    /// The peer's port, host byte order.
+    pub remote_port: u16,
+    /// Zero.
+    pub reserved: u16,
+    /// This process's address.
+    pub local: [u8; 16],
+    /// The peer's address.
+    pub remote: [u8; 16],
+}
+
 /// Arguments of a TLS call, saved on entry for its return probe.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -149,3 +177,4 @@ const _: () = assert!(core::mem::size_of::<RecordHeader>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<RecordBuffer>() == 56 + MAX_CHUNK);
 const _: () = assert!(core::mem::size_of::<SslArgs>() == 40);
 const _: () = assert!(core::mem::size_of::<ProcessRecord>() == 72);
+const _: () = assert!(core::mem::size_of::<SocketRecord>() == 96);

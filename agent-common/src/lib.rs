@@ -10,5 +10,7 @@ pub mod data;
 pub mod gotls;
 
 pub use counters::Counter;
-pub use data::{Direction, ProcessRecord, RecordBuffer, RecordHeader, SslArgs, record_kind};
+pub use data::{
+    Direction, ProcessRecord, RecordBuffer, RecordHeader, SocketRecord, SslArgs, record_kind,
+};
 pub use gotls::{GoConnOffsets, GoroutineKey};

@@ -21,7 +21,10 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext},
 };
 
-use crate::maps::{EVENTS, LAST_FD, SCRATCH, count, current, is_target, wakeup_bytes};
+use crate::maps::{
+    ConnKey, EVENTS, LAST_FD, LOSSY, SCRATCH, count, current, is_target, ringbuf_full_count,
+    wakeup_bytes,
+};
 
 /// Bytes of a record's header.
 pub const HEADER_SIZE: u64 = core::mem::size_of::<RecordHeader>() as u64;
@@ -257,13 +260,28 @@ pub fn emit<const CHUNKS: u32>(
     };
     let full = (copied / MAX_CHUNK as u64) as u32;
     let tail = (copied % MAX_CHUNK as u64) as usize;
+    // A record of this connection lost earlier: this call's records say so. The flag is data
+    // the loop only stores, so it adds no state for the verifier to walk.
+    let key = ConnKey {
+        conn: args.ssl,
+        tgid: (pid_tgid >> 32) as u32,
+        reserved: 0,
+    };
+    // SAFETY: a plain byte, read once.
+    let lost_before = if unsafe { LOSSY.get(&key) }.is_some() {
+        let _ = LOSSY.remove(&key);
+        flags::LOST_BEFORE
+    } else {
+        0
+    };
+    let full_before = ringbuf_full_count();
     let chunk = Chunk {
         pid_tgid,
         args,
         dir,
         total32,
         timestamp_ns,
-        fd_flags,
+        fd_flags: fd_flags | lost_before,
         wake,
     };
     let mut i: u32 = 0;
@@ -277,6 +295,11 @@ pub fn emit<const CHUNKS: u32>(
     }
     if tail > 0 {
         chunk.send((full as u64) * (MAX_CHUNK as u64), tail, false);
+    }
+    // Counted, not tracked inside the loop: a flag set per failed chunk would double the
+    // states of every iteration.
+    if ringbuf_full_count() != full_before {
+        let _ = LOSSY.insert(&key, &1, 0);
     }
 }
 

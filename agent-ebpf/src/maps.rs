@@ -77,13 +77,46 @@ pub static LAST_FD: LruHashMap<u64, LastFd> = LruHashMap::with_max_entries(65_53
 pub static TLS_FDS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(65_536, 0);
 
 /// Remembers `fd` of the calling process as a TLS socket, so its `close` ends the connection
-/// (see `syscalls`). A lookup first: cheaper than an update of an LRU map.
+/// (see `syscalls`), and sends its addresses the first time (see `sockets`). A lookup first:
+/// cheaper than an update of an LRU map.
 #[inline(always)]
 pub fn note_tls_fd(pid_tgid: u64, fd: i32) {
     let key = (pid_tgid & 0xffff_ffff_0000_0000) | u64::from(fd as u32);
     // SAFETY: a plain byte, read once.
     if unsafe { TLS_FDS.get(&key) }.is_none() {
         let _ = TLS_FDS.insert(&key, &1, 0);
+        if let crate::sockets::FdKind::Socket(file) = crate::sockets::fd_kind(fd) {
+            crate::sockets::report(pid_tgid, fd, file);
+        }
+    }
+}
+
+/// A connection of a process: its tgid and connection object.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ConnKey {
+    /// The connection object.
+    pub conn: u64,
+    /// The process.
+    pub tgid: u32,
+    /// Zero.
+    pub reserved: u32,
+}
+
+/// Connections that lost a record to a full ring buffer since their last record was sent: the
+/// next record sent for one carries `LOST_BEFORE`, so user space resynchronises its parser.
+/// LRU: marks of connections that never move again age out.
+#[map]
+pub static LOSSY: LruHashMap<ConnKey, u8> = LruHashMap::with_max_entries(16_384, 0);
+
+/// This CPU's count of records the ring buffer had no room for. A program runs to completion
+/// on one CPU, so the count before and after a call's records tells whether one was lost.
+#[inline(always)]
+pub fn ringbuf_full_count() -> u64 {
+    match COUNTERS.get_ptr(Counter::RingbufFull as u32) {
+        // SAFETY: per-CPU slot, read on this CPU.
+        Some(slot) => unsafe { *slot },
+        None => 0,
     }
 }
 

@@ -13,6 +13,10 @@
 //! at offsets the agent takes from the running kernel's BTF; fds already known as TLS sockets
 //! skip the check.
 //!
+//! The first time a socket fd is seen so, both ends of its TCP connection are read from the
+//! kernel's `struct sock` (offsets from BTF again) and sent as a `SOCKET` record: a process that
+//! is gone before the agent can look in `/proc` keeps its addresses.
+//!
 //! Each fd found that way is remembered in `TLS_FDS`; a later `close` of it by a traced process
 //! sends an `FD_CLOSE` record, so the connection ends when its socket does (and a reused fd
 //! number starts a new one). When the agent asks for them, a second program on
@@ -23,20 +27,21 @@
 //! loaded is attached to before the program's first call through it, in the common case.
 
 use agent_common::{
-    Counter, ProcessRecord, RecordHeader,
+    Counter, ProcessRecord, RecordHeader, SslArgs,
     data::{TASK_COMM_LEN, flags},
     record_kind,
 };
 use aya_ebpf::{
     bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
-    },
+    helpers::{bpf_get_current_comm, bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
 
-use crate::maps::{EVENTS, LAST_FD, LastFd, READ_ARGS, TLS_FDS, WRITE_ARGS, count, current};
+use crate::{
+    maps::{EVENTS, LAST_FD, LastFd, READ_ARGS, TLS_FDS, WRITE_ARGS, count, current},
+    sockets,
+};
 
 /// Set by the agent at load time: this architecture's numbers of the eight syscalls above
 /// (`u64::MAX` never matches).
@@ -70,16 +75,6 @@ static MMAP_ARG_OFFSETS: [u64; 2] = [96, 72];
 /// `PROT_EXEC`.
 const PROT_EXEC: u64 = 4;
 
-/// Set by the agent at load time from the kernel's BTF: the offsets of `task_struct.files`,
-/// `files_struct.fdt`, `fdtable.max_fds`, `fdtable.fd`, `file.f_inode` and `inode.i_mode`. All
-/// zero when they could not be read: fds are then taken without the check.
-#[unsafe(no_mangle)]
-static FILE_TYPE_OFFSETS: [u64; 6] = [0; 6];
-
-/// `S_IFMT` and `S_IFSOCK` of an inode's mode.
-const S_IFMT: u16 = 0o170_000;
-const S_IFSOCK: u16 = 0o140_000;
-
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn sys_enter_fd(ctx: RawTracePointContext) -> i32 {
     // sys_enter(struct pt_regs *regs, long id)
@@ -109,73 +104,55 @@ pub fn sys_enter_fd(ctx: RawTracePointContext) -> i32 {
     }
     // SAFETY: a plain byte, read once.
     let known = unsafe { TLS_FDS.get(&fd_key) }.is_some();
+    let mut kind = sockets::FdKind::Unknown;
+    let mut checked = known;
     let mut found = false;
-    let mut refused = false;
-    // Two separate lookups: the verifier refuses arithmetic on two maybe-null pointers.
+    // Two separate lookups, each pointer used before the next: the verifier refuses
+    // arithmetic on two maybe-null pointers, which a joined null check becomes.
     if let Some(args) = WRITE_ARGS.get_ptr_mut(&pid_tgid) {
         found = true;
-        if known || is_socket(fd) != Some(false) {
-            // SAFETY: an entry of this thread, written only by this thread's programs.
-            let ssl = unsafe {
-                (*args).fd = fd;
-                (*args).ssl
-            };
-            remember_fd(pid_tgid, ssl, fd);
-        } else {
-            refused = true;
+        if !checked {
+            kind = sockets::fd_kind(fd);
+            checked = true;
+        }
+        if !matches!(kind, sockets::FdKind::Other) {
+            take_fd(pid_tgid, args, fd);
         }
     }
     if let Some(args) = READ_ARGS.get_ptr_mut(&pid_tgid) {
         found = true;
-        if !refused && (known || is_socket(fd) != Some(false)) {
-            // SAFETY: as above.
-            let ssl = unsafe {
-                (*args).fd = fd;
-                (*args).ssl
-            };
-            remember_fd(pid_tgid, ssl, fd);
-        } else {
-            refused = true;
+        if !checked {
+            kind = sockets::fd_kind(fd);
+        }
+        if !matches!(kind, sockets::FdKind::Other) {
+            take_fd(pid_tgid, args, fd);
         }
     }
-    if refused {
+    if !found {
+        return 0;
+    }
+    if matches!(kind, sockets::FdKind::Other) {
         count(Counter::NonSocketFds);
-    } else if found && !known {
+        return 0;
+    }
+    if !known {
         let _ = TLS_FDS.insert(&fd_key, &1, 0);
+        if let sockets::FdKind::Socket(file) = kind {
+            sockets::report(pid_tgid, fd, file);
+        }
     }
     0
 }
 
-/// Whether `fd` of the calling task is a socket, read from its file table; `None` when the
-/// offsets are unknown or a read failed.
+/// Writes `fd` into the arguments saved by the thread's TLS call in flight.
 #[inline(always)]
-fn is_socket(fd: i32) -> Option<bool> {
-    // SAFETY: a global set at load time; the volatile reads keep it from being folded.
-    let at = |i: usize| unsafe { core::ptr::read_volatile(&FILE_TYPE_OFFSETS[i]) };
-    let files_at = at(0);
-    if files_at == 0 {
-        return None;
-    }
-    // SAFETY: reads of kernel memory through the checked helper; a wrong address fails the
-    // read, it does not fault.
-    unsafe {
-        let task = bpf_get_current_task();
-        let files: u64 = bpf_probe_read_kernel((task + files_at) as *const u64).ok()?;
-        let fdt: u64 = bpf_probe_read_kernel((files + at(1)) as *const u64).ok()?;
-        let max_fds: u32 = bpf_probe_read_kernel((fdt + at(2)) as *const u32).ok()?;
-        if fd as u32 >= max_fds {
-            return Some(false);
-        }
-        let table: u64 = bpf_probe_read_kernel((fdt + at(3)) as *const u64).ok()?;
-        let file: u64 =
-            bpf_probe_read_kernel((table + 8 * u64::from(fd as u32)) as *const u64).ok()?;
-        if file == 0 {
-            return Some(false);
-        }
-        let inode: u64 = bpf_probe_read_kernel((file + at(4)) as *const u64).ok()?;
-        let mode: u16 = bpf_probe_read_kernel((inode + at(5)) as *const u16).ok()?;
-        Some(mode & S_IFMT == S_IFSOCK)
-    }
+fn take_fd(pid_tgid: u64, args: *mut SslArgs, fd: i32) {
+    // SAFETY: an entry of this thread, written only by this thread's programs.
+    let ssl = unsafe {
+        (*args).fd = fd;
+        (*args).ssl
+    };
+    remember_fd(pid_tgid, ssl, fd);
 }
 
 /// Keeps `fd` as the thread's last TLS fd, writing only when it changed (a lookup is cheaper

@@ -127,16 +127,23 @@ pub fn kernel_version(release: &str) -> Option<(u32, u32)> {
 /// The kernel's BTF, and the offsets the programs read from it.
 fn btf_line() -> Line {
     match btf::Btf::from_sys_fs() {
-        Ok(b) => match btf::file_type_offsets(&b) {
-            Ok(_) => line(
+        Ok(b) => match (btf::file_type_offsets(&b), btf::socket_offsets(&b)) {
+            (Ok(_), Ok(_)) => line(
                 Status::Ok,
                 "BTF",
                 "/sys/kernel/btf/vmlinux read, kernel struct offsets found",
             ),
-            Err(e) => line(
+            (Err(e), _) => line(
                 Status::Warn,
                 "BTF",
                 format!("{e}: sockets cannot be told from other files inside TLS calls"),
+            ),
+            (_, Err(e)) => line(
+                Status::Warn,
+                "BTF",
+                format!(
+                    "{e}: connections' addresses are read from /proc, which a process that exits at once no longer has"
+                ),
             ),
         },
         Err(e) => line(

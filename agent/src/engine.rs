@@ -154,6 +154,19 @@ fn report(
     flow_stats.report(out);
     // A gauge, not a counter: the connections the flows stage holds state for right now.
     out.push(("live_connections".to_owned(), flows.len() as u64));
+    // With `--kubelet`: how often the pods were asked for, and how often that failed (lines
+    // then carry pod UIDs and container ids without names).
+    if let Some(pods) = flows.pods() {
+        for (name, v) in [
+            ("kubelet_fetches", &pods.fetches),
+            ("kubelet_failures", &pods.failures),
+        ] {
+            out.push((
+                name.to_owned(),
+                v.load(std::sync::atomic::Ordering::Relaxed),
+            ));
+        }
+    }
     // The flows stage reports `resyncs` and `bytes_skipped` itself, as `resyncs` and
     // `skipped_bytes`.
     out.extend(
@@ -165,4 +178,35 @@ fn report(
             .map(|(name, v)| (format!("http_{name}"), v)),
     );
     pack_stats.report(out);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, atomic::Ordering};
+
+    use super::*;
+    use crate::flows::pods::Pods;
+
+    #[test]
+    fn the_kubelets_fetches_and_failures_are_in_the_stats_only_with_a_kubelet() {
+        let flow_stats = FlowStats::default();
+        let mut flows = Flows::new(
+            taskless_http::Config::default(),
+            false,
+            Arc::new(FlowStats::default()),
+        );
+        let names = |flows: &Flows| {
+            let mut out = Vec::new();
+            report(&flow_stats, flows, &PackStageStats::default(), &mut out);
+            out
+        };
+        assert!(!names(&flows).iter().any(|(n, _)| n.starts_with("kubelet_")));
+        let pods = Arc::new(Pods::default());
+        pods.fetches.store(3, Ordering::Relaxed);
+        pods.failures.store(2, Ordering::Relaxed);
+        flows.set_pods(pods);
+        let out = names(&flows);
+        assert!(out.contains(&("kubelet_fetches".to_owned(), 3)), "{out:?}");
+        assert!(out.contains(&("kubelet_failures".to_owned(), 2)), "{out:?}");
+    }
 }

@@ -4,6 +4,9 @@
 //! - OpenSSL: a Python process runs a TLS client and server over memory BIOs (no sockets, no
 //!   network) and times `SSL_write_ex` + `SSL_read_ex` pairs with 1 KiB payloads; the floor is an
 //!   empty uprobe + uretprobe on each function.
+//! - GnuTLS: a C program (`tests/c/gnutls_bench.c`) with a client and a server session joined by
+//!   memory buffers, timing `gnutls_record_send` + `gnutls_record_recv` pairs; the floor is an
+//!   empty uprobe + uretprobe on each.
 //! - Go: a Go program (`tests/go/bench`, built by the newest Go toolchain setup installed) does
 //!   the same with crypto/tls `(*Conn).Write` + `(*Conn).Read` over an in-memory connection; the
 //!   floor is an empty uprobe at each place the real probes go (the entries, and every `RET` of
@@ -25,6 +28,7 @@ use std::{
 };
 
 use taskless_e2e::{
+    clients,
     golang::{self, Variant},
     harness::{Agent, KillOnDrop, TempDir, agent_bin, require_root},
 };
@@ -125,6 +129,16 @@ fn main() {
     measure(
         "1 KiB SSL_write_ex/SSL_read_ex calls (empty floor: uprobe + uretprobe)",
         python,
+        &packs,
+    );
+
+    let gnutls = clients::gcc("gnutls_bench", "gnutls_bench", dir.path(), &["-lgnutls"])
+        .expect("gnutls_bench (libgnutls28-dev)");
+    let mut gnutls = Command::new(gnutls);
+    gnutls.arg(&cert).arg(&key);
+    measure(
+        "1 KiB gnutls_record_send/gnutls_record_recv calls (empty floor: uprobe + uretprobe)",
+        gnutls,
         &packs,
     );
 

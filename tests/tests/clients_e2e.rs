@@ -357,3 +357,67 @@ fn a_process_that_loads_openssl_later_is_waited_for_and_captured_from_its_first_
     assert_eq!(out.counter("resyncs"), 0, "{}", out.stderr);
     assert_eq!(out.counter("http_orphan_responses"), 0, "{}", out.stderr);
 }
+
+const GONE_CLIENT: &str = r#"
+import http.client, ssl, sys
+port, ca = int(sys.argv[1]), sys.argv[2]
+ctx = ssl.create_default_context(cafile=ca)
+conn = http.client.HTTPSConnection("localhost", port, context=ctx)
+conn.connect()
+print("ready", conn.sock.getsockname()[1], flush=True); sys.stdin.readline()
+for i in range(2):
+    conn.request("GET", "/v1/customers/cus_gone_%d" % i); r = conn.getresponse(); r.read(); assert r.status == 200
+print("done", flush=True)
+"#;
+
+/// A client that has exited before the agent reads its records has no `/proc` entry left:
+/// its connection's addresses come from the kernel, which sent them when it first saw the
+/// socket inside a TLS call. The agent is stopped (SIGSTOP) while the client runs and exits;
+/// the kernel side keeps filling the ring buffer.
+#[test]
+fn a_client_gone_before_its_records_are_read_keeps_its_addresses() {
+    require_root();
+    let api = TestApi::start().expect("test API");
+    let dir = TempDir::new("gone-client").expect("tempdir");
+    let args = [
+        api.server.addr.port().to_string(),
+        api.server.ca_file.display().to_string(),
+    ];
+    let mut client = Script::start(&dir, "client.py", GONE_CLIENT, &args);
+    let local_port = client.line();
+    let local_port = local_port
+        .strip_prefix("ready ")
+        .expect("the client's port")
+        .to_owned();
+    let packs = packs_dir().display().to_string();
+    let agent = agent(&["--pid", &client.pid(), "--packs", &packs]);
+    let agent_pid = libc::pid_t::try_from(agent.pid()).expect("pid");
+    // SAFETY: signals to the agent this test started.
+    assert_eq!(unsafe { libc::kill(agent_pid, libc::SIGSTOP) }, 0);
+    client.go();
+    let client_pid = client.pid();
+    assert_eq!(client.finish(), ["done"]);
+    assert!(
+        !std::path::Path::new(&format!("/proc/{client_pid}")).exists(),
+        "the client is gone"
+    );
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(agent_pid, libc::SIGCONT) }, 0);
+    let out = stop_after(agent, 2);
+    let hits = matching(&out.lines, &[("core/status", "200")]);
+    assert_eq!(hits.len(), 2, "{:#?}", out.lines);
+    for l in hits {
+        assert_eq!(
+            l["source"]["remoteAddress"],
+            api.server.addr.to_string(),
+            "{l}"
+        );
+        assert_eq!(
+            l["source"]["localAddress"],
+            format!("127.0.0.1:{local_port}"),
+            "{l}"
+        );
+        assert_eq!(l["source"]["process"], "python3", "{l}");
+    }
+    assert_eq!(out.counter("addresses_unresolved"), 0, "{}", out.stderr);
+}

@@ -797,3 +797,112 @@ fn a_read_only_state_directory_is_said_with_its_path_and_capture_goes_on() {
         calls.len()
     );
 }
+
+/// One kept-alive connection: a small call, downloads larger than the ring buffer can take in
+/// one record, then small calls again.
+const OVERFLOW_CLIENT: &str = r#"
+import http.client, ssl, sys
+port, ca = int(sys.argv[1]), sys.argv[2]
+ctx = ssl.create_default_context(cafile=ca)
+conn = http.client.HTTPSConnection("localhost", port, context=ctx)
+conn.connect()
+print("ready", flush=True); sys.stdin.readline()
+def get(path):
+    conn.request("GET", path); r = conn.getresponse(); body = r.read()
+    assert r.status == 200, (path, r.status)
+    return body
+get("/v1/customers/cus_before")
+for i in range(3):
+    assert get("/v1/bytes?n=200000") == b"0123456789" * 20000
+for i in range(5):
+    get("/v1/customers/cus_after_%d" % i)
+print("done", flush=True)
+"#;
+
+/// A ring buffer too small for a whole TLS record (16 KiB of plaintext cannot fit in a 16 KiB
+/// ring): each such read is lost, counted (`kernel_ringbuf_full`), and the connection's next
+/// record says records were lost before it, so the parser starts over at the next message
+/// (`desyncs`): the calls after are reported whole and right, the downloads incomplete if at
+/// all, and nothing is paired with another call's response.
+#[test]
+fn a_tiny_ring_buffer_drops_are_counted_and_the_parser_starts_over() {
+    require_root();
+    let api = TestApi::start().expect("test API");
+    let dir = TempDir::new("faults-ring").expect("tempdir");
+    let script = dir.path().join("client.py");
+    std::fs::write(&script, OVERFLOW_CLIENT).expect("script");
+    let mut client = KillOnDrop(
+        Command::new("python3")
+            .arg(&script)
+            .args([
+                api.server.addr.port().to_string(),
+                api.server.ca_file.display().to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3"),
+    );
+    let mut out = BufReader::new(client.0.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("ready");
+    assert_eq!(line.trim(), "ready");
+    let packs = core_only(dir.path());
+    let mut agent = Agent::start(&[
+        "--pid",
+        &client.0.id().to_string(),
+        "--packs",
+        &packs.display().to_string(),
+        "--ringbuf-size",
+        "16384",
+        "--stats-interval",
+        "0",
+    ])
+    .expect("agent");
+    agent
+        .wait_for_log("ready", Duration::from_secs(60))
+        .expect("agent ready");
+    client
+        .0
+        .stdin
+        .as_mut()
+        .expect("stdin")
+        .write_all(b"go\n")
+        .expect("go");
+    line.clear();
+    out.read_line(&mut line).expect("done");
+    assert_eq!(line.trim(), "done", "the client's calls all succeeded");
+    let mut seen = Vec::new();
+    let _ = agent.wait_for_lines(6, Duration::from_secs(20), &mut seen);
+    let out = agent.stop(seen).expect("agent output");
+    drop(client);
+
+    let mut small = BTreeSet::new();
+    for l in &out.lines {
+        let (path, status, _) = exchange(l);
+        let path = path.unwrap_or_else(|| panic!("a line without a path: {l}"));
+        if path == "/v1/bytes" {
+            assert_eq!(l["complete"], false, "a download missing records: {l}");
+            continue;
+        }
+        assert!(
+            path == "/v1/customers/cus_before" || path.starts_with("/v1/customers/cus_after_"),
+            "a line for a path the client never asked for: {l}"
+        );
+        assert_eq!(status.as_deref(), Some("200"), "{l}");
+        assert_ne!(l["complete"], false, "{l}");
+        assert!(small.insert(path), "an exchange reported twice: {l}");
+    }
+    assert_eq!(
+        small.len(),
+        6,
+        "every small call is reported: {:#?}",
+        out.lines
+    );
+    assert!(
+        out.counter("kernel_ringbuf_full") >= 3,
+        "the downloads' records were dropped and counted\n{}",
+        out.stderr
+    );
+    assert!(out.counter("desyncs") >= 3, "{}", out.stderr);
+}

@@ -1,10 +1,12 @@
 //! `cargo xtask <command>`: what cargo alone cannot do. Every command runs `setup` first.
 
+mod bench;
 mod build_packs;
 mod demo;
 mod fuzz;
 mod image;
 mod manifests;
+mod procs;
 mod setup;
 mod soak;
 mod test;
@@ -90,8 +92,32 @@ enum Command {
         #[arg(long)]
         debug: bool,
     },
+    /// Benchmark: wrk → nginx over TLS on loopback (pinned to one CPU each) with no tracer,
+    /// empty uprobes (the floor), bcc's sslsniff (when it runs here), a bpftrace script, and the
+    /// agent on wrk with no packs, `core`, and every shipped pack, interleaved in rounds.
+    /// Prints requests/s and ratios, CPU per request, loss against wrk's count and p99 latency,
+    /// and writes docs/BENCHMARKS.md. Needs root.
+    Bench {
+        /// Seconds of load per configuration and round.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Rounds (each configuration once per round); the figures are medians.
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        /// wrk's connections (one thread, kept alive).
+        #[arg(long, default_value_t = 8)]
+        connections: u32,
+        /// Use the development build of the agent instead of building a release one.
+        #[arg(long)]
+        debug: bool,
+        /// A smoke run: one round of 2 s steps, only no tracer, the floor and the agent without
+        /// packs; prints the table, writes nothing, fails if the agent lost an exchange.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Run every test: formatting, lints, the Kubernetes manifests, unit tests, pack tests, a short
-    /// fuzz run and end-to-end tests with the real eBPF programs (needs root).
+    /// fuzz run, end-to-end tests with the real eBPF programs, the soak's short form and the
+    /// benchmark's smoke run (needs root).
     Test {
         /// Skip `cargo fmt --check` and `cargo clippy`.
         #[arg(long)]
@@ -167,6 +193,25 @@ fn main() -> anyhow::Result<()> {
                     connections,
                     held,
                     debug,
+                },
+            )
+        }
+        Command::Bench {
+            seconds,
+            rounds,
+            connections,
+            debug,
+            quick,
+        } => {
+            setup::ensure()?;
+            bench::run(
+                &root,
+                bench::Options {
+                    seconds,
+                    rounds,
+                    connections,
+                    debug,
+                    quick,
                 },
             )
         }

@@ -24,13 +24,14 @@ const OPENSSL11_WHEEL: &str = "psycopg2-binary==2.9.5";
 /// Debian packages the tests and the demo run (programs observed, load generator, the oldest Go
 /// toolchain the tests build Go programs with, Python's venv for the newer ones, and another
 /// tracer the agent must coexist with), what the TLS stacks' tests build their clients with (wget
-/// and libcurl on GnuTLS, NSS's tstclnt and headers, the static libssl.a whose functions'
-/// signatures the agent's build also takes, gcc, and a JRE: a JVM is named as not supported), and
+/// and libcurl on GnuTLS, GnuTLS's headers for the probe-cost benchmark, NSS's tstclnt and
+/// headers, the static libssl.a whose functions' signatures the agent's build also takes, gcc,
+/// and a JRE: a JVM is named as not supported), and
 /// what the container test and `cargo xtask image` use: podman (with runc, which runs containers
 /// on hosts whose cgroups are v1 or hybrid, where crun refuses to) and mmdebstrap (base images
 /// made from Debian packages; there is no image registry to pull from), and the Prometheus server
 /// that scrapes the agent in the export test; bpftool, which the fault tests use to check that a
-/// killed agent left no program or probe attached.
+/// killed agent left no program or probe attached; nginx, the server of `cargo xtask bench`.
 const DEBIAN_PACKAGES: &[&str] = &[
     "curl",
     "ca-certificates",
@@ -47,6 +48,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "wget",
     "libcurl3-gnutls",
     "libcurl4-gnutls-dev",
+    "libgnutls28-dev",
     "libnss3-tools",
     "libnss3-dev",
     "libssl-dev",
@@ -54,6 +56,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "pkg-config",
     "default-jre-headless",
     "bpftool",
+    "nginx",
 ];
 
 /// Go releases the tests also build their Go programs with, from the Python package registry's

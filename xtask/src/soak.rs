@@ -9,16 +9,19 @@
 //! at the end is at most 10% above what it was after warm-up (the first tenth of the calls).
 
 use std::{
-    io::{BufRead as _, BufReader, Write as _},
+    io::Write as _,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
 
-use crate::util;
+use crate::{
+    procs::{Guard, counter, cpu_seconds, expect_line, lines_of, rss_kib, summary_line},
+    util,
+};
 
 const CLIENT: &str = include_str!("soak_client.py");
 
@@ -26,6 +29,7 @@ const CLIENT: &str = include_str!("soak_client.py");
 const LOSS_COUNTERS: &[&str] = &[
     "undecodable",
     "resyncs",
+    "desyncs",
     "skipped_bytes",
     "lost_bytes",
     "incomplete",
@@ -52,72 +56,6 @@ pub struct Options {
     pub held: u32,
     /// Use the development build instead of building a release agent.
     pub debug: bool,
-}
-
-/// A child process killed on drop.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Lines a child prints on stdout, read on a thread.
-fn lines_of(child: &mut Child) -> anyhow::Result<mpsc::Receiver<String>> {
-    let out = child.stdout.take().context("no stdout")?;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    Ok(rx)
-}
-
-fn expect_line(
-    rx: &mpsc::Receiver<String>,
-    prefix: &str,
-    timeout: Duration,
-) -> anyhow::Result<String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .with_context(|| format!("waiting for {prefix:?}"))?;
-        if line.starts_with(prefix) {
-            return Ok(line);
-        }
-    }
-}
-
-/// Resident memory of `pid` in KiB (`VmRSS`).
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-}
-
-/// User + system CPU seconds of `pid` so far (`/proc/PID/stat`).
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rfind(')').map_or("", |i| &stat[i + 1..]);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i).and_then(|v| v.parse::<u64>().ok()))
-        .sum();
-    // SAFETY: no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
-    #[allow(clippy::cast_precision_loss)]
-    let secs = ticks as f64 / hz as f64;
-    secs
 }
 
 /// Raises this process's open-file limit to its hard limit (children inherit it): the server
@@ -269,18 +207,11 @@ fn with_agent(ctx: &Ctx<'_>, agent_bin: &Path, packs: &Path) -> anyhow::Result<(
         std::thread::sleep(Duration::from_millis(100));
     }
     let log = std::fs::read_to_string(&agent_err)?;
-    let summary = log
-        .lines()
-        .find(|l| l.contains(" summary "))
+    let summary = summary_line(&log)
         .with_context(|| format!("no summary line in the agent's log:\n{log}"))?;
-    let counter = |name: &str| -> Option<u64> {
-        let key = format!(" {name}=");
-        let at = summary.find(&key)? + key.len();
-        summary[at..].split(' ').next()?.parse().ok()
-    };
     let mut lost = Vec::new();
     for name in LOSS_COUNTERS {
-        match counter(name) {
+        match counter(summary, name) {
             Some(0) => {}
             Some(v) => lost.push(format!("{name}={v}")),
             None => lost.push(format!("{name} missing")),

@@ -1,7 +1,7 @@
 //! `cargo xtask test`: formatting, lints, the Kubernetes manifests, unit tests, the packs' own
 //! tests and fixtures, the end-to-end tests that load the real eBPF programs (as root), one of
-//! them with the agent in a container built from the Containerfile, a short fuzz run and the
-//! soak's short form.
+//! them with the agent in a container built from the Containerfile, a short fuzz run, the
+//! soak's short form and the benchmark's smoke run (`cargo xtask bench --quick`).
 
 use std::path::Path;
 
@@ -55,6 +55,18 @@ pub fn run(root: &Path, no_lint: bool, filter: Option<&str>) -> anyhow::Result<(
                 connections: 4,
                 held: 100,
                 debug: true,
+            },
+        )?;
+        // The benchmark's smoke run (about 20 s): wrk → nginx with no tracer, the floor and the
+        // agent without packs; fails if the agent missed an exchange.
+        crate::bench::run(
+            root,
+            crate::bench::Options {
+                seconds: 2,
+                rounds: 1,
+                connections: 8,
+                debug: true,
+                quick: true,
             },
         )?;
     }

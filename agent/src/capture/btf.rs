@@ -246,6 +246,30 @@ pub fn file_type_offsets(btf: &Btf) -> Result<[u64; 6], BtfError> {
     ])
 }
 
+/// The offsets the `SOCKET` record of the `sys_enter` program needs, in its order:
+/// `file.private_data`, `socket.sk`, then in `struct sock` `skc_family`, `skc_daddr`,
+/// `skc_rcv_saddr`, `skc_dport`, `skc_num`, `skc_v6_daddr`, `skc_v6_rcv_saddr` (the IPv6 ones
+/// `u64::MAX` on a kernel built without IPv6).
+///
+/// # Errors
+/// When the kernel's BTF lacks one of the others.
+pub fn socket_offsets(btf: &Btf) -> Result<[u64; 9], BtfError> {
+    let common = btf.field_offset("sock", "__sk_common")?;
+    let sock = |field: &str| btf.field_offset("sock_common", field).map(|o| common + o);
+    let v6 = |field: &str| sock(field).unwrap_or(u64::MAX);
+    Ok([
+        btf.field_offset("file", "private_data")?,
+        btf.field_offset("socket", "sk")?,
+        sock("skc_family")?,
+        sock("skc_daddr")?,
+        sock("skc_rcv_saddr")?,
+        sock("skc_dport")?,
+        sock("skc_num")?,
+        v6("skc_v6_daddr"),
+        v6("skc_v6_rcv_saddr"),
+    ])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,6 +288,11 @@ mod tests {
         assert_eq!(offsets[3], 8, "{offsets:?}");
         // inode starts with i_mode (umode_t).
         assert_eq!(offsets[5], 0, "{offsets:?}");
+        // struct sock starts with sock_common, whose layout has not moved in a decade: the
+        // address pair, the hash, the port pair, then the family.
+        let socket = socket_offsets(&btf).expect("every socket field");
+        assert_eq!(socket[2..7], [16, 0, 4, 12, 14], "{socket:?}");
+        assert!(socket[7] < 256 && socket[8] == socket[7] + 16, "{socket:?}");
         assert!(matches!(
             btf.field_offset("inode", "no_such_field"),
             Err(BtfError::Missing { .. })

@@ -193,12 +193,24 @@ impl Probes {
             ExecReports::All => 1,
             ExecReports::Traced => 2,
         };
-        let file_type_offsets = super::btf::Btf::from_sys_fs()
-            .and_then(|btf| super::btf::file_type_offsets(&btf))
+        let btf = super::btf::Btf::from_sys_fs();
+        let file_type_offsets = btf
+            .as_ref()
+            .map_err(ToString::to_string)
+            .and_then(|b| super::btf::file_type_offsets(b).map_err(|e| e.to_string()))
             .unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "cannot tell sockets from other files inside TLS calls: a file read in the middle of a call may be taken for the connection's socket");
                 [0; 6]
             });
+        let socket_offsets = btf
+            .as_ref()
+            .map_err(ToString::to_string)
+            .and_then(|b| super::btf::socket_offsets(b).map_err(|e| e.to_string()))
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot read connections' addresses in the kernel: they are taken from /proc, which a process that exits at once no longer has");
+                [0; 9]
+            });
+        drop(btf);
         let mut ebpf = EbpfLoader::new()
             .override_global("AGENT_TGID", &agent_tgid, true)
             .override_global("TRACE_ALL", &trace_all, true)
@@ -210,6 +222,7 @@ impl Probes {
             .override_global("MMAP_ARG_OFFSETS", &MMAP_ARG_OFFSETS, true)
             .override_global("REPORT_EXEC", &report_exec, true)
             .override_global("FILE_TYPE_OFFSETS", &file_type_offsets, true)
+            .override_global("SOCKET_OFFSETS", &socket_offsets, true)
             .map_max_entries("EVENTS", options.ringbuf_bytes)
             .load(EBPF_OBJECT)
             .map_err(|e| {

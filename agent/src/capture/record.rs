@@ -2,7 +2,11 @@
 //! their decoding from the kernel's bytes: one [`RecordHeader`] for every kind, then the kind's
 //! payload (see `agent-common`).
 
-use agent_common::{RecordHeader, data::flags, record_kind};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use agent_common::{RecordHeader, SocketRecord, data::flags, record_kind};
+
+use crate::procfs::SocketEnds;
 use taskless_http::Flow;
 
 /// One decoded ring-buffer record.
@@ -37,6 +41,16 @@ pub enum Record {
         exec: bool,
         /// The process name the kernel had then (lossy UTF-8).
         comm: String,
+    },
+    /// A socket fd was first seen inside a TLS call: both ends of its TCP connection, as the
+    /// kernel had them then.
+    Socket {
+        /// Process.
+        tgid: u32,
+        /// The fd.
+        fd: i32,
+        /// The ends.
+        ends: SocketEnds,
     },
     /// The client set the TLS server name (SNI) on a connection, before its handshake.
     ServerName {
@@ -74,6 +88,8 @@ pub struct DataRecord {
     pub truncated: bool,
     /// Copying failed: the payload is missing though the call moved `total_len` bytes.
     pub read_failed: bool,
+    /// Records of this connection were lost before this one (the ring buffer was full).
+    pub lost_before: bool,
     /// The plaintext.
     pub payload: Vec<u8>,
 }
@@ -92,6 +108,9 @@ pub enum DecodeError {
         /// Actually there.
         held: usize,
     },
+    /// A socket record of an address family other than IPv4 and IPv6.
+    #[error("socket record of unknown address family {0}")]
+    Family(u16),
     /// Unknown kind or direction.
     #[error("unknown record kind {kind} or direction {direction}")]
     Unknown {
@@ -139,6 +158,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 total_len: h.total_len,
                 truncated: h.flags & flags::TRUNCATED != 0,
                 read_failed: h.flags & flags::READ_FAILED != 0,
+                lost_before: h.flags & flags::LOST_BEFORE != 0,
                 payload: bytes[HEADER..HEADER + h.len as usize].to_vec(),
             }))
         }
@@ -185,12 +205,48 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 comm: String::from_utf8_lossy(comm).into_owned(),
             })
         }
+        record_kind::SOCKET => {
+            if bytes.len() < size_of::<SocketRecord>() {
+                return Err(DecodeError::Length {
+                    claimed: (size_of::<SocketRecord>() - HEADER) as u32,
+                    held: bytes.len() - HEADER,
+                });
+            }
+            // SAFETY: `bytes` holds a whole SocketRecord, which is plain old data.
+            let r: SocketRecord =
+                unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<SocketRecord>()) };
+            let ip = |a: [u8; 16]| match r.family {
+                AF_INET => Some(IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))),
+                // A v4 peer on a dual-stack socket is ::ffff:a.b.c.d; reported as v4, as
+                // `/proc/net/tcp6` is read.
+                AF_INET6 => {
+                    let v6 = Ipv6Addr::from(a);
+                    Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4))
+                }
+                _ => None,
+            };
+            let (Some(local), Some(remote)) = (ip(r.local), ip(r.remote)) else {
+                return Err(DecodeError::Family(r.family));
+            };
+            Ok(Record::Socket {
+                tgid: h.tgid,
+                fd: h.fd,
+                ends: SocketEnds {
+                    local: SocketAddr::new(local, r.local_port),
+                    remote: SocketAddr::new(remote, r.remote_port),
+                },
+            })
+        }
         kind => Err(DecodeError::Unknown {
             kind,
             direction: h.direction,
         }),
     }
 }
+
+/// Address families of a `SOCKET` record.
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
 
 /// The user-side direction of the kernel's wire value.
 fn flow_of(direction: u32) -> Option<Flow> {
@@ -210,6 +266,61 @@ mod tests {
         unsafe { std::ptr::write_unaligned(v.as_mut_ptr().cast::<RecordHeader>(), header) };
         v.extend_from_slice(payload);
         v
+    }
+
+    fn socket(family: u16, local: [u8; 16], remote: [u8; 16]) -> Vec<u8> {
+        let r = SocketRecord {
+            header: RecordHeader {
+                kind: record_kind::SOCKET,
+                tgid: 9,
+                fd: 5,
+                ..RecordHeader::default()
+            },
+            family,
+            local_port: 40_000,
+            remote_port: 443,
+            reserved: 0,
+            local,
+            remote,
+        };
+        let mut v = vec![0u8; size_of::<SocketRecord>()];
+        // SAFETY: v is exactly one record long.
+        unsafe { std::ptr::write_unaligned(v.as_mut_ptr().cast::<SocketRecord>(), r) };
+        v
+    }
+
+    #[test]
+    fn decodes_socket_records_of_both_families() {
+        let mut local = [0u8; 16];
+        local[..4].copy_from_slice(&[10, 0, 0, 7]);
+        let mut remote = [0u8; 16];
+        remote[..4].copy_from_slice(&[93, 184, 216, 34]);
+        let Ok(Record::Socket { tgid, fd, ends }) = decode(&socket(AF_INET, local, remote)) else {
+            panic!("a socket record");
+        };
+        assert_eq!((tgid, fd), (9, 5));
+        assert_eq!(ends.local, "10.0.0.7:40000".parse().expect("addr"));
+        assert_eq!(ends.remote, "93.184.216.34:443".parse().expect("addr"));
+        // IPv6, and a v4 peer of a dual-stack socket, which is reported as v4.
+        let v6: Ipv6Addr = "2001:db8::1".parse().expect("addr");
+        let mapped = Ipv4Addr::new(127, 0, 0, 1).to_ipv6_mapped();
+        let Ok(Record::Socket { ends, .. }) =
+            decode(&socket(AF_INET6, v6.octets(), mapped.octets()))
+        else {
+            panic!("a socket record");
+        };
+        assert_eq!(ends.local, "[2001:db8::1]:40000".parse().expect("addr"));
+        assert_eq!(ends.remote, "127.0.0.1:443".parse().expect("addr"));
+        // Another family, and a short record, are errors.
+        assert_eq!(
+            decode(&socket(1, local, remote)),
+            Err(DecodeError::Family(1))
+        );
+        let short = socket(AF_INET, local, remote);
+        assert!(matches!(
+            decode(&short[..60]),
+            Err(DecodeError::Length { .. })
+        ));
     }
 
     #[test]

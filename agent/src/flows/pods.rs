@@ -220,7 +220,7 @@ impl Kubelet {
 pub struct Pods {
     pods: RwLock<HashMap<String, PodMeta>>,
     wanted: AtomicBool,
-    /// Fetches that succeeded and failed.
+    /// Fetches made, failed ones included.
     pub fetches: AtomicU64,
     /// Fetches that failed.
     pub failures: AtomicU64,

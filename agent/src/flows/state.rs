@@ -3,8 +3,9 @@
 //!
 //! A connection is named by `(tgid, SSL pointer)` for as long as the kernel says it lives
 //! (`SSL_free` ends it); each gets a serial number so a reused pointer is a new connection. The
-//! socket fd the kernel saw inside the calls gives the connection its addresses (read once, from
-//! `/proc`, when the fd is first known); a pointer that turns up on a different fd is a new
+//! socket fd the kernel saw inside the calls gives the connection its addresses (sent by the
+//! kernel when it first saw the fd inside a TLS call, or else read once from `/proc` when the
+//! fd is first known); a pointer that turns up on a different fd is a new
 //! connection too (its `SSL_free` was missed). Closing that fd (`close`, seen by the kernel side)
 //! ends the connection as well, so a reused fd number always starts a new one.
 
@@ -26,6 +27,10 @@ use crate::{
 /// Server names waiting for their connection's first data are forgotten past this many.
 const MAX_PENDING_NAMES: usize = 16_384;
 
+/// Addresses the kernel sent for sockets not yet closed are kept for at most this many; past it
+/// new ones are read from `/proc` instead.
+const MAX_SOCKET_ENDS: usize = 65_536;
+
 /// Connections idle this long are closed and forgotten.
 pub const IDLE_TIMEOUT_NS: u64 = 5 * 60 * 1_000_000_000;
 
@@ -38,6 +43,9 @@ crate::stats::counters! {
         evicted,
         /// Times a parser skipped bytes to find the next message.
         resyncs,
+        /// Times a connection's records were lost (the ring buffer was full) and its parser
+        /// started over at the next message.
+        desyncs,
         /// Bytes the parsers skipped.
         skipped_bytes,
         /// Bytes that were not captured (copy failures, per-call limit).
@@ -51,7 +59,8 @@ crate::stats::counters! {
         upgrades,
         /// Connections that ended with no socket fd known (memory BIOs): no addresses.
         connections_without_fd,
-        /// Socket fds whose addresses could not be read from `/proc` (process or socket gone).
+        /// Socket fds whose addresses the kernel did not send and could not be read from `/proc`
+        /// (process or socket gone).
         addresses_unresolved,
         /// Connection objects seen on a new fd without an end in between (ended, restarted).
         fd_changes,
@@ -88,6 +97,8 @@ pub struct Flows {
     pending_names: HashMap<(u32, u64), String>,
     /// The live connection on each known `(tgid, fd)`.
     by_fd: HashMap<(u32, i32), u64>,
+    /// Both ends of each TLS socket `(tgid, fd)` as the kernel saw them, until it is closed.
+    socket_ends: HashMap<(u32, i32), procfs::SocketEnds>,
     /// The HTTP parsers' counters of connections that have ended.
     ended_http: ConnectionStats,
     events: Vec<Event>,
@@ -109,6 +120,7 @@ impl Flows {
             pods: None,
             pending_names: HashMap::new(),
             by_fd: HashMap::new(),
+            socket_ends: HashMap::new(),
             ended_http: ConnectionStats::default(),
             events: Vec::new(),
             assembled: Vec::new(),
@@ -118,6 +130,12 @@ impl Flows {
     /// Names the pods of processes in pods' cgroups from `pods` (the kubelet's).
     pub fn set_pods(&mut self, pods: Arc<Pods>) {
         self.pods = Some(pods);
+    }
+
+    /// The kubelet's pods, when `--kubelet` names them.
+    #[must_use]
+    pub fn pods(&self) -> Option<&Arc<Pods>> {
+        self.pods.as_ref()
     }
 
     /// The pod and container of a process in cgroup `path`, if it is a pod's.
@@ -188,11 +206,13 @@ impl Flows {
                 fd,
                 timestamp_ns,
             } => {
+                self.socket_ends.remove(&(tgid, fd));
                 if let Some(conn) = self.by_fd.get(&(tgid, fd)).copied() {
                     tracing::debug!(pid = tgid, fd, "socket closed");
                     self.end(tgid, conn, timestamp_ns, dispatch);
                 }
             }
+            Record::Socket { tgid, fd, ends } => self.socket(tgid, fd, ends),
             Record::ServerName { tgid, conn, name } => self.server_name(tgid, conn, name),
             // A new program's name and cgroup, taken now: a short-lived process may be gone
             // by the time its first data arrives.
@@ -241,8 +261,30 @@ impl Flows {
         }
     }
 
+    /// Keeps the ends the kernel sent for a TLS socket until it is closed. A connection already
+    /// on that fd without addresses gets them (a Go write is sent before its fd is noted, so
+    /// the first request of a connection arrives before them).
+    fn socket(&mut self, tgid: u32, fd: i32, ends: procfs::SocketEnds) {
+        if let Some(conn) = self.by_fd.get(&(tgid, fd))
+            && let Some(flow) = self.flows.get_mut(&(tgid, *conn))
+            && flow.identity.remote_address.is_none()
+        {
+            self.stats
+                .addresses_unresolved
+                .fetch_sub(1, Ordering::Relaxed);
+            let mut identity = (*flow.identity).clone();
+            identity.local_address = Some(ends.local);
+            identity.remote_address = Some(ends.remote);
+            flow.identity = Arc::new(identity);
+        }
+        if self.socket_ends.len() < MAX_SOCKET_ENDS || self.socket_ends.contains_key(&(tgid, fd)) {
+            self.socket_ends.insert((tgid, fd), ends);
+        }
+    }
+
     /// Takes the record's fd into the connection's identity when it tells more than what is known:
-    /// the first fd, or a seen one replacing a guessed one. Addresses are read from `/proc` then.
+    /// the first fd, or a seen one replacing a guessed one. Its addresses are the kernel's, or
+    /// else read from `/proc` then.
     fn learn_fd(&mut self, flow: &mut FlowState, d: &DataRecord) {
         if d.fd < 0 || (flow.identity.fd.is_some() && (flow.fd_exact || d.fd_fallback)) {
             return;
@@ -253,7 +295,11 @@ impl Flows {
         self.by_fd.insert((d.tgid, d.fd), d.conn);
         let mut identity = (*flow.identity).clone();
         identity.fd = Some(d.fd);
-        match procfs::socket_ends(d.tgid, d.fd) {
+        let ends = match self.socket_ends.get(&(d.tgid, d.fd)) {
+            Some(ends) => Ok(*ends),
+            None => procfs::socket_ends(d.tgid, d.fd),
+        };
+        match ends {
             Ok(ends) => {
                 identity.local_address = Some(ends.local);
                 identity.remote_address = Some(ends.remote);
@@ -291,7 +337,8 @@ impl Flows {
             self.stats.fd_changes.fetch_add(1, Ordering::Relaxed);
             self.end(d.tgid, d.conn, d.timestamp_ns, dispatch);
         }
-        if !self.flows.contains_key(&key) {
+        let existed = self.flows.contains_key(&key);
+        if !existed {
             let (process, cgroup) = self
                 .proc_cache
                 .entry(d.tgid)
@@ -336,6 +383,12 @@ impl Flows {
         self.learn_fd(&mut flow, &d);
         let dir = d.direction;
         let mut events = std::mem::take(&mut self.events);
+        if d.lost_before && existed {
+            // Bytes are missing in an unknown amount and direction: no request may be paired
+            // with another's response, the parser looks for the next message.
+            self.stats.desyncs.fetch_add(1, Ordering::Relaxed);
+            flow.http.desync(d.timestamp_ns, &mut events);
+        }
         if d.read_failed {
             let lost = u64::from(d.total_len.saturating_sub(d.offset))
                 .min(agent_common::data::MAX_CHUNK as u64);
@@ -504,6 +557,8 @@ impl Flows {
             .retain(|pid, _| procfs::process_exists(*pid));
         self.pending_names
             .retain(|(pid, _), _| procfs::process_exists(*pid));
+        self.socket_ends
+            .retain(|(pid, _), _| procfs::process_exists(*pid));
         let live = &self.flows;
         self.by_fd
             .retain(|(pid, _), conn| live.contains_key(&(*pid, *conn)));
@@ -537,6 +592,7 @@ mod tests {
             total_len: u32::try_from(payload.len()).unwrap(),
             truncated: false,
             read_failed: false,
+            lost_before: false,
             payload: payload.to_vec(),
         })
     }
@@ -580,6 +636,78 @@ mod tests {
         assert_eq!(m.local_address, Some(client.local_addr().unwrap()));
         assert_eq!(m.server_name.as_deref(), Some("api.example.test"));
         assert_eq!(stats.addresses_unresolved.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn the_kernels_addresses_name_a_socket_until_it_is_closed() {
+        let stats = Arc::new(FlowStats::default());
+        let mut flows = Flows::new(Config::default(), false, Arc::clone(&stats));
+        let mut jobs = Vec::new();
+        let mut dispatch = |j: Moment| jobs.push(j);
+        let tgid = std::process::id();
+        let ends = |remote: &str| procfs::SocketEnds {
+            local: "10.0.0.7:40000".parse().unwrap(),
+            remote: remote.parse().unwrap(),
+        };
+        // fds 950+ are not open here: `/proc` cannot name them, the kernel's records do.
+        flows.handle(
+            Record::Socket {
+                tgid,
+                fd: 950,
+                ends: ends("93.184.216.34:443"),
+            },
+            &mut dispatch,
+        );
+        flows.handle(record(0x50, 950, false, 1, GET), &mut dispatch);
+        let identity = flows.identity(tgid, 0x50).expect("live");
+        assert_eq!(
+            identity.remote_address,
+            Some("93.184.216.34:443".parse().unwrap())
+        );
+        assert_eq!(
+            identity.local_address,
+            Some("10.0.0.7:40000".parse().unwrap())
+        );
+        assert_eq!(stats.addresses_unresolved.load(Ordering::Relaxed), 0);
+        // Ends that come after the connection's first data fill its identity in.
+        flows.handle(record(0x60, 951, false, 2, GET), &mut dispatch);
+        assert_eq!(stats.addresses_unresolved.load(Ordering::Relaxed), 1);
+        flows.handle(
+            Record::Socket {
+                tgid,
+                fd: 951,
+                ends: ends("[2001:db8::1]:443"),
+            },
+            &mut dispatch,
+        );
+        let identity = flows.identity(tgid, 0x60).expect("live");
+        assert_eq!(
+            identity.remote_address,
+            Some("[2001:db8::1]:443".parse().unwrap())
+        );
+        assert_eq!(stats.addresses_unresolved.load(Ordering::Relaxed), 0);
+        // A closed socket's ends are forgotten: a later socket on the same number is not
+        // given them.
+        flows.handle(
+            Record::FdClose {
+                tgid,
+                fd: 950,
+                timestamp_ns: 3,
+            },
+            &mut dispatch,
+        );
+        flows.handle(record(0x70, 950, false, 4, GET), &mut dispatch);
+        assert_eq!(
+            flows.identity(tgid, 0x70).expect("live").remote_address,
+            None
+        );
+        assert_eq!(stats.addresses_unresolved.load(Ordering::Relaxed), 1);
+        let metas = requests(&jobs);
+        assert_eq!(
+            metas[0].remote_address,
+            Some("93.184.216.34:443".parse().unwrap()),
+            "the request's moment carries them"
+        );
     }
 
     #[test]

@@ -41,6 +41,8 @@ struct Line {
     source: Option<Identity>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     close: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lost: Option<bool>,
 }
 
 /// One recorded moment of a connection.
@@ -77,6 +79,12 @@ pub enum Entry {
         /// `CLOCK_MONOTONIC` ns.
         t: u64,
     },
+    /// Records of the connection were lost here, in an unknown amount and direction (the ring
+    /// buffer was full): the parser resynchronises (format version 3).
+    Lost {
+        /// `CLOCK_MONOTONIC` ns.
+        t: u64,
+    },
 }
 
 impl Entry {
@@ -87,7 +95,8 @@ impl Entry {
             Self::Data { t, .. }
             | Self::Gap { t, .. }
             | Self::Identity { t, .. }
-            | Self::Close { t } => *t,
+            | Self::Close { t }
+            | Self::Lost { t } => *t,
         }
     }
 
@@ -117,6 +126,11 @@ impl Entry {
                 close: Some(true),
                 ..Line::default()
             },
+            Self::Lost { t } => Line {
+                t: *t,
+                lost: Some(true),
+                ..Line::default()
+            },
         };
         // Numbers, strings and addresses always serialize.
         serde_json::to_string(&line).unwrap_or_default()
@@ -128,6 +142,12 @@ impl Entry {
     /// A description of what is wrong with it.
     pub fn from_json(text: &str) -> Result<Self, String> {
         let line: Line = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        if line.lost == Some(true) {
+            return match (line.dir, line.data, line.gap, line.source, line.close) {
+                (None, None, None, None, None) => Ok(Self::Lost { t: line.t }),
+                _ => Err("lost:true comes alone".into()),
+            };
+        }
         match (line.dir, line.data, line.gap, line.source, line.close) {
             (Some(dir), Some(data), None, None, None) => Ok(Self::Data {
                 t: line.t,
@@ -143,7 +163,9 @@ impl Entry {
             }),
             (None, None, None, Some(source), None) => Ok(Self::Identity { t: line.t, source }),
             (None, None, None, None, Some(true)) => Ok(Self::Close { t: line.t }),
-            _ => Err("expected exactly one of dir+data, dir+gap, source or close:true".into()),
+            _ => Err(
+                "expected exactly one of dir+data, dir+gap, source, close:true or lost:true".into(),
+            ),
         }
     }
 
@@ -157,10 +179,15 @@ impl Entry {
             Record::ServerName { .. } => Vec::new(),
             // The writer turns a socket close into its connection's close; process events are
             // not part of any connection.
-            Record::FdClose { .. } | Record::CodeChanged { .. } => Vec::new(),
+            Record::FdClose { .. } | Record::CodeChanged { .. } | Record::Socket { .. } => {
+                Vec::new()
+            }
             Record::Data(d) => {
                 let (t, dir) = (d.timestamp_ns, d.direction);
                 let mut v = Vec::new();
+                if d.lost_before {
+                    v.push(Self::Lost { t });
+                }
                 if d.read_failed {
                     let len = u64::from(d.total_len.saturating_sub(d.offset))
                         .min(agent_common::data::MAX_CHUNK as u64);
@@ -187,7 +214,8 @@ impl Entry {
     /// The record capture would have delivered for this entry on connection `(pid, conn)`;
     /// `None` for an identity entry, which is no record. A gap becomes an empty, truncated
     /// piece of a call of `len` bytes, which the flows stage reports to the parser as exactly
-    /// `len` lost bytes. Data records carry no fd: the flows stage then looks nothing up, and
+    /// `len` lost bytes; a loss, an empty piece that says records were lost before it. Data
+    /// records carry no fd: the flows stage then looks nothing up, and
     /// the identity comes from the recording's identity entries.
     #[must_use]
     pub fn to_record(&self, pid: u32, conn: u64) -> Option<Record> {
@@ -204,6 +232,7 @@ impl Entry {
                 total_len,
                 truncated,
                 read_failed: false,
+                lost_before: false,
                 payload,
             })
         };
@@ -220,6 +249,13 @@ impl Entry {
                 true,
             )),
             Self::Identity { .. } => None,
+            Self::Lost { t } => match data(*t, Flow::Egress, Vec::new(), 0, false) {
+                Record::Data(mut d) => {
+                    d.lost_before = true;
+                    Some(Record::Data(d))
+                }
+                other => Some(other),
+            },
             Self::Close { t } => Some(Record::Close {
                 tgid: pid,
                 conn,

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 /// The `format` value of a recording's metadata line.
 pub const FORMAT: &str = "taskless-agent-recording";
 /// The format version this agent writes.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// The oldest format version this agent still reads (version 1: no identity lines).
 pub const OLDEST_VERSION: u32 = 1;
 /// Records queued for the writer thread; beyond this they are dropped and counted.

@@ -26,6 +26,7 @@ fn data(conn: u64, t: u64, direction: Flow, payload: &[u8]) -> Record {
         total_len: u32::try_from(payload.len()).unwrap(),
         truncated: false,
         read_failed: false,
+        lost_before: false,
         payload: payload.to_vec(),
     })
 }
@@ -73,6 +74,7 @@ fn entries_round_trip_through_json() {
             },
         },
         Entry::Close { t: 8 },
+        Entry::Lost { t: 9 },
     ];
     for e in entries {
         let text = e.to_json();
@@ -100,6 +102,24 @@ fn entries_round_trip_through_json() {
         .to_json(),
         r#"{"t":2,"source":{"pid":0,"connection":1,"fd":4,"remoteAddress":"[::1]:443"}}"#
     );
+    assert_eq!(Entry::Lost { t: 3 }.to_json(), r#"{"t":3,"lost":true}"#);
+    assert!(Entry::from_json(r#"{"t":3,"lost":true,"close":true}"#).is_err());
+    // A record that follows lost ones is stored as the loss, then its bytes; the loss plays
+    // back as an empty record that says so.
+    let Record::Data(mut d) = data(0x10, 1, Flow::Egress, b"GET / HTTP/1.1\r\n\r\n") else {
+        unreachable!()
+    };
+    d.lost_before = true;
+    let record = Record::Data(d);
+    let stored = Entry::from_record(&record);
+    assert!(
+        matches!(stored[..], [Entry::Lost { t: 1 }, Entry::Data { .. }]),
+        "{stored:?}"
+    );
+    let Some(Record::Data(played)) = stored[0].to_record(7, 0x10) else {
+        panic!("a data record");
+    };
+    assert!(played.lost_before && played.payload.is_empty());
 }
 
 #[test]
@@ -276,7 +296,7 @@ fn a_recording_replays_the_records_it_was_given() {
             Record::Close { timestamp_ns, .. } | Record::FdClose { timestamp_ns, .. } => {
                 *timestamp_ns
             }
-            Record::ServerName { .. } | Record::CodeChanged { .. } => 0,
+            Record::ServerName { .. } | Record::CodeChanged { .. } | Record::Socket { .. } => 0,
         })
         .collect();
     assert_eq!(times, vec![10, 11, 12, 20, 25, 25, 30, 40]);
@@ -445,11 +465,11 @@ fn a_version_1_recording_still_replays() {
 
 #[test]
 fn a_version_this_agent_does_not_know_is_refused() {
-    let dir = temp_dir("v3");
+    let dir = temp_dir("v4");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("1-0000000000000001-1.jsonl"), "{\"format\":\"taskless-agent-recording\",\"version\":3,\"pid\":1,\"comm\":\"c\",\"conn\":\"0x1\",\"unix_offset_ns\":0}\n").unwrap();
+    std::fs::write(dir.join("1-0000000000000001-1.jsonl"), "{\"format\":\"taskless-agent-recording\",\"version\":4,\"pid\":1,\"comm\":\"c\",\"conn\":\"0x1\",\"unix_offset_ns\":0}\n").unwrap();
     let err = Recording::read_dir(&dir).unwrap_err();
-    assert!(err.to_string().contains("version 3"), "{err}");
+    assert!(err.to_string().contains("version 4"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -98,7 +98,7 @@ impl Recorder {
     pub fn record(&self, record: Record, flows: &Flows) {
         match record {
             // Process events are not part of any connection.
-            Record::CodeChanged { .. } => {}
+            Record::CodeChanged { .. } | Record::Socket { .. } => {}
             _ => {
                 let identity =
                     key(&record).and_then(|(tgid, conn)| flows.identity(tgid, conn).cloned());
@@ -154,7 +154,7 @@ const fn key(record: &Record) -> Option<(u32, u64)> {
         Record::Close { tgid, conn, .. } | Record::ServerName { tgid, conn, .. } => {
             Some((*tgid, *conn))
         }
-        Record::FdClose { .. } | Record::CodeChanged { .. } => None,
+        Record::FdClose { .. } | Record::CodeChanged { .. } | Record::Socket { .. } => None,
     }
 }
 
@@ -251,7 +251,7 @@ impl Writer {
                 Some((_, last_t)) => last_t,
                 None => return,
             },
-            Record::FdClose { .. } | Record::CodeChanged { .. } => return,
+            Record::FdClose { .. } | Record::CodeChanged { .. } | Record::Socket { .. } => return,
         };
         let is_close = matches!(record, Record::Close { .. });
         if is_close && known.is_none() {
