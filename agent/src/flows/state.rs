@@ -97,8 +97,9 @@ pub struct Flows {
     pending_names: HashMap<(u32, u64), String>,
     /// The live connection on each known `(tgid, fd)`.
     by_fd: HashMap<(u32, i32), u64>,
-    /// Both ends of each TLS socket `(tgid, fd)` as the kernel saw them, until it is closed.
-    socket_ends: HashMap<(u32, i32), procfs::SocketEnds>,
+    /// Both ends of each TLS socket `(tgid, fd)` as the kernel saw them, until it is closed,
+    /// and the connection object that took them (the first on the fd).
+    socket_ends: HashMap<(u32, i32), (procfs::SocketEnds, Option<u64>)>,
     /// The HTTP parsers' counters of connections that have ended.
     ended_http: ConnectionStats,
     events: Vec<Event>,
@@ -265,8 +266,14 @@ impl Flows {
     /// on that fd without addresses gets them (a Go write is sent before its fd is noted, so
     /// the first request of a connection arrives before them).
     fn socket(&mut self, tgid: u32, fd: i32, ends: procfs::SocketEnds) {
-        if let Some(conn) = self.by_fd.get(&(tgid, fd))
-            && let Some(flow) = self.flows.get_mut(&(tgid, *conn))
+        // The live connection on the fd, if any, is the one these ends belong to.
+        let owner = self
+            .by_fd
+            .get(&(tgid, fd))
+            .copied()
+            .filter(|conn| self.flows.contains_key(&(tgid, *conn)));
+        if let Some(conn) = owner
+            && let Some(flow) = self.flows.get_mut(&(tgid, conn))
             && flow.identity.remote_address.is_none()
         {
             self.stats
@@ -278,7 +285,7 @@ impl Flows {
             flow.identity = Arc::new(identity);
         }
         if self.socket_ends.len() < MAX_SOCKET_ENDS || self.socket_ends.contains_key(&(tgid, fd)) {
-            self.socket_ends.insert((tgid, fd), ends);
+            self.socket_ends.insert((tgid, fd), (ends, owner));
         }
     }
 
@@ -295,9 +302,15 @@ impl Flows {
         self.by_fd.insert((d.tgid, d.fd), d.conn);
         let mut identity = (*flow.identity).clone();
         identity.fd = Some(d.fd);
-        let ends = match self.socket_ends.get(&(d.tgid, d.fd)) {
-            Some(ends) => Ok(*ends),
-            None => procfs::socket_ends(d.tgid, d.fd),
+        // The kernel's ends name the first connection object on the socket. Another one on the
+        // same fd number without a close seen in between (an fd closed by `dup2` or
+        // `close_range`, then reused) asks `/proc`, which knows the socket there now.
+        let ends = match self.socket_ends.get_mut(&(d.tgid, d.fd)) {
+            Some((ends, owner)) if owner.is_none_or(|c| c == d.conn) => {
+                *owner = Some(d.conn);
+                Ok(*ends)
+            }
+            _ => procfs::socket_ends(d.tgid, d.fd),
         };
         match ends {
             Ok(ends) => {
@@ -686,6 +699,14 @@ mod tests {
             Some("[2001:db8::1]:443".parse().unwrap())
         );
         assert_eq!(stats.addresses_unresolved.load(Ordering::Relaxed), 0);
+        // Another connection object on the same fd, with no close seen in between, is not
+        // given them: `/proc` is asked, and has nothing for fd 951 here.
+        flows.handle(record(0x61, 951, false, 3, GET), &mut dispatch);
+        assert_eq!(
+            flows.identity(tgid, 0x61).expect("live").remote_address,
+            None
+        );
+        assert_eq!(stats.addresses_unresolved.load(Ordering::Relaxed), 1);
         // A closed socket's ends are forgotten: a later socket on the same number is not
         // given them.
         flows.handle(
@@ -701,7 +722,7 @@ mod tests {
             flows.identity(tgid, 0x70).expect("live").remote_address,
             None
         );
-        assert_eq!(stats.addresses_unresolved.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.addresses_unresolved.load(Ordering::Relaxed), 2);
         let metas = requests(&jobs);
         assert_eq!(
             metas[0].remote_address,
