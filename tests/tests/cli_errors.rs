@@ -76,9 +76,14 @@ fn a_process_without_tls_is_named_with_what_was_searched() {
     require_root();
     let sleeper = KillOnDrop(Command::new("sleep").arg("30").spawn().expect("sleep"));
     let pid = sleeper.0.id().to_string();
-    // Wait for the exec, so the process is `sleep` rather than a copy of the test.
-    for _ in 0..200 {
-        if std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep") {
+    // Wait for the exec and for the loader to map libc, so the process is `sleep` with its
+    // libraries rather than a copy of the test or a program half loaded.
+    for _ in 0..400 {
+        let named =
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep");
+        let loaded = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+            .is_ok_and(|m| m.contains("libc.so.6"));
+        if named && loaded {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
