@@ -570,8 +570,13 @@ impl Flows {
             .retain(|pid, _| procfs::process_exists(*pid));
         self.pending_names
             .retain(|(pid, _), _| procfs::process_exists(*pid));
-        self.socket_ends
-            .retain(|(pid, _), _| procfs::process_exists(*pid));
+        // Many sockets per process: each process is looked up once.
+        let mut alive = HashMap::new();
+        self.socket_ends.retain(|(pid, _), _| {
+            *alive
+                .entry(*pid)
+                .or_insert_with(|| procfs::process_exists(*pid))
+        });
         let live = &self.flows;
         self.by_fd
             .retain(|(pid, _), conn| live.contains_key(&(*pid, *conn)));

@@ -219,43 +219,38 @@ impl Entry {
     /// the identity comes from the recording's identity entries.
     #[must_use]
     pub fn to_record(&self, pid: u32, conn: u64) -> Option<Record> {
-        let data = |t, dir: Flow, payload: Vec<u8>, total_len, truncated| {
-            Record::Data(DataRecord {
-                tgid: pid,
-                tid: pid,
-                conn,
-                timestamp_ns: t,
-                fd: -1,
-                fd_fallback: false,
-                direction: dir,
-                offset: 0,
-                total_len,
-                truncated,
-                read_failed: false,
-                lost_before: false,
-                payload,
-            })
+        let data = |t, dir: Flow, payload: Vec<u8>, total_len, truncated| DataRecord {
+            tgid: pid,
+            tid: pid,
+            conn,
+            timestamp_ns: t,
+            fd: -1,
+            fd_fallback: false,
+            direction: dir,
+            offset: 0,
+            total_len,
+            truncated,
+            read_failed: false,
+            lost_before: false,
+            payload,
         };
         match self {
             Self::Data { t, dir, data: d } => {
                 let len = u32::try_from(d.len()).unwrap_or(u32::MAX);
-                Some(data(*t, *dir, d.clone(), len, false))
+                Some(Record::Data(data(*t, *dir, d.clone(), len, false)))
             }
-            Self::Gap { t, dir, len } => Some(data(
+            Self::Gap { t, dir, len } => Some(Record::Data(data(
                 *t,
                 *dir,
                 Vec::new(),
                 u32::try_from(*len).unwrap_or(u32::MAX),
                 true,
-            )),
+            ))),
             Self::Identity { .. } => None,
-            Self::Lost { t } => match data(*t, Flow::Egress, Vec::new(), 0, false) {
-                Record::Data(mut d) => {
-                    d.lost_before = true;
-                    Some(Record::Data(d))
-                }
-                other => Some(other),
-            },
+            Self::Lost { t } => Some(Record::Data(DataRecord {
+                lost_before: true,
+                ..data(*t, Flow::Egress, Vec::new(), 0, false)
+            })),
             Self::Close { t } => Some(Record::Close {
                 tgid: pid,
                 conn,
