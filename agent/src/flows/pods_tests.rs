@@ -120,10 +120,14 @@ struct FakeKubelet {
 
 impl FakeKubelet {
     fn start(status: &'static str, body: &'static [u8]) -> Self {
+        // One directory per fake kubelet: tests that run at once with the same status must not
+        // remove each other's files.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
-            "taskless-kubelet-{}-{}",
+            "taskless-kubelet-{}-{}-{}",
             std::process::id(),
-            status.replace(' ', "")
+            status.replace(' ', ""),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).unwrap();
         let ca_key = KeyPair::generate().unwrap();
