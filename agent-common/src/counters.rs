@@ -17,6 +17,9 @@ pub enum Counter {
     /// Syscalls inside a TLS call on a file that is not a socket (a time zone file read in the
     /// middle of a call): never taken as the connection's fd.
     NonSocketFds = 5,
+    /// Reads whose connection could not be told (rustls: a received-plaintext buffer read on a
+    /// thread that had not processed that connection's packets): dropped.
+    Unattributed = 6,
 }
 
 impl Counter {
@@ -30,6 +33,7 @@ impl Counter {
         Self::UnmatchedReturn,
         Self::TruncatedCalls,
         Self::NonSocketFds,
+        Self::Unattributed,
     ];
 
     /// A short stable name for logs and stats.
@@ -42,6 +46,7 @@ impl Counter {
             Self::UnmatchedReturn => "unmatched_return",
             Self::TruncatedCalls => "truncated_calls",
             Self::NonSocketFds => "non_socket_fds",
+            Self::Unattributed => "unattributed",
         }
     }
 }

@@ -11,6 +11,7 @@ mod gotls;
 mod maps;
 mod nss;
 mod openssl;
+mod rustls;
 mod sockets;
 mod syscalls;
 

@@ -62,6 +62,13 @@ const FD_ARG_OFFSET: u64 = 14 * 8; // di
 #[cfg(target_arch = "aarch64")]
 const FD_ARG_OFFSET: u64 = 0; // regs[0]
 
+/// Offset of the second return register in the kernel's `struct pt_regs` (where a Rust
+/// `io::Result<usize>` returns its count).
+#[cfg(target_arch = "x86_64")]
+const RET2_OFFSET: u64 = 12 * 8; // dx
+#[cfg(target_arch = "aarch64")]
+const RET2_OFFSET: u64 = 8; // regs[1]
+
 /// Offsets of `mmap`'s `prot` and `fd` arguments in the kernel's `struct pt_regs`.
 #[cfg(target_arch = "x86_64")]
 const MMAP_ARG_OFFSETS: [u64; 2] = [12 * 8, 9 * 8]; // dx, r8
@@ -223,6 +230,7 @@ impl Probes {
             .override_global("REPORT_EXEC", &report_exec, true)
             .override_global("FILE_TYPE_OFFSETS", &file_type_offsets, true)
             .override_global("SOCKET_OFFSETS", &socket_offsets, true)
+            .override_global("RET2_OFFSET", &RET2_OFFSET, true)
             .map_max_entries("EVENTS", options.ringbuf_bytes)
             .load(EBPF_OBJECT)
             .map_err(|e| {

@@ -73,6 +73,7 @@ pub const PROVIDERS: &[&Provider] = &[
     &super::gotls::PROVIDER,
     &super::gnutls::PROVIDER,
     &super::nss::PROVIDER,
+    &super::rustls::PROVIDER,
     &super::static_openssl::PROVIDER,
     &super::unsupported::JAVA,
 ];

@@ -1,0 +1,190 @@
+//! End to end, as root, with the real eBPF programs: rustls programs. reqwest clients built in the
+//! test against pinned rustls versions (0.21 through tokio-rustls 0.24, 0.23 through
+//! tokio-rustls 0.26: two different read paths) call the local HTTPS test API; the test API's own
+//! server (tokio + rustls 0.23) is watched on the server side; a stripped rustls binary is
+//! refused with the reason. Every exchange must be reported once with the core pack's exact
+//! dimensions, the socket and its addresses.
+
+use std::{
+    io::BufRead as _,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use taskless_e2e::{
+    clients::{
+        ReadyClient, agent_for, assert_script, assert_source, rustls_client, socket_fds,
+        testapi_bin,
+    },
+    harness::{KillOnDrop, TempDir, TestApi, agent_bin, require_root},
+};
+
+fn client_is_captured(version: &str) {
+    require_root();
+    let bin = rustls_client(version).expect("build the rustls client");
+    let api = TestApi::start().expect("test API");
+    let mut cmd = Command::new(&bin);
+    cmd.arg(api.server.base_url()).arg(&api.server.ca_file);
+    let mut client = ReadyClient::start(cmd).expect("client ready");
+    let pid = client.pid();
+    let fds = socket_fds(pid, api.server.addr.port());
+    assert_eq!(fds.len(), 1, "one pooled connection: {fds:?}");
+
+    let mut agent = agent_for(&[pid], &[]).expect("agent");
+    assert!(
+        agent.stderr_snapshot().contains("stack=\"rustls\""),
+        "{}",
+        agent.stderr_snapshot()
+    );
+    let printed = client.release().expect("client runs");
+    assert_eq!(
+        printed.split_whitespace().collect::<Vec<_>>(),
+        ["200", "402", "404"],
+        "the client's own results"
+    );
+    let mut seen = Vec::new();
+    agent
+        .wait_for_lines(3, Duration::from_secs(30), &mut seen)
+        .expect("three exchanges");
+    let out = agent.stop(seen).expect("agent stops");
+    client.finish().expect("client exits");
+    assert_eq!(out.lines.len(), 3, "{:#?}", out.lines);
+    let port = api.server.addr.port();
+    for line in assert_script(&out.lines, port) {
+        assert_source(line, pid, Some(fds[0]), port);
+    }
+    assert_eq!(out.counter("kernel_unattributed"), 0, "{}", out.stderr);
+}
+
+#[test]
+fn reqwest_on_rustls_0_21_is_captured() {
+    client_is_captured("0.21");
+}
+
+#[test]
+fn reqwest_on_rustls_0_23_is_captured() {
+    client_is_captured("0.23");
+}
+
+/// The test API server (tokio-rustls over rustls 0.23, hyper) watched while curl calls it: the
+/// same exchanges, seen from the side that answers them.
+#[test]
+fn the_test_api_server_is_captured_on_the_server_side() {
+    require_root();
+    let dir = TempDir::new("rustls-server").expect("tempdir");
+    let ca = dir.path().join("ca.pem");
+    let mut server = KillOnDrop(
+        Command::new(testapi_bin())
+            .arg("--ca-file")
+            .arg(&ca)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("taskless-testapi (built by `cargo xtask test`)"),
+    );
+    let mut line = String::new();
+    std::io::BufReader::new(server.0.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("listening line");
+    let base = line
+        .trim()
+        .strip_prefix("listening ")
+        .expect("listening https://localhost:PORT")
+        .to_owned();
+    let port: u16 = base
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let mut agent = agent_for(&[server.0.id()], &[]).expect("agent");
+    let ca = ca.display().to_string();
+    let curl = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "--http1.1", "--cacert", &ca])
+        .args([
+            "-H",
+            "Idempotency-Key: c-1",
+            "-d",
+            "amount=100&source=tok_visa",
+            &format!("{base}/v1/charges?delay_ms=120"),
+        ])
+        .args([
+            "--next",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "--http1.1",
+            "--cacert",
+            &ca,
+        ])
+        .args([
+            "-d",
+            "amount=100&source=tok_chargeDeclined",
+            &format!("{base}/v1/charges"),
+        ])
+        .args([
+            "--next",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "--http1.1",
+            "--cacert",
+            &ca,
+        ])
+        .arg(format!("{base}/v1/missing"))
+        .status()
+        .expect("curl");
+    assert!(curl.success());
+    let mut seen = Vec::new();
+    agent
+        .wait_for_lines(3, Duration::from_secs(30), &mut seen)
+        .expect("three exchanges");
+    let out = agent.stop(seen).expect("agent stops");
+    assert_eq!(out.lines.len(), 3, "{:#?}", out.lines);
+    for line in assert_script(&out.lines, port) {
+        let source = &line["source"];
+        assert_eq!(source["pid"].as_u64(), Some(u64::from(server.0.id())));
+        assert!(source["fd"].as_i64().is_some(), "{line}");
+        assert_eq!(
+            source["localAddress"].as_str(),
+            Some(format!("127.0.0.1:{port}").as_str()),
+            "the server's side of the socket: {line}"
+        );
+    }
+}
+
+/// A stripped rustls binary is named, with why it cannot be traced.
+#[test]
+fn a_stripped_rustls_binary_is_refused_with_the_reason() {
+    require_root();
+    let bin = rustls_client("0.23").expect("build the rustls client");
+    let dir = TempDir::new("rustls-stripped").expect("tempdir");
+    let stripped = dir.path().join("rustls-client");
+    let s = Command::new("strip")
+        .arg("-o")
+        .arg(&stripped)
+        .arg(&bin)
+        .status()
+        .expect("strip");
+    assert!(s.success());
+    let api = TestApi::start().expect("test API");
+    let mut cmd = Command::new(&stripped);
+    cmd.arg(api.server.base_url()).arg(&api.server.ca_file);
+    let mut client = ReadyClient::start(cmd).expect("client ready");
+    let o = Command::new(agent_bin())
+        .args(["--pid", &client.pid().to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .expect("agent");
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{e}");
+    assert!(
+        e.contains("rustls 0.23."),
+        "names the stack and version: {e}"
+    );
+    assert!(e.contains("stripped"), "says why: {e}");
+    assert!(!e.contains("statically"), "the cause is known: {e}");
+    assert_eq!(
+        client.release().expect("client").split_whitespace().count(),
+        3,
+        "the client is untouched"
+    );
+}
