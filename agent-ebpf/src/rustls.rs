@@ -153,11 +153,12 @@ pub fn rustls_deframer_read_ret(_ctx: RetProbeContext) -> u32 {
 }
 
 /// `ConnectionCore::process_new_packets(&mut self, deframer_buffer, sendable_plaintext)`
-/// (rustls 0.23): the connection is the lowest of the three.
+/// (rustls 0.23): the connection is the lowest of the three. Its `Result<IoState, Error>` is
+/// returned through a pointer passed first, so `self` is the second argument.
 #[uprobe]
 pub fn rustls_process(ctx: ProbeContext) -> u32 {
     let (Some(core), Some(deframer), Some(sendable)) =
-        (ctx.arg::<u64>(0), ctx.arg::<u64>(1), ctx.arg::<u64>(2))
+        (ctx.arg::<u64>(1), ctx.arg::<u64>(2), ctx.arg::<u64>(3))
     else {
         return 0;
     };
@@ -181,10 +182,10 @@ pub fn rustls_process(ctx: ProbeContext) -> u32 {
 }
 
 /// `ConnectionCore::process_new_packets(&mut self, deframer_buffer)` (rustls 0.22): the
-/// connection starts at the lower of the two.
+/// connection starts at the lower of the two (after the result's pointer, as above).
 #[uprobe]
 pub fn rustls_process2(ctx: ProbeContext) -> u32 {
-    let (Some(core), Some(deframer)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else {
+    let (Some(core), Some(deframer)) = (ctx.arg::<u64>(1), ctx.arg::<u64>(2)) else {
         return 0;
     };
     let conn = if deframer < core { deframer } else { core };
@@ -198,10 +199,10 @@ pub fn rustls_process2(ctx: ProbeContext) -> u32 {
 }
 
 /// `ConnectionCore::process_new_packets(&mut self)` (rustls 0.21): the core is the connection's
-/// only field.
+/// only field (after the result's pointer, as above).
 #[uprobe]
 pub fn rustls_process_core(ctx: ProbeContext) -> u32 {
-    if let Some(core) = ctx.arg::<u64>(0) {
+    if let Some(core) = ctx.arg::<u64>(1) {
         processing(core, core, core + CORE_SPAN);
     }
     0

@@ -274,3 +274,43 @@ pub fn assert_source(line: &serde_json::Value, pid: u32, fd: Option<i32>, port: 
         "{line}"
     );
 }
+
+/// Serialises the builds of the rustls clients within a test binary (cargo's own lock on the
+/// target directory serialises them across binaries).
+static RUSTLS_BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The reqwest client on rustls `version` (`"0.21"` or `"0.23"`): `tests/rustls-clients/rustls-<version>`
+/// built as a release build (optimised, with its symbol table, as `cargo build --release` leaves
+/// a Rust program) into the target directory, at the versions its `Cargo.lock` pins. Cargo skips
+/// the build when it is up to date.
+///
+/// # Errors
+/// When cargo fails (its output is in the error).
+pub fn rustls_client(version: &str) -> anyhow::Result<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("rustls-clients")
+        .join(format!("rustls-{version}"));
+    let name = format!("rustls{}-client", version.replace('.', ""));
+    let target = crate::harness::build_dir()
+        .parent()
+        .map(|t| t.join("rustls-clients"))
+        .context("the target directory")?;
+    let _building = RUSTLS_BUILDING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let o = Command::new(cargo)
+        .args(["build", "--release", "--locked", "--quiet", "--manifest-path"])
+        .arg(dir.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target)
+        .output()
+        .context("running cargo")?;
+    if !o.status.success() {
+        bail!(
+            "building {name} failed:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    Ok(target.join("release").join(name))
+}

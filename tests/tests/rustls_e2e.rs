@@ -14,7 +14,6 @@ use std::{
 use taskless_e2e::{
     clients::{
         ReadyClient, agent_for, assert_script, assert_source, rustls_client, socket_fds,
-        testapi_bin,
     },
     harness::{KillOnDrop, TempDir, TestApi, agent_bin, require_root},
 };
@@ -56,6 +55,48 @@ fn client_is_captured(version: &str) {
     assert_eq!(out.counter("kernel_unattributed"), 0, "{}", out.stderr);
 }
 
+/// reqwest 0.11 offers HTTP/2 by ALPN: a connection opened after the agent attached, so the
+/// agent has its whole HPACK history.
+#[test]
+fn reqwest_on_rustls_0_21_over_http2_is_captured() {
+    require_root();
+    let bin = rustls_client("0.21").expect("build the rustls client");
+    let api = TestApi::start().expect("test API");
+    let mut cmd = Command::new(&bin);
+    cmd.arg(api.server.base_url())
+        .arg(&api.server.ca_file)
+        .arg("fresh");
+    let mut client = ReadyClient::start(cmd).expect("client ready");
+    let pid = client.pid();
+    let mut agent = agent_for(&[pid], &[]).expect("agent");
+    let printed = client.release().expect("client runs");
+    assert_eq!(
+        printed.split_whitespace().collect::<Vec<_>>(),
+        ["200", "402", "404"],
+        "the client's own results"
+    );
+    let mut seen = Vec::new();
+    agent
+        .wait_for_lines(3, Duration::from_secs(30), &mut seen)
+        .expect("three exchanges");
+    let fds = socket_fds(pid, api.server.addr.port());
+    let out = agent.stop(seen).expect("agent stops");
+    client.finish().expect("client exits");
+    assert_eq!(out.lines.len(), 3, "{:#?}", out.lines);
+    let port = api.server.addr.port();
+    assert_eq!(fds.len(), 1, "one pooled connection: {fds:?}");
+    for line in assert_script(&out.lines, port) {
+        assert_source(line, pid, Some(fds[0]), port);
+    }
+    assert!(
+        out.lines.iter().all(|l| l.get("partial").is_none()),
+        "every header decoded: {:#?}",
+        out.lines
+    );
+    assert_eq!(out.counter("http_h2_skipped_streams"), 0, "{}", out.stderr);
+    assert_eq!(out.counter("kernel_unattributed"), 0, "{}", out.stderr);
+}
+
 #[test]
 fn reqwest_on_rustls_0_21_is_captured() {
     client_is_captured("0.21");
@@ -74,7 +115,7 @@ fn the_test_api_server_is_captured_on_the_server_side() {
     let dir = TempDir::new("rustls-server").expect("tempdir");
     let ca = dir.path().join("ca.pem");
     let mut server = KillOnDrop(
-        Command::new(testapi_bin())
+        Command::new(env!("CARGO_BIN_EXE_taskless-testapi"))
             .arg("--ca-file")
             .arg(&ca)
             .stdout(Stdio::piped())
@@ -95,7 +136,7 @@ fn the_test_api_server_is_captured_on_the_server_side() {
         .next()
         .and_then(|p| p.parse().ok())
         .expect("port");
-    let mut agent = agent_for(&[server.0.id()], &[]).expect("agent");
+    let mut agent = agent_for(&[server.0.id()], &["--server-side"]).expect("agent");
     let ca = ca.display().to_string();
     let curl = Command::new("curl")
         .args(["-sS", "-o", "/dev/null", "--http1.1", "--cacert", &ca])

@@ -217,6 +217,7 @@ fn examine(obj: &object::File<'_>) -> Examined {
                 offset,
                 ret: *ret,
                 required: true,
+                cookie: None,
             });
         }
     }
