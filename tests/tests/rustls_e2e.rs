@@ -12,9 +12,7 @@ use std::{
 };
 
 use taskless_e2e::{
-    clients::{
-        ReadyClient, agent_for, assert_script, assert_source, rustls_client, socket_fds,
-    },
+    clients::{ReadyClient, agent_for, assert_script, assert_source, rustls_client, socket_fds},
     harness::{KillOnDrop, TempDir, TestApi, agent_bin, require_root},
 };
 

@@ -1,5 +1,6 @@
 //! `--all` finds every TLS stack, end to end as root: with one agent watching the whole host,
-//! clients on GnuTLS (libcurl-gnutls), NSS and a stripped static OpenSSL, each started after the agent, have every exchange reported once, by their own pid.
+//! clients on GnuTLS (libcurl-gnutls), NSS, a stripped static OpenSSL and rustls (reqwest), each
+//! started after the agent, have every exchange reported once, by their own pid.
 
 use std::{
     process::Command,
@@ -7,12 +8,12 @@ use std::{
 };
 
 use taskless_e2e::{
-    clients::{ReadyClient, assert_script, assert_source, gcc, nss_flags},
+    clients::{ReadyClient, assert_script, assert_source, gcc, nss_flags, rustls_client},
     harness::{Agent, TempDir, TestApi, matching, packs_dir, require_root},
 };
 
 #[test]
-fn all_finds_gnutls_nss_and_static_openssl_programs() {
+fn all_finds_gnutls_nss_static_openssl_and_rustls_programs() {
     require_root();
     let api = TestApi::start().expect("test API");
     let dir = TempDir::new("all-stacks").expect("tempdir");
@@ -45,6 +46,8 @@ fn all_finds_gnutls_nss_and_static_openssl_programs() {
             .success()
     );
 
+    let rustls = rustls_client("0.23").expect("rustls client");
+
     let mut agent = Agent::start(&[
         "--all".to_owned(),
         "--packs".to_owned(),
@@ -62,9 +65,10 @@ fn all_finds_gnutls_nss_and_static_openssl_programs() {
         ("gnutls", Command::new(&curl_gnutls), false),
         ("nss", Command::new(&nss_client), false),
         ("static-openssl", Command::new(&openssl_client), true),
+        ("rustls", Command::new(&rustls), true),
     ] {
         match name {
-            "gnutls" => cmd.arg(&base).arg(&api.server.ca_file),
+            "gnutls" | "rustls" => cmd.arg(&base).arg(&api.server.ca_file),
             "nss" => cmd.arg(port.to_string()),
             _ => cmd.arg(port.to_string()).arg(&api.server.ca_file),
         };
