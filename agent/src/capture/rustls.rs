@@ -314,10 +314,35 @@ mod tests {
     }
 
     #[test]
-    fn a_binary_without_rustls_is_not_this() {
-        // The agent links no rustls (the end-to-end tests cover binaries that do).
+    fn the_agents_own_rustls_is_found() {
+        // The agent links rustls 0.23 itself (its HTTPS clients: the kubelet, OTLP): a real
+        // binary with the symbol table, in the test profile's build.
         let me = std::fs::read("/proc/self/exe").expect("own exe");
         let obj = object::File::parse(&*me).expect("ELF");
+        let Examined::Found(points) = examine(&obj) else {
+            panic!("rustls not found in the agent's own test binary");
+        };
+        let has = |program: &str| points.iter().any(|p| p.program == program);
+        for program in [
+            "rustls_write",
+            "rustls_write_ret",
+            "rustls_deframer_read",
+            "rustls_deframer_read_ret",
+            "rustls_process",
+        ] {
+            assert!(has(program), "{program} in {points:#?}");
+        }
+        assert!(
+            has("rustls_read") || (has("rustls_first_chunk") && has("rustls_consume")),
+            "a read path in {points:#?}"
+        );
+        assert!(points.iter().all(|p| p.offset > 0 && p.required));
+    }
+
+    #[test]
+    fn a_binary_without_rustls_is_not_this() {
+        let data = std::fs::read("/bin/true").expect("/bin/true");
+        let obj = object::File::parse(&*data).expect("ELF");
         assert_eq!(examine(&obj), Examined::NotThis);
     }
 }
