@@ -7,6 +7,10 @@
 //! - GnuTLS: a C program (`tests/c/gnutls_bench.c`) with a client and a server session joined by
 //!   memory buffers, timing `gnutls_record_send` + `gnutls_record_recv` pairs; the floor is an
 //!   empty uprobe + uretprobe on each.
+//! - rustls: a Rust program (`tests/rustls-clients/bench.rs`, rustls 0.23, release build) with a
+//!   client and a server connection joined by memory buffers, timing a 1 KiB plaintext write on
+//!   the client and its read on the server (with the records carried between them); the floor is
+//!   an empty probe at each place the real ones go.
 //! - Go: a Go program (`tests/go/bench`, built by the newest Go toolchain setup installed) does
 //!   the same with crypto/tls `(*Conn).Write` + `(*Conn).Read` over an in-memory connection; the
 //!   floor is an empty uprobe at each place the real probes go (the entries, and every `RET` of
@@ -139,6 +143,15 @@ fn main() {
     measure(
         "1 KiB gnutls_record_send/gnutls_record_recv calls (empty floor: uprobe + uretprobe)",
         gnutls,
+        &packs,
+    );
+
+    let rustls = clients::rustls_bench().expect("rustls bench program");
+    let mut rustls = Command::new(rustls);
+    rustls.arg(&cert).arg(&key);
+    measure(
+        "1 KiB rustls 0.23 writer().write/reader().read calls (empty floor: a probe at each place)",
+        rustls,
         &packs,
     );
 

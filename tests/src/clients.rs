@@ -287,10 +287,24 @@ static RUSTLS_BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// # Errors
 /// When cargo fails (its output is in the error).
 pub fn rustls_client(version: &str) -> anyhow::Result<PathBuf> {
+    let name = format!("rustls{}-client", version.replace('.', ""));
+    Ok(rustls_build(version)?.join(name))
+}
+
+/// The probe-cost benchmark's rustls 0.23 program (`tests/rustls-clients/bench.rs`), built as
+/// [`rustls_client`] is.
+///
+/// # Errors
+/// When cargo fails (its output is in the error).
+pub fn rustls_bench() -> anyhow::Result<PathBuf> {
+    Ok(rustls_build("0.23")?.join("rustls023-bench"))
+}
+
+/// Builds the programs of `tests/rustls-clients/rustls-<version>`; returns where they are.
+fn rustls_build(version: &str) -> anyhow::Result<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("rustls-clients")
         .join(format!("rustls-{version}"));
-    let name = format!("rustls{}-client", version.replace('.', ""));
     let target = crate::harness::build_dir()
         .parent()
         .map(|t| t.join("rustls-clients"))
@@ -314,9 +328,9 @@ pub fn rustls_client(version: &str) -> anyhow::Result<PathBuf> {
         .context("running cargo")?;
     if !o.status.success() {
         bail!(
-            "building {name} failed:\n{}",
+            "building the rustls {version} programs failed:\n{}",
             String::from_utf8_lossy(&o.stderr)
         );
     }
-    Ok(target.join("release").join(name))
+    Ok(target.join("release"))
 }
