@@ -7,6 +7,9 @@
 //! - GnuTLS: a C program (`tests/c/gnutls_bench.c`) with a client and a server session joined by
 //!   memory buffers, timing `gnutls_record_send` + `gnutls_record_recv` pairs; the floor is an
 //!   empty uprobe + uretprobe on each.
+//! - NSS: a C program (`tests/c/nss_bench.c`) with a client and a server descriptor made TLS over
+//!   the two ends of a loopback TCP connection, timing `PR_Write` + `PR_Read` pairs (so each call
+//!   makes a socket syscall, in every column); the floor is an empty uprobe + uretprobe on each.
 //! - rustls: a Rust program (`tests/rustls-clients/bench.rs`, rustls 0.23, release build) with a
 //!   client and a server connection joined by memory buffers, timing a 1 KiB plaintext write on
 //!   the client and its read on the server (with the records carried between them); the floor is
@@ -146,6 +149,17 @@ fn main() {
         &packs,
     );
 
+    let nss_flags = clients::nss_flags().expect("nss flags (libnss3-dev)");
+    let nss_flags: Vec<&str> = nss_flags.iter().map(String::as_str).collect();
+    let nss = clients::gcc("nss_bench", "nss_bench", dir.path(), &nss_flags).expect("nss_bench");
+    let mut nss = Command::new(nss);
+    nss.arg(nss_database(dir.path(), &cert, &key));
+    measure(
+        "1 KiB PR_Write/PR_Read calls over loopback TCP (empty floor: uprobe + uretprobe)",
+        nss,
+        &packs,
+    );
+
     let rustls = clients::rustls_bench().expect("rustls bench program");
     let mut rustls = Command::new(rustls);
     rustls.arg(&cert).arg(&key);
@@ -165,6 +179,37 @@ fn main() {
         Command::new(go),
         &packs,
     );
+}
+
+/// An NSS database in `dir` holding `cert` and its `key` as `bench` (made with NSS's own
+/// `certutil` and `pk12util` from a PKCS#12 file `openssl` writes).
+fn nss_database(dir: &Path, cert: &Path, key: &Path) -> std::path::PathBuf {
+    let db = dir.join("nssdb");
+    std::fs::create_dir_all(&db).expect("nss db dir");
+    let p12 = dir.join("bench.p12");
+    let run = |cmd: &mut Command| {
+        let o = cmd.output().expect("run");
+        assert!(
+            o.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    run(Command::new("openssl")
+        .args([
+            "pkcs12", "-export", "-name", "bench", "-passout", "pass:", "-in",
+        ])
+        .arg(cert)
+        .arg("-inkey")
+        .arg(key)
+        .arg("-out")
+        .arg(&p12));
+    let sql = format!("sql:{}", db.display());
+    run(Command::new("certutil").args(["-N", "--empty-password", "-d", &sql]));
+    run(Command::new("pk12util")
+        .args(["-W", "", "-d", &sql, "-i"])
+        .arg(&p12));
+    db
 }
 
 /// Times `program` (which speaks the bench protocol) with no probes, empty ones and the real
