@@ -81,7 +81,7 @@ pub enum DiscoveryError {
     },
     /// Nothing mapped by the process is a TLS stack the agent knows.
     #[error(
-        "no TLS library found in pid {pid} ({comm}): searched {searched} mapped files ({names}) for OpenSSL/BoringSSL (exported, or linked in with a symbol table or a known build), GnuTLS, NSS and Go's crypto/tls; the program may use a TLS stack that is not supported yet (rustls, for one)"
+        "no TLS library found in pid {pid} ({comm}): searched {searched} mapped files ({names}) for OpenSSL/BoringSSL (exported, or linked in with a symbol table or a known build), GnuTLS, NSS, Go's crypto/tls and rustls (in binaries with a symbol table); the program may use a TLS stack that is not supported yet"
     )]
     NoTlsLibrary {
         /// The pid.
