@@ -263,7 +263,9 @@ impl Worker {
     ) -> Option<HookOutput> {
         let def = &self.shared.defs[index];
         let counters = &self.shared.counters[index];
-        let body = hook.response.is_some_and(|r| def.gets_response_body(r.status));
+        let body = hook
+            .response
+            .is_some_and(|r| def.gets_response_body(r.status));
         let empty = Value::Object(serde_json::Map::new());
         let parts = InputParts {
             request_id: state.request_id(),

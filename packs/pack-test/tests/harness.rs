@@ -167,8 +167,12 @@ fn bodies_follow_the_manifest_bodies_setting_as_the_agent_gives_them() {
         let pack = PackUnderTest::load(manifest(bodies), Some(bodies_pre), None, Some(bodies_post))
             .expect("loads");
         let dims = pack.run(&exchange(status)).expect("runs");
-        ["b/preRequestBody", "b/postRequestBody", "b/postResponseBody"]
-            .map(|name| taskless_pack_test::as_map(&dims)[name] == "1")
+        [
+            "b/preRequestBody",
+            "b/postRequestBody",
+            "b/postResponseBody",
+        ]
+        .map(|name| taskless_pack_test::as_map(&dims)[name] == "1")
     };
     // Absent: every body the permission allows.
     assert_eq!(given(json!(null), 200), [true, true, true]);
