@@ -1,7 +1,5 @@
 //! The exchange as the runtime receives it, and the JSON document each hook is called with.
 
-use serde::ser::{SerializeMap, SerializeSeq};
-use serde::{Serialize, Serializer};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -81,33 +79,49 @@ pub fn body_value(body: &[u8]) -> Value {
 /// # Errors
 /// Never in practice: a [`Value`] from [`body_value`] has only string keys.
 pub fn write_body(body: &[u8], out: &mut Vec<u8>) -> serde_json::Result<()> {
-    serde_json::to_writer(out, &BodyJson::new(body))
+    BodyJson::new(body).write(out)
 }
 
 /// A body as it goes into a hook's input: the value [`body_value`] gives. A body that is valid
-/// JSON (the common case) is checked by a validating scan and its own text copied into the
+/// JSON (the common case) is checked by one validating pass and its own text copied into the
 /// input, without the host parsing it into a tree and writing it out again; anything else goes
 /// through [`body_value`].
 pub(crate) enum BodyJson<'a> {
-    Json(&'a RawValue),
+    /// The body's JSON text, without the white space around it.
+    Json(&'a [u8]),
     Value(Value),
 }
 
 impl<'a> BodyJson<'a> {
     /// Checks `body` once and keeps what to write.
     pub(crate) fn new(body: &'a [u8]) -> Self {
-        // The raw scan alone accepts what a parse refuses (nesting past serde_json's limit, a
-        // number out of an f64's range), which `body_value` turns into text or members: only
-        // a body a parse accepts is copied as it is.
-        match serde_json::from_slice::<&RawValue>(body) {
-            Ok(raw) if serde_json::from_str::<Parses>(raw.get()).is_ok() => BodyJson::Json(raw),
-            _ => BodyJson::Value(body_value(body)),
+        // One pass that accepts exactly what a parse into a `Value` accepts (every string,
+        // keys included, decoded and checked; every number read; nesting counted against the
+        // same limit), without building anything. A body a parse refuses although it is
+        // well-formed (too deep, a number out of an f64's range) goes through `body_value`,
+        // which turns it into text or its complete members.
+        if serde_json::from_slice::<Parses>(body).is_ok() {
+            BodyJson::Json(body.trim_ascii())
+        } else {
+            BodyJson::Value(body_value(body))
+        }
+    }
+
+    /// Writes the body's JSON.
+    fn write(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        match self {
+            BodyJson::Json(text) => {
+                out.extend_from_slice(text);
+                Ok(())
+            }
+            BodyJson::Value(value) => serde_json::to_writer(out, value),
         }
     }
 }
 
 /// A JSON value a `serde_json::Value` parse accepts, checked without building it: every
-/// number read as a number, nesting counted against the same recursion limit.
+/// string read (keys too), every number read as a number, nesting counted against the same
+/// recursion limit.
 struct Parses;
 
 impl<'de> serde::Deserialize<'de> for Parses {
@@ -155,17 +169,8 @@ impl<'de> serde::de::Visitor<'de> for ParsesVisitor {
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Parses, A::Error> {
-        while map.next_entry::<serde::de::IgnoredAny, Parses>()?.is_some() {}
+        while map.next_entry::<Parses, Parses>()?.is_some() {}
         Ok(Parses)
-    }
-}
-
-impl Serialize for BodyJson<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            BodyJson::Json(raw) => raw.serialize(s),
-            BodyJson::Value(value) => value.serialize(s),
-        }
     }
 }
 
@@ -173,105 +178,6 @@ impl Serialize for BodyJson<'_> {
 #[allow(clippy::cast_precision_loss)] // microseconds since 1970 fit an f64's 53 bits exactly
 fn millis(ns: u64) -> f64 {
     (ns / 1_000) as f64 / 1_000.0
-}
-
-/// The `timing` object.
-struct TimingJson(Timing);
-
-impl Serialize for TimingJson {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let t = &self.0;
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("requestStartMs", &millis(t.request_start_unix_ns))?;
-        m.serialize_entry("requestEndMs", &millis(t.request_end_unix_ns))?;
-        if let Some(ns) = t.response_start_unix_ns {
-            m.serialize_entry("responseStartMs", &millis(ns))?;
-        }
-        if let Some(ns) = t.response_end_unix_ns {
-            m.serialize_entry("responseEndMs", &millis(ns))?;
-        }
-        m.end()
-    }
-}
-
-/// Header pairs as `[[name, value], ...]`, optionally without the headers that describe the
-/// encoded body (the body packs see is already decoded).
-struct Headers<'a> {
-    pairs: &'a [(String, String)],
-    drop_body_framing: bool,
-}
-
-impl Serialize for Headers<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(None)?;
-        for (name, value) in self.pairs {
-            if self.drop_body_framing
-                && (name.eq_ignore_ascii_case("content-encoding")
-                    || name.eq_ignore_ascii_case("content-length"))
-            {
-                continue;
-            }
-            seq.serialize_element(&[name.as_str(), value.as_str()])?;
-        }
-        seq.end()
-    }
-}
-
-#[derive(Serialize)]
-struct RequestJson<'a> {
-    domain: &'a str,
-    path: &'a str,
-    url: &'a str,
-    method: &'a str,
-    headers: Headers<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    body: Option<&'a BodyJson<'a>>,
-}
-
-#[derive(Serialize)]
-struct ResponseJson<'a> {
-    status: u16,
-    headers: Headers<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    body: Option<&'a BodyJson<'a>>,
-    /// Only when false: the input of a whole response is as it always was.
-    #[serde(skip_serializing_if = "is_true")]
-    complete: bool,
-}
-
-#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if takes a reference
-fn is_true(b: &bool) -> bool {
-    *b
-}
-
-/// One piece of body as base64.
-struct Base64<'a>(&'a [u8]);
-
-impl Serialize for Base64<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&base64::display::Base64Display::new(
-            self.0,
-            &base64::engine::general_purpose::STANDARD,
-        ))
-    }
-}
-
-#[derive(Serialize)]
-struct HookInput<'a> {
-    #[serde(rename = "requestId")]
-    request_id: &'a str,
-    request: RequestJson<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    response: Option<ResponseJson<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    chunk: Option<Base64<'a>>,
-    context: &'a Value,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    environment: Option<&'a RawValue>,
-    configuration: &'a RawValue,
-    timing: TimingJson,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    role: Option<&'a str>,
 }
 
 /// Everything one hook call's input is made of.
@@ -288,40 +194,141 @@ pub(crate) struct InputParts<'a> {
     pub configuration: &'a RawValue,
 }
 
-/// Writes the input document into `buf` (cleared first).
+/// A JSON string.
+fn string(buf: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
+    serde_json::to_writer(buf, s)
+}
+
+/// `,"name":` (the comma only when `comma`).
+fn key(buf: &mut Vec<u8>, comma: bool, name: &str) {
+    if comma {
+        buf.push(b',');
+    }
+    buf.push(b'"');
+    buf.extend_from_slice(name.as_bytes());
+    buf.extend_from_slice(b"\":");
+}
+
+/// Header pairs as `[[name, value], ...]`, optionally without the headers that describe the
+/// encoded body (the body packs see is already decoded).
+fn headers(
+    buf: &mut Vec<u8>,
+    pairs: &[(String, String)],
+    drop_body_framing: bool,
+) -> serde_json::Result<()> {
+    buf.push(b'[');
+    let mut first = true;
+    for (name, value) in pairs {
+        if drop_body_framing
+            && (name.eq_ignore_ascii_case("content-encoding")
+                || name.eq_ignore_ascii_case("content-length"))
+        {
+            continue;
+        }
+        if !first {
+            buf.push(b',');
+        }
+        first = false;
+        buf.push(b'[');
+        string(buf, name)?;
+        buf.push(b',');
+        string(buf, value)?;
+        buf.push(b']');
+    }
+    buf.push(b']');
+    Ok(())
+}
+
+/// The `timing` object.
+fn timing(buf: &mut Vec<u8>, t: &Timing) -> serde_json::Result<()> {
+    let fields = [
+        ("requestStartMs", Some(t.request_start_unix_ns)),
+        ("requestEndMs", Some(t.request_end_unix_ns)),
+        ("responseStartMs", t.response_start_unix_ns),
+        ("responseEndMs", t.response_end_unix_ns),
+    ];
+    buf.push(b'{');
+    let mut first = true;
+    for (name, ns) in fields {
+        if let Some(ns) = ns {
+            key(buf, !first, name);
+            first = false;
+            serde_json::to_writer(&mut *buf, &millis(ns))?;
+        }
+    }
+    buf.push(b'}');
+    Ok(())
+}
+
+/// Writes the input document into `buf` (cleared first), straight into the buffer: strings
+/// escaped as JSON, bodies, settings and environment copied as the JSON text they already are.
 pub(crate) fn write_input(buf: &mut Vec<u8>, parts: &InputParts<'_>) -> serde_json::Result<()> {
+    use std::io::Write as _;
     buf.clear();
     let r = parts.request;
-    let doc = HookInput {
-        request_id: parts.request_id,
-        request: RequestJson {
-            domain: r.domain,
-            path: r.path,
-            url: r.url,
-            method: r.method,
-            headers: Headers {
-                pairs: r.headers,
-                drop_body_framing: false,
-            },
-            body: parts.request_body,
-        },
-        response: parts.response.map(|(resp, body)| ResponseJson {
-            status: resp.status,
-            headers: Headers {
-                pairs: resp.headers,
-                drop_body_framing: true,
-            },
-            body,
-            complete: resp.complete,
-        }),
-        chunk: parts.chunk.map(Base64),
-        context: parts.context,
-        environment: parts.environment,
-        configuration: parts.configuration,
-        timing: TimingJson(r.timing),
-        role: r.role,
-    };
-    serde_json::to_writer(buf, &doc)
+    buf.push(b'{');
+    key(buf, false, "requestId");
+    string(buf, parts.request_id)?;
+    key(buf, true, "request");
+    buf.push(b'{');
+    key(buf, false, "domain");
+    string(buf, r.domain)?;
+    key(buf, true, "path");
+    string(buf, r.path)?;
+    key(buf, true, "url");
+    string(buf, r.url)?;
+    key(buf, true, "method");
+    string(buf, r.method)?;
+    key(buf, true, "headers");
+    headers(buf, r.headers, false)?;
+    if let Some(body) = parts.request_body {
+        key(buf, true, "body");
+        body.write(buf)?;
+    }
+    buf.push(b'}');
+    if let Some((resp, body)) = parts.response {
+        key(buf, true, "response");
+        buf.push(b'{');
+        key(buf, false, "status");
+        buf.extend_from_slice(resp.status.to_string().as_bytes());
+        key(buf, true, "headers");
+        headers(buf, resp.headers, true)?;
+        if let Some(body) = body {
+            key(buf, true, "body");
+            body.write(buf)?;
+        }
+        // Only when false: the input of a whole response is as it always was.
+        if !resp.complete {
+            key(buf, true, "complete");
+            buf.extend_from_slice(b"false");
+        }
+        buf.push(b'}');
+    }
+    if let Some(chunk) = parts.chunk {
+        key(buf, true, "chunk");
+        write!(
+            buf,
+            "\"{}\"",
+            base64::display::Base64Display::new(chunk, &base64::engine::general_purpose::STANDARD)
+        )
+        .map_err(serde_json::Error::io)?;
+    }
+    key(buf, true, "context");
+    serde_json::to_writer(&mut *buf, parts.context)?;
+    if let Some(environment) = parts.environment {
+        key(buf, true, "environment");
+        buf.extend_from_slice(environment.get().as_bytes());
+    }
+    key(buf, true, "configuration");
+    buf.extend_from_slice(parts.configuration.get().as_bytes());
+    key(buf, true, "timing");
+    timing(buf, &r.timing)?;
+    if let Some(role) = r.role {
+        key(buf, true, "role");
+        string(buf, role)?;
+    }
+    buf.push(b'}');
+    Ok(())
 }
 
 #[cfg(test)]
@@ -376,9 +383,21 @@ mod tests {
             b"[1e400]",
             br#"{"a": 1, "b": -1e999}"#,
             b"",
+            // Well-formed but not text a parse accepts: bad UTF-8 or escapes, in a value or a
+            // key, and a control character.
+            b"{\"a\": \"\xff\"}",
+            b"{\"\xff\": 1}",
+            br#"{"a": "\ud800"}"#,
+            br#"{"\ud800": 1}"#,
+            br#"{"a": "\x"}"#,
+            b"{\"a\": \"\x01\"}",
+            b" \n[1, {\"k\": null}]\t\r\n",
         ] {
-            let written = serde_json::to_string(&BodyJson::new(body)).expect("serializable");
-            let read: Value = serde_json::from_str(&written).expect("valid JSON");
+            let mut written = Vec::new();
+            BodyJson::new(body)
+                .write(&mut written)
+                .expect("serializable");
+            let read: Value = serde_json::from_slice(&written).expect("valid JSON");
             assert_eq!(read, body_value(body), "{}", String::from_utf8_lossy(body));
         }
     }
@@ -391,7 +410,9 @@ mod tests {
             response_start_unix_ns: None,
             response_end_unix_ns: Some(1_700_000_000_200_000_999),
         };
-        let v = serde_json::to_value(TimingJson(t)).expect("serializable");
+        let mut buf = Vec::new();
+        timing(&mut buf, &t).expect("serializable");
+        let v: Value = serde_json::from_slice(&buf).expect("valid JSON");
         assert_eq!(
             v,
             json!({"requestStartMs": 1_700_000_000_123.456, "requestEndMs": 1_700_000_000_124.0,

@@ -49,7 +49,7 @@ pub use config::{
 pub use domain::DomainFilter;
 pub use error::{LoadFailure, PackLoadError, RuntimeError};
 pub use input::{RequestView, ResponseView, Timing, body_value, write_body};
-pub use manifest::{Field, Method, Permissions};
+pub use manifest::{Bodies, BodyWhen, Field, Method, Permissions};
 pub use output::{Dimension, OutputLine};
 pub use pack::PackInfo;
 pub use packset::PackSet;

@@ -215,6 +215,7 @@ fn load_module(
             description: desc.description,
             methods,
             permissions: desc.permissions,
+            bodies: desc.bodies,
             domains: desc.domains.patterns().map(<[String]>::to_vec),
             fields: desc.fields,
             charts: desc.charts,

@@ -41,6 +41,48 @@ pub struct Permissions {
     pub body: bool,
 }
 
+/// When a side's body goes to a pack that has the body permission: this agent's own manifest
+/// key `bodies` (`{"request": "never", "response": "errors"}`), which the pre2 format does not
+/// have. A pack without it gets every body its permission allows, as the format says; one that
+/// reads a body only on failed calls says so and the host neither builds nor copies that body
+/// into its other calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BodyWhen {
+    /// In every hook that carries that side's body (the pre2 contract).
+    #[default]
+    Always,
+    /// Only in the calls of an exchange whose response status is 400 or more (so `post`, and
+    /// for the response side also `chunk` pieces), never in `pre`.
+    Errors,
+    /// Never.
+    Never,
+}
+
+/// [`BodyWhen`] for each side of the exchange.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bodies {
+    /// The request body.
+    #[serde(default)]
+    pub request: BodyWhen,
+    /// The response body (in `post`) and its pieces (in `chunk`).
+    #[serde(default)]
+    pub response: BodyWhen,
+}
+
+impl BodyWhen {
+    /// Whether the body goes into a call of an exchange whose response has `status` (`None`
+    /// before the response head is known).
+    #[must_use]
+    pub fn given(self, status: Option<u16>) -> bool {
+        match self {
+            BodyWhen::Always => true,
+            BodyWhen::Errors => status.is_some_and(|s| s >= 400),
+            BodyWhen::Never => false,
+        }
+    }
+}
+
 /// A user setting declared by the pack.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Field {
@@ -78,6 +120,8 @@ struct RawPack {
     #[serde(default)]
     permissions: Permissions,
     #[serde(default)]
+    bodies: Bodies,
+    #[serde(default)]
     fields: Vec<Field>,
     #[serde(default)]
     charts: Option<Value>,
@@ -96,6 +140,7 @@ pub(crate) struct PackDescription {
     /// `None` when the manifest has no `methods` (pre and post, when exported).
     pub methods: Option<Vec<Method>>,
     pub permissions: Permissions,
+    pub bodies: Bodies,
     pub fields: Vec<Field>,
     pub charts: Option<Value>,
     /// sha-256 hex from `config.json`, empty when none.
@@ -135,6 +180,7 @@ pub(crate) fn describe(manifest: &[u8], config: &[u8]) -> Result<PackDescription
         description: raw.description,
         methods: raw.methods,
         permissions: raw.permissions,
+        bodies: raw.bodies,
         fields: raw.fields,
         charts: raw.charts,
         signature: raw.url.signature.trim().to_ascii_lowercase(),

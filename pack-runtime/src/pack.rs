@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::config::EffectiveLimits;
-use crate::manifest::{Field, Method, Permissions};
+use crate::manifest::{Bodies, Field, Method, Permissions};
 
 /// What `pack list` shows and what the agent may log about a pack.
 #[derive(Debug, Clone, Serialize)]
@@ -26,6 +26,8 @@ pub struct PackInfo {
     pub methods: Vec<Method>,
     /// What the pack may see.
     pub permissions: Permissions,
+    /// When the bodies the permission allows are given (the manifest's `bodies`).
+    pub bodies: Bodies,
     /// Host patterns the pack is called for; `None` means every host.
     pub domains: Option<Vec<String>>,
     /// User settings the pack declares.
@@ -103,6 +105,18 @@ impl PackDef {
             );
         }
         builder.compile()
+    }
+
+    /// Whether the request body goes into this pack's call of an exchange whose response has
+    /// `status` (`None` in `pre`).
+    pub fn gets_request_body(&self, status: Option<u16>) -> bool {
+        self.info.permissions.body && self.info.bodies.request.given(status)
+    }
+
+    /// Whether the response body (or a piece of it) goes into this pack's call of an exchange
+    /// whose response has `status`.
+    pub fn gets_response_body(&self, status: u16) -> bool {
+        self.info.permissions.body && self.info.bodies.response.given(Some(status))
     }
 
     /// Whether the pack exports and wants `method`.

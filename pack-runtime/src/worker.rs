@@ -192,7 +192,7 @@ impl Worker {
         state.posted = true;
         let needs_body = self.shared.defs.iter().enumerate().any(|(i, d)| {
             d.calls(Method::Post)
-                && d.info.permissions.body
+                && d.gets_response_body(response.status)
                 && !state.is_shed(i)
                 && d.domains.matches(request.domain)
         });
@@ -226,11 +226,15 @@ impl Worker {
                     .fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            // A chunk piece is body: only packs allowed to see bodies get it.
-            if hook.method == Method::Chunk && hook.chunk.is_some() && !def.info.permissions.body {
+            let status = hook.response.map(|r| r.status);
+            // A chunk piece is body: only packs given the response body get it.
+            if hook.method == Method::Chunk
+                && hook.chunk.is_some()
+                && !status.is_some_and(|s| def.gets_response_body(s))
+            {
                 continue;
             }
-            let body = if def.info.permissions.body {
+            let body = if def.gets_request_body(status) {
                 request_body
                     .get_or_insert_with(|| hook.request.body.map(BodyJson::new))
                     .as_ref()
@@ -259,7 +263,9 @@ impl Worker {
     ) -> Option<HookOutput> {
         let def = &self.shared.defs[index];
         let counters = &self.shared.counters[index];
-        let body = def.info.permissions.body;
+        let body = hook
+            .response
+            .is_some_and(|r| def.gets_response_body(r.status));
         let empty = Value::Object(serde_json::Map::new());
         let parts = InputParts {
             request_id: state.request_id(),

@@ -106,6 +106,41 @@ fn post_gets_bodies_with_permission_filtered_response_headers_and_its_previous_c
 }
 
 #[test]
+fn the_manifest_bodies_key_keeps_bodies_out_of_calls_that_do_not_read_them() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut m = manifest("errs", Some(&["pre", "chunk", "post"]));
+    m["permissions"] = json!({"body": true});
+    m["bodies"] = json!({"request": "never", "response": "errors"});
+    write_pack(root.path(), "errs", &m, &config(), &echo_module());
+    let set = load(root.path());
+    assert_eq!(
+        set.packs()[0].bodies.response,
+        taskless_pack_runtime::BodyWhen::Errors
+    );
+    let mut worker = set.worker().expect("worker");
+    // One exchange per status: a success gets no body anywhere, a failure its response body
+    // (and pieces) only; the request body never.
+    for (status, response_body) in [(200, false), (402, true)] {
+        let mut ex = Exchange::new("api.example.com", "/v1/x");
+        ex.status = status;
+        let mut session = Session::start(&mut worker, &ex.request_before_response());
+        let pre = session.context(0).expect("pre echoed").clone();
+        assert!(pre["request"].get("body").is_none(), "{pre}");
+        session.chunk(&mut worker, &ex.request(), &ex.response(), b"piece");
+        let chunk = session.context(0).expect("chunk echoed").clone();
+        assert_eq!(chunk.get("chunk").is_some(), response_body, "{chunk}");
+        session.post(&mut worker, &ex.request(), &ex.response());
+        let post = session.context(0).expect("post echoed").clone();
+        assert!(post["request"].get("body").is_none(), "{post}");
+        assert_eq!(
+            post["response"].get("body").is_some(),
+            response_body,
+            "status {status}: {post}"
+        );
+    }
+}
+
+#[test]
 fn chunks_carry_base64_pieces_then_a_closing_call_before_post() {
     let root = tempfile::tempdir().expect("tempdir");
     let mut m = manifest("sse", Some(&["chunk", "post"]));

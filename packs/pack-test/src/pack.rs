@@ -155,6 +155,19 @@ impl PackUnderTest {
             .unwrap_or(false)
     }
 
+    /// Whether `side`'s body (`request` or `response`) goes into a call of an exchange whose
+    /// response has `status` (`None` in `pre`): with the body permission, as the manifest's
+    /// `bodies` says (`always` when absent, `errors` for status >= 400 only, `never`), as the
+    /// agent gives it.
+    fn body_given(&self, side: &str, status: Option<u16>) -> bool {
+        self.body_permitted()
+            && match self.manifest["bodies"][side].as_str() {
+                Some("never") => false,
+                Some("errors") => status.is_some_and(|s| s >= 400),
+                _ => true,
+            }
+    }
+
     /// The configuration the agent delivers with no `config.json` settings: the fields' defaults.
     pub fn default_configuration(&self) -> Map<String, Value> {
         let mut config = Map::new();
@@ -183,7 +196,7 @@ impl PackUnderTest {
         let mut configuration = self.default_configuration();
         configuration.extend(settings.clone());
         let url = taskless_url::RequestUrl::parse(&exchange.request.url);
-        let mut request = json!({
+        let request = json!({
             "domain": url.domain,
             "path": url.path,
             "url": url.url,
@@ -194,20 +207,29 @@ impl PackUnderTest {
             "status": exchange.response.status,
             "headers": exchange.response.delivered_headers(true),
         });
-        if self.body_permitted() {
-            if let Some(body) = exchange.request.delivered_body() {
-                request["body"] = body;
-            }
-            if let Some(body) = exchange.response.delivered_body() {
-                response["body"] = body;
-            }
+        let status = Some(exchange.response.status);
+        if self.body_given("response", status)
+            && let Some(body) = exchange.response.delivered_body()
+        {
+            response["body"] = body;
         }
+        let request_body = exchange.request.delivered_body();
         let (t0, t1, t2, t3) = TIMING;
-        let base = json!({
+        let mut base = json!({
             "requestId": "0190f1e2d3c4b5a69788796a5b4c3d2e",
             "request": request,
             "configuration": configuration,
         });
+        // `pre` and the calls after it differ in whether the request body goes in.
+        let mut after = base.clone();
+        if let Some(body) = request_body {
+            if self.body_given("request", None) {
+                base["request"]["body"] = body.clone();
+            }
+            if self.body_given("request", status) {
+                after["request"]["body"] = body;
+            }
+        }
         let mut context = Value::Object(Map::new());
         let mut dimensions = Vec::new();
 
@@ -266,7 +288,6 @@ impl PackUnderTest {
         }
         // The contract gives `response` to `post` only: `chunk` gets the request, the timing and
         // the piece, so packs must not depend on the response head there.
-        let mut after = base.clone();
         after["timing"] = json!({"requestStartMs": t0, "requestEndMs": t1, "responseStartMs": t2, "responseEndMs": t3});
         if let (true, Some(chunk)) = (self.wants("chunk"), self.chunk) {
             let body = exchange.response.body_bytes();

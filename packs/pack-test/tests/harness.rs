@@ -129,3 +129,56 @@ fn a_listed_method_without_a_hook_is_refused() {
         .expect_err("refused");
     assert!(matches!(err, HarnessError::Manifest(_)), "{err}");
 }
+
+/// Captures which bodies each hook was given.
+fn bodies_pre(input: &Input) -> Output {
+    let mut out = Output::new();
+    out.capture("preRequestBody", u8::from(input.request.body.is_some()));
+    out
+}
+
+fn bodies_post(input: &Input) -> Output {
+    let mut out = Output::new();
+    out.capture("postRequestBody", u8::from(input.request.body.is_some()));
+    out.capture(
+        "postResponseBody",
+        u8::from(input.response.as_ref().is_some_and(|r| r.body.is_some())),
+    );
+    out
+}
+
+#[test]
+fn bodies_follow_the_manifest_bodies_setting_as_the_agent_gives_them() {
+    let manifest = |bodies: serde_json::Value| {
+        temp_file(
+            &format!("manifest-bodies-{}.json", bodies.to_string().len()),
+            &json!({"schema": "pre2", "name": "b", "version": "1.0.0", "description": "d",
+                    "methods": ["pre", "post"], "permissions": {"body": true}, "bodies": bodies}),
+        )
+    };
+    let exchange = |status: u16| {
+        serde_json::from_value::<taskless_pack_test::Exchange>(json!({
+            "request": {"method": "POST", "url": "https://a.example/p", "headers": [], "body": {"a": 1}},
+            "response": {"status": status, "headers": [], "body": {"error": "e"}}
+        }))
+        .expect("exchange")
+    };
+    let given = |bodies: serde_json::Value, status: u16| {
+        let pack = PackUnderTest::load(manifest(bodies), Some(bodies_pre), None, Some(bodies_post))
+            .expect("loads");
+        let dims = pack.run(&exchange(status)).expect("runs");
+        [
+            "b/preRequestBody",
+            "b/postRequestBody",
+            "b/postResponseBody",
+        ]
+        .map(|name| taskless_pack_test::as_map(&dims)[name] == "1")
+    };
+    // Absent: every body the permission allows.
+    assert_eq!(given(json!(null), 200), [true, true, true]);
+    let errors_only = json!({"request": "errors", "response": "errors"});
+    assert_eq!(given(errors_only.clone(), 200), [false, false, false]);
+    assert_eq!(given(errors_only, 500), [false, true, true]);
+    let never = json!({"request": "never", "response": "always"});
+    assert_eq!(given(never, 500), [false, false, true]);
+}
