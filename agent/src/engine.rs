@@ -105,11 +105,13 @@ impl Engine {
             .handle(record, &mut |moment| dispatcher.dispatch(moment));
     }
 
-    /// Closes idle connections and those of exited processes.
-    pub fn evict_idle(&mut self, now_ns: u64) {
+    /// Closes idle connections and those of exited processes; quiet ones give back their
+    /// parsers' buffers. Says how many did.
+    pub fn evict_idle(&mut self, now_ns: u64) -> usize {
         let dispatcher = &self.dispatcher;
         self.flows
             .evict_idle(now_ns, &mut |moment| dispatcher.dispatch(moment));
+        self.flows.release_quiet(now_ns)
     }
 
     /// Closes every connection at `now_ns`, lets the workers finish and the sinks write out.

@@ -58,6 +58,16 @@ impl Arena {
         self.spare = previous;
     }
 
+    /// Lets go of the chunks when no value is being built, so a quiet connection holds none;
+    /// the next copy allocates a fresh one. Views handed out keep their chunk alive themselves.
+    pub fn release(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
+            self.fields = Vec::new();
+        }
+        self.spare = BytesMut::new();
+    }
+
     /// The value being built: append to it, then [`Arena::finish`] or [`Arena::discard`].
     pub fn building(&mut self) -> &mut BytesMut {
         &mut self.buf
@@ -175,6 +185,25 @@ mod tests {
             assert!(piece.iter().all(|&b| b == i));
         }
         assert!(kept.iter().all(|&b| b == 1));
+    }
+
+    #[test]
+    fn release_lets_go_of_the_chunks_but_not_of_views_or_what_is_being_built() {
+        let mut arena = Arena::new();
+        let kept = arena.copy(&[3u8; 100]);
+        arena.release();
+        assert_eq!(arena.buf.capacity(), 0, "no chunk is held");
+        assert_eq!(arena.spare.capacity(), 0);
+        assert!(kept.iter().all(|&b| b == 3), "a view keeps its bytes");
+        let next = arena.copy(b"next");
+        assert_eq!(&next[..], b"next");
+        // A head half built survives.
+        arena.reserve(4);
+        arena.building().extend_from_slice(b"GET ");
+        arena.release();
+        arena.reserve(4);
+        arena.building().extend_from_slice(b"/a\r\n");
+        assert_eq!(&arena.finish()[..], b"GET /a\r\n");
     }
 
     #[test]

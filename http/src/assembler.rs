@@ -207,6 +207,11 @@ impl Assembler {
         }
     }
 
+    /// Gives back the room of exchanges that have finished (a connection gone quiet).
+    pub fn release_buffers(&mut self) {
+        self.open.shrink_to_fit();
+    }
+
     /// Exchanges started but not finished.
     #[must_use]
     pub fn open_exchanges(&self) -> usize {

@@ -436,6 +436,16 @@ impl Connection {
         }
     }
 
+    /// Frees the buffers a quiet connection holds for the bytes to come (the copy-once chunks,
+    /// an empty HTTP/1 head buffer); they are allocated again when bytes come. What is being
+    /// parsed is kept, and events already handed out keep their own bytes.
+    pub fn release_buffers(&mut self) {
+        self.arena.release();
+        if let Proto::Http1(h1) = &mut self.proto {
+            h1.release_buffers();
+        }
+    }
+
     /// Whether HTTP parsing stopped because the connection switched protocols.
     #[must_use]
     pub fn is_upgraded(&self) -> bool {

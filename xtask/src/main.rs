@@ -9,6 +9,7 @@ mod manifests;
 mod procs;
 mod setup;
 mod soak;
+mod soak_memory;
 mod test;
 mod util;
 

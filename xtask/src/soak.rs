@@ -82,6 +82,8 @@ struct Figures {
     rss_start: u64,
     rss_peak: u64,
     rss_end: u64,
+    /// Where the agent's resident memory was at its peak.
+    at_peak: Option<crate::soak_memory::Breakdown>,
     agent_cpu: f64,
 }
 
@@ -171,6 +173,7 @@ fn with_agent(ctx: &Ctx<'_>, agent_bin: &Path, packs: &Path) -> anyhow::Result<(
     say(&mut client, "go")?;
     let warm_up = (ctx.options.requests / 10 / 1000).max(1) * 1000;
     let (mut rss_start, mut rss_peak, mut rss_end) = (None, 0, 0);
+    let mut at_peak = None;
     let done = loop {
         match rx.recv_timeout(Duration::from_millis(500)) {
             Ok(line) if line.starts_with("done") => break line,
@@ -189,8 +192,9 @@ fn with_agent(ctx: &Ctx<'_>, agent_bin: &Path, packs: &Path) -> anyhow::Result<(
         }
         if let Some(rss) = rss_kib(agent_pid) {
             rss_end = rss;
-            if rss_start.is_some() {
-                rss_peak = rss_peak.max(rss);
+            if rss_start.is_some() && rss > rss_peak {
+                rss_peak = rss;
+                at_peak = crate::soak_memory::of(agent_pid).or(at_peak);
             }
         }
     };
@@ -231,6 +235,7 @@ fn with_agent(ctx: &Ctx<'_>, agent_bin: &Path, packs: &Path) -> anyhow::Result<(
             rss_start: rss_start.unwrap_or(rss_end),
             rss_peak: rss_peak.max(rss_end),
             rss_end,
+            at_peak,
             agent_cpu,
         },
     ))
@@ -332,6 +337,14 @@ fn soak(dir: &Path, bin: &Path, packs: &Path, options: &Options) -> anyhow::Resu
     );
     println!("| RSS growth after warm-up | {:+.1}% |", growth * 100.0);
     println!("| agent CPU per call | {cpu_per:.0} µs |");
+    if let Some(b) = &f.at_peak {
+        println!();
+        println!("| agent RSS at its peak, by mapping (`/proc/PID/smaps`) | MiB |");
+        println!("|---|---|");
+        for (label, kib) in b.rows() {
+            println!("| {label} | {:.1} |", kib_to_mib(kib));
+        }
+    }
     if !same {
         bail!(
             "the client's results differ with the agent: compare {} and {}",

@@ -21,6 +21,7 @@ pub mod probes;
 pub mod providers;
 pub mod reader;
 pub mod record;
+pub mod ring;
 pub mod rustls;
 pub mod signature;
 pub mod static_openssl;

@@ -13,14 +13,14 @@ use std::{
 use agent_common::Counter;
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray},
     programs::{
         ProgramError, RawTracePoint, UProbe,
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
     },
 };
 
-use super::{code, discovery::TlsLibrary, providers::PROVIDERS};
+use super::{code, discovery::TlsLibrary, providers::PROVIDERS, ring::Ring};
 use crate::privileges::{self, Capability, Otherwise};
 
 /// The programs that do nothing, put on every attach point instead of the real ones to measure
@@ -493,13 +493,13 @@ impl Probes {
     /// Takes the ring buffer out of the object, for the capture thread.
     ///
     /// # Errors
-    /// [`ProbeError::Map`] when it is missing or was taken already.
-    pub fn take_ring(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
-        let map = self
-            .ebpf
-            .take_map("EVENTS")
-            .ok_or(ProbeError::Map("EVENTS"))?;
-        RingBuf::try_from(map).map_err(|_| ProbeError::Map("EVENTS"))
+    /// [`ProbeError::Map`] when it is missing or was taken already, [`ProbeError::Object`] when
+    /// it cannot be mapped.
+    pub fn take_ring(&mut self) -> Result<Ring, ProbeError> {
+        let Some(aya::maps::Map::RingBuf(map)) = self.ebpf.take_map("EVENTS") else {
+            return Err(ProbeError::Map("EVENTS"));
+        };
+        Ring::new(map).map_err(|e| ProbeError::Object(e.to_string()))
     }
 
     /// Takes the kernel counters map out of the object.

@@ -14,9 +14,10 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{MapData, RingBuf};
-
-use super::record::{Record, decode};
+use super::{
+    record::{Record, decode},
+    ring::Ring,
+};
 
 /// How long the reader sleeps in `poll` when nothing woke it.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
@@ -44,7 +45,7 @@ pub enum Delivery {
 
 /// Reads `ring` until `stop` is set, then drains what is left and returns.
 pub fn run(
-    mut ring: RingBuf<MapData>,
+    mut ring: Ring,
     stop: &AtomicBool,
     stats: &Arc<CaptureStats>,
     mut deliver: impl FnMut(Delivery),
@@ -52,8 +53,8 @@ pub fn run(
     let fd = ring.as_raw_fd();
     loop {
         let stopping = stop.load(Ordering::Acquire);
-        while let Some(item) = ring.next() {
-            match decode(&item) {
+        while let Some(item) = ring.next_record() {
+            match decode(item) {
                 Ok(record) => {
                     stats.records.fetch_add(1, Ordering::Relaxed);
                     if let Record::Data(d) = &record {

@@ -34,6 +34,10 @@ const MAX_SOCKET_ENDS: usize = 65_536;
 /// Connections idle this long are closed and forgotten.
 pub const IDLE_TIMEOUT_NS: u64 = 5 * 60 * 1_000_000_000;
 
+/// Connections quiet this long give back the parser's buffers for the bytes to come (a
+/// kept-alive connection waiting for its next call holds no chunk).
+pub const QUIET_NS: u64 = 1_000_000_000;
+
 crate::stats::counters! {
     /// Counters of the flows stage.
     pub struct FlowStats {
@@ -80,6 +84,8 @@ struct FlowState {
     /// `identity.fd` was seen inside a call (not the thread's fallback).
     fd_exact: bool,
     last_seen_ns: u64,
+    /// The buffers were given back since the last record.
+    released: bool,
 }
 
 /// All live connections.
@@ -386,6 +392,7 @@ impl Flows {
                     }),
                     fd_exact: false,
                     last_seen_ns: d.timestamp_ns,
+                    released: false,
                 },
             );
         }
@@ -393,6 +400,7 @@ impl Flows {
             return;
         };
         flow.last_seen_ns = d.timestamp_ns;
+        flow.released = false;
         self.learn_fd(&mut flow, &d);
         let dir = d.direction;
         let mut events = std::mem::take(&mut self.events);
@@ -582,6 +590,22 @@ impl Flows {
             .retain(|(pid, _), conn| live.contains_key(&(*pid, *conn)));
     }
 
+    /// Lets connections without a record since before `now_ns - QUIET_NS` give back their
+    /// parsers' buffers; says how many did.
+    pub fn release_quiet(&mut self, now_ns: u64) -> usize {
+        let cutoff = now_ns.saturating_sub(QUIET_NS);
+        let mut released = 0;
+        for flow in self.flows.values_mut() {
+            if !flow.released && flow.last_seen_ns < cutoff {
+                flow.http.release_buffers();
+                flow.assembler.release_buffers();
+                flow.released = true;
+                released += 1;
+            }
+        }
+        released
+    }
+
     /// Closes every connection (at exit), finishing what can be finished.
     pub fn close_all(&mut self, now_ns: u64, dispatch: &mut impl FnMut(Moment)) {
         let keys: Vec<_> = self.flows.keys().copied().collect();
@@ -625,6 +649,63 @@ mod tests {
     }
 
     const GET: &[u8] = b"GET /a HTTP/1.1\r\nHost: example.test\r\n\r\n";
+
+    #[test]
+    fn a_quiet_connection_gives_back_its_buffers_and_parses_on() {
+        let stats = Arc::new(FlowStats::default());
+        let mut flows = Flows::new(Config::default(), false, Arc::clone(&stats));
+        let mut jobs = Vec::new();
+        let mut dispatch = |j: Moment| jobs.push(j);
+        let response = |ts: u64, body: &str| {
+            let Record::Data(mut d) = record(
+                0x80,
+                920,
+                false,
+                ts,
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            ) else {
+                unreachable!()
+            };
+            d.direction = taskless_http::Flow::Ingress;
+            Record::Data(d)
+        };
+        flows.handle(record(0x80, 920, false, 10, GET), &mut dispatch);
+        // Quiet means no record for `QUIET_NS`.
+        flows.handle(response(20, "first"), &mut dispatch);
+        assert_eq!(flows.release_quiet(20 + QUIET_NS), 0, "a record came since");
+        assert_eq!(flows.release_quiet(21 + QUIET_NS), 1);
+        assert_eq!(flows.release_quiet(22 + QUIET_NS), 0, "released once");
+        // The next call on it is parsed as before.
+        let later = 30 + 2 * QUIET_NS;
+        flows.handle(record(0x80, 920, false, later, GET), &mut dispatch);
+        flows.handle(response(later + 1, "second"), &mut dispatch);
+        // A request head cut in two by a quiet spell is kept whole.
+        flows.handle(
+            record(0x80, 920, false, later + 2, &GET[..10]),
+            &mut dispatch,
+        );
+        assert_eq!(flows.release_quiet(later + 3 + QUIET_NS), 1);
+        flows.handle(
+            record(0x80, 920, false, later + 4 + QUIET_NS, &GET[10..]),
+            &mut dispatch,
+        );
+        flows.handle(response(later + 5 + QUIET_NS, "third"), &mut dispatch);
+        let bodies: Vec<Vec<u8>> = jobs
+            .iter()
+            .filter_map(|j| match j {
+                Moment::Complete { exchange, .. } => Some(exchange.response.body.data.to_vec()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(bodies, [&b"first"[..], b"second", b"third"]);
+        assert_eq!(requests(&jobs).len(), 3);
+        assert_eq!(stats.resyncs.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.incomplete.load(Ordering::Relaxed), 0);
+    }
 
     #[test]
     fn a_connection_learns_its_fd_addresses_and_server_name() {

@@ -57,6 +57,14 @@ impl Http1 {
         self.flows.iter().map(|f| f.buf.len()).sum()
     }
 
+    /// Gives back the spare room of the flows' buffers and of the queue of requests.
+    pub(crate) fn release_buffers(&mut self) {
+        for f in &mut self.flows {
+            f.buf.shrink_to_fit();
+        }
+        self.queue.shrink_to_fit();
+    }
+
     fn side_of(&self, flow: Flow) -> Option<Side> {
         self.request_flow.map(|rf| {
             if rf == flow {
