@@ -402,11 +402,30 @@ mod tests {
     }
 
     #[test]
-    fn the_agents_own_process_without_libssl_is_reported_with_what_was_searched() {
-        // The test binary links no OpenSSL.
-        let err = find_tls_libraries(std::process::id()).unwrap_err();
+    fn a_process_without_tls_is_reported_with_what_was_searched() {
+        // `sleep` maps libc and nothing of TLS (the test binary itself links rustls).
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        let pid = child.id();
+        // Until the loader has mapped libc, only the executable would be searched.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !std::fs::read_to_string(format!("/proc/{pid}/maps"))
+            .is_ok_and(|m| m.contains("libc.so.6"))
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let result = find_tls_libraries(pid);
+        let _ = child.kill();
+        let _ = child.wait();
+        let err = result.unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, DiscoveryError::NoTlsLibrary { .. }), "{msg}");
-        assert!(msg.contains("GnuTLS") && msg.contains("libc.so.6"), "{msg}");
+        assert!(
+            msg.contains("GnuTLS") && msg.contains("rustls") && msg.contains("libc.so.6"),
+            "{msg}"
+        );
     }
 }
