@@ -8,24 +8,35 @@
 use std::{
     io::BufRead as _,
     process::{Command, Stdio},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use taskless_e2e::{
     clients::{ReadyClient, agent_for, assert_script, assert_source, rustls_client, socket_fds},
-    harness::{KillOnDrop, TempDir, TestApi, agent_bin, require_root},
+    harness::{KillOnDrop, TempDir, TestApi, agent_bin, matching, require_root},
 };
 
-fn client_is_captured(version: &str) {
+/// The client on rustls `version` runs the shared script with the agent attached. With `fresh`
+/// its connection is opened after the agent attached (HTTP/2 where reqwest offers it, with the
+/// whole HPACK history); otherwise it is the HTTP/1.1 connection its warm-up opened before.
+fn client_is_captured(version: &str, fresh: bool) {
     require_root();
     let bin = rustls_client(version).expect("build the rustls client");
     let api = TestApi::start().expect("test API");
+    let port = api.server.addr.port();
     let mut cmd = Command::new(&bin);
     cmd.arg(api.server.base_url()).arg(&api.server.ca_file);
+    if fresh {
+        cmd.arg("fresh");
+    }
     let mut client = ReadyClient::start(cmd).expect("client ready");
     let pid = client.pid();
-    let fds = socket_fds(pid, api.server.addr.port());
-    assert_eq!(fds.len(), 1, "one pooled connection: {fds:?}");
+    let warm = socket_fds(pid, port);
+    assert_eq!(
+        warm.len(),
+        usize::from(!fresh),
+        "pooled connections: {warm:?}"
+    );
 
     let mut agent = agent_for(&[pid], &[]).expect("agent");
     assert!(
@@ -43,66 +54,45 @@ fn client_is_captured(version: &str) {
     agent
         .wait_for_lines(3, Duration::from_secs(30), &mut seen)
         .expect("three exchanges");
+    // The client's sockets to the API, before and after: hyper may replace a pooled connection.
+    let mut fds = warm;
+    fds.extend(socket_fds(pid, port));
     let out = agent.stop(seen).expect("agent stops");
     client.finish().expect("client exits");
     assert_eq!(out.lines.len(), 3, "{:#?}", out.lines);
-    let port = api.server.addr.port();
     for line in assert_script(&out.lines, port) {
-        assert_source(line, pid, Some(fds[0]), port);
+        assert_source(line, pid, None, port);
+        let fd = line["source"]["fd"].as_i64().expect("fd");
+        assert!(
+            fds.iter().any(|f| i64::from(*f) == fd),
+            "fd {fd} is one of the client's sockets to the API {fds:?}: {line}"
+        );
+    }
+    if fresh {
+        assert!(
+            out.lines.iter().all(|l| l.get("partial").is_none()),
+            "every header decoded: {:#?}",
+            out.lines
+        );
+        assert_eq!(out.counter("http_h2_skipped_streams"), 0, "{}", out.stderr);
     }
     assert_eq!(out.counter("kernel_unattributed"), 0, "{}", out.stderr);
 }
 
-/// reqwest 0.11 offers HTTP/2 by ALPN: a connection opened after the agent attached, so the
-/// agent has its whole HPACK history.
+/// reqwest 0.11 offers HTTP/2 by ALPN.
 #[test]
 fn reqwest_on_rustls_0_21_over_http2_is_captured() {
-    require_root();
-    let bin = rustls_client("0.21").expect("build the rustls client");
-    let api = TestApi::start().expect("test API");
-    let mut cmd = Command::new(&bin);
-    cmd.arg(api.server.base_url())
-        .arg(&api.server.ca_file)
-        .arg("fresh");
-    let mut client = ReadyClient::start(cmd).expect("client ready");
-    let pid = client.pid();
-    let mut agent = agent_for(&[pid], &[]).expect("agent");
-    let printed = client.release().expect("client runs");
-    assert_eq!(
-        printed.split_whitespace().collect::<Vec<_>>(),
-        ["200", "402", "404"],
-        "the client's own results"
-    );
-    let mut seen = Vec::new();
-    agent
-        .wait_for_lines(3, Duration::from_secs(30), &mut seen)
-        .expect("three exchanges");
-    let fds = socket_fds(pid, api.server.addr.port());
-    let out = agent.stop(seen).expect("agent stops");
-    client.finish().expect("client exits");
-    assert_eq!(out.lines.len(), 3, "{:#?}", out.lines);
-    let port = api.server.addr.port();
-    assert_eq!(fds.len(), 1, "one pooled connection: {fds:?}");
-    for line in assert_script(&out.lines, port) {
-        assert_source(line, pid, Some(fds[0]), port);
-    }
-    assert!(
-        out.lines.iter().all(|l| l.get("partial").is_none()),
-        "every header decoded: {:#?}",
-        out.lines
-    );
-    assert_eq!(out.counter("http_h2_skipped_streams"), 0, "{}", out.stderr);
-    assert_eq!(out.counter("kernel_unattributed"), 0, "{}", out.stderr);
+    client_is_captured("0.21", true);
 }
 
 #[test]
 fn reqwest_on_rustls_0_21_is_captured() {
-    client_is_captured("0.21");
+    client_is_captured("0.21", false);
 }
 
 #[test]
 fn reqwest_on_rustls_0_23_is_captured() {
-    client_is_captured("0.23");
+    client_is_captured("0.23", false);
 }
 
 /// The test API server (tokio-rustls over rustls 0.23, hyper) watched while curl calls it: the
@@ -136,8 +126,21 @@ fn the_test_api_server_is_captured_on_the_server_side() {
         .expect("port");
     let mut agent = agent_for(&[server.0.id()], &["--server-side"]).expect("agent");
     let ca = ca.display().to_string();
+    // A warm-up call opens the connection: the first request of a new server-side connection is
+    // at times not tied to its connection (counted in `kernel_unattributed`; see docs/capture.md,
+    // rustls), so the script's calls follow on the same connection.
     let curl = Command::new("curl")
         .args(["-sS", "-o", "/dev/null", "--http1.1", "--cacert", &ca])
+        .arg(format!("{base}/v1/customers/cus_warmup"))
+        .args([
+            "--next",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "--http1.1",
+            "--cacert",
+            &ca,
+        ])
         .args([
             "-H",
             "Idempotency-Key: c-1",
@@ -172,13 +175,27 @@ fn the_test_api_server_is_captured_on_the_server_side() {
         .status()
         .expect("curl");
     assert!(curl.success());
+    // The 404 is the last call; the warm-up's line may or may not come.
     let mut seen = Vec::new();
-    agent
-        .wait_for_lines(3, Duration::from_secs(30), &mut seen)
-        .expect("three exchanges");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !seen.iter().any(|l: &String| l.contains("/v1/missing")) && Instant::now() < deadline {
+        let _ = agent.wait_for_lines(seen.len() + 1, Duration::from_millis(500), &mut seen);
+    }
     let out = agent.stop(seen).expect("agent stops");
-    assert_eq!(out.lines.len(), 3, "{:#?}", out.lines);
-    for line in assert_script(&out.lines, port) {
+    let script: Vec<serde_json::Value> = out
+        .lines
+        .iter()
+        .filter(|l| {
+            matching(
+                std::slice::from_ref(*l),
+                &[("core/path", "/v1/customers/cus_warmup")],
+            )
+            .is_empty()
+        })
+        .cloned()
+        .collect();
+    assert_eq!(script.len(), 3, "{:#?}", out.lines);
+    for line in assert_script(&script, port) {
         let source = &line["source"];
         assert_eq!(source["pid"].as_u64(), Some(u64::from(server.0.id())));
         assert!(source["fd"].as_i64().is_some(), "{line}");
