@@ -133,22 +133,33 @@ pub fn symbol_offsets(
         if found.contains_key(want) {
             continue;
         }
-        let Some(section) = sym
-            .section_index()
-            .and_then(|i| obj.section_by_index(i).ok())
-        else {
-            continue;
-        };
-        let Some((file_off, _)) = section.file_range() else {
-            continue;
-        };
-        if let Some(off) = sym
-            .address()
-            .checked_sub(section.address())
-            .and_then(|d| d.checked_add(file_off))
-        {
+        if let Some(off) = symbol_file_offset(obj, &sym) {
             found.insert(*want, off);
         }
     }
     found
+}
+
+/// The file offset of symbol `sym` of `obj` (where a uprobe on it is placed):
+/// `address - section address + section offset`.
+#[must_use]
+pub fn symbol_file_offset(obj: &object::File<'_>, sym: &object::Symbol<'_, '_>) -> Option<u64> {
+    let section = obj.section_by_index(sym.section_index()?).ok()?;
+    let (file_off, _) = section.file_range()?;
+    sym.address()
+        .checked_sub(section.address())?
+        .checked_add(file_off)
+}
+
+/// The contents of `obj`'s read-only data sections, where builds keep their strings (version
+/// texts, source paths).
+pub fn read_only_data<'a>(obj: &'a object::File<'_>) -> impl Iterator<Item = &'a [u8]> + 'a {
+    obj.sections()
+        .filter(|section| {
+            matches!(
+                section.kind(),
+                object::SectionKind::ReadOnlyData | object::SectionKind::ReadOnlyString
+            )
+        })
+        .filter_map(|section| section.data().ok())
 }

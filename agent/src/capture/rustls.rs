@@ -17,9 +17,9 @@
 //! `Read`) or are too large to inline. A stripped binary has no names to find them by: it is
 //! recognised by the same source paths and refused with a reason.
 
-use object::{Object as _, ObjectSection as _, ObjectSymbol as _, SectionKind};
+use object::{Object as _, ObjectSymbol as _};
 
-use super::providers::{AttachPoint, Examined, Provider};
+use super::providers::{AttachPoint, Examined, Provider, read_only_data, symbol_file_offset};
 
 /// The rustls provider.
 pub const PROVIDER: Provider = Provider {
@@ -93,14 +93,7 @@ fn role_of(name: &str) -> Option<Role> {
 
 /// The rustls version whose source paths `obj`'s read-only data holds (`rustls-0.23.46/`).
 fn version(obj: &object::File<'_>) -> Option<(u32, u32, u32)> {
-    for section in obj.sections() {
-        if !matches!(
-            section.kind(),
-            SectionKind::ReadOnlyData | SectionKind::ReadOnlyString
-        ) {
-            continue;
-        }
-        let Ok(data) = section.data() else { continue };
+    for data in read_only_data(obj) {
         for at in memchr::memmem::find_iter(data, b"/rustls-") {
             if let Some(v) = parse_version(&data[at + 8..]) {
                 return Some(v);
@@ -139,7 +132,7 @@ fn examine(obj: &object::File<'_>) -> Examined {
         }
         let name = format!("{:#}", rustc_demangle::demangle(raw));
         let Some(role) = role_of(&name) else { continue };
-        let Some(offset) = file_offset(obj, &sym) else {
+        let Some(offset) = symbol_file_offset(obj, &sym) else {
             continue;
         };
         found.push((role, function_name(role), offset));
@@ -239,15 +232,6 @@ fn function_name(role: Role) -> &'static str {
 
 fn has_symbols(obj: &object::File<'_>) -> bool {
     obj.symbols().next().is_some()
-}
-
-/// The file offset of a symbol (uprobes attach by file offset).
-fn file_offset(obj: &object::File<'_>, sym: &object::Symbol<'_, '_>) -> Option<u64> {
-    let section = obj.section_by_index(sym.section_index()?).ok()?;
-    let (file_off, _) = section.file_range()?;
-    sym.address()
-        .checked_sub(section.address())?
-        .checked_add(file_off)
 }
 
 #[cfg(test)]

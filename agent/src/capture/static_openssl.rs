@@ -16,7 +16,7 @@ use object::{Object as _, ObjectSection as _, SectionKind};
 
 use super::{
     openssl,
-    providers::{AttachPoint, Examined, Provider, symbol_offsets},
+    providers::{AttachPoint, Examined, Provider, read_only_data, symbol_offsets},
 };
 
 /// One function's signature (see [`super::signature::Extracted`]).
@@ -97,14 +97,7 @@ fn libssl_inside(obj: &object::File<'_>) -> Option<String> {
     let mut marked = false;
     let mut boring = false;
     let mut version = None;
-    for section in obj.sections() {
-        if !matches!(
-            section.kind(),
-            SectionKind::ReadOnlyData | SectionKind::ReadOnlyString
-        ) {
-            continue;
-        }
-        let Ok(data) = section.data() else { continue };
+    for data in read_only_data(obj) {
         let marker = &MARKER_AND_GUARD[..MARKER_AND_GUARD.len() - 1];
         for at in memchr::memmem::find_iter(data, marker) {
             let end = at + marker.len();
