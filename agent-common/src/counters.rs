@@ -17,8 +17,8 @@ pub enum Counter {
     /// Syscalls inside a TLS call on a file that is not a socket (a time zone file read in the
     /// middle of a call): never taken as the connection's fd.
     NonSocketFds = 5,
-    /// Reads whose connection could not be told (rustls: a received-plaintext buffer read on a
-    /// thread that had not processed that connection's packets): dropped.
+    /// Reads whose connection could not be told (rustls: a received-plaintext buffer no
+    /// connection seen holds, or bytes taken of a chunk not seen lent out): dropped.
     Unattributed = 6,
 }
 

@@ -369,6 +369,7 @@ pub fn rustls_read(ctx: ProbeContext) -> u32 {
     };
     // SAFETY: a read of the caller's `Reader` through the checked helper.
     let Ok(inner) = (unsafe { bpf_probe_read_user(reader as *const u64) }) else {
+        count(Counter::ReadFailed);
         return 0;
     };
     save(&READ_ARGS, pid_tgid, inner, buf, 0, false);
@@ -413,6 +414,7 @@ pub fn rustls_first_chunk(ctx: ProbeContext) -> u32 {
     };
     // SAFETY: a read of the caller's `Reader` through the checked helper.
     let Ok(inner) = (unsafe { bpf_probe_read_user(reader as *const u64) }) else {
+        count(Counter::ReadFailed);
         return 0;
     };
     let _ = CHUNK_CALLS.insert(&pid_tgid, &ChunkCall { ret_slot, inner }, 0);
@@ -427,8 +429,10 @@ pub fn rustls_first_chunk_ret(ctx: RetProbeContext) -> u32 {
         return 0;
     };
     let _ = CHUNK_CALLS.remove(&pid_tgid);
-    // The function hands back the address of the result it wrote.
+    // The function hands back the address of the result it wrote; anything else is a result
+    // this program cannot read, and the bytes the caller then consumes are lost (counted).
     if ctx.ret::<u64>() != call.ret_slot {
+        count(Counter::ReadFailed);
         return 0;
     }
     // SAFETY: reads of the result through the checked helper.
@@ -438,6 +442,7 @@ pub fn rustls_first_chunk_ret(ctx: RetProbeContext) -> u32 {
             bpf_probe_read_user((call.ret_slot + 8) as *const u64),
         )
     }) else {
+        count(Counter::ReadFailed);
         return 0;
     };
     // `Err` has a null pointer; an empty chunk a dangling one.
@@ -466,16 +471,24 @@ pub fn rustls_consume(ctx: ProbeContext) -> u32 {
     let (Some(reader), Some(amt)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else {
         return 0;
     };
+    if amt == 0 {
+        return 0;
+    }
+    // Bytes taken of a chunk this program did not see lent out (the agent attached in between)
+    // or of another buffer's: their connection cannot be told (counted).
     // SAFETY: plain data copied out at once.
     let Some(chunk) = (unsafe { CHUNKS.get(&pid_tgid) }).copied() else {
+        count(Counter::Unattributed);
         return 0;
     };
     let _ = CHUNKS.remove(&pid_tgid);
     // SAFETY: a read of the caller's `Reader` through the checked helper.
     let Ok(inner) = (unsafe { bpf_probe_read_user(reader as *const u64) }) else {
+        count(Counter::ReadFailed);
         return 0;
     };
-    if inner != chunk.inner || amt == 0 {
+    if inner != chunk.inner {
+        count(Counter::Unattributed);
         return 0;
     }
     let Some(conn) = resolve(pid_tgid, inner) else {
