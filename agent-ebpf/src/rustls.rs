@@ -18,6 +18,15 @@
 //!   somewhere inside the connection: [`resolve`] finds the connection from the last
 //!   `process_new_packets` of the thread (new plaintext is always processed on the thread that
 //!   then reads it first) and remembers it ([`INNER_CONN`]).
+//! - moved connections: tokio-rustls handshakes a connection inside its `Accept`/`Connect` future
+//!   and then moves it (a bitwise copy to another address) into the stream it returns. When
+//!   application data came with the handshake's last flight, that `process_new_packets` decrypted
+//!   it at the old address and the first read finds the buffer at the new one, inside no
+//!   connection seen. [`resolve`] takes such a read, made soon after on the thread that processed
+//!   a connection not read since, as that connection's: keyed by the buffer's address (unique
+//!   while the moved connection lives) with the fd the old address had. The first write whose
+//!   connection holds that buffer just past its start names the new address ([`CONN_ALIAS`]), so
+//!   the whole connection keeps one key.
 //!
 //! `process_new_packets` takes the connection core and the connection's other fields
 //! (`deframer_buffer` since 0.22, `sendable_plaintext` since 0.23): the connection starts at the
@@ -59,13 +68,31 @@ const MAX_SLICES: u32 = 8;
 /// Most 16 KiB records one slice of a vectored write is sent as.
 const SLICE_CHUNKS: u32 = 4;
 
-/// A connection as `process_new_packets` saw it: its address and the range its core spans.
+/// How soon after a connection's `process_new_packets` a read outside it may be taken as the
+/// connection's, moved (see the module's documentation).
+const MOVE_WINDOW_NS: u64 = 100_000_000;
+
+/// How soon after such a read the moved connection's first write must come to be tied to it.
+const MOVE_CLAIM_NS: u64 = 2_000_000_000;
+
+/// A connection as `process_new_packets` saw it: its address (the key of its records), the
+/// range its core spans, when, and whether a read was tied to it since.
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct ConnSpan {
     conn: u64,
     lo: u64,
     hi: u64,
+    timestamp_ns: u64,
+    read: u64,
+}
+
+/// A moved connection's received-plaintext buffer (its key), until its new address is seen.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Moved {
+    inner: u64,
+    timestamp_ns: u64,
 }
 
 /// The first chunk `into_first_chunk` lent out, until `consume` says how much was taken.
@@ -102,6 +129,19 @@ static THREAD_CONN: LruHashMap<u64, ConnSpan> = LruHashMap::with_max_entries(16_
 /// Received-plaintext buffers and their connection: `[tgid, buffer]` → `ConnectionCommon *`.
 #[map]
 static INNER_CONN: LruHashMap<[u64; 2], u64> = LruHashMap::with_max_entries(65_536, 0);
+
+/// Moved connections' new addresses and their key: `[tgid, ConnectionCommon *]` → key.
+#[map]
+static CONN_ALIAS: LruHashMap<[u64; 2], u64> = LruHashMap::with_max_entries(16_384, 0);
+
+/// Moved connections' keys by socket: `[tgid, fd]` → key, forgotten (with what the key named)
+/// when the socket is closed, so a later connection moved to the same address starts afresh.
+#[map]
+static MOVED_FD: LruHashMap<[u64; 2], u64> = LruHashMap::with_max_entries(16_384, 0);
+
+/// The last moved connection of each process whose new address is not known yet (tgid → it).
+#[map]
+static MOVED: LruHashMap<u64, Moved> = LruHashMap::with_max_entries(4_096, 0);
 
 /// `into_first_chunk` calls in flight, by thread.
 #[map]
@@ -214,11 +254,25 @@ fn processing(conn: u64, lo: u64, hi: u64) {
     if !traced || conn == 0 {
         return;
     }
-    let _ = THREAD_CONN.insert(&pid_tgid, &ConnSpan { conn, lo, hi }, 0);
+    let tgid = pid_tgid >> 32;
+    // A moved connection keeps the key it was given.
+    // SAFETY: plain data, read once.
+    let conn = unsafe { CONN_ALIAS.get(&[tgid, conn]) }
+        .copied()
+        .unwrap_or(conn);
+    let span = ConnSpan {
+        conn,
+        lo,
+        hi,
+        // SAFETY: no preconditions.
+        timestamp_ns: unsafe { bpf_ktime_get_ns() },
+        read: 0,
+    };
+    let _ = THREAD_CONN.insert(&pid_tgid, &span, 0);
     // SAFETY: plain data copied out at once.
     if let Some(fd) = unsafe { THREAD_IO_FD.get(&pid_tgid) }.copied() {
         let _ = THREAD_IO_FD.remove(&pid_tgid);
-        let _ = CONN_FD.insert(&[pid_tgid >> 32, conn], &fd, 0);
+        let _ = CONN_FD.insert(&[tgid, conn], &fd, 0);
     }
 }
 
@@ -226,17 +280,94 @@ fn processing(conn: u64, lo: u64, hi: u64) {
 #[inline(always)]
 fn resolve(pid_tgid: u64, inner: u64) -> Option<u64> {
     let tgid = pid_tgid >> 32;
+    let span = THREAD_CONN.get_ptr_mut(&pid_tgid);
     // SAFETY: plain data, read once.
     if let Some(conn) = unsafe { INNER_CONN.get(&[tgid, inner]) }.copied() {
+        if let Some(span) = span {
+            // SAFETY: the thread's own entry, written only by this thread.
+            unsafe {
+                if (*span).conn == conn {
+                    (*span).read = 1;
+                }
+            }
+        }
         return Some(conn);
     }
-    // SAFETY: plain data copied out at once.
-    let span = unsafe { THREAD_CONN.get(&pid_tgid) }.copied()?;
-    if inner < span.lo || inner >= span.hi {
+    let span = span?;
+    // SAFETY: the thread's own entry, written only by this thread.
+    let seen = unsafe { *span };
+    if inner >= seen.lo && inner < seen.hi {
+        // SAFETY: as above.
+        unsafe { (*span).read = 1 };
+        let _ = INNER_CONN.insert(&[tgid, inner], &seen.conn, 0);
+        return Some(seen.conn);
+    }
+    // Outside the connection this thread processed last: that connection, moved, when it was
+    // processed just before and not read since and its socket is known; otherwise not told.
+    // SAFETY: no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if seen.read != 0 || now.wrapping_sub(seen.timestamp_ns) > MOVE_WINDOW_NS {
         return None;
     }
-    let _ = INNER_CONN.insert(&[tgid, inner], &span.conn, 0);
-    Some(span.conn)
+    let fd = conn_fd(tgid, seen.conn);
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: as above.
+    unsafe { (*span).read = 1 };
+    let _ = CONN_FD.insert(&[tgid, inner], &fd, 0);
+    let _ = INNER_CONN.insert(&[tgid, inner], &inner, 0);
+    let _ = MOVED_FD.insert(&[tgid, fd as u64], &inner, 0);
+    let moved = Moved {
+        inner,
+        timestamp_ns: now,
+    };
+    let _ = MOVED.insert(&tgid, &moved, 0);
+    Some(inner)
+}
+
+/// The socket `fd` of process `tgid` was closed: a moved connection on it is over, and its key's
+/// buffer and fd no longer name it (the next connection moved to the same address is found again).
+#[inline(always)]
+pub fn socket_closed(tgid: u64, fd: i32) {
+    let at = [tgid, fd as u64];
+    // SAFETY: plain data, read once.
+    if let Some(key) = unsafe { MOVED_FD.get(&at) }.copied() {
+        let _ = MOVED_FD.remove(&at);
+        let _ = INNER_CONN.remove(&[tgid, key]);
+        let _ = CONN_FD.remove(&[tgid, key]);
+    }
+}
+
+/// A written connection's key and fd: its own address, or, for a moved connection, the key
+/// its first read was given. Its first write after that read ties the new address to it.
+#[inline(always)]
+fn write_key(tgid: u64, conn: u64) -> (u64, i32) {
+    // SAFETY: plain data, read once.
+    if let Some(fd) = unsafe { CONN_FD.get(&[tgid, conn]) }.copied() {
+        return (conn, fd);
+    }
+    // SAFETY: plain data, read once.
+    if let Some(key) = unsafe { CONN_ALIAS.get(&[tgid, conn]) }.copied() {
+        // A connection moved again to an address seen before: nothing left to claim.
+        // SAFETY: plain data copied out at once.
+        if unsafe { MOVED.get(&tgid) }.is_some_and(|m| m.inner == key) {
+            let _ = MOVED.remove(&tgid);
+        }
+        return (key, conn_fd(tgid, key));
+    }
+    // SAFETY: plain data copied out at once.
+    if let Some(moved) = unsafe { MOVED.get(&tgid) }.copied()
+        && moved.inner > conn
+        && moved.inner < conn + CORE_SPAN
+        // SAFETY: no preconditions.
+        && unsafe { bpf_ktime_get_ns() }.wrapping_sub(moved.timestamp_ns) < MOVE_CLAIM_NS
+    {
+        let _ = MOVED.remove(&tgid);
+        let _ = CONN_ALIAS.insert(&[tgid, conn], &moved.inner, 0);
+        return (moved.inner, conn_fd(tgid, moved.inner));
+    }
+    (conn, -1)
 }
 
 /// `<ConnectionCommon<T> as PlaintextSink>::write(&mut self, buf)`.
@@ -265,7 +396,7 @@ pub fn rustls_write_ret(ctx: RetProbeContext) -> u32 {
     }
     let n = ret2(&ctx);
     let total = if n < args.len_out { n } else { args.len_out };
-    args.fd = conn_fd(pid_tgid >> 32, args.ssl);
+    (args.ssl, args.fd) = write_key(pid_tgid >> 32, args.ssl);
     send(pid_tgid, &args, Direction::Egress, total, 0);
     0
 }
@@ -288,7 +419,7 @@ pub fn rustls_writev(ctx: ProbeContext) -> u32 {
 
 #[uretprobe]
 pub fn rustls_writev_ret(ctx: RetProbeContext) -> u32 {
-    let Some((pid_tgid, args)) = take_write() else {
+    let Some((pid_tgid, mut args)) = take_write() else {
         return 0;
     };
     if ctx.ret::<u64>() != 0 {
@@ -299,7 +430,8 @@ pub fn rustls_writev_ret(ctx: RetProbeContext) -> u32 {
         return 0;
     }
     count(Counter::Calls);
-    let fd = conn_fd(pid_tgid >> 32, args.ssl);
+    let fd;
+    (args.ssl, fd) = write_key(pid_tgid >> 32, args.ssl);
     // One record run per slice, in order, each as the piece of the call it is.
     let mut i: u32 = 0;
     while i < MAX_SLICES {

@@ -200,6 +200,7 @@ fn on_close(pid_tgid: u64, fd: i32, fd_key: u64) {
         return;
     }
     let _ = TLS_FDS.remove(&fd_key);
+    crate::rustls::socket_closed(pid_tgid >> 32, fd);
     let header = RecordHeader {
         kind: record_kind::FD_CLOSE,
         tgid: (pid_tgid >> 32) as u32,

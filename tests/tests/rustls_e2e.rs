@@ -1,14 +1,15 @@
 //! End to end, as root, with the real eBPF programs: rustls programs. reqwest clients built in the
 //! test against pinned rustls versions (0.21 through tokio-rustls 0.24, 0.23 through
 //! tokio-rustls 0.26: two different read paths) call the local HTTPS test API; the test API's own
-//! server (tokio + rustls 0.23) is watched on the server side; a stripped rustls binary is
+//! server (tokio + rustls 0.23) is watched on the server side, including requests that arrive
+//! with the handshake's last message (decrypted before the connection moves); a stripped rustls binary is
 //! refused with the reason. Every exchange must be reported once with the core pack's exact
 //! dimensions, the socket and its addresses.
 
 use std::{
     io::BufRead as _,
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use taskless_e2e::{
@@ -95,12 +96,9 @@ fn reqwest_on_rustls_0_23_is_captured() {
     client_is_captured("0.23", false);
 }
 
-/// The test API server (tokio-rustls over rustls 0.23, hyper) watched while curl calls it: the
-/// same exchanges, seen from the side that answers them.
-#[test]
-fn the_test_api_server_is_captured_on_the_server_side() {
-    require_root();
-    let dir = TempDir::new("rustls-server").expect("tempdir");
+/// The project's test API server (tokio-rustls over rustls 0.23, hyper), started with its CA
+/// file in `dir`: the server, its base URL and its port.
+fn start_test_api_server(dir: &TempDir) -> (KillOnDrop, String, u16) {
     let ca = dir.path().join("ca.pem");
     let mut server = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_taskless-testapi"))
@@ -124,23 +122,42 @@ fn the_test_api_server_is_captured_on_the_server_side() {
         .next()
         .and_then(|p| p.parse().ok())
         .expect("port");
+    (server, base, port)
+}
+
+/// Checks that `line` was seen by the server `pid` on its side of a socket on `port`; returns
+/// the socket's fd.
+fn assert_server_source(line: &serde_json::Value, pid: u32, port: u16) -> i64 {
+    let source = &line["source"];
+    assert_eq!(source["pid"].as_u64(), Some(u64::from(pid)), "{line}");
+    assert_eq!(
+        source["localAddress"].as_str(),
+        Some(format!("127.0.0.1:{port}").as_str()),
+        "the server's side of the socket: {line}"
+    );
+    source["fd"].as_i64().expect("an fd")
+}
+
+/// The test API server watched while curl calls it: the same exchanges, seen from the side that
+/// answers them, on a connection opened after the agent attached.
+#[test]
+fn the_test_api_server_is_captured_on_the_server_side() {
+    require_root();
+    let dir = TempDir::new("rustls-server").expect("tempdir");
+    let (server, base, port) = start_test_api_server(&dir);
     let mut agent = agent_for(&[server.0.id()], &["--server-side"]).expect("agent");
-    let ca = ca.display().to_string();
-    // A warm-up call opens the connection: the first request of a new server-side connection is
-    // at times not tied to its connection (counted in `kernel_unattributed`; see docs/capture.md,
-    // rustls), so the script's calls follow on the same connection.
+    let ca = dir.path().join("ca.pem").display().to_string();
+    let next = [
+        "--next",
+        "-sS",
+        "-o",
+        "/dev/null",
+        "--http1.1",
+        "--cacert",
+        &ca,
+    ];
     let curl = Command::new("curl")
-        .args(["-sS", "-o", "/dev/null", "--http1.1", "--cacert", &ca])
-        .arg(format!("{base}/v1/customers/cus_warmup"))
-        .args([
-            "--next",
-            "-sS",
-            "-o",
-            "/dev/null",
-            "--http1.1",
-            "--cacert",
-            &ca,
-        ])
+        .args(&next[1..])
         .args([
             "-H",
             "Idempotency-Key: c-1",
@@ -148,63 +165,89 @@ fn the_test_api_server_is_captured_on_the_server_side() {
             "amount=100&source=tok_visa",
             &format!("{base}/v1/charges?delay_ms=120"),
         ])
-        .args([
-            "--next",
-            "-sS",
-            "-o",
-            "/dev/null",
-            "--http1.1",
-            "--cacert",
-            &ca,
-        ])
+        .args(next)
         .args([
             "-d",
             "amount=100&source=tok_chargeDeclined",
             &format!("{base}/v1/charges"),
         ])
-        .args([
-            "--next",
-            "-sS",
-            "-o",
-            "/dev/null",
-            "--http1.1",
-            "--cacert",
-            &ca,
-        ])
+        .args(next)
         .arg(format!("{base}/v1/missing"))
         .status()
         .expect("curl");
     assert!(curl.success());
-    // The 404 is the last call; the warm-up's line may or may not come.
     let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !seen.iter().any(|l: &String| l.contains("/v1/missing")) && Instant::now() < deadline {
-        let _ = agent.wait_for_lines(seen.len() + 1, Duration::from_millis(500), &mut seen);
-    }
+    let _ = agent.wait_for_lines(3, Duration::from_secs(30), &mut seen);
     let out = agent.stop(seen).expect("agent stops");
-    let script: Vec<serde_json::Value> = out
-        .lines
+    assert_eq!(out.lines.len(), 3, "{:#?}", out.lines);
+    for line in assert_script(&out.lines, port) {
+        assert_server_source(line, server.0.id(), port);
+    }
+    assert_eq!(out.counter("kernel_unattributed"), 0, "{}", out.stderr);
+}
+
+/// A request that reaches the server in the same segment as the client's Finished is decrypted
+/// while tokio-rustls still handshakes, before it moves the connection into its stream: every
+/// such request, and the one after it on the same connection, is reported once, on its socket.
+#[test]
+fn a_request_sent_with_the_handshake_is_captured_on_the_server_side() {
+    require_root();
+    const CONNECTIONS: usize = 6;
+    let dir = TempDir::new("rustls-moved").expect("tempdir");
+    let (server, _base, port) = start_test_api_server(&dir);
+    let mut agent = agent_for(&[server.0.id()], &["--server-side"]).expect("agent");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/data/request_with_finished.py");
+    let ca = dir.path().join("ca.pem");
+    let out = Command::new("python3")
+        .arg(script)
+        .args(["localhost", &port.to_string()])
+        .arg(&ca)
+        .arg(CONNECTIONS.to_string())
+        .output()
+        .expect("python3");
+    assert!(out.status.success(), "{out:?}");
+    let statuses = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        statuses.lines().filter(|l| *l == "HTTP/1.1 200 OK").count(),
+        2 * CONNECTIONS,
+        "{statuses}"
+    );
+    let mut seen = Vec::new();
+    let _ = agent.wait_for_lines(2 * CONNECTIONS, Duration::from_secs(30), &mut seen);
+    let out = agent.stop(seen).expect("agent stops");
+    assert_eq!(
+        out.lines.len(),
+        2 * CONNECTIONS,
+        "{:#?}\n{}",
+        out.lines,
+        out.stderr
+    );
+    for i in 0..CONNECTIONS {
+        let fds: Vec<i64> = [
+            format!("/v1/customers/cus_move{i}"),
+            format!("/v1/customers/cus_next{i}"),
+        ]
         .iter()
-        .filter(|l| {
-            matching(
-                std::slice::from_ref(*l),
-                &[("core/path", "/v1/customers/cus_warmup")],
-            )
-            .is_empty()
+        .map(|path| {
+            let found = matching(
+                &out.lines,
+                &[("core/path", path.as_str()), ("core/status", "200")],
+            );
+            assert_eq!(found.len(), 1, "one line for {path}: {:#?}", out.lines);
+            assert_server_source(found[0], server.0.id(), port)
         })
-        .cloned()
         .collect();
-    assert_eq!(script.len(), 3, "{:#?}", out.lines);
-    for line in assert_script(&script, port) {
-        let source = &line["source"];
-        assert_eq!(source["pid"].as_u64(), Some(u64::from(server.0.id())));
-        assert!(source["fd"].as_i64().is_some(), "{line}");
         assert_eq!(
-            source["localAddress"].as_str(),
-            Some(format!("127.0.0.1:{port}").as_str()),
-            "the server's side of the socket: {line}"
+            fds[0], fds[1],
+            "both requests of connection {i} on one socket"
         );
     }
+    assert_eq!(out.counter("kernel_unattributed"), 0, "{}", out.stderr);
+    assert_eq!(out.counter("http_orphan_responses"), 0, "{}", out.stderr);
+    // Connections after the first are often moved to the address a closed one had, on another
+    // fd: each is one connection with its own socket.
+    assert_eq!(out.counter("fd_changes"), 0, "{}", out.stderr);
+    assert_eq!(out.counter("addresses_unresolved"), 0, "{}", out.stderr);
 }
 
 /// A stripped rustls binary is named, with why it cannot be traced.
