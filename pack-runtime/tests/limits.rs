@@ -229,3 +229,37 @@ fn a_timeout_in_one_worker_does_not_kill_a_concurrent_call_in_another() {
     );
     assert_eq!(stats[0].failures_total(), 1);
 }
+
+/// Each call has its own deadline: calls of 10 ms made back to back on one instance for five
+/// times a 50 ms timeout are never stopped, and a call past its own deadline still is.
+#[test]
+fn every_call_gets_its_own_deadline() {
+    let spin = Behavior::SpinMs(10, json!({"capture": {"spun": "yes"}}).to_string());
+    let (_root, set) = with_bad_pack(spin, |c| {
+        c.timeout = Duration::from_millis(50);
+    });
+    let mut worker = set.worker().expect("worker");
+    let slow = Exchange::new("h.example", "/bad");
+    let started = Instant::now();
+    let mut calls = 0;
+    while started.elapsed() < Duration::from_millis(250) {
+        let session = Session::start(&mut worker, &slow.request_before_response());
+        assert_eq!(
+            session.dimensions().len(),
+            2,
+            "call {calls}: {:?}",
+            set.stats()
+        );
+        calls += 1;
+    }
+    assert_eq!(set.stats()[1].failures_total(), 0, "{:?}", set.stats());
+    assert!(calls >= 10, "{calls} calls");
+    drop(worker);
+
+    let (_root, set) = with_bad_pack(Behavior::SpinMs(200, "{}".into()), |c| {
+        c.timeout = Duration::from_millis(50);
+    });
+    let mut worker = set.worker().expect("worker");
+    let _ = Session::start(&mut worker, &slow.request_before_response());
+    assert_eq!(set.stats()[1].failures_of(FailureKind::Timeout), 1);
+}
