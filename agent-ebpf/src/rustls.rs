@@ -370,7 +370,8 @@ fn write_key(tgid: u64, conn: u64) -> (u64, i32) {
     (conn, -1)
 }
 
-/// `<ConnectionCommon<T> as PlaintextSink>::write(&mut self, buf)`.
+/// `<ConnectionCommon<T> as PlaintextSink>::write(&mut self, buf)`, and `write_vectored(&mut
+/// self, bufs)` on entry: the connection and both words of the slice are saved as they are.
 #[uprobe]
 pub fn rustls_write(ctx: ProbeContext) -> u32 {
     let (pid_tgid, traced) = current();
@@ -401,22 +402,9 @@ pub fn rustls_write_ret(ctx: RetProbeContext) -> u32 {
     0
 }
 
-/// `<ConnectionCommon<T> as PlaintextSink>::write_vectored(&mut self, bufs)`: `buf` and
-/// `len_out` of the saved arguments are the slices and their number.
-#[uprobe]
-pub fn rustls_writev(ctx: ProbeContext) -> u32 {
-    let (pid_tgid, traced) = current();
-    if !traced {
-        return 0;
-    }
-    if let (Some(conn), Some(bufs), Some(n)) =
-        (ctx.arg::<u64>(0), ctx.arg::<u64>(1), ctx.arg::<u64>(2))
-    {
-        save(&WRITE_ARGS, pid_tgid, conn, bufs, n, true);
-    }
-    0
-}
-
+/// `<ConnectionCommon<T> as PlaintextSink>::write_vectored(&mut self, bufs)`, entered through
+/// [`rustls_write`] (the same three arguments): `buf` and `len_out` of the saved arguments are
+/// the slices and their number.
 #[uretprobe]
 pub fn rustls_writev_ret(ctx: RetProbeContext) -> u32 {
     let Some((pid_tgid, mut args)) = take_write() else {

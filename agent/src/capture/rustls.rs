@@ -27,7 +27,6 @@ pub const PROVIDER: Provider = Provider {
     programs: &[
         "rustls_write",
         "rustls_write_ret",
-        "rustls_writev",
         "rustls_writev_ret",
         "rustls_read",
         "rustls_read_ret",
@@ -186,7 +185,7 @@ fn examine(obj: &object::File<'_>) -> Examined {
     for (role, function, offset) in found {
         let programs: &[(&'static str, bool)] = match role {
             Role::Write => &[("rustls_write", false), ("rustls_write_ret", true)],
-            Role::WriteVectored => &[("rustls_writev", false), ("rustls_writev_ret", true)],
+            Role::WriteVectored => &[("rustls_write", false), ("rustls_writev_ret", true)],
             Role::Read => &[("rustls_read", false), ("rustls_read_ret", true)],
             Role::FirstChunk => &[
                 ("rustls_first_chunk", false),
