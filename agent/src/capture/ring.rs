@@ -93,6 +93,8 @@ pub struct Ring {
     pending: usize,
     /// A record that wraps around the end of the data, made whole.
     wrapped: Vec<u8>,
+    /// A record header could not be sound: nothing more is read (said once).
+    stopped: bool,
 }
 
 // SAFETY: the mappings are plain memory owned by this value; the reader thread alone uses it.
@@ -126,6 +128,7 @@ impl Ring {
             size,
             pos,
             pending: 0,
+            stopped: false,
             wrapped: Vec::new(),
         })
     }
@@ -162,7 +165,7 @@ impl Ring {
     pub fn next_record(&mut self) -> Option<&[u8]> {
         self.consume_pending();
         loop {
-            if self.pos == self.producer_pos() {
+            if self.stopped || self.pos == self.producer_pos() {
                 return None;
             }
             let offset = self.pos & (self.size - 1);
@@ -178,6 +181,7 @@ impl Ring {
             if len > self.size - HEADER {
                 // Never from a sound kernel; stop reading rather than read outside the ring.
                 tracing::error!(len, "ring buffer record longer than the ring; reader stops");
+                self.stopped = true;
                 return None;
             }
             let step = (HEADER + len).next_multiple_of(8);
