@@ -19,9 +19,70 @@ pub struct CurrentPlugin {
     pub(crate) memory_limiter: Option<MemoryLimiter>,
     pub(crate) id: uuid::Uuid,
     pub(crate) start_time: std::time::Instant,
+    /// The kernel's exports, looked up on first use in this store (see [`Kernel`]).
+    pub(crate) kernel: Option<std::sync::Arc<Kernel>>,
 }
 
 unsafe impl Send for CurrentPlugin {}
+
+/// The Extism kernel's exports that every call uses (taskless change, see `VENDORED.md`),
+/// looked up once per store and called typed. As published, each use went through
+/// `Linker::get` (interning the names, cloning the function's registered type) and an untyped
+/// `Func::call` (checking the argument types), about a dozen times per call.
+pub(crate) struct Kernel {
+    pub(crate) memory: wasmtime::Memory,
+    pub(crate) context: Option<wasmtime::Global>,
+    pub(crate) alloc: wasmtime::TypedFunc<i64, i64>,
+    pub(crate) free: wasmtime::TypedFunc<i64, ()>,
+    pub(crate) length: wasmtime::TypedFunc<i64, i64>,
+    pub(crate) length_unsafe: wasmtime::TypedFunc<i64, i64>,
+    pub(crate) reset: wasmtime::TypedFunc<(), ()>,
+    pub(crate) input_set: wasmtime::TypedFunc<(i64, i64), ()>,
+    pub(crate) error_set: wasmtime::TypedFunc<i64, ()>,
+    pub(crate) error_get: wasmtime::TypedFunc<(), i64>,
+    pub(crate) output_offset: wasmtime::TypedFunc<(), i64>,
+    pub(crate) output_length: wasmtime::TypedFunc<(), i64>,
+}
+
+impl Kernel {
+    pub(crate) fn lookup(
+        linker: &mut Linker<CurrentPlugin>,
+        store: &mut Store<CurrentPlugin>,
+    ) -> Result<Kernel, Error> {
+        fn func<P: wasmtime::WasmParams, R: wasmtime::WasmResults>(
+            linker: &mut Linker<CurrentPlugin>,
+            store: &mut Store<CurrentPlugin>,
+            name: &str,
+        ) -> Result<wasmtime::TypedFunc<P, R>, Error> {
+            let f = linker
+                .get(&mut *store, EXTISM_ENV_MODULE, name)
+                .and_then(Extern::into_func)
+                .with_context(|| format!("unable to locate an extism kernel function: {name}"))?;
+            Ok(f.typed::<P, R>(&*store)?)
+        }
+        let memory = linker
+            .get(&mut *store, EXTISM_ENV_MODULE, "memory")
+            .and_then(Extern::into_memory)
+            .context("unable to locate extism memory")?;
+        let context = linker
+            .get(&mut *store, EXTISM_ENV_MODULE, "extism_context")
+            .and_then(Extern::into_global);
+        Ok(Kernel {
+            memory,
+            context,
+            alloc: func(linker, store, "alloc")?,
+            free: func(linker, store, "free")?,
+            length: func(linker, store, "length")?,
+            length_unsafe: func(linker, store, "length_unsafe")?,
+            reset: func(linker, store, "reset")?,
+            input_set: func(linker, store, "input_set")?,
+            error_set: func(linker, store, "error_set")?,
+            error_get: func(linker, store, "error_get")?,
+            output_offset: func(linker, store, "output_offset")?,
+            output_length: func(linker, store, "output_length")?,
+        })
+    }
+}
 
 pub(crate) struct MemoryLimiter {
     bytes_left: usize,
@@ -168,39 +229,45 @@ impl CurrentPlugin {
     }
 
     pub fn memory_bytes_mut(&mut self, handle: MemoryHandle) -> Result<&mut [u8], Error> {
-        let (linker, store) = self.linker_and_store();
-        if let Some(mem) = linker.get(&mut *store, EXTISM_ENV_MODULE, "memory") {
-            let mem = mem.into_memory().unwrap();
-            let ptr = unsafe { mem.data_ptr(&*store).add(handle.offset() as usize) };
-            if ptr.is_null() {
-                return Ok(&mut []);
-            }
-            return Ok(unsafe { std::slice::from_raw_parts_mut(ptr, handle.len()) });
+        let Ok(kernel) = self.kernel() else {
+            anyhow::bail!("{} unable to locate extism memory", self.id)
+        };
+        let (_, store) = self.linker_and_store();
+        let ptr = unsafe { kernel.memory.data_ptr(&*store).add(handle.offset() as usize) };
+        if ptr.is_null() {
+            return Ok(&mut []);
         }
-
-        anyhow::bail!("{} unable to locate extism memory", self.id)
+        Ok(unsafe { std::slice::from_raw_parts_mut(ptr, handle.len()) })
     }
 
     pub fn memory_bytes(&mut self, handle: MemoryHandle) -> Result<&[u8], Error> {
-        let (linker, store) = self.linker_and_store();
-        if let Some(mem) = linker.get(&mut *store, EXTISM_ENV_MODULE, "memory") {
-            let mem = mem.into_memory().unwrap();
-            let ptr = unsafe { mem.data_ptr(&*store).add(handle.offset() as usize) };
-            if ptr.is_null() {
-                return Ok(&[]);
-            }
-            return Ok(unsafe { std::slice::from_raw_parts(ptr, handle.len()) });
+        let Ok(kernel) = self.kernel() else {
+            anyhow::bail!("{} unable to locate extism memory", self.id)
+        };
+        let (_, store) = self.linker_and_store();
+        let ptr = unsafe { kernel.memory.data_ptr(&*store).add(handle.offset() as usize) };
+        if ptr.is_null() {
+            return Ok(&[]);
         }
+        Ok(unsafe { std::slice::from_raw_parts(ptr, handle.len()) })
+    }
 
-        anyhow::bail!("{} unable to locate extism memory", self.id)
+    /// The kernel's exports, looked up on the first use in this store.
+    pub(crate) fn kernel(&mut self) -> Result<std::sync::Arc<Kernel>, Error> {
+        if let Some(kernel) = &self.kernel {
+            return Ok(kernel.clone());
+        }
+        let (linker, store) = self.linker_and_store();
+        let kernel = std::sync::Arc::new(Kernel::lookup(linker, store)?);
+        self.kernel = Some(kernel.clone());
+        Ok(kernel)
     }
 
     pub fn host_context<T: 'static>(&mut self) -> Result<&mut T, Error> {
-        let (linker, store) = self.linker_and_store();
-        let Some(Extern::Global(xs)) = linker.get(&mut *store, EXTISM_ENV_MODULE, "extism_context")
-        else {
+        let Some(xs) = self.kernel().ok().and_then(|k| k.context) else {
             anyhow::bail!("unable to locate an extism kernel global: extism_context",)
         };
+        let (_, store) = self.linker_and_store();
 
         let Val::ExternRef(Some(xs)) = xs.get(&mut *store) else {
             anyhow::bail!("expected extism_context to be an externref value",)
@@ -226,20 +293,17 @@ impl CurrentPlugin {
                 length: 0,
             });
         }
-        let (linker, mut store) = self.linker_and_store();
-        let output = &mut [Val::I64(0)];
-        if let Some(f) = linker.get(&mut store, EXTISM_ENV_MODULE, "alloc") {
-            catch_out_of_fuel!(
-                &store,
-                f.into_func()
-                    .unwrap()
-                    .call(&mut *store, &[Val::I64(n as i64)], output)
-                    .context("failed to allocate extism memory")
-            )?;
-        } else {
+        let Ok(kernel) = self.kernel() else {
             anyhow::bail!("{} unable to allocate memory", self.id);
-        }
-        let offs = output[0].unwrap_i64() as u64;
+        };
+        let (_, store) = self.linker_and_store();
+        let offs = catch_out_of_fuel!(
+            &store,
+            kernel
+                .alloc
+                .call(&mut *store, n as i64)
+                .context("failed to allocate extism memory")
+        )? as u64;
         if offs == 0 {
             anyhow::bail!("{} out of memory", self.id)
         }
@@ -257,36 +321,32 @@ impl CurrentPlugin {
 
     /// Free a block of Extism plugin memory
     pub fn memory_free(&mut self, handle: MemoryHandle) -> Result<(), Error> {
-        let (linker, store) = self.linker_and_store();
-        if let Some(f) = linker.get(&mut *store, EXTISM_ENV_MODULE, "free") {
-            catch_out_of_fuel!(
-                &store,
-                f.into_func()
-                    .unwrap()
-                    .call(&mut *store, &[Val::I64(handle.offset as i64)], &mut [])
-                    .context("failed to free extism memory")
-            )?;
-        } else {
+        let Ok(kernel) = self.kernel() else {
             anyhow::bail!("unable to locate an extism kernel function: free",)
-        }
+        };
+        let (_, store) = self.linker_and_store();
+        catch_out_of_fuel!(
+            &store,
+            kernel
+                .free
+                .call(&mut *store, handle.offset as i64)
+                .context("failed to free extism memory")
+        )?;
         Ok(())
     }
 
     pub fn memory_length(&mut self, offs: u64) -> Result<u64, Error> {
-        let (linker, store) = self.linker_and_store();
-        let output = &mut [Val::I64(0)];
-        if let Some(f) = linker.get(&mut *store, EXTISM_ENV_MODULE, "length") {
-            catch_out_of_fuel!(
-                &store,
-                f.into_func()
-                    .unwrap()
-                    .call(&mut *store, &[Val::I64(offs as i64)], output)
-                    .context("failed to get length of extism memory handle")
-            )?;
-        } else {
+        let Ok(kernel) = self.kernel() else {
             anyhow::bail!("unable to locate an extism kernel function: length",)
-        }
-        let len = output[0].unwrap_i64() as u64;
+        };
+        let (_, store) = self.linker_and_store();
+        let len = catch_out_of_fuel!(
+            &store,
+            kernel
+                .length
+                .call(&mut *store, offs as i64)
+                .context("failed to get length of extism memory handle")
+        )? as u64;
         trace!(
             plugin = self.id.to_string(),
             "memory_length({}) = {}",
@@ -297,20 +357,17 @@ impl CurrentPlugin {
     }
 
     pub fn memory_length_unsafe(&mut self, offs: u64) -> Result<u64, Error> {
-        let (linker, store) = self.linker_and_store();
-        let output = &mut [Val::I64(0)];
-        if let Some(f) = linker.get(&mut *store, EXTISM_ENV_MODULE, "length_unsafe") {
-            catch_out_of_fuel!(
-                &store,
-                f.into_func()
-                    .unwrap()
-                    .call(&mut *store, &[Val::I64(offs as i64)], output)
-                    .context("failed to get length of extism memory using length_unsafe")
-            )?;
-        } else {
+        let Ok(kernel) = self.kernel() else {
             anyhow::bail!("unable to locate an extism kernel function: length_unsafe",)
-        }
-        let len = output[0].unwrap_i64() as u64;
+        };
+        let (_, store) = self.linker_and_store();
+        let len = catch_out_of_fuel!(
+            &store,
+            kernel
+                .length_unsafe
+                .call(&mut *store, offs as i64)
+                .context("failed to get length of extism memory using length_unsafe")
+        )? as u64;
         trace!(
             plugin = self.id.to_string(),
             "memory_length_unsafe({}) = {}",
@@ -402,6 +459,7 @@ impl CurrentPlugin {
             memory_limiter,
             id,
             start_time: std::time::Instant::now(),
+            kernel: None,
             http_headers: if allow_http_response_headers {
                 Some(BTreeMap::new())
             } else {
@@ -422,10 +480,7 @@ impl CurrentPlugin {
 
     /// Get extism memory
     pub(crate) fn memory(&mut self) -> Option<wasmtime::Memory> {
-        let (linker, mut store) = self.linker_and_store();
-        linker
-            .get(&mut store, EXTISM_ENV_MODULE, "memory")?
-            .into_memory()
+        self.kernel().ok().map(|k| k.memory)
     }
 
     /// Get a `MemoryHandle` from a `Val` reference - this can be used to convert a host function's
@@ -451,12 +506,9 @@ impl CurrentPlugin {
     /// Clear the current plugin error
     pub fn clear_error(&mut self) {
         trace!(plugin = self.id.to_string(), "CurrentPlugin::clear_error");
-        let (linker, store) = self.linker_and_store();
-        if let Some(f) = linker.get(&mut *store, EXTISM_ENV_MODULE, "error_set") {
-            let res = f
-                .into_func()
-                .unwrap()
-                .call(&mut *store, &[Val::I64(0)], &mut []);
+        if let Ok(kernel) = self.kernel() {
+            let (_, store) = self.linker_and_store();
+            let res = kernel.error_set.call(&mut *store, 0);
             if let Err(e) = res {
                 error!(
                     plugin = self.id.to_string(),
@@ -485,13 +537,13 @@ impl CurrentPlugin {
         let s = s.as_ref();
         debug!(plugin = self.id.to_string(), "set error: {:?}", s);
         let handle = self.memory_new(s)?;
-        let (linker, store) = self.linker_and_store();
-        if let Some(f) = linker.get(&mut *store, EXTISM_ENV_MODULE, "error_set") {
+        if let Ok(kernel) = self.kernel() {
+            let (_, store) = self.linker_and_store();
             catch_out_of_fuel!(
                 &store,
-                f.into_func()
-                    .unwrap()
-                    .call(&mut *store, &[Val::I64(handle.offset() as i64)], &mut [])
+                kernel
+                    .error_set
+                    .call(&mut *store, handle.offset() as i64)
                     .context("failed to set extism error")
             )?;
             Ok((handle.offset(), s.len() as u64))
@@ -501,21 +553,24 @@ impl CurrentPlugin {
     }
 
     pub(crate) fn get_error_position(&mut self) -> (u64, u64) {
-        let (linker, store) = self.linker_and_store();
-        let output = &mut [Val::I64(0)];
-        if let Some(f) = linker.get(&mut *store, EXTISM_ENV_MODULE, "error_get") {
-            if let Err(e) = catch_out_of_fuel!(
-                &store,
-                f.into_func().unwrap().call(&mut *store, &[], output)
-            ) {
-                error!(
-                    plugin = self.id.to_string(),
-                    "unable to call extism:host/env::error_get: {:?}", e
-                );
-                return (0, 0);
+        let mut offs = 0;
+        if let Ok(kernel) = self.kernel() {
+            let (_, store) = self.linker_and_store();
+            match catch_out_of_fuel!(&store, kernel.error_get.call(&mut *store, ())) {
+                Ok(o) => offs = o as u64,
+                Err(e) => {
+                    error!(
+                        plugin = self.id.to_string(),
+                        "unable to call extism:host/env::error_get: {:?}", e
+                    );
+                    return (0, 0);
+                }
             }
         };
-        let offs = output[0].unwrap_i64() as u64;
+        // No error set (the common case): no length to ask the kernel for.
+        if offs == 0 {
+            return (0, 0);
+        }
         let length = self.memory_length(offs).unwrap_or_default();
         (offs, length)
     }

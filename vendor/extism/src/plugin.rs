@@ -163,6 +163,10 @@ pub struct Plugin {
     /// The running call's deadline, which the timer thread watches
     pub(crate) deadline: std::sync::Arc<crate::timer::Deadline>,
 
+    /// Exports called so far in the current instance, by name (taskless change, see
+    /// `VENDORED.md`): looked up and their type checked once per instance, not on every call
+    exports: Vec<(String, Export)>,
+
     /// Information that gets populated after a call
     pub(crate) output: Output,
 
@@ -488,6 +492,7 @@ impl Plugin {
             runtime: None,
             id,
             deadline,
+            exports: Vec::new(),
             cancel_handle: CancelHandle { id, timer_tx },
             instantiations: 0,
             output: Output::default(),
@@ -573,6 +578,7 @@ impl Plugin {
         }
 
         let instance = self.instance_pre.instantiate(&mut self.store)?;
+        self.exports.clear();
         trace!(
             plugin = self.id.to_string(),
             "Plugin::instance is none, instantiating"
@@ -628,7 +634,6 @@ impl Plugin {
     ) -> Result<(), Error> {
         self.output = Output::default();
         self.clear_error()?;
-        let id = self.id.to_string();
 
         if input.is_null() {
             len = 0;
@@ -643,32 +648,21 @@ impl Plugin {
         }
 
         let bytes = unsafe { std::slice::from_raw_parts(input, len) };
-        debug!(plugin = &id, "input size: {}", bytes.len());
+        debug!(plugin = %self.id, "input size: {}", bytes.len());
 
         self.reset()?;
         let handle = self.current_plugin_mut().memory_new(bytes)?;
 
-        if let Some(f) = self
-            .linker
-            .get(&mut self.store, EXTISM_ENV_MODULE, "input_set")
-        {
-            catch_out_of_fuel!(
-                &self.store,
-                f.into_func()
-                    .unwrap()
-                    .call(
-                        &mut self.store,
-                        &[Val::I64(handle.offset() as i64), Val::I64(len as i64)],
-                        &mut [],
-                    )
-                    .context("unable to set extism input")
-            )?;
-        }
+        let kernel = self.kernel()?;
+        catch_out_of_fuel!(
+            &self.store,
+            kernel
+                .input_set
+                .call(&mut self.store, (handle.offset() as i64, len as i64))
+                .context("unable to set extism input")
+        )?;
 
-        if let Some(Extern::Global(ctxt)) =
-            self.linker
-                .get(&mut self.store, EXTISM_ENV_MODULE, "extism_context")
-        {
+        if let Some(ctxt) = kernel.context {
             ctxt.set(&mut self.store, Val::ExternRef(host_context))
                 .context("unable to set extism host context")?;
         }
@@ -676,20 +670,32 @@ impl Plugin {
         Ok(())
     }
 
+    /// The kernel's exports for this plugin's store, looked up through the plugin's own store
+    /// and linker (the store's pointers to them are only set during a call).
+    fn kernel(&mut self) -> Result<std::sync::Arc<crate::current_plugin::Kernel>, Error> {
+        if let Some(kernel) = &self.store.data().kernel {
+            return Ok(kernel.clone());
+        }
+        let kernel = std::sync::Arc::new(crate::current_plugin::Kernel::lookup(
+            &mut self.linker,
+            &mut self.store,
+        )?);
+        self.store.data_mut().kernel = Some(kernel.clone());
+        Ok(kernel)
+    }
+
     /// Reset Extism runtime, this will invalidate all allocated memory
     pub fn reset(&mut self) -> Result<(), Error> {
-        let id = self.id.to_string();
-
-        if let Some(f) = self.linker.get(&mut self.store, EXTISM_ENV_MODULE, "reset") {
+        if let Ok(kernel) = self.kernel() {
             catch_out_of_fuel!(
                 &self.store,
-                f.into_func()
-                    .unwrap()
-                    .call(&mut self.store, &[], &mut [])
+                kernel
+                    .reset
+                    .call(&mut self.store, ())
                     .context("extism reset failed")
             )?;
         } else {
-            error!(plugin = &id, "call to extism:host/env::reset failed");
+            error!(plugin = %self.id, "call to extism:host/env::reset failed");
         }
 
         Ok(())
@@ -807,41 +813,25 @@ impl Plugin {
 
     // Return the position of the output in memory
     fn output_memory_position(&mut self) -> Result<(u64, u64), Error> {
-        let out = &mut [Val::I64(0)];
-        let out_len = &mut [Val::I64(0)];
-        let store = &mut self.store;
-        if let Some(f) = self
-            .linker
-            .get(&mut *store, EXTISM_ENV_MODULE, "output_offset")
-        {
-            catch_out_of_fuel!(
-                &store,
-                f.into_func()
-                    .unwrap()
-                    .call(&mut *store, &[], out)
-                    .context("call to set extism output offset failed")
-            )?;
-        } else {
+        let Ok(kernel) = self.kernel() else {
             anyhow::bail!("unable to set output")
-        }
-        if let Some(f) = self
-            .linker
-            .get(&mut *store, EXTISM_ENV_MODULE, "output_length")
-        {
-            catch_out_of_fuel!(
-                &store,
-                f.into_func()
-                    .unwrap()
-                    .call(&mut *store, &[], out_len)
-                    .context("call to set extism output length failed")
-            )?;
-        } else {
-            anyhow::bail!("unable to set output length")
-        }
-
-        let offs = out[0].unwrap_i64() as u64;
-        let len = out_len[0].unwrap_i64() as u64;
-        Ok((offs, len))
+        };
+        let store = &mut self.store;
+        let offs = catch_out_of_fuel!(
+            &store,
+            kernel
+                .output_offset
+                .call(&mut *store, ())
+                .context("call to set extism output offset failed")
+        )?;
+        let len = catch_out_of_fuel!(
+            &store,
+            kernel
+                .output_length
+                .call(&mut *store, ())
+                .context("call to set extism output length failed")
+        )?;
+        Ok((offs as u64, len as u64))
     }
 
     // Get the output data after a call has returned
@@ -921,13 +911,21 @@ impl Plugin {
         self.set_input(input.as_ptr(), input.len(), r)
             .map_err(|x| (x, -1))?;
 
-        let func = match self.get_func(lock, name) {
-            Some(x) => x,
-            None => return Err((anyhow::anyhow!("Function not found: {name}"), -1)),
+        let export = match self.exports.iter().position(|(n, _)| n == name) {
+            Some(i) => i,
+            None => {
+                let func = match self.get_func(lock, name) {
+                    Some(x) => x,
+                    None => return Err((anyhow::anyhow!("Function not found: {name}"), -1)),
+                };
+                let export = Export::new(func, &self.store);
+                self.exports.push((name.to_string(), export));
+                self.exports.len() - 1
+            }
         };
 
         // Check the number of results, reject functions with more than 1 result
-        let n_results = func.ty(self.store()).results().len();
+        let n_results = self.exports[export].1.n_results();
         if n_results > 1 {
             return Err((
                 anyhow::anyhow!("Function {name} has {n_results} results, expected 0 or 1"),
@@ -948,8 +946,7 @@ impl Plugin {
         self.current_plugin_mut().start_time = std::time::Instant::now();
 
         // Call the function
-        let mut results = vec![wasmtime::Val::I32(0); n_results];
-        let mut res = func.call(self.store_mut(), &[], results.as_mut_slice());
+        let (mut res, code) = self.exports[export].1.call(&mut self.store);
 
         // Reset host context
         if let Ok(Some(inner)) = self.host_context.data_mut(&mut self.store) {
@@ -975,8 +972,8 @@ impl Plugin {
             // Get the return code
             if output_res.is_ok() && res.is_ok() {
                 rc = 0;
-                if !results.is_empty() {
-                    rc = results[0].i32().unwrap_or(-1);
+                if let Some(code) = code {
+                    rc = code;
                     debug!(plugin = self.id.to_string(), "got return code: {}", rc);
                 }
             }
@@ -1207,13 +1204,11 @@ impl Plugin {
     pub(crate) fn clear_error(&mut self) -> Result<(), Error> {
         trace!(plugin = self.id.to_string(), "clearing error");
         self.error_msg = None;
-        let (linker, mut store) = self.linker_and_store();
-        #[allow(clippy::needless_borrows_for_generic_args)]
-        if let Some(f) = linker.get(&mut *store, EXTISM_ENV_MODULE, "error_set") {
-            let x = f
-                .into_func()
-                .unwrap()
-                .call(&mut store, &[Val::I64(0)], &mut [])
+        if let Ok(kernel) = self.kernel() {
+            let store = &mut self.store;
+            let x = kernel
+                .error_set
+                .call(&mut *store, 0)
                 .context("unable to clear error message");
             catch_out_of_fuel!(&store, x)?;
             Ok(())
@@ -1307,4 +1302,50 @@ macro_rules! typed_plugin {
             )*
         }
     };
+}
+
+/// An export looked up once per instance, called typed when it has the shape of an Extism
+/// entry point (no parameters, no result or an `i32`), else as published, by value.
+enum Export {
+    Unit(wasmtime::TypedFunc<(), ()>),
+    Code(wasmtime::TypedFunc<(), i32>),
+    Other(Func, usize),
+}
+
+impl Export {
+    fn new(func: Func, store: &Store<CurrentPlugin>) -> Export {
+        if let Ok(f) = func.typed::<(), ()>(store) {
+            Export::Unit(f)
+        } else if let Ok(f) = func.typed::<(), i32>(store) {
+            Export::Code(f)
+        } else {
+            Export::Other(func, func.ty(store).results().len())
+        }
+    }
+
+    fn n_results(&self) -> usize {
+        match self {
+            Export::Unit(_) => 0,
+            Export::Code(_) => 1,
+            Export::Other(_, n) => *n,
+        }
+    }
+
+    /// Calls the export with no arguments: its outcome and the `i32` it returned, if any (`-1`
+    /// for a single result of another type, as published).
+    fn call(&self, store: &mut Store<CurrentPlugin>) -> (wasmtime::Result<()>, Option<i32>) {
+        match self {
+            Export::Unit(f) => (f.call(store, ()), None),
+            Export::Code(f) => match f.call(store, ()) {
+                Ok(code) => (Ok(()), Some(code)),
+                Err(e) => (Err(e), None),
+            },
+            Export::Other(f, n) => {
+                let mut results = vec![wasmtime::Val::I32(0); *n];
+                let res = f.call(&mut *store, &[], results.as_mut_slice());
+                let code = results.first().map(|r| r.i32().unwrap_or(-1));
+                (res, code)
+            }
+        }
+    }
 }
