@@ -263,3 +263,36 @@ fn every_call_gets_its_own_deadline() {
     let _ = Session::start(&mut worker, &slow.request_before_response());
     assert_eq!(set.stats()[1].failures_of(FailureKind::Timeout), 1);
 }
+
+/// Extism's timer sleeps once no call has been made for a while (100 ms) and the next call
+/// wakes it: a call that loops after each of several quiet spells is still stopped at its
+/// timeout. Without the wake-up the looping call would never return (the test gives up on it
+/// after 10 s).
+#[test]
+fn a_call_after_a_quiet_spell_is_still_stopped_at_its_timeout() {
+    let (_root, set) = with_bad_pack(Behavior::Loop, |c| {
+        c.timeout = Duration::from_millis(50);
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        let mut worker = set.worker().expect("worker");
+        let fine = Exchange::new("h.example", "/fine");
+        let bad = Exchange::new("h.example", "/bad");
+        for _ in 0..3 {
+            let _ = Session::start(&mut worker, &fine.request_before_response());
+            std::thread::sleep(Duration::from_millis(400));
+            let started = Instant::now();
+            let _ = Session::start(&mut worker, &bad.request_before_response());
+            tx.send(started.elapsed()).expect("send");
+        }
+        set.stats()[1].failures_of(FailureKind::Timeout)
+    });
+    for round in 0..3 {
+        let took = rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("round {round}: the looping call was never stopped"));
+        assert!(took >= Duration::from_millis(50), "round {round}: {took:?}");
+        assert!(took < Duration::from_secs(2), "round {round}: {took:?}");
+    }
+    assert_eq!(handle.join().expect("worker thread"), 3);
+}

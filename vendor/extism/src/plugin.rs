@@ -478,7 +478,7 @@ impl Plugin {
             compiled.options.wasi,
         )?;
         let timer_tx = Timer::tx();
-        let deadline = crate::timer::Deadline::new(compiled.engine.clone());
+        let deadline = crate::timer::Deadline::new(compiled.engine.clone(), timer_tx.clone());
         timer_tx.send(TimerAction::Register {
             id,
             deadline: std::sync::Arc::downgrade(&deadline),

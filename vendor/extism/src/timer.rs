@@ -3,17 +3,25 @@
 //!
 //! taskless-agent's copy (see VENDORED.md): a plugin arms and disarms its deadline in memory it
 //! shares with the thread ([`Deadline`]), so a call sends no message and wakes no thread. The
-//! thread looks at every armed deadline once per [`TICK`] while any plugin is alive and sleeps
-//! otherwise; registering a plugin, cancelling a call and shutting down are still messages.
+//! thread looks at every armed deadline once per [`TICK`] while calls are being made, and
+//! sleeps once [`IDLE_TICKS`] ticks in a row saw no call; the first call after that wakes it
+//! with a message. Registering a plugin, cancelling a call and shutting down are messages too.
 
 use crate::*;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-/// How often armed deadlines are looked at: a call that runs past its timeout is stopped at
-/// most this much after it.
-pub(crate) const TICK: Duration = Duration::from_millis(2);
+/// How often armed deadlines are looked at while calls are being made: a call that runs past
+/// its timeout is stopped at most this much after it.
+pub(crate) const TICK: Duration = Duration::from_millis(5);
+
+/// Ticks in a row without a call (none running, none started) after which the thread sleeps
+/// until the next call: 100 ms.
+const IDLE_TICKS: u32 = 20;
+
+/// True while the timer thread sleeps for lack of calls: the next call to start wakes it.
+static ASLEEP: AtomicBool = AtomicBool::new(false);
 
 /// `Deadline::at` of a plugin not running a call.
 const IDLE: u64 = 0;
@@ -34,13 +42,19 @@ pub(crate) struct Deadline {
     engine: Engine,
     /// [`IDLE`], [`UNLIMITED`], or when the running call must stop ([`stamp`]).
     at: AtomicU64,
+    /// Set by every call, cleared by the thread when it looks: a call was made since.
+    called: AtomicBool,
+    /// Wakes the timer thread when it sleeps.
+    tx: std::sync::mpsc::Sender<TimerAction>,
 }
 
 impl Deadline {
-    pub(crate) fn new(engine: Engine) -> Arc<Deadline> {
+    pub(crate) fn new(engine: Engine, tx: std::sync::mpsc::Sender<TimerAction>) -> Arc<Deadline> {
         Arc::new(Deadline {
             engine,
             at: AtomicU64::new(IDLE),
+            called: AtomicBool::new(false),
+            tx,
         })
     }
 
@@ -52,7 +66,20 @@ impl Deadline {
                 .checked_add(t)
                 .map_or(UNLIMITED, stamp),
         };
-        self.at.store(at, Ordering::Release);
+        // Sequentially consistent with the thread's `ASLEEP` store and its look at `at`: either
+        // the thread sees this call, or this call sees the thread asleep and wakes it.
+        self.at.store(at, Ordering::SeqCst);
+        if !self.called.load(Ordering::Relaxed) {
+            self.called.store(true, Ordering::Relaxed);
+        }
+        if ASLEEP.load(Ordering::SeqCst) && ASLEEP.swap(false, Ordering::SeqCst) {
+            let _ = self.tx.send(TimerAction::Wake);
+        }
+    }
+
+    /// True when a call is running or one was made since the last look.
+    fn busy(&self) -> bool {
+        self.at.load(Ordering::SeqCst) != IDLE || self.called.swap(false, Ordering::Relaxed)
     }
 
     /// The call is over.
@@ -92,6 +119,8 @@ pub(crate) enum TimerAction {
     Cancel {
         id: uuid::Uuid,
     },
+    /// A call started while the thread slept.
+    Wake,
     Shutdown,
 }
 
@@ -131,8 +160,10 @@ impl Timer {
         let thread = std::thread::spawn(move || {
             let mut plugins: std::collections::BTreeMap<uuid::Uuid, Weak<Deadline>> =
                 std::collections::BTreeMap::new();
+            let mut idle_ticks = 0;
             loop {
-                let action = if plugins.is_empty() {
+                let asleep = idle_ticks >= IDLE_TICKS;
+                let action = if plugins.is_empty() || asleep {
                     match rx.recv() {
                         Ok(x) => Some(x),
                         Err(_) => return,
@@ -144,11 +175,16 @@ impl Timer {
                         Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
                     }
                 };
+                if asleep {
+                    ASLEEP.store(false, Ordering::SeqCst);
+                }
+                let acted = action.is_some();
                 match action {
                     Some(TimerAction::Register { id, deadline }) => {
                         trace!(plugin = id.to_string(), "register event");
                         plugins.insert(id, deadline);
                     }
+                    Some(TimerAction::Wake) => {}
                     Some(TimerAction::Cancel { id }) => {
                         trace!(plugin = id.to_string(), "handling cancel event");
                         if let Some(deadline) = plugins.get(&id).and_then(Weak::upgrade) {
@@ -165,13 +201,29 @@ impl Timer {
                     None => {}
                 }
                 let now = stamp(Instant::now());
+                let mut busy = false;
                 plugins.retain(|_, deadline| match deadline.upgrade() {
                     Some(deadline) => {
+                        busy |= deadline.busy();
                         deadline.expire(now);
                         true
                     }
                     None => false,
                 });
+                idle_ticks = if busy || acted { 0 } else { idle_ticks + 1 };
+                if idle_ticks >= IDLE_TICKS {
+                    // About to sleep: say so first, then look once more, so that a call that
+                    // started in between either is seen here or sees the flag and wakes us.
+                    ASLEEP.store(true, Ordering::SeqCst);
+                    if plugins
+                        .values()
+                        .filter_map(Weak::upgrade)
+                        .any(|d| d.at.load(Ordering::SeqCst) != IDLE)
+                    {
+                        ASLEEP.store(false, Ordering::SeqCst);
+                        idle_ticks = 0;
+                    }
+                }
             }
         });
         *timer = Some(Timer {
