@@ -55,6 +55,9 @@ pub enum BodyWhen {
     /// Only in the calls of an exchange whose response status is 400 or more (so `post`, and
     /// for the response side also `chunk` pieces), never in `pre`.
     Errors,
+    /// Only in `pre` (request side only): a pack that checks what is sent when it is sent,
+    /// and in `post` reads only the response.
+    Pre,
     /// Never.
     Never,
 }
@@ -78,6 +81,8 @@ impl BodyWhen {
         match self {
             BodyWhen::Always => true,
             BodyWhen::Errors => status.is_some_and(|s| s >= 400),
+            // `pre` is the one call made before the response head is known.
+            BodyWhen::Pre => status.is_none(),
             BodyWhen::Never => false,
         }
     }
@@ -171,6 +176,12 @@ pub(crate) fn describe(manifest: &[u8], config: &[u8]) -> Result<PackDescription
         })?;
     if raw.schema != "pre2" {
         return Err(LoadFailure::Schema(raw.schema));
+    }
+    if raw.bodies.response == BodyWhen::Pre {
+        return Err(LoadFailure::Json {
+            file: "manifest.json",
+            message: "bodies.response cannot be \"pre\": no response body goes into pre".into(),
+        });
     }
     let configuration = configuration(&raw.fields, raw.configuration);
     let domains = DomainFilter::from_configuration(&configuration);

@@ -141,6 +141,44 @@ fn the_manifest_bodies_key_keeps_bodies_out_of_calls_that_do_not_read_them() {
 }
 
 #[test]
+fn a_request_body_given_in_pre_only_stays_out_of_post() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut m = manifest("sent", Some(&["pre", "post"]));
+    m["permissions"] = json!({"body": true});
+    m["bodies"] = json!({"request": "pre"});
+    write_pack(root.path(), "sent", &m, &config(), &echo_module());
+    let set = load(root.path());
+    let mut worker = set.worker().expect("worker");
+    for status in [200, 500] {
+        let mut ex = Exchange::new("api.example.com", "/v1/x");
+        ex.status = status;
+        let mut session = Session::start(&mut worker, &ex.request_before_response());
+        let pre = session.context(0).expect("pre echoed").clone();
+        assert_eq!(pre["request"]["body"], json!({"amount": 100}), "{pre}");
+        session.post(&mut worker, &ex.request(), &ex.response());
+        let post = session.context(0).expect("post echoed").clone();
+        assert!(post["request"].get("body").is_none(), "{post}");
+        assert_eq!(
+            post["response"]["body"],
+            json!({"error": {"type": "card_error"}}),
+            "status {status}: the response body still comes (always): {post}"
+        );
+    }
+
+    // The response body never goes into pre: asking for it there is refused, and says why.
+    let bad = tempfile::tempdir().expect("tempdir");
+    m["bodies"] = json!({"response": "pre"});
+    write_pack(bad.path(), "sent", &m, &config(), &echo_module());
+    let (set, refused) = PackSet::load_dir(bad.path(), &RuntimeConfig::default()).expect("dir");
+    assert!(set.packs().is_empty());
+    let why = format!("{refused:?}");
+    assert!(
+        why.contains("bodies.response cannot be \\\"pre\\\""),
+        "{why}"
+    );
+}
+
+#[test]
 fn chunks_carry_base64_pieces_then_a_closing_call_before_post() {
     let root = tempfile::tempdir().expect("tempdir");
     let mut m = manifest("sse", Some(&["chunk", "post"]));

@@ -157,13 +157,14 @@ impl PackUnderTest {
 
     /// Whether `side`'s body (`request` or `response`) goes into a call of an exchange whose
     /// response has `status` (`None` in `pre`): with the body permission, as the manifest's
-    /// `bodies` says (`always` when absent, `errors` for status >= 400 only, `never`), as the
-    /// agent gives it.
+    /// `bodies` says (`always` when absent, `errors` for status >= 400 only, `pre` in `pre`
+    /// only, `never`), as the agent gives it.
     fn body_given(&self, side: &str, status: Option<u16>) -> bool {
         self.body_permitted()
             && match self.manifest["bodies"][side].as_str() {
                 Some("never") => false,
                 Some("errors") => status.is_some_and(|s| s >= 400),
+                Some("pre") => status.is_none(),
                 _ => true,
             }
     }
