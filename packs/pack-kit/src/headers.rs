@@ -1,13 +1,64 @@
 //! Header pairs and lookup by name.
 
+use std::cell::OnceCell;
+
 use serde_json::Value;
 
 /// Header pairs in the order they were sent. Names arrive in lower case; lookups ignore case
 /// anyway so packs can spell names as the API's documentation does.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Headers(pub Vec<(String, String)>);
+///
+/// Read from a hook's input, the pairs are kept as the input's JSON text and read into strings
+/// on first use: a pack that never looks at a header (core) does not pay for them.
+#[derive(Clone, Default)]
+pub struct Headers {
+    /// `[[name, value], ...]` as the host wrote it, not yet read.
+    raw: Option<Box<[u8]>>,
+    pairs: OnceCell<Vec<(String, String)>>,
+}
+
+impl From<Vec<(String, String)>> for Headers {
+    fn from(pairs: Vec<(String, String)>) -> Self {
+        Self {
+            raw: None,
+            pairs: OnceCell::from(pairs),
+        }
+    }
+}
+
+impl PartialEq for Headers {
+    fn eq(&self, other: &Self) -> bool {
+        self.pairs() == other.pairs()
+    }
+}
+
+impl Eq for Headers {}
+
+impl std::fmt::Debug for Headers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Headers").field(&self.pairs()).finish()
+    }
+}
 
 impl Headers {
+    /// Headers from the JSON text of their array, read on first use (entries that are not two
+    /// strings are skipped then; text that is not such an array reads as no headers).
+    pub(crate) fn from_json_text(raw: &[u8]) -> Self {
+        Self {
+            raw: Some(raw.into()),
+            pairs: OnceCell::new(),
+        }
+    }
+
+    /// The `(name, value)` pairs, in order.
+    pub fn pairs(&self) -> &[(String, String)] {
+        self.pairs.get_or_init(|| {
+            self.raw
+                .as_deref()
+                .map(crate::input_json::header_pairs)
+                .unwrap_or_default()
+        })
+    }
+
     /// Reads `[[name, value], ...]`; entries that are not two strings are skipped.
     pub fn from_value(value: Option<Value>) -> Self {
         let Some(Value::Array(items)) = value else {
@@ -22,13 +73,13 @@ impl Headers {
                 },
                 _ => None,
             })
-            .collect();
-        Self(pairs)
+            .collect::<Vec<_>>();
+        Self::from(pairs)
     }
 
     /// The first value of header `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
+        self.pairs()
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
@@ -36,7 +87,7 @@ impl Headers {
 
     /// Every value of header `name`, in order.
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.0
+        self.pairs()
             .iter()
             .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
@@ -65,7 +116,7 @@ impl Headers {
 
     /// Iterates over `(name, value)` pairs.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+        self.pairs().iter().map(|(n, v)| (n.as_str(), v.as_str()))
     }
 }
 
@@ -74,11 +125,11 @@ mod tests {
     use super::*;
 
     fn headers(pairs: &[(&str, &str)]) -> Headers {
-        Headers(
+        Headers::from(
             pairs
                 .iter()
                 .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-                .collect(),
+                .collect::<Vec<_>>(),
         )
     }
 

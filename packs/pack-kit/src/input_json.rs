@@ -34,10 +34,10 @@ pub(crate) fn read_input(bytes: &[u8]) -> Result<Input, InputError> {
             "request" => input.request = reader.request()?.unwrap_or_default(),
             "response" => input.response = reader.response()?,
             "chunk" => input.chunk = reader.string()?,
-            "context" => input.context = object(reader.value()?).unwrap_or_default(),
+            "context" => input.context = reader.map()?,
             "environment" => input.environment = object(reader.value()?).unwrap_or_default(),
             "configuration" => input.configuration = reader.settings()?,
-            "timing" => input.timing = object(reader.value()?).map(|t| Timing::from_map(&t)),
+            "timing" => input.timing = reader.timing()?,
             _ => {
                 reader.raw()?;
             }
@@ -199,7 +199,18 @@ impl<'a> Reader<'a> {
         let start = self.at;
         let mut i = start + 1;
         let mut escaped = false;
+        let mut ascii = true;
         loop {
+            // Eight bytes a step while none of them ends the string or needs a closer look.
+            while let Some(word) = self.bytes.get(i..i + 8) {
+                let Ok(word) = <[u8; 8]>::try_from(word) else {
+                    break;
+                };
+                if !plain_ascii(u64::from_le_bytes(word)) {
+                    break;
+                }
+                i += 8;
+            }
             match self.bytes.get(i) {
                 Some(b'"') => break,
                 Some(b'\\') => {
@@ -210,17 +221,27 @@ impl<'a> Reader<'a> {
                     self.at = i;
                     return Err(self.error("control character in a string"));
                 }
-                Some(_) => i += 1,
+                Some(&b) => {
+                    ascii &= b.is_ascii();
+                    i += 1;
+                }
                 None => return Err(self.error("unterminated string")),
             }
         }
         let quoted = &self.bytes[start..=i];
         self.at = i + 1;
+        let text = &quoted[1..quoted.len() - 1];
         if escaped {
             // Read as a `Value`: a `String` target would pull in `serde`'s type-error messages.
             Ok(Cow::Owned(string(serde_json::from_slice::<Value>(quoted)?)))
+        } else if ascii {
+            // SAFETY: every byte is ASCII (checked above, or in `plain_ascii`'s words), which is
+            // UTF-8.
+            Ok(Cow::Borrowed(unsafe {
+                std::str::from_utf8_unchecked(text)
+            }))
         } else {
-            std::str::from_utf8(&quoted[1..quoted.len() - 1])
+            std::str::from_utf8(text)
                 .map(Cow::Borrowed)
                 .map_err(|_| self.error("string is not UTF-8"))
         }
@@ -301,11 +322,11 @@ impl<'a> Reader<'a> {
 
     /// Header pairs, `[[name, value], ...]`, read straight into strings; entries that are not
     /// two strings are skipped, anything but an array reads as no headers.
-    fn headers(&mut self) -> Result<Headers, InputError> {
+    fn headers(&mut self) -> Result<Vec<(String, String)>, InputError> {
         self.skip_ws();
         if self.peek() != Some(b'[') {
             self.raw()?;
-            return Ok(Headers::default());
+            return Ok(Vec::new());
         }
         let mut pairs = Vec::new();
         self.list(|reader| {
@@ -329,7 +350,7 @@ impl<'a> Reader<'a> {
             }
             Ok(())
         })?;
-        Ok(Headers(pairs))
+        Ok(pairs)
     }
 
     /// Reads an array, calling `element` with the reader on each element, which it must read.
@@ -357,6 +378,67 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// An object value as a map (`{}`, the usual context, without parsing); anything else reads
+    /// as an empty map.
+    fn map(&mut self) -> Result<Map<String, Value>, InputError> {
+        self.skip_ws();
+        if self.bytes[self.at..].starts_with(b"{}") {
+            self.at += 2;
+            return Ok(Map::new());
+        }
+        Ok(object(self.value()?).unwrap_or_default())
+    }
+
+    /// The `timing` object, its four numbers read straight from their text; `None` when it is
+    /// not an object. A member that is not a finite number reads as absent.
+    fn timing(&mut self) -> Result<Option<Timing>, InputError> {
+        if !self.is_object()? {
+            return Ok(None);
+        }
+        let mut timing = Timing::default();
+        self.object(|reader, key| {
+            let slot = match key {
+                "requestStartMs" => &mut timing.request_start_ms,
+                "requestEndMs" => &mut timing.request_end_ms,
+                "responseStartMs" => &mut timing.response_start_ms,
+                "responseEndMs" => &mut timing.response_end_ms,
+                _ => {
+                    reader.raw()?;
+                    return Ok(());
+                }
+            };
+            *slot = reader.number()?;
+            Ok(())
+        })?;
+        Ok(Some(timing))
+    }
+
+    /// A finite number, read from its text; `None`, the value checked and skipped, when the
+    /// value is anything else.
+    fn number(&mut self) -> Result<Option<f64>, InputError> {
+        self.skip_ws();
+        if !matches!(self.peek(), Some(b'-' | b'0'..=b'9')) {
+            self.value()?;
+            return Ok(None);
+        }
+        let start = self.at;
+        let raw = self.raw()?;
+        let number = std::str::from_utf8(raw)
+            .ok()
+            .filter(|t| {
+                t.bytes()
+                    .all(|b| matches!(b, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'))
+            })
+            .and_then(|t| t.parse::<f64>().ok());
+        match number {
+            Some(n) => Ok(Some(n).filter(|n| n.is_finite())),
+            None => {
+                self.at = start;
+                Err(self.error("malformed number"))
+            }
+        }
+    }
+
     /// Skips a value that is not an object and returns `false`; leaves an object to be read.
     fn is_object(&mut self) -> Result<bool, InputError> {
         self.skip_ws();
@@ -378,7 +460,7 @@ impl<'a> Reader<'a> {
                 "path" => request.path = reader.string()?.unwrap_or_default(),
                 "url" => request.url = reader.string()?.unwrap_or_default(),
                 "method" => request.method = reader.string()?.unwrap_or_default(),
-                "headers" => request.headers = reader.headers()?,
+                "headers" => request.headers = Headers::from_json_text(reader.raw()?),
                 "body" => request.body = body(reader.raw()?),
                 _ => {
                     reader.raw()?;
@@ -403,7 +485,7 @@ impl<'a> Reader<'a> {
                         .and_then(|s| u16::try_from(s).ok())
                         .unwrap_or_default();
                 }
-                "headers" => response.headers = reader.headers()?,
+                "headers" => response.headers = Headers::from_json_text(reader.raw()?),
                 "body" => response.body = body(reader.raw()?),
                 _ => {
                     reader.raw()?;
@@ -415,6 +497,22 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// True when none of the eight bytes of `word` is a quote, a backslash, a control character or
+/// outside ASCII: string text a reader steps over without looking at each byte. (A word it
+/// says no to may be plain after all: the byte-wise look that follows decides.)
+fn plain_ascii(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // A byte equal to `c` becomes zero; the lowest zero byte of `x` sets its high bit in
+    // `(x - ONES) & !x`.
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x;
+    let quote = zero(word ^ (ONES * u64::from(b'"')));
+    let backslash = zero(word ^ (ONES * u64::from(b'\\')));
+    // The lowest byte under 0x20 (with only ASCII below it) borrows and sets its high bit.
+    let control = word.wrapping_sub(ONES * 0x20);
+    (quote | backslash | control | word) & HIGH == 0
+}
+
 /// The index just past the closing quote of the string whose text starts at `from`.
 fn string_end(bytes: &[u8], mut from: usize) -> Option<usize> {
     loop {
@@ -424,6 +522,14 @@ fn string_end(bytes: &[u8], mut from: usize) -> Option<usize> {
         }
         from = at + 2;
     }
+}
+
+/// The header pairs in the JSON text of a header array (see [`Headers`]): what [`read_input`]
+/// would have read there. Text that is not well-formed reads as no headers: the host writes
+/// well-formed JSON, and a pack reading headers gets no error to act on.
+pub(crate) fn header_pairs(raw: &[u8]) -> Vec<(String, String)> {
+    let mut reader = Reader { bytes: raw, at: 0 };
+    reader.headers().unwrap_or_default()
 }
 
 /// A body from its JSON text, unless it is `null`.
@@ -498,16 +604,72 @@ mod tests {
     }
 
     #[test]
+    fn strings_read_eight_bytes_at_a_time_end_where_serde_says() {
+        // Every special byte at every position of strings up to three words long: what is
+        // read (or refused) is what serde_json reads (or refuses).
+        for special in ["\"", "\\\"", "\\n", "é", "\u{1}", "\u{7f}", "€x"] {
+            for len in 0..24 {
+                for at in 0..=len {
+                    let mut text: String = "abcdefghijklmnopqrstuvwx"[..len].to_owned();
+                    text.insert_str(at, special);
+                    let doc = format!("{{\"requestId\": \"{text}\", \"x\": 1}}");
+                    let ours = read_input(doc.as_bytes()).map(|i| i.request_id);
+                    let theirs = serde_json::from_str::<Value>(&doc)
+                        .map(|v| v["requestId"].as_str().unwrap_or_default().to_owned());
+                    match (&ours, &theirs) {
+                        (Ok(a), Ok(b)) => assert_eq!(a, b, "{doc:?}"),
+                        (Err(_), Err(_)) => {}
+                        _ => panic!("{doc:?}: ours {ours:?}, serde {theirs:?}"),
+                    }
+                }
+            }
+        }
+        assert!(plain_ascii(u64::from_le_bytes(*b"abcdefgh")));
+        for bad in [
+            *b"abc\"efgh",
+            *b"abcdefg\\",
+            *b"\x1fbcdefgh",
+            *b"abcdef\xc3\xa9",
+        ] {
+            assert!(!plain_ascii(u64::from_le_bytes(bad)), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn timing_numbers_and_an_empty_context_are_read_without_a_parse() {
+        let input = read_input(
+            br#"{"timing": {"requestStartMs": 1700000000000.25, "responseEndMs": -1e3, "requestEndMs": "x", "other": [1]}, "context": {}}"#,
+        )
+        .expect("valid");
+        let timing = input.timing.expect("timing");
+        assert_eq!(timing.request_start_ms, Some(1_700_000_000_000.25));
+        assert_eq!(timing.response_end_ms, Some(-1000.0));
+        assert_eq!(timing.request_end_ms, None, "a string is no time");
+        assert!(input.context.is_empty());
+        let input = read_input(br#"{"timing": 5, "context": {"a": 1}}"#).expect("valid");
+        assert_eq!(input.timing, None);
+        assert_eq!(input.context.get("a"), Some(&Value::from(1)));
+        assert!(read_input(br#"{"timing": {"requestStartMs": 1.2.3}}"#).is_err());
+    }
+
+    #[test]
     fn headers_are_pairs_of_strings_and_the_rest_is_skipped() {
         let input = read_input(
             br#"{"request": {"headers": [["a", "1"], ["b"], ["c", 2], ["d", "4", "x"], 7, {"e": "5"}, ["f", "6"]]}}"#,
         )
         .expect("valid");
         assert_eq!(
-            input.request.headers.0,
-            vec![("a".into(), "1".into()), ("f".into(), "6".into())]
+            input.request.headers.pairs(),
+            [("a".into(), "1".into()), ("f".into(), "6".into())]
         );
         let input = read_input(br#"{"request": {"headers": {"a": "b"}}}"#).expect("valid");
-        assert!(input.request.headers.0.is_empty());
+        assert!(input.request.headers.pairs().is_empty());
+        // Read on first use: a broken header string leaves the rest of the input readable and
+        // reads as no headers.
+        let input =
+            read_input(b"{\"request\": {\"headers\": [[\"a\", \"b\x01\"]], \"path\": \"/p\"}}")
+                .expect("valid around the headers");
+        assert_eq!(input.request.path, "/p");
+        assert!(input.request.headers.pairs().is_empty());
     }
 }
