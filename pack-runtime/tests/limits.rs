@@ -264,10 +264,10 @@ fn every_call_gets_its_own_deadline() {
     assert_eq!(set.stats()[1].failures_of(FailureKind::Timeout), 1);
 }
 
-/// Extism's timer sleeps once no call has been made for a while (100 ms) and the next call
-/// wakes it: a call that loops after each of several quiet spells is still stopped at its
-/// timeout. Without the wake-up the looping call would never return (the test gives up on it
-/// after 10 s).
+/// Extism's timer thread is not told when a call starts: it sleeps until the earliest armed
+/// deadline and never longer than the shortest timeout. A call that loops after each of several
+/// quiet spells is still stopped at its timeout. A timer that slept until a message came (or
+/// until an armed deadline only) would never stop it (the test gives up on it after 10 s).
 #[test]
 fn a_call_after_a_quiet_spell_is_still_stopped_at_its_timeout() {
     let (_root, set) = with_bad_pack(Behavior::Loop, |c| {

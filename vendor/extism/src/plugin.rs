@@ -478,7 +478,13 @@ impl Plugin {
             compiled.options.wasi,
         )?;
         let timer_tx = Timer::tx();
-        let deadline = crate::timer::Deadline::new(compiled.engine.clone(), timer_tx.clone());
+        let deadline = crate::timer::Deadline::new(
+            compiled.engine.clone(),
+            compiled
+                .manifest
+                .timeout_ms
+                .map(std::time::Duration::from_millis),
+        );
         timer_tx.send(TimerAction::Register {
             id,
             deadline: std::sync::Arc::downgrade(&deadline),
@@ -937,12 +943,7 @@ impl Plugin {
         // bump always stops this call
         self.store.epoch_deadline_trap();
         self.store.set_epoch_deadline(1);
-        let timeout = self
-            .current_plugin()
-            .manifest
-            .timeout_ms
-            .map(std::time::Duration::from_millis);
-        self.deadline.start(timeout);
+        self.deadline.start();
         self.current_plugin_mut().start_time = std::time::Instant::now();
 
         // Call the function

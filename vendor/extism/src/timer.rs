@@ -3,25 +3,15 @@
 //!
 //! taskless-agent's copy (see VENDORED.md): a plugin arms and disarms its deadline in memory it
 //! shares with the thread ([`Deadline`]), so a call sends no message and wakes no thread. The
-//! thread looks at every armed deadline once per [`TICK`] while calls are being made, and
-//! sleeps once [`IDLE_TICKS`] ticks in a row saw no call; the first call after that wakes it
-//! with a message. Registering a plugin, cancelling a call and shutting down are messages too.
+//! thread sleeps until the earliest armed deadline, and never longer than the shortest timeout
+//! of the live plugins: a call that starts while it sleeps ends no sooner than that, and is
+//! seen at the next wake-up. Registering a plugin, cancelling a call and shutting down are
+//! messages.
 
 use crate::*;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
-
-/// How often armed deadlines are looked at while calls are being made: a call that runs past
-/// its timeout is stopped at most this much after it.
-pub(crate) const TICK: Duration = Duration::from_millis(5);
-
-/// Ticks in a row without a call (none running, none started) after which the thread sleeps
-/// until the next call: 100 ms.
-const IDLE_TICKS: u32 = 20;
-
-/// True while the timer thread sleeps for lack of calls: the next call to start wakes it.
-static ASLEEP: AtomicBool = AtomicBool::new(false);
 
 /// `Deadline::at` of a plugin not running a call.
 const IDLE: u64 = 0;
@@ -40,46 +30,30 @@ fn stamp(t: Instant) -> u64 {
 /// A plugin's call deadline, shared with the timer thread.
 pub(crate) struct Deadline {
     engine: Engine,
+    /// The plugin's timeout (`None`: its calls run until done or cancelled).
+    timeout: Option<Duration>,
     /// [`IDLE`], [`UNLIMITED`], or when the running call must stop ([`stamp`]).
     at: AtomicU64,
-    /// Set by every call, cleared by the thread when it looks: a call was made since.
-    called: AtomicBool,
-    /// Wakes the timer thread when it sleeps.
-    tx: std::sync::mpsc::Sender<TimerAction>,
 }
 
 impl Deadline {
-    pub(crate) fn new(engine: Engine, tx: std::sync::mpsc::Sender<TimerAction>) -> Arc<Deadline> {
+    pub(crate) fn new(engine: Engine, timeout: Option<Duration>) -> Arc<Deadline> {
         Arc::new(Deadline {
             engine,
+            timeout,
             at: AtomicU64::new(IDLE),
-            called: AtomicBool::new(false),
-            tx,
         })
     }
 
-    /// A call starts, to be stopped after `timeout` (none: never).
-    pub(crate) fn start(&self, timeout: Option<Duration>) {
-        let at = match timeout {
+    /// A call starts, to be stopped after the plugin's timeout.
+    pub(crate) fn start(&self) {
+        let at = match self.timeout {
             None => UNLIMITED,
             Some(t) => Instant::now()
                 .checked_add(t)
                 .map_or(UNLIMITED, stamp),
         };
-        // Sequentially consistent with the thread's `ASLEEP` store and its look at `at`: either
-        // the thread sees this call, or this call sees the thread asleep and wakes it.
-        self.at.store(at, Ordering::SeqCst);
-        if !self.called.load(Ordering::Relaxed) {
-            self.called.store(true, Ordering::Relaxed);
-        }
-        if ASLEEP.load(Ordering::SeqCst) && ASLEEP.swap(false, Ordering::SeqCst) {
-            let _ = self.tx.send(TimerAction::Wake);
-        }
-    }
-
-    /// True when a call is running or one was made since the last look.
-    fn busy(&self) -> bool {
-        self.at.load(Ordering::SeqCst) != IDLE || self.called.swap(false, Ordering::Relaxed)
+        self.at.store(at, Ordering::Release);
     }
 
     /// The call is over.
@@ -94,12 +68,14 @@ impl Deadline {
         }
     }
 
-    /// Stops the running call if its deadline is past `now`.
-    fn expire(&self, now: u64) {
+    /// Stops the running call if its deadline is past `now`; else says when the thread must
+    /// look again for this plugin: at the running call's deadline, and no later than a call
+    /// started now would end.
+    fn expire(&self, now: Instant, now_stamp: u64) -> Option<u64> {
         let at = self.at.load(Ordering::Acquire);
         if at != IDLE
             && at != UNLIMITED
-            && at <= now
+            && at <= now_stamp
             && self
                 .at
                 .compare_exchange(at, IDLE, Ordering::AcqRel, Ordering::Acquire)
@@ -107,6 +83,15 @@ impl Deadline {
         {
             trace!("call timed out");
             self.engine.increment_epoch();
+        }
+        let next_call = self
+            .timeout
+            .and_then(|t| now.checked_add(t))
+            .map(stamp);
+        let running = (at != IDLE && at != UNLIMITED && at > now_stamp).then_some(at);
+        match (running, next_call) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 }
@@ -119,8 +104,6 @@ pub(crate) enum TimerAction {
     Cancel {
         id: uuid::Uuid,
     },
-    /// A call started while the thread slept.
-    Wake,
     Shutdown,
 }
 
@@ -160,31 +143,38 @@ impl Timer {
         let thread = std::thread::spawn(move || {
             let mut plugins: std::collections::BTreeMap<uuid::Uuid, Weak<Deadline>> =
                 std::collections::BTreeMap::new();
-            let mut idle_ticks = 0;
             loop {
-                let asleep = idle_ticks >= IDLE_TICKS;
-                let action = if plugins.is_empty() || asleep {
-                    match rx.recv() {
+                let now = Instant::now();
+                let now_stamp = stamp(now);
+                let mut wake: Option<u64> = None;
+                plugins.retain(|_, deadline| match deadline.upgrade() {
+                    Some(deadline) => {
+                        if let Some(at) = deadline.expire(now, now_stamp) {
+                            wake = Some(wake.map_or(at, |w| w.min(at)));
+                        }
+                        true
+                    }
+                    None => false,
+                });
+                let action = match wake {
+                    None => match rx.recv() {
                         Ok(x) => Some(x),
                         Err(_) => return,
-                    }
-                } else {
-                    match rx.recv_timeout(TICK) {
-                        Ok(x) => Some(x),
-                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
-                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                    },
+                    Some(at) => {
+                        let wait = Duration::from_nanos(at.saturating_sub(now_stamp));
+                        match rx.recv_timeout(wait) {
+                            Ok(x) => Some(x),
+                            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+                            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                        }
                     }
                 };
-                if asleep {
-                    ASLEEP.store(false, Ordering::SeqCst);
-                }
-                let acted = action.is_some();
                 match action {
                     Some(TimerAction::Register { id, deadline }) => {
                         trace!(plugin = id.to_string(), "register event");
                         plugins.insert(id, deadline);
                     }
-                    Some(TimerAction::Wake) => {}
                     Some(TimerAction::Cancel { id }) => {
                         trace!(plugin = id.to_string(), "handling cancel event");
                         if let Some(deadline) = plugins.get(&id).and_then(Weak::upgrade) {
@@ -199,30 +189,6 @@ impl Timer {
                         return;
                     }
                     None => {}
-                }
-                let now = stamp(Instant::now());
-                let mut busy = false;
-                plugins.retain(|_, deadline| match deadline.upgrade() {
-                    Some(deadline) => {
-                        busy |= deadline.busy();
-                        deadline.expire(now);
-                        true
-                    }
-                    None => false,
-                });
-                idle_ticks = if busy || acted { 0 } else { idle_ticks + 1 };
-                if idle_ticks >= IDLE_TICKS {
-                    // About to sleep: say so first, then look once more, so that a call that
-                    // started in between either is seen here or sees the flag and wakes us.
-                    ASLEEP.store(true, Ordering::SeqCst);
-                    if plugins
-                        .values()
-                        .filter_map(Weak::upgrade)
-                        .any(|d| d.at.load(Ordering::SeqCst) != IDLE)
-                    {
-                        ASLEEP.store(false, Ordering::SeqCst);
-                        idle_ticks = 0;
-                    }
                 }
             }
         });
