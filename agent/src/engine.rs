@@ -93,22 +93,28 @@ impl Engine {
         &self.flows
     }
 
-    /// Hands a moment straight to the pack stage (exchanges that did not come from bytes).
-    pub fn dispatch(&self, moment: Moment) {
+    /// Hands a moment to the pack stage (exchanges that did not come from bytes).
+    pub fn dispatch(&mut self, moment: Moment) {
         self.dispatcher.dispatch(moment);
     }
 
     /// Feeds one captured record through the flows stage to the packs.
     pub fn handle(&mut self, record: Record) {
-        let dispatcher = &self.dispatcher;
+        let dispatcher = &mut self.dispatcher;
         self.flows
             .handle(record, &mut |moment| dispatcher.dispatch(moment));
+    }
+
+    /// Hands the moments held since the last flush to the pack workers: call it whenever the
+    /// input pauses (the capture loop does after each drain of the ring buffer).
+    pub fn flush(&mut self) {
+        self.dispatcher.flush();
     }
 
     /// Closes idle connections and those of exited processes; quiet ones give back their
     /// parsers' buffers. Says how many did.
     pub fn evict_idle(&mut self, now_ns: u64) -> usize {
-        let dispatcher = &self.dispatcher;
+        let dispatcher = &mut self.dispatcher;
         self.flows
             .evict_idle(now_ns, &mut |moment| dispatcher.dispatch(moment));
         self.flows.release_quiet(now_ns)
@@ -119,13 +125,14 @@ impl Engine {
     pub fn finish(self, now_ns: u64) -> Snapshot {
         let Self {
             mut flows,
-            dispatcher,
+            mut dispatcher,
             workers,
             sinks,
             flow_stats,
             pack_stats,
         } = self;
         flows.close_all(now_ns, &mut |moment| dispatcher.dispatch(moment));
+        // Dropping it hands on what it still holds.
         drop(dispatcher);
         for w in workers {
             let _ = w.join();

@@ -133,7 +133,7 @@ fn replay_har(
         },
     )?;
     let packs = packs::load_packs(&config.packs)?;
-    let engine = Engine::start(
+    let mut engine = Engine::start(
         &packs::LivePacks::new(Arc::clone(&packs)),
         config.flows,
         &config.packs,

@@ -225,6 +225,8 @@ pub fn run(config: &WatchConfig) -> Result<(), RunError> {
             None => engine.handle(record),
         },
         Delivery::Idle => {
+            // The ring is drained: what this drain made goes to the pack workers together.
+            engine.flush();
             export.health().beat();
             if let Err(e) = watcher.examine_due(&mut probes, Instant::now()) {
                 tracing::warn!(error = %e, "attaching to a new process failed");

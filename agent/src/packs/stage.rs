@@ -22,6 +22,7 @@ use super::{FinishedExchange, LivePacks, PackRequest};
 use crate::{
     clock::Clock,
     flows::{ExchangeKey, Identity, Moment},
+    sinks::SinkSender,
 };
 
 crate::stats::counters! {
@@ -50,33 +51,68 @@ pub enum Backpressure {
     Wait,
 }
 
+/// Moments held for one worker before they are handed on together.
+const BATCH: usize = 128;
+
 /// Routes moments to workers by connection.
+///
+/// Moments are held per worker and handed on together when [`Dispatcher::flush`] is called
+/// (the capture loop does at the end of each drain of the ring buffer, every 10 ms at most) or
+/// when [`BATCH`] are waiting: a worker wakes once per batch, not once per moment. At low
+/// rates waking a thread costs more than what it then does (a context switch, cold caches).
 pub struct Dispatcher {
     senders: Vec<Sender<Moment>>,
+    pending: Vec<Vec<Moment>>,
     backpressure: Backpressure,
     stats: Arc<PackStageStats>,
 }
 
 impl Dispatcher {
-    /// Queues a moment for its connection's worker; when that queue is full, drops and counts it
-    /// or waits, as the backpressure says.
-    pub fn dispatch(&self, moment: Moment) {
+    /// Holds a moment for its connection's worker (see [`Dispatcher`]).
+    pub fn dispatch(&mut self, moment: Moment) {
         let n = self.senders.len().max(1) as u64;
         let i = usize::try_from(moment.key().conn % n).unwrap_or(0);
-        let Some(tx) = self.senders.get(i) else {
+        let Some(pending) = self.pending.get_mut(i) else {
             return;
         };
-        match self.backpressure {
-            Backpressure::Drop => {
-                if let Err(TrySendError::Full(_)) = tx.try_send(moment) {
-                    self.stats.dropped_jobs.fetch_add(1, Ordering::Relaxed);
+        pending.push(moment);
+        if pending.len() >= BATCH {
+            self.flush_worker(i);
+        }
+    }
+
+    /// Hands every held moment to its worker's queue; when that queue is full, drops and counts
+    /// it or waits, as the backpressure says.
+    pub fn flush(&mut self) {
+        for i in 0..self.senders.len() {
+            self.flush_worker(i);
+        }
+    }
+
+    fn flush_worker(&mut self, i: usize) {
+        let (Some(tx), Some(pending)) = (self.senders.get(i), self.pending.get_mut(i)) else {
+            return;
+        };
+        for moment in pending.drain(..) {
+            match self.backpressure {
+                Backpressure::Drop => {
+                    if let Err(TrySendError::Full(_)) = tx.try_send(moment) {
+                        self.stats.dropped_jobs.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                // Disconnected only when the worker is gone, i.e. shutting down.
+                Backpressure::Wait => {
+                    let _ = tx.send(moment);
                 }
             }
-            // Disconnected only when the worker is gone, i.e. shutting down.
-            Backpressure::Wait => {
-                let _ = tx.send(moment);
-            }
         }
+    }
+}
+
+impl Drop for Dispatcher {
+    /// Nothing held is lost when the stage shuts down.
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
@@ -121,9 +157,15 @@ struct WorkerLoop {
     old: Vec<(u64, Worker)>,
     clock: Clock,
     in_flight: HashMap<ExchangeKey, InFlight>,
-    out: Sender<FinishedExchange>,
+    out: SinkSender,
+    /// Exchanges finished while working through the queue, handed to the sinks together when
+    /// the queue is empty (or [`DONE_BATCH`] are waiting): the sinks wake once per batch.
+    done: Vec<FinishedExchange>,
     stats: Arc<PackStageStats>,
 }
+
+/// Finished exchanges held by a worker before it hands them to the sinks.
+const DONE_BATCH: usize = 64;
 
 /// The worker that runs the packs of `generation`: the current one, or an earlier one kept for
 /// the exchanges begun on it.
@@ -312,7 +354,7 @@ impl WorkerLoop {
     }
 
     fn emit(
-        &self,
+        &mut self,
         line: OutputLine,
         identity: Arc<Identity>,
         request: &PackRequest,
@@ -324,8 +366,7 @@ impl WorkerLoop {
         if !line.skipped.is_empty() {
             self.stats.shed.fetch_add(1, Ordering::Relaxed);
         }
-        // A closed sink means we are shutting down; nothing else to do with the exchange.
-        let _ = self.out.send(FinishedExchange {
+        self.done.push(FinishedExchange {
             request_id: line.request_id,
             dimensions: line.dimensions,
             skipped: line.skipped,
@@ -340,8 +381,15 @@ impl WorkerLoop {
         });
     }
 
+    /// Hands the finished exchanges held to the sinks.
+    fn hand_on(&mut self) {
+        for exchange in self.done.drain(..) {
+            self.out.send(exchange);
+        }
+    }
+
     /// Hands on an exchange that will not complete, with what its hooks captured so far.
-    fn abandon(&self, f: InFlight) {
+    fn abandon(&mut self, f: InFlight) {
         let line = f.session.into_line();
         let partial = f.request.partial;
         self.emit(line, f.identity, &f.request, f.status, false, partial);
@@ -379,11 +427,15 @@ impl WorkerLoop {
                 self.expire();
                 last_expire = Instant::now();
             }
+            if !self.done.is_empty() && (rx.is_empty() || self.done.len() >= DONE_BATCH) {
+                self.hand_on();
+            }
         }
         // Shutting down: hand on what `pre` captured for exchanges still open.
         for (_, f) in std::mem::take(&mut self.in_flight) {
             self.abandon(f);
         }
+        self.hand_on();
     }
 }
 
@@ -418,7 +470,7 @@ pub struct StageOptions {
 pub fn start(
     packs: &Arc<LivePacks>,
     options: &StageOptions,
-    out: &Sender<FinishedExchange>,
+    out: &SinkSender,
     stats: &Arc<PackStageStats>,
 ) -> Result<(Dispatcher, Vec<JoinHandle<()>>), PackStageError> {
     let mut senders = Vec::new();
@@ -436,6 +488,7 @@ pub fn start(
             clock: options.clock,
             in_flight: HashMap::new(),
             out: out.clone(),
+            done: Vec::new(),
             stats: Arc::clone(stats),
         };
         let handle = std::thread::Builder::new()
@@ -447,6 +500,7 @@ pub fn start(
     }
     Ok((
         Dispatcher {
+            pending: senders.iter().map(|_| Vec::new()).collect(),
             senders,
             backpressure: options.backpressure,
             stats: Arc::clone(stats),

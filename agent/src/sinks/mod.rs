@@ -1,11 +1,12 @@
 //! The sink stage: where finished exchanges go.
 //!
-//! Takes: the pack stage's [`FinishedExchange`]s through one bounded queue. Gives: each to every
+//! Takes: the pack stage's [`FinishedExchange`]s through a [`SinkSender`]. Gives: each to every
 //! configured [`Sink`] (NDJSON on stdout or to a rotating file, the `pretty` console, OTLP, the
-//! Prometheus exchange metrics), each sink on its own thread behind its own bounded queue. A
-//! fan-out thread hands every exchange (shared, not copied) to each sink's queue: when a queue
-//! is full the exchange is dropped for that sink alone and counted (`sink_<name>_dropped`), so a
-//! slow sink never stalls capture, the packs or the other sinks. Replay waits instead.
+//! Prometheus exchange metrics), each sink on its own thread behind its own bounded queue. The
+//! sender, on the pack worker's thread, hands every exchange (shared, not copied) to each sink's
+//! queue: when a queue is full the exchange is dropped for that sink alone and counted
+//! (`sink_<name>_dropped`), so a slow sink never stalls capture, the packs or the other sinks.
+//! Replay waits instead.
 //!
 //! The export side (`serve.rs`: `/metrics`, `/healthz`, `/readyz`; `otlp/`) runs on a small
 //! Tokio runtime of its own ([`ExportRuntime`]); nothing before this stage uses Tokio.
@@ -48,10 +49,6 @@ use crate::{
     packs::{Backpressure, FinishedExchange},
     stats::Counters,
 };
-
-/// Exchanges queued between the pack workers and the fan-out thread. The fan-out only moves
-/// exchanges on to the sinks' own queues, so this one does not fill up.
-pub const QUEUE: usize = 8192;
 
 /// How often an idle sink is given a [`Sink::tick`].
 const TICK: Duration = Duration::from_millis(250);
@@ -105,10 +102,9 @@ struct Entry {
     extra: Option<Arc<dyn Counters + Send + Sync>>,
 }
 
-/// The running sinks: a fan-out thread and one thread per sink.
+/// The running sinks: one thread per sink, and the sender that feeds them.
 pub struct SinkSet {
-    tx: Sender<FinishedExchange>,
-    fanout: JoinHandle<()>,
+    sender: SinkSender,
     threads: Vec<JoinHandle<()>>,
     entries: Vec<Entry>,
     limiter: Arc<LabelLimiter>,
@@ -193,9 +189,9 @@ fn build(
 }
 
 impl SinkSet {
-    /// Builds the sinks `config` asks for and starts a thread per sink and the fan-out thread.
+    /// Builds the sinks `config` asks for and starts a thread per sink.
     /// With [`Backpressure::Drop`] a full sink queue drops (and counts) the exchange for that
-    /// sink; with [`Backpressure::Wait`] the fan-out waits for room (replay: nothing is lost).
+    /// sink; with [`Backpressure::Wait`] the sender waits for room (replay: nothing is lost).
     ///
     /// # Errors
     /// When an output file cannot be opened, two outputs claim stdout, OTLP cannot be set up,
@@ -240,14 +236,11 @@ impl SinkSet {
             );
             queues.push((tx, stats));
         }
-        let (tx, rx) = crossbeam_channel::bounded::<FinishedExchange>(QUEUE);
-        let fanout = std::thread::Builder::new()
-            .name("sinks".into())
-            .spawn(move || fan_out(&rx, &queues, backpressure))
-            .map_err(SinkError::Thread)?;
         Ok(Self {
-            tx,
-            fanout,
+            sender: SinkSender {
+                queues: Arc::new(queues),
+                backpressure,
+            },
             threads,
             entries,
             limiter,
@@ -256,8 +249,8 @@ impl SinkSet {
 
     /// Where the pack stage sends finished exchanges.
     #[must_use]
-    pub fn sender(&self) -> &Sender<FinishedExchange> {
-        &self.tx
+    pub fn sender(&self) -> &SinkSender {
+        &self.sender
     }
 
     /// Names of the running sinks, in order.
@@ -270,14 +263,12 @@ impl SinkSet {
     /// Other senders (the pack workers) must be gone first.
     pub fn finish(self) -> SinkCounters {
         let Self {
-            tx,
-            fanout,
+            sender,
             threads,
             entries,
             limiter,
         } = self;
-        drop(tx);
-        let _ = fanout.join();
+        drop(sender);
         for t in threads {
             let _ = t.join();
         }
@@ -329,15 +320,23 @@ impl Counters for SinkCountersRef<'_> {
     }
 }
 
-fn fan_out(
-    rx: &Receiver<FinishedExchange>,
-    queues: &[(Sender<Arc<FinishedExchange>>, Arc<SinkStats>)],
+/// Hands finished exchanges to every sink's queue, on the sending thread (a pack worker): no
+/// thread in between to wake for each exchange. Clones share the queues; the sinks finish once
+/// every clone is gone.
+#[derive(Clone)]
+pub struct SinkSender {
+    queues: Arc<Vec<(Sender<Arc<FinishedExchange>>, Arc<SinkStats>)>>,
     backpressure: Backpressure,
-) {
-    while let Ok(exchange) = rx.recv() {
+}
+
+impl SinkSender {
+    /// Hands `exchange` (shared, not copied) to each sink's queue. A full queue drops it for
+    /// that sink and counts it (`dropped`), or waits for room in replay; a sink whose thread
+    /// has failed counts it as `failed`.
+    pub fn send(&self, exchange: FinishedExchange) {
         let exchange = Arc::new(exchange);
-        for (tx, stats) in queues {
-            let sent = match backpressure {
+        for (tx, stats) in self.queues.iter() {
+            let sent = match self.backpressure {
                 Backpressure::Drop => match tx.try_send(Arc::clone(&exchange)) {
                     Ok(()) => Ok(()),
                     Err(TrySendError::Full(_)) => {

@@ -60,7 +60,7 @@ fn run(backpressure: Backpressure, n: usize) -> (usize, usize, SinkCounters) {
     for i in 0..n {
         let mut e = exchange("https://x.io/", &[]);
         e.request_id = format!("{i}");
-        set.sender().send(e).unwrap();
+        set.sender().send(e);
         // Paced, so the fast sink is never more than its queue behind.
         std::thread::sleep(Duration::from_micros(100));
     }
