@@ -320,12 +320,15 @@ impl Counters for SinkCountersRef<'_> {
     }
 }
 
+/// One sink's queue and its counters.
+type SinkQueue = (Sender<Arc<FinishedExchange>>, Arc<SinkStats>);
+
 /// Hands finished exchanges to every sink's queue, on the sending thread (a pack worker): no
 /// thread in between to wake for each exchange. Clones share the queues; the sinks finish once
 /// every clone is gone.
 #[derive(Clone)]
 pub struct SinkSender {
-    queues: Arc<Vec<(Sender<Arc<FinishedExchange>>, Arc<SinkStats>)>>,
+    queues: Arc<Vec<SinkQueue>>,
     backpressure: Backpressure,
 }
 
