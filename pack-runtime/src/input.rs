@@ -191,7 +191,8 @@ pub(crate) struct InputParts<'a> {
     pub context: &'a Value,
     /// Serialized once per pack, at load.
     pub environment: Option<&'a RawValue>,
-    pub configuration: &'a RawValue,
+    /// `None` for a pack with `configurationOnce` whose instance already has it.
+    pub configuration: Option<&'a RawValue>,
 }
 
 /// A JSON string.
@@ -319,8 +320,10 @@ pub(crate) fn write_input(buf: &mut Vec<u8>, parts: &InputParts<'_>) -> serde_js
         key(buf, true, "environment");
         buf.extend_from_slice(environment.get().as_bytes());
     }
-    key(buf, true, "configuration");
-    buf.extend_from_slice(parts.configuration.get().as_bytes());
+    if let Some(configuration) = parts.configuration {
+        key(buf, true, "configuration");
+        buf.extend_from_slice(configuration.get().as_bytes());
+    }
     key(buf, true, "timing");
     timing(buf, &r.timing)?;
     if let Some(role) = r.role {

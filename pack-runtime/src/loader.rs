@@ -216,6 +216,7 @@ fn load_module(
             methods,
             permissions: desc.permissions,
             bodies: desc.bodies,
+            configuration_once: desc.configuration_once,
             domains: desc.domains.patterns().map(<[String]>::to_vec),
             fields: desc.fields,
             charts: desc.charts,

@@ -126,6 +126,8 @@ struct RawPack {
     permissions: Permissions,
     #[serde(default)]
     bodies: Bodies,
+    #[serde(default, rename = "configurationOnce")]
+    configuration_once: bool,
     #[serde(default)]
     fields: Vec<Field>,
     #[serde(default)]
@@ -146,6 +148,7 @@ pub(crate) struct PackDescription {
     pub methods: Option<Vec<Method>>,
     pub permissions: Permissions,
     pub bodies: Bodies,
+    pub configuration_once: bool,
     pub fields: Vec<Field>,
     pub charts: Option<Value>,
     /// sha-256 hex from `config.json`, empty when none.
@@ -192,6 +195,7 @@ pub(crate) fn describe(manifest: &[u8], config: &[u8]) -> Result<PackDescription
         methods: raw.methods,
         permissions: raw.permissions,
         bodies: raw.bodies,
+        configuration_once: raw.configuration_once,
         fields: raw.fields,
         charts: raw.charts,
         signature: raw.url.signature.trim().to_ascii_lowercase(),

@@ -28,6 +28,9 @@ pub struct PackInfo {
     pub permissions: Permissions,
     /// When the bodies the permission allows are given (the manifest's `bodies`).
     pub bodies: Bodies,
+    /// The configuration goes only into the first call of each instance (the manifest's
+    /// `configurationOnce`, this agent's own key): the pack keeps it, as the pack kit does.
+    pub configuration_once: bool,
     /// Host patterns the pack is called for; `None` means every host.
     pub domains: Option<Vec<String>>,
     /// User settings the pack declares.

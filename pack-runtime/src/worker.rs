@@ -20,6 +20,10 @@ struct Slot {
     compiled: CompiledPlugin,
     /// `None` until first used, and again after a failure (re-created on the next call).
     plugin: Option<Plugin>,
+    /// The instance in `plugin` has been given the pack's configuration and kept its memory
+    /// since (for packs with `configurationOnce`); meaningless while `plugin` is `None`, and a
+    /// new instance is given it on its first call.
+    configured: bool,
 }
 
 /// Runs hooks for one thread. Hooks never return errors for a pack's misbehaviour: a failing
@@ -61,6 +65,7 @@ impl Worker {
             .map(|compiled| Slot {
                 compiled,
                 plugin: None,
+                configured: false,
             })
             .collect();
         Self {
@@ -267,6 +272,10 @@ impl Worker {
             .response
             .is_some_and(|r| def.gets_response_body(r.status));
         let empty = Value::Object(serde_json::Map::new());
+        let configured = {
+            let slot = &self.slots[index];
+            def.info.configuration_once && slot.configured && slot.plugin.is_some()
+        };
         let parts = InputParts {
             request_id: state.request_id(),
             request: hook.request,
@@ -277,7 +286,7 @@ impl Worker {
             chunk: hook.chunk,
             context: state.context(index).unwrap_or(&empty),
             environment: def.environment_json.as_deref(),
-            configuration: &def.configuration_json,
+            configuration: (!configured).then_some(&*def.configuration_json),
         };
         if let Err(e) = write_input(&mut self.buf, &parts) {
             // Only reachable with a non-string map key, which the views cannot hold.
@@ -328,6 +337,8 @@ impl Worker {
             }
             Err(e) => Err((classify(&e), format!("{e:#}"), true)),
         };
+        // The instance read its input (the configuration with it) unless it is dropped now.
+        slot.configured = true;
         match result {
             Ok(out) => Some(out),
             Err((kind, message, drop_instance)) => {

@@ -179,6 +179,45 @@ fn a_request_body_given_in_pre_only_stays_out_of_post() {
 }
 
 #[test]
+fn configuration_once_goes_into_the_first_call_of_each_instance_only() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut m = manifest("once", Some(&["pre"]));
+    m["configurationOnce"] = json!(true);
+    m["fields"] = json!([{"name": "level", "type": "number", "default": 3}]);
+    let module = module(&[(
+        "pre",
+        Behavior::IfInput(
+            "/bad".into(),
+            Box::new(Behavior::Trap),
+            Box::new(Behavior::Echo),
+        ),
+    )]);
+    write_pack(root.path(), "once", &m, &config(), &module);
+    let set = load(root.path());
+    assert!(set.packs()[0].configuration_once);
+    let mut worker = set.worker().expect("worker");
+    let input_of = |worker: &mut taskless_pack_runtime::Worker, path: &str| {
+        let ex = Exchange::new("api.example.com", path);
+        let session = Session::start(worker, &ex.request_before_response());
+        session.context(0).cloned()
+    };
+    let first = input_of(&mut worker, "/one").expect("echoed");
+    assert_eq!(first["configuration"], json!({"level": 3}), "{first}");
+    let second = input_of(&mut worker, "/two").expect("echoed");
+    assert!(second.get("configuration").is_none(), "{second}");
+    // A failed call drops the instance; the new one is given the configuration again.
+    assert!(input_of(&mut worker, "/bad").is_none());
+    let after = input_of(&mut worker, "/three").expect("echoed");
+    assert_eq!(after["configuration"], json!({"level": 3}), "{after}");
+    let then = input_of(&mut worker, "/four").expect("echoed");
+    assert!(then.get("configuration").is_none(), "{then}");
+    // Another worker has instances of its own.
+    let mut other = set.worker().expect("worker");
+    let fresh = input_of(&mut other, "/five").expect("echoed");
+    assert_eq!(fresh["configuration"], json!({"level": 3}), "{fresh}");
+}
+
+#[test]
 fn chunks_carry_base64_pieces_then_a_closing_call_before_post() {
     let root = tempfile::tempdir().expect("tempdir");
     let mut m = manifest("sse", Some(&["chunk", "post"]));

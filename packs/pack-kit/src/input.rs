@@ -126,7 +126,15 @@ impl Input {
     /// instance. The input is read by hand rather than through derived deserializers, which
     /// keeps every pack's Wasm tens of kilobytes smaller and reads only what packs use.
     pub fn from_json(bytes: &[u8]) -> Result<Self, InputError> {
-        crate::input_json::read_input(bytes)
+        crate::input_json::read_input(bytes, false)
+    }
+
+    /// Parses the input of a hook call made by a host into this instance: as
+    /// [`Input::from_json`], except that an input without `configuration` carries the settings
+    /// of the last input that had them. A host gives the configuration only in an instance's
+    /// first call to a pack whose manifest says `"configurationOnce": true`.
+    pub fn from_hook_call(bytes: &[u8]) -> Result<Self, InputError> {
+        crate::input_json::read_input(bytes, true)
     }
 
     /// The pack's settings.

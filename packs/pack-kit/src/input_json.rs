@@ -18,8 +18,9 @@ use serde_json::{Map, Value};
 use crate::input::{Input, InputError, Request, Response, Timing};
 use crate::{Body, Headers};
 
-/// Reads `bytes` as a hook input.
-pub(crate) fn read_input(bytes: &[u8]) -> Result<Input, InputError> {
+/// Reads `bytes` as a hook input; without a `configuration`, with the settings last read when
+/// `remembered` (see [`Input::from_hook_call`]), else with none.
+pub(crate) fn read_input(bytes: &[u8], remembered: bool) -> Result<Input, InputError> {
     let mut reader = Reader { bytes, at: 0 };
     reader.skip_ws();
     if reader.peek() != Some(b'{') {
@@ -28,6 +29,7 @@ pub(crate) fn read_input(bytes: &[u8]) -> Result<Input, InputError> {
         return Err(InputError::NotAnObject);
     }
     let mut input = Input::default();
+    let mut configured = false;
     reader.object(|reader, key| {
         match key {
             "requestId" => input.request_id = reader.string()?.unwrap_or_default(),
@@ -36,7 +38,10 @@ pub(crate) fn read_input(bytes: &[u8]) -> Result<Input, InputError> {
             "chunk" => input.chunk = reader.string()?,
             "context" => input.context = reader.map()?,
             "environment" => input.environment = object(reader.value()?).unwrap_or_default(),
-            "configuration" => input.configuration = reader.settings()?,
+            "configuration" => {
+                input.configuration = reader.settings()?;
+                configured = true;
+            }
             "timing" => input.timing = reader.timing()?,
             _ => {
                 reader.raw()?;
@@ -47,6 +52,17 @@ pub(crate) fn read_input(bytes: &[u8]) -> Result<Input, InputError> {
     reader.skip_ws();
     if reader.at != bytes.len() {
         return Err(reader.error("trailing characters after the input object"));
+    }
+    if remembered
+        && !configured
+        && let Some(settings) = SETTINGS.with(|cache| {
+            cache
+                .borrow()
+                .as_ref()
+                .map(|cached| cached.settings.clone())
+        })
+    {
+        input.configuration = settings;
     }
     Ok(input)
 }
@@ -566,27 +582,44 @@ fn body(raw: &[u8]) -> Option<Body> {
 mod tests {
     use super::*;
 
+    fn read_input_test(bytes: &[u8]) -> Result<Input, InputError> {
+        read_input(bytes, false)
+    }
+
+    #[test]
+    fn a_hook_call_without_configuration_keeps_the_settings_last_given() {
+        let first =
+            read_input(br#"{"configuration": {"x": 1}, "requestId": "a"}"#, true).expect("valid");
+        let later = read_input(br#"{"requestId": "b"}"#, true).expect("valid");
+        assert!(Rc::ptr_eq(&first.configuration, &later.configuration));
+        assert_eq!(later.configuration.get("x"), Some(&Value::from(1)));
+        // Read as a plain document (tests, fixtures), no configuration means none.
+        let plain = read_input(br#"{"requestId": "c"}"#, false).expect("valid");
+        assert!(plain.configuration.is_empty());
+    }
+
     #[test]
     fn broken_structure_is_refused_even_where_skipped() {
-        assert!(read_input(br#"{"unknown": "unterminated}"#).is_err());
-        assert!(read_input(br#"{"unknown": [1, {"a": "b"}"#).is_err());
-        assert!(read_input(br#"{"request": {"domain": "a"} "x": 1}"#).is_err());
-        assert!(read_input(br#"{"request": {}} x"#).is_err());
+        assert!(read_input_test(br#"{"unknown": "unterminated}"#).is_err());
+        assert!(read_input_test(br#"{"unknown": [1, {"a": "b"}"#).is_err());
+        assert!(read_input_test(br#"{"request": {"domain": "a"} "x": 1}"#).is_err());
+        assert!(read_input_test(br#"{"request": {}} x"#).is_err());
         assert!(
-            read_input(br#"{"request": {"domain": tru}}"#).is_err(),
+            read_input_test(br#"{"request": {"domain": tru}}"#).is_err(),
             "read values are parsed"
         );
-        assert!(read_input(br#"{"unknown": }"#).is_err());
+        assert!(read_input_test(br#"{"unknown": }"#).is_err());
     }
 
     #[test]
     fn skipped_values_end_where_they_should() {
-        let input = read_input(
+        let input = read_input_test(
             br#"{"x": "a\"}b", "y": [1, "]", {"z": "}"}], "w": -1.5e3 , "requestId": "r", "v": true}"#,
         )
         .expect("valid");
         assert_eq!(input.request_id, "r");
-        let input = read_input(br#"{"request": {"body": "a \"quoted\" text"}}"#).expect("valid");
+        let input =
+            read_input_test(br#"{"request": {"body": "a \"quoted\" text"}}"#).expect("valid");
         assert_eq!(
             input.request.body.as_ref().and_then(Body::text),
             Some("a \"quoted\" text")
@@ -595,32 +628,34 @@ mod tests {
 
     #[test]
     fn escaped_keys_and_strings_are_read() {
-        let input = read_input(br#"{"re\u0071uest": {"dom\u0061in": "a\u002eio", "path": 7}}"#)
-            .expect("valid");
+        let input =
+            read_input_test(br#"{"re\u0071uest": {"dom\u0061in": "a\u002eio", "path": 7}}"#)
+                .expect("valid");
         assert_eq!(input.request.domain, "a.io");
         assert_eq!(input.request.path, "", "a mistyped string reads as empty");
-        assert!(read_input(b"{\"requestId\": \"a\x01b\"}").is_err());
-        assert!(read_input(b"{\"requestId\": \"a\xffb\"}").is_err());
+        assert!(read_input_test(b"{\"requestId\": \"a\x01b\"}").is_err());
+        assert!(read_input_test(b"{\"requestId\": \"a\xffb\"}").is_err());
     }
 
     #[test]
     fn bodies_are_kept_as_text_and_settings_shared() {
         let text = br#"{"request": {"body": {"a" : [1, 2]}}, "configuration": {"x": 1}}"#;
-        let a = read_input(text).expect("valid");
-        let b = read_input(text).expect("valid");
+        let a = read_input_test(text).expect("valid");
+        let b = read_input_test(text).expect("valid");
         assert_eq!(
             a.request.body.as_ref().map(Body::raw_json),
             Some(r#"{"a" : [1, 2]}"#)
         );
         assert!(Rc::ptr_eq(&a.configuration, &b.configuration));
-        let c = read_input(br#"{"configuration": {"x": 2}}"#).expect("valid");
+        let c = read_input_test(br#"{"configuration": {"x": 2}}"#).expect("valid");
         assert_eq!(c.configuration.get("x"), Some(&Value::from(2)));
         // The same text as a prefix of a longer value is not taken for it.
-        let d = read_input(br#"{"configuration": {"x": 2}  , "requestId": "r"}"#).expect("valid");
+        let d =
+            read_input_test(br#"{"configuration": {"x": 2}  , "requestId": "r"}"#).expect("valid");
         assert!(Rc::ptr_eq(&c.configuration, &d.configuration));
-        let e = read_input(br#"{"configuration": {"x": 2}}}"#);
+        let e = read_input_test(br#"{"configuration": {"x": 2}}}"#);
         assert!(e.is_err(), "trailing characters are still refused");
-        let f = read_input(br#"{"configuration": {"x": 22}}"#).expect("valid");
+        let f = read_input_test(br#"{"configuration": {"x": 22}}"#).expect("valid");
         assert_eq!(f.configuration.get("x"), Some(&Value::from(22)));
     }
 
@@ -634,7 +669,7 @@ mod tests {
                     let mut text: String = "abcdefghijklmnopqrstuvwx"[..len].to_owned();
                     text.insert_str(at, special);
                     let doc = format!("{{\"requestId\": \"{text}\", \"x\": 1}}");
-                    let ours = read_input(doc.as_bytes()).map(|i| i.request_id);
+                    let ours = read_input_test(doc.as_bytes()).map(|i| i.request_id);
                     let theirs = serde_json::from_str::<Value>(&doc)
                         .map(|v| v["requestId"].as_str().unwrap_or_default().to_owned());
                     match (&ours, &theirs) {
@@ -645,7 +680,7 @@ mod tests {
                     // Stepped over as an unknown member's value, it ends where serde says.
                     let doc = format!("{{\"x\": [\"{text}\"], \"requestId\": \"r\"}}");
                     if serde_json::from_str::<Value>(&doc).is_ok() {
-                        let input = read_input(doc.as_bytes());
+                        let input = read_input_test(doc.as_bytes());
                         assert_eq!(input.expect(&doc).request_id, "r", "{doc:?}");
                     }
                 }
@@ -664,7 +699,7 @@ mod tests {
 
     #[test]
     fn timing_numbers_and_an_empty_context_are_read_without_a_parse() {
-        let input = read_input(
+        let input = read_input_test(
             br#"{"timing": {"requestStartMs": 1700000000000.25, "responseEndMs": -1e3, "requestEndMs": "x", "other": [1]}, "context": {}}"#,
         )
         .expect("valid");
@@ -673,15 +708,15 @@ mod tests {
         assert_eq!(timing.response_end_ms, Some(-1000.0));
         assert_eq!(timing.request_end_ms, None, "a string is no time");
         assert!(input.context.is_empty());
-        let input = read_input(br#"{"timing": 5, "context": {"a": 1}}"#).expect("valid");
+        let input = read_input_test(br#"{"timing": 5, "context": {"a": 1}}"#).expect("valid");
         assert_eq!(input.timing, None);
         assert_eq!(input.context.get("a"), Some(&Value::from(1)));
-        assert!(read_input(br#"{"timing": {"requestStartMs": 1.2.3}}"#).is_err());
+        assert!(read_input_test(br#"{"timing": {"requestStartMs": 1.2.3}}"#).is_err());
     }
 
     #[test]
     fn headers_are_pairs_of_strings_and_the_rest_is_skipped() {
-        let input = read_input(
+        let input = read_input_test(
             br#"{"request": {"headers": [["a", "1"], ["b"], ["c", 2], ["d", "4", "x"], 7, {"e": "5"}, ["f", "6"]]}}"#,
         )
         .expect("valid");
@@ -689,13 +724,14 @@ mod tests {
             input.request.headers.pairs(),
             [("a".into(), "1".into()), ("f".into(), "6".into())]
         );
-        let input = read_input(br#"{"request": {"headers": {"a": "b"}}}"#).expect("valid");
+        let input = read_input_test(br#"{"request": {"headers": {"a": "b"}}}"#).expect("valid");
         assert!(input.request.headers.pairs().is_empty());
         // Read on first use: a broken header string leaves the rest of the input readable and
         // reads as no headers.
-        let input =
-            read_input(b"{\"request\": {\"headers\": [[\"a\", \"b\x01\"]], \"path\": \"/p\"}}")
-                .expect("valid around the headers");
+        let input = read_input_test(
+            b"{\"request\": {\"headers\": [[\"a\", \"b\x01\"]], \"path\": \"/p\"}}",
+        )
+        .expect("valid around the headers");
         assert_eq!(input.request.path, "/p");
         assert!(input.request.headers.pairs().is_empty());
     }

@@ -8,7 +8,7 @@ use crate::{Input, Output};
 /// output cannot be written (the reason is set as the call's error).
 pub fn run_hook(hook: fn(&Input) -> Output) -> i32 {
     let bytes = extism_pdk::input_bytes();
-    let input = match Input::from_json(&bytes) {
+    let input = match Input::from_hook_call(&bytes) {
         Ok(input) => input,
         Err(err) => return fail(&err.to_string()),
     };
