@@ -405,8 +405,8 @@ impl<'a> Reader<'a> {
         Ok(object(self.value()?).unwrap_or_default())
     }
 
-    /// The `timing` object, its four numbers read straight from their text; `None` when it is
-    /// not an object. A member that is not a finite number reads as absent.
+    /// The `timing` object, its four numbers read without building a map; `None` when it is not
+    /// an object. A member that is not a finite number reads as absent.
     fn timing(&mut self) -> Result<Option<Timing>, InputError> {
         if !self.is_object()? {
             return Ok(None);
@@ -429,30 +429,10 @@ impl<'a> Reader<'a> {
         Ok(Some(timing))
     }
 
-    /// A finite number, read from its text; `None`, the value checked and skipped, when the
-    /// value is anything else.
+    /// A finite number; `None` when the value is anything else (checked and stepped over).
+    /// Parsed by `serde_json`, whose float reading every pack links already.
     fn number(&mut self) -> Result<Option<f64>, InputError> {
-        self.skip_ws();
-        if !matches!(self.peek(), Some(b'-' | b'0'..=b'9')) {
-            self.value()?;
-            return Ok(None);
-        }
-        let start = self.at;
-        let raw = self.raw()?;
-        let number = std::str::from_utf8(raw)
-            .ok()
-            .filter(|t| {
-                t.bytes()
-                    .all(|b| matches!(b, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'))
-            })
-            .and_then(|t| t.parse::<f64>().ok());
-        match number {
-            Some(n) => Ok(Some(n).filter(|n| n.is_finite())),
-            None => {
-                self.at = start;
-                Err(self.error("malformed number"))
-            }
-        }
+        Ok(self.value()?.as_f64().filter(|n| n.is_finite()))
     }
 
     /// Skips a value that is not an object and returns `false`; leaves an object to be read.
