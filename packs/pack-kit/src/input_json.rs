@@ -493,20 +493,31 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Eight bytes at a time: `0x01` in every byte, and every byte's high bit.
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit set in (at least) the lowest byte of `word` equal to `byte`, and none when no
+/// byte is: a byte equal to `byte` becomes zero, and the lowest zero byte of `x` sets its high
+/// bit in `(x - ONES) & !x`.
+fn bytes_equal(word: u64, byte: u8) -> u64 {
+    let x = word ^ (ONES * u64::from(byte));
+    x.wrapping_sub(ONES) & !x & HIGH
+}
+
+/// True when one of the eight bytes of `word` may be a quote or a backslash (never false when
+/// one is).
+fn quote_or_backslash(word: u64) -> bool {
+    bytes_equal(word, b'"') | bytes_equal(word, b'\\') != 0
+}
+
 /// True when none of the eight bytes of `word` is a quote, a backslash, a control character or
 /// outside ASCII: string text a reader steps over without looking at each byte. (A word it
 /// says no to may be plain after all: the byte-wise look that follows decides.)
 fn plain_ascii(word: u64) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    // A byte equal to `c` becomes zero; the lowest zero byte of `x` sets its high bit in
-    // `(x - ONES) & !x`.
-    let zero = |x: u64| x.wrapping_sub(ONES) & !x;
-    let quote = zero(word ^ (ONES * u64::from(b'"')));
-    let backslash = zero(word ^ (ONES * u64::from(b'\\')));
     // The lowest byte under 0x20 (with only ASCII below it) borrows and sets its high bit.
     let control = word.wrapping_sub(ONES * 0x20);
-    (quote | backslash | control | word) & HIGH == 0
+    !quote_or_backslash(word) && (control | word) & HIGH == 0
 }
 
 /// The index just past the closing quote of the string whose text starts at `from`.
@@ -528,17 +539,6 @@ fn string_end(bytes: &[u8], mut from: usize) -> Option<usize> {
             _ => from += 1,
         }
     }
-}
-
-/// True when one of the eight bytes of `word` may be a quote or a backslash (never false when
-/// one is).
-fn quote_or_backslash(word: u64) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let zero = |x: u64| x.wrapping_sub(ONES) & !x;
-    let quote = zero(word ^ (ONES * u64::from(b'"')));
-    let backslash = zero(word ^ (ONES * u64::from(b'\\')));
-    (quote | backslash) & HIGH != 0
 }
 
 /// The header pairs in the JSON text of a header array (see [`Headers`]): what [`read_input`]
