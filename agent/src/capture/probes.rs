@@ -117,6 +117,13 @@ pub enum ProbeError {
         /// The process.
         pid: u32,
     },
+    /// The file went away while being attached to: deleted, or reached through the root of a
+    /// process (`/proc/PID/root/...`) that has exited.
+    #[error("{path} went away while its probes were being attached")]
+    FileGone {
+        /// The file, as the agent reached it.
+        path: std::path::PathBuf,
+    },
     /// A required attach point could not be attached.
     #[error("attaching {program} to {function} in {path} (pid {pid}) failed: {reason}")]
     Attach {
@@ -362,6 +369,12 @@ impl Probes {
             if errno == Some(libc::ESRCH) {
                 self.detach_links(links);
                 return Err(ProbeError::ProcessExited { pid });
+            }
+            if errno == Some(libc::ENOENT) && !lib.host_path.exists() {
+                self.detach_links(links);
+                return Err(ProbeError::FileGone {
+                    path: lib.host_path.clone(),
+                });
             }
             if errno == Some(libc::EINVAL) {
                 // The kernel keeps one uprobe per file offset, and refuses a second one whose

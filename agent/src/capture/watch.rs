@@ -199,7 +199,10 @@ impl Watcher {
         for lib in &libs {
             let n = match probes.attach(if all { 0 } else { pid }, lib) {
                 Ok(n) => n,
-                Err(ProbeError::ProcessExited { .. }) => return Ok(false),
+                // Gone before its probes were in: nothing left to watch.
+                Err(ProbeError::ProcessExited { .. } | ProbeError::FileGone { .. }) => {
+                    return Ok(false);
+                }
                 Err(e) => return Err(e),
             };
             if n > 0 {
@@ -251,7 +254,14 @@ impl Watcher {
     /// When attaching a library fails.
     pub fn start_all(&mut self, probes: &mut Probes) -> Result<(), ProbeError> {
         for lib in discovery::tls_libraries_under(std::path::Path::new("/"), &mut self.cache) {
-            let n = probes.attach(0, &lib)?;
+            let n = match probes.attach(0, &lib) {
+                Ok(n) => n,
+                Err(e @ ProbeError::FileGone { .. }) => {
+                    tracing::debug!(error = %e, "library not attached");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if n > 0 {
                 tracing::info!(library = %lib.path.display(), probes = n, scope = "all processes", "attached");
             }
