@@ -57,8 +57,8 @@ const BATCH: usize = 128;
 /// Routes moments to workers by connection.
 ///
 /// Moments are held per worker and handed on together when [`Dispatcher::flush`] is called
-/// (the capture loop does at the end of each drain of the ring buffer, every 10 ms at most) or
-/// when [`BATCH`] are waiting: a worker wakes once per batch, not once per moment. At low
+/// (the capture loop does at the end of each drain of the ring buffer: every 10 ms while records
+/// come) or when [`BATCH`] are waiting; dropping the dispatcher hands on the rest: a worker wakes once per batch, not once per moment. At low
 /// rates waking a thread costs more than what it then does (a context switch, cold caches).
 pub struct Dispatcher {
     senders: Vec<Sender<Moment>>,

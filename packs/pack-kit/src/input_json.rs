@@ -542,11 +542,15 @@ fn string_end(bytes: &[u8], mut from: usize) -> Option<usize> {
 }
 
 /// The header pairs in the JSON text of a header array (see [`Headers`]): what [`read_input`]
-/// would have read there. Text that is not well-formed reads as no headers: the host writes
-/// well-formed JSON, and a pack reading headers gets no error to act on.
+/// would have read there. Text that is not well-formed reads as no headers, with a warning in
+/// the host's log: the host writes well-formed JSON, and a pack reading headers gets no error to
+/// act on.
 pub(crate) fn header_pairs(raw: &[u8]) -> Vec<(String, String)> {
     let mut reader = Reader { bytes: raw, at: 0 };
-    reader.headers().unwrap_or_default()
+    reader.headers().unwrap_or_else(|e| {
+        crate::warn(&format!("header pairs read as none: {e}"));
+        Vec::new()
+    })
 }
 
 /// A body from its JSON text, unless it is `null`.
