@@ -187,9 +187,11 @@ fn pack_folders(packs_dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(folders)
 }
 
-/// The Wasm features rustc enables by default for `wasm32-unknown-unknown`. The release profile
-/// strips the `target_features` section, so `wasm-opt` is told them.
+/// The Wasm features rustc enables by default for `wasm32-unknown-unknown`, and SIMD, which
+/// `packs/.cargo/config.toml` enables. The release profile strips the `target_features`
+/// section, so `wasm-opt` is told them.
 const WASM_FEATURES: &[&str] = &[
+    "--enable-simd",
     "--enable-bulk-memory",
     "--enable-bulk-memory-opt",
     "--enable-mutable-globals",

@@ -139,6 +139,12 @@ impl<'a> Reader<'a> {
         self.skip_ws();
         let bytes = self.bytes;
         let start = self.at;
+        if matches!(bytes.get(start), Some(b'{' | b'[')) {
+            let end = crate::skip::container_end(bytes, start)
+                .ok_or_else(|| self.error("unterminated value"))?;
+            self.at = end;
+            return Ok(&bytes[start..end]);
+        }
         let mut i = start;
         let mut depth = 0usize;
         loop {

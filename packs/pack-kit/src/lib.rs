@@ -27,6 +27,7 @@ mod input;
 mod input_json;
 mod output;
 mod redact;
+mod skip;
 mod sse;
 mod stream;
 #[cfg(target_arch = "wasm32")]
