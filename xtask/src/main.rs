@@ -97,7 +97,7 @@ enum Command {
     /// empty uprobes (the floor), bcc's sslsniff (when it runs here), a bpftrace script, and the
     /// agent on wrk with no packs, `core`, and every shipped pack, interleaved in rounds.
     /// Prints requests/s and ratios, CPU per request, loss against wrk's count and p99 latency,
-    /// and writes docs/BENCHMARKS.md. Needs root.
+    /// for a small and a 64 KiB JSON response, and writes docs/BENCHMARKS.md. Needs root.
     Bench {
         /// Seconds of load per configuration and round.
         #[arg(long, default_value_t = 10)]
@@ -112,9 +112,14 @@ enum Command {
         #[arg(long)]
         debug: bool,
         /// A smoke run: one round of 2 s steps, only no tracer, the floor and the agent without
-        /// packs; prints the table, writes nothing, fails if the agent lost an exchange.
+        /// packs, small responses; prints the table, writes nothing, fails if the agent lost an
+        /// exchange.
         #[arg(long)]
         quick: bool,
+        /// The responses nginx answers with, each a phase of its own: `small` (66 B of JSON),
+        /// `large` (64 KiB of JSON contacts). docs/BENCHMARKS.md is written only when both run.
+        #[arg(long, value_enum, value_delimiter = ',', default_values_t = [bench::Response::Small, bench::Response::Large])]
+        response: Vec<bench::Response>,
     },
     /// Run every test: formatting, lints, the Kubernetes manifests, unit tests, pack tests, a short
     /// fuzz run, end-to-end tests with the real eBPF programs, the soak's short form and the
@@ -203,6 +208,7 @@ fn main() -> anyhow::Result<()> {
             connections,
             debug,
             quick,
+            response,
         } => {
             setup::ensure()?;
             bench::run(
@@ -213,6 +219,7 @@ fn main() -> anyhow::Result<()> {
                     connections,
                     debug,
                     quick,
+                    responses: response,
                 },
             )
         }

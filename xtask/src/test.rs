@@ -67,6 +67,7 @@ pub fn run(root: &Path, no_lint: bool, filter: Option<&str>) -> anyhow::Result<(
                 connections: 8,
                 debug: true,
                 quick: true,
+                responses: vec![crate::bench::Response::Small],
             },
         )?;
     }

@@ -34,9 +34,34 @@ pub struct Options {
     pub connections: u32,
     /// Use the development build of the agent instead of building a release one.
     pub debug: bool,
-    /// One round of 2 s steps, only no tracer, the floor and the agent without packs; prints
-    /// the table without writing docs/BENCHMARKS.md, and fails if the agent lost anything.
+    /// One round of 2 s steps, only no tracer, the floor and the agent without packs, small
+    /// responses only; prints the table without writing docs/BENCHMARKS.md, and fails if the
+    /// agent lost anything.
     pub quick: bool,
+    /// The responses to run with, each as a phase of its own.
+    pub responses: Vec<Response>,
+}
+
+/// What nginx answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Response {
+    /// A small JSON object (66 B).
+    Small,
+    /// 64 KiB of JSON contacts.
+    Large,
+}
+
+impl Response {
+    /// How the table's heading names it.
+    pub fn label(self) -> String {
+        match self {
+            Response::Small => format!("a small JSON response ({} B)", nginx::BODY.len()),
+            Response::Large => format!(
+                "a 64 KiB JSON response ({} B of contacts)",
+                nginx::large_body().len()
+            ),
+        }
+    }
 }
 
 /// One step's figures.
@@ -159,6 +184,57 @@ impl Bench {
     }
 }
 
+impl Bench {
+    /// Every configuration in rounds against the current URL, after a short unmeasured run
+    /// (nginx's and wrk's first connections, the page cache). A configuration that cannot
+    /// start is added to `skipped` and left out from then on.
+    fn phase(
+        &self,
+        configs: &[Tracer],
+        skipped: &mut Vec<(Tracer, String)>,
+    ) -> anyhow::Result<Vec<report::Row>> {
+        let _ = self.step(Tracer::None, 0)?;
+        let mut samples: Vec<Vec<Sample>> = configs.iter().map(|_| Vec::new()).collect();
+        let mut n = 1;
+        for round in 0..self.options.rounds as usize {
+            // Each round starts one configuration further, so none always runs first or last.
+            for i in 0..configs.len() {
+                let at = (i + round) % configs.len();
+                let kind = configs[at];
+                if skipped.iter().any(|(k, _)| *k == kind) {
+                    continue;
+                }
+                eprintln!(
+                    "bench: round {} / {}: {}",
+                    round + 1,
+                    self.options.rounds,
+                    kind.label()
+                );
+                match self.step(kind, n)? {
+                    Ok(s) => {
+                        eprintln!(
+                            "bench:   {:.0} requests/s, p99 {:.0} µs, {}",
+                            s.rate,
+                            s.p99_us,
+                            s.seen.as_ref().map_or("no tracer".to_owned(), |t| format!(
+                                "{} events for {} requests, {} counted lost, {:.2} CPU s",
+                                t.events, s.requests, t.counted_lost, t.cpu
+                            ))
+                        );
+                        samples[at].push(s);
+                    }
+                    Err(why) => {
+                        eprintln!("bench: skipping {}: {why}", kind.label());
+                        skipped.push((kind, why));
+                    }
+                }
+                n += 1;
+            }
+        }
+        Ok(report::rows(configs, &samples))
+    }
+}
+
 fn build(root: &Path, options: &Options) -> anyhow::Result<PathBuf> {
     let mut cmd = util::cargo();
     if options.debug {
@@ -209,6 +285,10 @@ pub fn run(root: &Path, mut options: Options) -> anyhow::Result<()> {
     if options.quick {
         options.rounds = 1;
         options.seconds = 2;
+        options.responses = vec![Response::Small];
+    }
+    if options.responses.is_empty() {
+        bail!("--response needs at least one of small, large");
     }
     if options.rounds == 0 || options.seconds == 0 {
         bail!("--rounds and --seconds must be at least 1");
@@ -265,7 +345,7 @@ fn bench(root: &Path, dir: &Path, agent: PathBuf, options: Options) -> anyhow::R
     std::fs::write(&script, wrk::HOLD_SCRIPT)?;
     let state = dir.join("state");
     std::fs::create_dir_all(&state)?;
-    let bench = Bench {
+    let mut bench = Bench {
         dir: dir.to_path_buf(),
         url: server.url.clone(),
         script,
@@ -296,69 +376,51 @@ fn bench(root: &Path, dir: &Path, agent: PathBuf, options: Options) -> anyhow::R
             .map_or(String::new(), |c| format!(", CPU {c}")),
         agent.display()
     );
-    // A short unmeasured run first: nginx's and wrk's first connections, the page cache.
-    let _ = bench.step(Tracer::None, 0)?;
-    let mut samples: Vec<Vec<Sample>> = configs.iter().map(|_| Vec::new()).collect();
-    let mut n = 1;
-    for round in 0..bench.options.rounds as usize {
-        // Each round starts one configuration further, so none always runs first or last.
-        for i in 0..configs.len() {
-            let at = (i + round) % configs.len();
-            let kind = configs[at];
-            if skipped.iter().any(|(k, _)| *k == kind) {
-                continue;
-            }
-            eprintln!(
-                "bench: round {} / {}: {}",
-                round + 1,
-                bench.options.rounds,
-                kind.label()
-            );
-            match bench.step(kind, n)? {
-                Ok(s) => {
-                    eprintln!(
-                        "bench:   {:.0} requests/s, p99 {:.0} µs, {}",
-                        s.rate,
-                        s.p99_us,
-                        s.seen.as_ref().map_or("no tracer".to_owned(), |t| format!(
-                            "{} events for {} requests, {} counted lost, {:.2} CPU s",
-                            t.events, s.requests, t.counted_lost, t.cpu
-                        ))
-                    );
-                    samples[at].push(s);
-                }
-                Err(why) => {
-                    eprintln!("bench: skipping {}: {why}", kind.label());
-                    skipped.push((kind, why));
-                }
-            }
-            n += 1;
+    let mut tables: Vec<(Response, String)> = Vec::new();
+    let mut lost = Vec::new();
+    for response in bench.options.responses.clone() {
+        bench.url = match response {
+            Response::Small => server.url.clone(),
+            Response::Large => server.large_url.clone(),
+        };
+        eprintln!("bench: {}, {}", response.label(), bench.url);
+        let rows = bench.phase(&configs, &mut skipped)?;
+        let table = report::table(&rows);
+        println!("\n{}\n\n{table}", response.label());
+        tables.push((response, table));
+        if let Some(r) = rows
+            .iter()
+            .find(|r| r.kind == Tracer::Agent(Packs::None))
+            .filter(|r| r.missing > 0 || r.counted_lost > 0)
+        {
+            lost.push(format!(
+                "{}: {} missing, {} counted lost",
+                response.label(),
+                r.missing,
+                r.counted_lost
+            ));
         }
     }
     drop(server);
-    let rows = report::rows(&configs, &samples);
     let machine_end = report::Machine::now();
-    let table = report::table(&rows);
-    println!("{table}");
     for (kind, why) in &skipped {
         println!("{}: skipped: {why}", kind.label());
     }
     if bench.options.quick {
-        let agent_row = rows
-            .iter()
-            .find(|r| r.kind == Tracer::Agent(Packs::None))
-            .context("no agent row")?;
-        if agent_row.missing > 0 || agent_row.counted_lost > 0 {
+        if !lost.is_empty() {
             bail!(
-                "the agent without packs lost exchanges: {} missing, {} counted lost",
-                agent_row.missing,
-                agent_row.counted_lost
+                "the agent without packs lost exchanges: {}",
+                lost.join("; ")
             );
         }
         return Ok(());
     }
+    if tables.len() < 2 {
+        eprintln!("bench: docs/BENCHMARKS.md is written only by a run with both responses");
+        return Ok(());
+    }
     let doc = report::document(&report::Document {
-        table: &table,
+        tables: &tables,
         skipped: &skipped,
         machine_start: &machine_start,
         machine_end: &machine_end,

@@ -12,14 +12,43 @@ use anyhow::{Context as _, bail};
 
 use crate::{procs::Guard, util};
 
-/// The response body: a small JSON object, the same for every request.
-const BODY: &str = r#"{"id":"cus_bench","object":"customer","email":"jenny@example.com"}"#;
+/// The small response body: a small JSON object, the same for every request.
+pub const BODY: &str = r#"{"id":"cus_bench","object":"customer","email":"jenny@example.com"}"#;
+
+/// The least size of the large response body.
+pub const LARGE_BODY: usize = 64 * 1024;
+
+/// The large response body: a page of at least [`LARGE_BODY`] bytes of JSON contacts (ids,
+/// emails, phone numbers, street addresses, tags, scores), what an API's list call returns and
+/// what the pii pack reads whole.
+pub fn large_body() -> String {
+    let mut contacts = Vec::new();
+    let mut len = 0;
+    let mut i = 0u32;
+    while len < LARGE_BODY {
+        let contact = serde_json::json!({
+            "id": format!("ct_{:08x}", 0x5eed_0000u32 + i * 7919),
+            "email": format!("person{i}@mail{}.example.org", i % 7),
+            "phone": format!("(415) 555-{:04}", 100 + (i * 37) % 9_900),
+            "company": "Acme Widgets Ltd",
+            "street": format!("{} Market Street", 10 + i),
+            "tags": ["lead", "newsletter"],
+            "score": 0.5 + f64::from(i % 100) / 100.0,
+        });
+        len += contact.to_string().len() + 1;
+        contacts.push(contact);
+        i += 1;
+    }
+    serde_json::json!({"data": contacts, "has_more": true}).to_string()
+}
 
 /// A running nginx, stopped on drop (its workers with it).
 pub struct Nginx {
     process: Guard,
-    /// `https://127.0.0.1:PORT/v1/customers/cus_bench`
+    /// `https://127.0.0.1:PORT/v1/customers/cus_bench`: [`BODY`].
     pub url: String,
+    /// `https://127.0.0.1:PORT/v2/contacts`: [`large_body`].
+    pub large_url: String,
 }
 
 /// The shared library file a program loads for `soname` (from `ldd`), if it links it.
@@ -84,8 +113,11 @@ http {{
         listen 127.0.0.1:{port} ssl;
         ssl_certificate {cert};
         ssl_certificate_key {key};
+        default_type application/json;
+        location = /v2/contacts {{
+            alias {d}/large.json;
+        }}
         location / {{
-            default_type application/json;
             return 200 '{BODY}';
         }}
     }}
@@ -113,6 +145,7 @@ impl Nginx {
         }
         let (cert, key) = certificate(dir)?;
         let port = free_port()?;
+        std::fs::write(dir.join("large.json"), large_body())?;
         let conf = dir.join("nginx.conf");
         std::fs::write(&conf, config(dir, port, &cert, &key))?;
         let mut cmd = match cpu {
@@ -148,6 +181,7 @@ impl Nginx {
         Ok(Self {
             process,
             url: format!("https://127.0.0.1:{port}/v1/customers/cus_bench"),
+            large_url: format!("https://127.0.0.1:{port}/v2/contacts"),
         })
     }
 }

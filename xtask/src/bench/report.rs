@@ -3,7 +3,7 @@
 
 use std::{path::Path, process::Command};
 
-use super::{Options, Sample, tracers::Tracer};
+use super::{Options, Response, Sample, tracers::Tracer};
 
 /// One configuration's figures over the rounds.
 pub struct Row {
@@ -263,7 +263,8 @@ fn cpu_model() -> String {
 
 /// What the document is made of.
 pub struct Document<'a> {
-    pub table: &'a str,
+    /// A table per response, in the order they ran.
+    pub tables: &'a [(Response, String)],
     pub skipped: &'a [(Tracer, String)],
     pub machine_start: &'a Machine,
     pub machine_end: &'a Machine,
@@ -350,10 +351,19 @@ pub fn document(d: &Document<'_>) -> String {
         d.options.seconds,
         d.options.connections
     );
+    let table = |response: Response| {
+        d.tables
+            .iter()
+            .find(|(r, _)| *r == response)
+            .map_or("Not run.", |(_, t)| t.trim_end())
+    };
     TEMPLATE
         .replace("{{when}}", &d.machine_start.when)
         .replace("{{options}}", &options)
-        .replace("{{table}}", d.table.trim_end())
+        .replace("{{small}}", &Response::Small.label())
+        .replace("{{large}}", &Response::Large.label())
+        .replace("{{table}}", table(Response::Small))
+        .replace("{{table_large}}", table(Response::Large))
         .replace("{{skipped}}", &skipped)
         .replace("{{machine}}", &machine)
         .replace("{{versions}}", &versions)
