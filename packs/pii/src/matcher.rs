@@ -27,14 +27,16 @@ pub enum Window {
     /// The run of address bytes (`[A-Za-z0-9._%+-]`) around each `@`: an email address is made of
     /// those and holds an `@`.
     Email,
-    /// Runs of digits and `alphabet`'s bytes holding at least `digits` digits: every match of the
-    /// pattern is made of those bytes only and holds that many digits (phone numbers, ids, card
-    /// numbers, IPv4 addresses).
+    /// Runs of digits and `alphabet`'s bytes holding at least `digits` digits and `separators`
+    /// of the other bytes: every match of the pattern is made of those bytes only and holds that
+    /// many of each (phone numbers, ids, card numbers, IPv4 addresses).
     Digits {
         /// The bytes besides digits a match can hold.
         alphabet: &'static str,
         /// The fewest digits a match holds.
         digits: u8,
+        /// The fewest bytes of `alphabet` a match holds (the three dots of an IPv4 address).
+        separators: u8,
     },
     /// Anchored at each house number: a run of 1 to 6 digits that starts a word and is followed
     /// by white space, which is how every match of the street-address pattern begins.
@@ -189,8 +191,11 @@ impl Group {
         match self.window {
             Window::Whole => self.search(hay, 0..hay.len(), false),
             Window::Email => facts.has_at && self.email(hay),
-            Window::Digits { digits, .. } => {
-                usize::from(digits) <= facts.digits && self.digit_clusters(hay, facts, digits)
+            Window::Digits {
+                digits, separators, ..
+            } => {
+                usize::from(digits) <= facts.digits
+                    && self.digit_clusters(hay, facts, digits, separators)
             }
             Window::HouseNumber => facts.runs.iter().any(|&(start, end)| {
                 end - start <= 6
@@ -228,16 +233,26 @@ impl Group {
     }
 
     /// Joins digit runs separated only by alphabet bytes into clusters, and searches each
-    /// cluster (widened over alphabet bytes on both sides) that holds enough digits.
-    fn digit_clusters(&self, hay: &[u8], facts: &Facts, min_digits: u8) -> bool {
+    /// cluster (widened over alphabet bytes on both sides) that holds enough digits and enough
+    /// other alphabet bytes. (The bytes between runs and those widened over are never digits:
+    /// runs are whole, and a cluster stops where a byte outside the alphabet lies.)
+    fn digit_clusters(
+        &self,
+        hay: &[u8],
+        facts: &Facts,
+        min_digits: u8,
+        min_separators: u8,
+    ) -> bool {
         let in_alphabet = |b: u8| self.alphabet[usize::from(b)];
         let runs = &facts.runs;
         let mut i = 0;
         while i < runs.len() {
             let (first_start, mut end) = runs[i];
             let mut digits = end - first_start;
+            let mut separators = 0;
             let mut j = i + 1;
             while j < runs.len() && hay[end..runs[j].0].iter().all(|b| in_alphabet(*b)) {
+                separators += runs[j].0 - end;
                 digits += runs[j].1 - runs[j].0;
                 end = runs[j].1;
                 j += 1;
@@ -250,7 +265,9 @@ impl Group {
                 while end < hay.len() && in_alphabet(hay[end]) {
                     end += 1;
                 }
-                if self.search(hay, start..end, false) {
+                separators += first_start - start + end - runs[j - 1].1;
+                if separators >= usize::from(min_separators) && self.search(hay, start..end, false)
+                {
                     return true;
                 }
             }
@@ -396,9 +413,13 @@ mod tests {
                 Window::Digits {
                     alphabet: "(). -",
                     digits: 10,
+                    separators: 2,
                 },
                 &[
                     "(415) 555-0132",
+                    "(415)555-0132",
+                    "(415)5550132",
+                    "415-5550132",
                     "x415.555.0132",
                     "415 555 01324",
                     "1 415-555-0132 2",
@@ -410,9 +431,11 @@ mod tests {
                 Window::Digits {
                     alphabet: "+",
                     digits: 8,
+                    separators: 1,
                 },
                 &[
                     "+14155550123",
+                    "14155550123",
                     "++14155550123",
                     "x+1415555012345678",
                     "+1415555",
@@ -423,13 +446,49 @@ mod tests {
                 Window::Digits {
                     alphabet: ".",
                     digits: 4,
+                    separators: 3,
                 },
                 &[
                     "ip 10.0.0.1.",
+                    ".10.0.0",
+                    "10.0.0.",
+                    "1.2.3.",
+                    ".1.2.3",
+                    "1700000000",
+                    "3.14159",
                     "v1.2.3.4",
                     "1.2.3",
                     "256.1.1.1",
                     "a.1.2.3.4",
+                ],
+            ),
+            (
+                r"\b\d{3}-\d{2}-\d{4}\b",
+                Window::Digits {
+                    alphabet: "-",
+                    digits: 9,
+                    separators: 2,
+                },
+                &[
+                    "123-45-6789",
+                    "x123-45-6789-",
+                    "123456789",
+                    "12345-6789",
+                    "-123-456789",
+                ],
+            ),
+            (
+                r"\b(4\d{3}|5[1-5]\d{2}|2[2-7]\d{2}|3[47]\d{2}|6011|65\d{2})([ -]?\d{4}){2}[ -]?\d{3,4}\b",
+                Window::Digits {
+                    alphabet: " -",
+                    digits: 15,
+                    separators: 0,
+                },
+                &[
+                    "4242424242424242",
+                    "4242 4242 4242 4242",
+                    "x4242-4242-4242-424",
+                    "4242 4242",
                 ],
             ),
             (

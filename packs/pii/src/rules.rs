@@ -84,10 +84,12 @@ pub const CATEGORIES: &[Category] = &[
             Window::Digits {
                 alphabet: "+",
                 digits: 8,
+                separators: 1,
             },
             Window::Digits {
                 alphabet: "(). -",
                 digits: 10,
+                separators: 2,
             },
         ],
     },
@@ -101,6 +103,7 @@ pub const CATEGORIES: &[Category] = &[
         windows: &[Window::Digits {
             alphabet: "-",
             digits: 9,
+            separators: 2,
         }],
     },
     Category {
@@ -115,6 +118,7 @@ pub const CATEGORIES: &[Category] = &[
         windows: &[Window::Digits {
             alphabet: " -",
             digits: 15,
+            separators: 0,
         }],
     },
     Category {
@@ -134,6 +138,7 @@ pub const CATEGORIES: &[Category] = &[
         windows: &[Window::Digits {
             alphabet: ".",
             digits: 4,
+            separators: 3,
         }],
     },
     Category {
