@@ -115,6 +115,8 @@ pub struct Group {
     window: Window,
     /// For [`Window::Digits`]: the bytes a match may hold.
     alphabet: [bool; 256],
+    /// The fewest bytes a match of any of the patterns holds: shorter text cannot match.
+    min_len: usize,
 }
 
 impl Group {
@@ -155,12 +157,30 @@ impl Group {
                 alphabet[usize::from(b)] = true;
             }
         }
+        let min_len = patterns
+            .iter()
+            .map(|p| {
+                syntax::parse_with(p, &syntax_config())
+                    .ok()
+                    // A pattern that matches nothing needs no text: it never matches.
+                    .map_or(0, |hir| {
+                        hir.properties().minimum_len().unwrap_or(usize::MAX)
+                    })
+            })
+            .min()
+            .unwrap_or(0);
         Some(Self {
             cache: RefCell::new(dfa.create_cache()),
             dfa,
             window,
             alphabet,
+            min_len,
         })
+    }
+
+    /// The fewest bytes of text a match of the group's patterns holds.
+    pub fn min_len(&self) -> usize {
+        self.min_len
     }
 
     /// True when a pattern matches somewhere in `span` of `hay` (bytes beside the span count
@@ -188,6 +208,9 @@ impl Group {
     /// True when a pattern matches in `value`, searching only the group's windows.
     pub fn is_match(&self, value: &str, facts: &Facts) -> bool {
         let hay = value.as_bytes();
+        if hay.len() < self.min_len {
+            return false;
+        }
         match self.window {
             Window::Whole => self.search(hay, 0..hay.len(), false),
             Window::Email => facts.has_at && self.email(hay),
@@ -533,6 +556,27 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn text_shorter_than_any_match_is_not_searched() {
+        let g = Group::new(
+            &[r"\d{3}-\d{4}", r"[a-z]+@[a-z]+\.[a-z]{2,}"],
+            Window::Whole,
+        )
+        .expect("builds");
+        assert_eq!(g.min_len(), 6);
+        assert!(matches(&g, "a@b.co"));
+        assert!(!matches(&g, "a@b.c"));
+        assert!(matches(&g, "x555-0132"));
+        let g = group(
+            r"(?i)\bbearer\s+[A-Za-z0-9._~+/-]{20,}",
+            Window::Token { len: 20 },
+        );
+        assert_eq!(g.min_len(), 27);
+        let never = group(r"[a&&b]", Window::Whole);
+        assert_eq!(never.min_len(), usize::MAX);
+        assert!(!matches(&never, "anything at all"));
     }
 
     #[test]

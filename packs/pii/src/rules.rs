@@ -191,6 +191,8 @@ pub struct Compiled {
     pub names: Option<Group>,
     /// Value patterns, grouped by where they may match: each group is one automaton.
     pub values: Vec<Group>,
+    /// The fewest bytes a value matching any of `values` holds (`usize::MAX` without any).
+    pub min_value_len: usize,
 }
 
 /// Most field names whose result is remembered across calls.
@@ -205,6 +207,17 @@ pub struct Rules {
     /// Field names already checked, with the categories (bit `i` for `categories[i]`) whose
     /// field patterns they match: an API sends the same field names call after call.
     names_seen: RefCell<FastMap<Box<str>, u16>>,
+    /// [`Rules::fitting`] for the lengths of short values, which are most values.
+    fitting_short: [u16; 64],
+}
+
+/// The categories with a value pattern whose matches can fit in `len` bytes.
+fn fitting(categories: &[Compiled], len: usize) -> u16 {
+    categories
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.min_value_len <= len)
+        .fold(0, |mask, (i, _)| mask | (1 << i))
 }
 
 impl Rules {
@@ -231,6 +244,15 @@ impl Rules {
         mask
     }
 
+    /// The categories (bit `i` for `categories[i]`) with a value pattern whose matches can
+    /// fit in `len` bytes.
+    pub fn fitting(&self, len: usize) -> u16 {
+        match self.fitting_short.get(len) {
+            Some(mask) => *mask,
+            None => fitting(&self.categories, len),
+        }
+    }
+
     /// True when header `name` is expected to carry a credential.
     pub fn is_credential_header(&self, name: &str) -> bool {
         self.credential_headers
@@ -242,7 +264,7 @@ impl Rules {
 /// The patterns for every category, from the configuration (each setting falling back to the
 /// defaults when absent). Patterns that do not compile are skipped with a warning.
 pub fn compile(config: &Config<'_>) -> Rules {
-    let categories = CATEGORIES
+    let categories: Vec<Compiled> = CATEGORIES
         .iter()
         .map(|c| {
             let names = patterns(config, &format!("{}Fields", c.field), c.names);
@@ -261,12 +283,18 @@ pub fn compile(config: &Config<'_>) -> Rules {
                     None => by_window.push((window, vec![source])),
                 }
             }
+            let values: Vec<Group> = by_window
+                .into_iter()
+                .filter_map(|(window, sources)| Group::new(&sources, window))
+                .collect();
             Compiled {
                 names: Group::new(&names, Window::Whole),
-                values: by_window
-                    .into_iter()
-                    .filter_map(|(window, sources)| Group::new(&sources, window))
-                    .collect(),
+                min_value_len: values
+                    .iter()
+                    .map(Group::min_len)
+                    .min()
+                    .unwrap_or(usize::MAX),
+                values,
             }
         })
         .collect();
@@ -276,10 +304,12 @@ pub fn compile(config: &Config<'_>) -> Rules {
         .into_iter()
         .map(str::to_ascii_lowercase)
         .collect();
+    let fitting_short = std::array::from_fn(|len| fitting(&categories, len));
     Rules {
         categories,
         credential_headers,
         names_seen: RefCell::new(FastMap::default()),
+        fitting_short,
     }
 }
 

@@ -171,7 +171,8 @@ impl<'r, 'f, 'n> Scan<'r, 'f, 'n> {
     /// Checks a value, within the budget. Categories in `skip` are not flagged.
     pub fn value(&mut self, value: &str, skip: u16) {
         let value = self.flags.take(value);
-        let pending = self.values_pending & !skip;
+        // Only the categories with a pattern whose matches fit in the value.
+        let pending = self.values_pending & !skip & self.rules.fitting(value.len());
         if value.is_empty() || pending == 0 {
             return;
         }
