@@ -412,6 +412,13 @@ pub struct PackArgs {
     #[arg(long, value_name = "N", default_value_t = default_workers())]
     pub workers: usize,
 
+    /// Nice value of the pack worker threads, 0 to 19. When the watched programs and the packs
+    /// both want a CPU, the programs come first: the workers fall behind and skip their
+    /// costliest packs (named in each line's `skipped`) rather than slow the programs down.
+    /// Capture and the outputs keep the agent's own priority. 0 runs packs beside the programs.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u8).range(0..=19))]
+    pub pack_nice: u8,
+
     /// Events queued for each pack worker. From a quarter full on, a worker skips its costliest
     /// packs for the exchanges it takes next (each line lists them in `skipped`); only a full
     /// queue drops events (counted), so a slow pack never stalls capture (`replay` waits
@@ -484,6 +491,7 @@ impl PackArgs {
             dir: self.packs.clone(),
             max_body: self.max_body,
             workers: self.workers,
+            nice: self.pack_nice,
             queue: self.queue,
             timeout: Duration::from_millis(self.pack_timeout_ms),
             memory_mib: self.pack_memory_mib,

@@ -22,6 +22,9 @@ pub struct PackConfig {
     pub max_body: usize,
     /// Pack worker threads.
     pub workers: usize,
+    /// The pack workers' nice value (0 to 19): how far behind the watched programs they come
+    /// when both want a CPU.
+    pub nice: u8,
     /// Moments queued for each pack worker.
     pub queue: usize,
     /// Time limit of one hook call.

@@ -61,6 +61,7 @@ impl Engine {
             packs,
             &StageOptions {
                 workers: config.workers,
+                nice: config.nice,
                 queue: config.queue,
                 backpressure,
                 clock,

@@ -198,6 +198,22 @@ fn ready_client(
 }
 
 /// The agent's `/metrics` text (it serves them with `--metrics-addr 127.0.0.1:0`).
+/// The nice value of the thread of process `pid` named `name` (`/proc/PID/task/*/stat`).
+fn thread_nice(pid: u32, name: &str) -> Option<i64> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .filter_map(Result::ok)
+        .find_map(|task| {
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+            if &stat[open + 1..close] != name {
+                return None;
+            }
+            // The nice value is field 19; after the name, field 3 (the state) comes first.
+            stat[close + 1..].split_whitespace().nth(16)?.parse().ok()
+        })
+}
+
 fn scrape(agent: &Agent) -> String {
     let addr: SocketAddr = agent
         .log_field("metrics=true", "addr")
@@ -279,6 +295,10 @@ fn a_slow_pack_is_shed_and_every_exchange_keeps_its_core_dimensions() {
     agent
         .wait_for_log("ready", Duration::from_secs(60))
         .expect("agent ready");
+    // The pack worker runs after the watched program (`--pack-nice`, 10 by default); capture
+    // keeps the agent's priority.
+    assert_eq!(thread_nice(agent.pid(), "packs-0"), Some(10));
+    assert_eq!(thread_nice(agent.pid(), "taskless-agent"), Some(0));
     py.0.stdin
         .as_mut()
         .expect("stdin")

@@ -454,6 +454,8 @@ pub enum PackStageError {
 pub struct StageOptions {
     /// Worker threads (at least one is started).
     pub workers: usize,
+    /// The workers' nice value (see [`lower_priority`]).
+    pub nice: u8,
     /// Moments queued per worker.
     pub queue: usize,
     /// Drop or wait when a queue is full.
@@ -477,6 +479,7 @@ pub fn start(
     let mut handles = Vec::new();
     let capacity = options.queue.max(1);
     let shed = options.backpressure == Backpressure::Drop;
+    let nice = options.nice;
     for i in 0..options.workers.max(1) {
         let (tx, rx) = crossbeam_channel::bounded(capacity);
         let (generation, set) = packs.snapshot();
@@ -493,7 +496,10 @@ pub fn start(
         };
         let handle = std::thread::Builder::new()
             .name(format!("packs-{i}"))
-            .spawn(move || worker.run(&rx, capacity, shed))
+            .spawn(move || {
+                lower_priority(nice);
+                worker.run(&rx, capacity, shed);
+            })
             .map_err(PackStageError::Thread)?;
         senders.push(tx);
         handles.push(handle);
@@ -507,6 +513,25 @@ pub fn start(
         },
         handles,
     ))
+}
+
+/// Gives the calling thread the nice value `nice` (0 to 19), so that it runs after the watched
+/// programs when they want the same CPU: the pack workers then fall behind and shed their
+/// costliest packs instead of taking the programs' time. Raising a thread's own nice value needs
+/// no privilege; when it fails anyway, the thread keeps the agent's priority and says so.
+fn lower_priority(nice: u8) {
+    if nice == 0 {
+        return;
+    }
+    // SAFETY: no memory is passed; `gettid` cannot fail.
+    let tid = unsafe { libc::gettid() };
+    // On Linux, `PRIO_PROCESS` with a thread id sets that thread's nice value alone.
+    #[allow(clippy::cast_sign_loss)]
+    // SAFETY: no memory is passed.
+    let set = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, i32::from(nice)) };
+    if set != 0 {
+        tracing::warn!(nice, error = %std::io::Error::last_os_error(), "pack worker keeps the agent's priority");
+    }
 }
 
 /// A line per pack with its calls, domain skips, sheds (`skipped_shed`), failures and time per
@@ -535,7 +560,43 @@ pub fn log_pack_stats(packs: &PackSet, all: bool) {
 
 #[cfg(test)]
 mod tests {
-    use super::keep_share;
+    use super::{keep_share, lower_priority};
+
+    /// The calling thread's nice value, from `/proc/thread-self/stat` (its 19th field).
+    fn own_nice() -> i64 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("stat");
+        let after = &stat[stat.rfind(')').expect("comm") + 1..];
+        after
+            .split_whitespace()
+            .nth(16)
+            .expect("nice")
+            .parse()
+            .expect("number")
+    }
+
+    #[test]
+    fn a_worker_thread_lowers_its_own_priority_only() {
+        let before = own_nice();
+        let nice = std::thread::spawn(|| {
+            lower_priority(7);
+            own_nice()
+        })
+        .join()
+        .expect("thread");
+        assert_eq!(nice, (before + 7).min(19).max(7));
+        assert_eq!(
+            own_nice(),
+            before,
+            "the calling thread is not the one lowered"
+        );
+        let untouched = std::thread::spawn(|| {
+            lower_priority(0);
+            own_nice()
+        })
+        .join()
+        .expect("thread");
+        assert_eq!(untouched, before);
+    }
 
     #[test]
     fn the_fuller_the_queue_the_less_of_the_packs_cost_an_exchange_keeps() {

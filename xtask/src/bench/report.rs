@@ -28,6 +28,8 @@ pub struct Row {
     pub missing: u64,
     /// What the tracer counted as lost itself, summed.
     pub counted_lost: u64,
+    /// The agent with packs: exchanges reported with some packs shed, summed.
+    shed: Option<u64>,
     /// wrk's socket errors and error responses, summed.
     errors: u64,
 }
@@ -110,6 +112,13 @@ pub fn rows(configs: &[Tracer], samples: &[Vec<Sample>]) -> Vec<Row> {
                     .filter_map(|x| x.seen.as_ref())
                     .map(|t| t.counted_lost)
                     .sum(),
+                shed: matches!(kind, Tracer::Agent(_))
+                    .then(|| {
+                        s.iter()
+                            .map(|x| x.seen.as_ref().and_then(|t| t.shed))
+                            .sum::<Option<u64>>()
+                    })
+                    .flatten(),
                 errors: s.iter().map(|x| x.errors).sum(),
             }
         })
@@ -149,7 +158,7 @@ fn ratio(r: Option<f64>) -> String {
 /// The table (Markdown).
 pub fn table(rows: &[Row]) -> String {
     let mut t = String::from(
-        "| configuration | requests/s | × no tracer | × floor | p99 latency | wrk CPU per request | tracer CPU per request | reported / wrk's requests | missing | lost (tracer's own count) | wrk errors |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| configuration | requests/s | × no tracer | × floor | p99 latency | wrk CPU per request | tracer CPU per request | reported / wrk's requests | missing | lost (tracer's own count) | packs shed on | wrk errors |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         #[allow(clippy::cast_precision_loss)]
@@ -174,13 +183,22 @@ pub fn table(rows: &[Row]) -> String {
         } else {
             "–".to_owned()
         };
+        #[allow(clippy::cast_precision_loss)]
+        let shed = match (r.shed, r.seen) {
+            (Some(shed), Some(seen)) => format!(
+                "{} ({:.1} %)",
+                thousands(shed),
+                shed as f64 * 100.0 / seen.max(1) as f64
+            ),
+            _ => "–".to_owned(),
+        };
         let lost = if r.kind == Tracer::None {
             "–".to_owned()
         } else {
             thousands(r.counted_lost)
         };
         t.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {:.1} µs | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {:.1} µs | {} | {} | {} | {} | {} | {} |\n",
             r.kind.label(),
             thousands(round(r.rate)),
             ratio(r.vs_none),
@@ -192,6 +210,7 @@ pub fn table(rows: &[Row]) -> String {
             seen,
             missing,
             lost,
+            shed,
             thousands(r.errors),
         ));
     }

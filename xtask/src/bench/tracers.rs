@@ -85,6 +85,9 @@ pub struct Seen {
     pub events: u64,
     /// Events the tracer itself counted as lost or dropped.
     pub counted_lost: u64,
+    /// The agent: exchanges reported with some of their packs skipped (`shed`), because the
+    /// pack workers were behind.
+    pub shed: Option<u64>,
 }
 
 /// The agent's counters of anything lost, dropped, skipped or unmatched (an exchange still in
@@ -390,6 +393,7 @@ impl Running {
         };
         let cpu = (cpu_total - self.cpu_at_start).max(0.0);
         let err = std::fs::read_to_string(&self.err).unwrap_or_default();
+        let mut shed = None;
         let (events, counted_lost) = match self.kind {
             Tracer::None => (0, 0),
             Tracer::Floor | Tracer::Agent(_) => {
@@ -399,6 +403,7 @@ impl Running {
                     .iter()
                     .map(|c| counter(summary, c).unwrap_or(0))
                     .sum();
+                shed = counter(summary, "shed");
                 let lines = count_lines(&self.out, |l| !l.contains("\"complete\":false"))?;
                 (lines, lost)
             }
@@ -422,6 +427,7 @@ impl Running {
             cpu,
             events,
             counted_lost,
+            shed,
         })
     }
 }
