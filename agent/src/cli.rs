@@ -415,7 +415,8 @@ pub struct PackArgs {
     /// Nice value of the pack worker threads, 0 to 19. When the watched programs and the packs
     /// both want a CPU, the programs come first: the workers fall behind and skip their
     /// costliest packs (named in each line's `skipped`) rather than slow the programs down.
-    /// Capture and the outputs keep the agent's own priority. 0 runs packs beside the programs.
+    /// Capture and the outputs keep the agent's own priority, and a worker never gets a lower
+    /// nice value than the agent has. 0 runs packs beside the programs.
     #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u8).range(0..=19))]
     pub pack_nice: u8,
 

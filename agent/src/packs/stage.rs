@@ -9,7 +9,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, atomic::Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     thread::JoinHandle,
     time::{Duration, Instant},
 };
@@ -56,21 +59,30 @@ const BATCH: usize = 128;
 
 /// Routes moments to workers by connection.
 ///
-/// Moments are held per worker and handed on together when [`Dispatcher::flush`] is called
-/// (the capture loop does at the end of each drain of the ring buffer: every 10 ms while records
-/// come) or when [`BATCH`] are waiting; dropping the dispatcher hands on the rest: a worker wakes once per batch, not once per moment. At low
+/// Moments are held per worker and handed on together, as one message, when
+/// [`Dispatcher::flush`] is called (the capture loop does at the end of each drain of the ring
+/// buffer: every 10 ms while records come) or when [`BATCH`] are waiting; dropping the
+/// dispatcher hands on the rest. A worker wakes once per batch, not once per moment: at low
 /// rates waking a thread costs more than what it then does (a context switch, cold caches).
 pub struct Dispatcher {
-    senders: Vec<Sender<Moment>>,
+    queues: Vec<Queue>,
     pending: Vec<Vec<Moment>>,
     backpressure: Backpressure,
+    capacity: usize,
     stats: Arc<PackStageStats>,
+}
+
+/// One worker's queue: batches of moments, bounded by the moments they hold.
+struct Queue {
+    tx: Sender<Vec<Moment>>,
+    /// Moments sent and not yet taken by the worker.
+    queued: Arc<AtomicUsize>,
 }
 
 impl Dispatcher {
     /// Holds a moment for its connection's worker (see [`Dispatcher`]).
     pub fn dispatch(&mut self, moment: Moment) {
-        let n = self.senders.len().max(1) as u64;
+        let n = self.queues.len().max(1) as u64;
         let i = usize::try_from(moment.key().conn % n).unwrap_or(0);
         let Some(pending) = self.pending.get_mut(i) else {
             return;
@@ -84,26 +96,57 @@ impl Dispatcher {
     /// Hands every held moment to its worker's queue; when that queue is full, drops and counts
     /// it or waits, as the backpressure says.
     pub fn flush(&mut self) {
-        for i in 0..self.senders.len() {
+        for i in 0..self.queues.len() {
             self.flush_worker(i);
         }
     }
 
     fn flush_worker(&mut self, i: usize) {
-        let (Some(tx), Some(pending)) = (self.senders.get(i), self.pending.get_mut(i)) else {
+        let (Some(queue), Some(pending)) = (self.queues.get(i), self.pending.get_mut(i)) else {
             return;
         };
-        for moment in pending.drain(..) {
-            match self.backpressure {
-                Backpressure::Drop => {
-                    if let Err(TrySendError::Full(_)) = tx.try_send(moment) {
-                        self.stats.dropped_jobs.fetch_add(1, Ordering::Relaxed);
-                    }
+        if pending.is_empty() {
+            return;
+        }
+        let mut batch = std::mem::take(pending);
+        match self.backpressure {
+            Backpressure::Drop => {
+                // The moments that fit go on, the rest are dropped and counted.
+                let room = self
+                    .capacity
+                    .saturating_sub(queue.queued.load(Ordering::Acquire));
+                if batch.len() > room {
+                    let dropped = batch.len() - room;
+                    batch.truncate(room);
+                    self.stats
+                        .dropped_jobs
+                        .fetch_add(dropped as u64, Ordering::Relaxed);
                 }
+                if batch.is_empty() {
+                    return;
+                }
+                let n = batch.len();
+                queue.queued.fetch_add(n, Ordering::AcqRel);
+                if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+                    queue.tx.try_send(batch)
+                {
+                    queue.queued.fetch_sub(n, Ordering::AcqRel);
+                    self.stats
+                        .dropped_jobs
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                }
+            }
+            Backpressure::Wait => {
+                // Room for the whole batch first (or an empty queue, for a batch larger than
+                // the queue): nothing is lost.
+                while queue.queued.load(Ordering::Acquire) > 0
+                    && queue.queued.load(Ordering::Acquire) + batch.len() > self.capacity
+                {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                queue.queued.fetch_add(batch.len(), Ordering::AcqRel);
                 // Disconnected only when the worker is gone, i.e. shutting down.
-                Backpressure::Wait => {
-                    let _ = tx.send(moment);
-                }
+                let _ = queue.tx.send(batch);
             }
         }
     }
@@ -407,18 +450,32 @@ impl WorkerLoop {
     }
 
     /// Runs until the queue closes; sheds packs as the queue fills when `shed` (watching), never
-    /// otherwise (replay, which waits for room and so loses nothing).
-    fn run(mut self, rx: &Receiver<Moment>, capacity: usize, shed: bool) {
+    /// otherwise (replay, which waits for room and so loses nothing). `queued` counts the moments
+    /// sent to this worker and not yet taken.
+    fn run(
+        mut self,
+        rx: &Receiver<Vec<Moment>>,
+        queued: &AtomicUsize,
+        capacity: usize,
+        shed: bool,
+    ) {
         let mut last_expire = Instant::now();
         loop {
             match rx.recv_timeout(Duration::from_secs(1)) {
-                Ok(moment) => {
-                    let keep = if shed {
-                        keep_share(rx.len(), capacity)
-                    } else {
-                        None
-                    };
-                    self.handle(moment, keep);
+                Ok(batch) => {
+                    for moment in batch {
+                        // The moments behind this one, in this batch and the queue.
+                        let backlog = queued.fetch_sub(1, Ordering::AcqRel).saturating_sub(1);
+                        let keep = if shed {
+                            keep_share(backlog, capacity)
+                        } else {
+                            None
+                        };
+                        self.handle(moment, keep);
+                        if self.done.len() >= DONE_BATCH {
+                            self.hand_on();
+                        }
+                    }
                 }
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
@@ -427,7 +484,7 @@ impl WorkerLoop {
                 self.expire();
                 last_expire = Instant::now();
             }
-            if !self.done.is_empty() && (rx.is_empty() || self.done.len() >= DONE_BATCH) {
+            if !self.done.is_empty() && rx.is_empty() {
                 self.hand_on();
             }
         }
@@ -475,13 +532,16 @@ pub fn start(
     out: &SinkSender,
     stats: &Arc<PackStageStats>,
 ) -> Result<(Dispatcher, Vec<JoinHandle<()>>), PackStageError> {
-    let mut senders = Vec::new();
+    let mut queues = Vec::new();
     let mut handles = Vec::new();
     let capacity = options.queue.max(1);
     let shed = options.backpressure == Backpressure::Drop;
     let nice = options.nice;
     for i in 0..options.workers.max(1) {
+        // Every batch holds a moment at least, so `capacity` batches can hold every moment
+        // the queue allows.
         let (tx, rx) = crossbeam_channel::bounded(capacity);
+        let queued = Arc::new(AtomicUsize::new(0));
         let (generation, set) = packs.snapshot();
         let worker = WorkerLoop {
             live: Arc::clone(packs),
@@ -496,40 +556,48 @@ pub fn start(
         };
         let handle = std::thread::Builder::new()
             .name(format!("packs-{i}"))
-            .spawn(move || {
-                lower_priority(nice);
-                worker.run(&rx, capacity, shed);
+            .spawn({
+                let queued = Arc::clone(&queued);
+                move || {
+                    lower_priority(nice);
+                    worker.run(&rx, &queued, capacity, shed);
+                }
             })
             .map_err(PackStageError::Thread)?;
-        senders.push(tx);
+        queues.push(Queue { tx, queued });
         handles.push(handle);
     }
     Ok((
         Dispatcher {
-            pending: senders.iter().map(|_| Vec::new()).collect(),
-            senders,
+            pending: queues.iter().map(|_| Vec::new()).collect(),
+            queues,
             backpressure: options.backpressure,
+            capacity,
             stats: Arc::clone(stats),
         },
         handles,
     ))
 }
 
-/// Gives the calling thread the nice value `nice` (0 to 19), so that it runs after the watched
+/// Gives the calling thread the nice value `nice` (0 to 19), or leaves it where it is when it
+/// is higher already (an agent started at a lower priority), so that it runs after the watched
 /// programs when they want the same CPU: the pack workers then fall behind and shed their
 /// costliest packs instead of taking the programs' time. Raising a thread's own nice value needs
 /// no privilege; when it fails anyway, the thread keeps the agent's priority and says so.
 fn lower_priority(nice: u8) {
-    if nice == 0 {
-        return;
-    }
     // SAFETY: no memory is passed; `gettid` cannot fail.
     let tid = unsafe { libc::gettid() };
-    // On Linux, `PRIO_PROCESS` with a thread id sets that thread's nice value alone.
     #[allow(clippy::cast_sign_loss)]
+    let who = tid as libc::id_t;
+    // On Linux, `PRIO_PROCESS` with a thread id reads and sets that thread's nice value alone.
+    // SAFETY: no memory is passed. (An error also reads as -1: the nice value is then set.)
+    let current = unsafe { libc::getpriority(libc::PRIO_PROCESS, who) };
+    let nice = i32::from(nice);
+    if nice <= current {
+        return;
+    }
     // SAFETY: no memory is passed.
-    let set = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, i32::from(nice)) };
-    if set != 0 {
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, who, nice) } != 0 {
         tracing::warn!(nice, error = %std::io::Error::last_os_error(), "pack worker keeps the agent's priority");
     }
 }
@@ -560,7 +628,53 @@ pub fn log_pack_stats(packs: &PackSet, all: bool) {
 
 #[cfg(test)]
 mod tests {
-    use super::{keep_share, lower_priority};
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
+    use super::{Backpressure, Dispatcher, PackStageStats, Queue, keep_share, lower_priority};
+    use crate::flows::{ExchangeKey, Moment};
+
+    fn body(id: u64) -> Moment {
+        Moment::ResponseBody {
+            key: ExchangeKey { conn: 0, id },
+            data: bytes::Bytes::from_static(b"x"),
+        }
+    }
+
+    #[test]
+    fn a_flush_hands_on_one_batch_and_drops_and_counts_what_does_not_fit() {
+        let (tx, rx) = crossbeam_channel::bounded(4);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let stats = Arc::new(PackStageStats::default());
+        let mut d = Dispatcher {
+            queues: vec![Queue {
+                tx,
+                queued: Arc::clone(&queued),
+            }],
+            pending: vec![Vec::new()],
+            backpressure: Backpressure::Drop,
+            capacity: 4,
+            stats: Arc::clone(&stats),
+        };
+        for id in 0..3 {
+            d.dispatch(body(id));
+        }
+        assert!(rx.is_empty(), "held until the flush");
+        d.flush();
+        assert_eq!(rx.len(), 1, "one message for the three moments");
+        assert_eq!(queued.load(Ordering::Relaxed), 3);
+        for id in 3..6 {
+            d.dispatch(body(id));
+        }
+        d.flush();
+        // One more fitted; two were dropped and counted.
+        assert_eq!(queued.load(Ordering::Relaxed), 4);
+        assert_eq!(stats.dropped_jobs.load(Ordering::Relaxed), 2);
+        let taken: Vec<u64> = rx.try_iter().flatten().map(|m| m.key().id).collect();
+        assert_eq!(taken, [0, 1, 2, 3]);
+    }
 
     /// The calling thread's nice value, from `/proc/thread-self/stat` (its 19th field).
     fn own_nice() -> i64 {
@@ -583,7 +697,7 @@ mod tests {
         })
         .join()
         .expect("thread");
-        assert_eq!(nice, (before + 7).min(19).max(7));
+        assert_eq!(nice, before.max(7));
         assert_eq!(
             own_nice(),
             before,
@@ -596,6 +710,15 @@ mod tests {
         .join()
         .expect("thread");
         assert_eq!(untouched, before);
+        // A thread already nicer than asked stays as nice as it was.
+        let nicer = std::thread::spawn(|| {
+            lower_priority(12);
+            lower_priority(5);
+            own_nice()
+        })
+        .join()
+        .expect("thread");
+        assert_eq!(nicer, before.max(12));
     }
 
     #[test]
