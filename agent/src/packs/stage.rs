@@ -1,6 +1,7 @@
 //! Worker threads, each with its own instance of every pack, fed through bounded queues. All
-//! moments of one connection go to the same worker, so the hooks of an exchange run in order
-//! (`pre`, each `chunk`, the closing `chunk`, `post`).
+//! moments of one exchange go to the same worker, so its hooks run in order (`pre`, each
+//! `chunk`, the closing `chunk`, `post`). An exchange goes to the first worker with little
+//! waiting for it ([`SPILL`]): at low rates one worker does everything and the others sleep.
 //!
 //! A worker that falls behind sheds packs, never exchanges: the fuller its queue, the more of
 //! the costliest packs it skips for the exchanges it takes next ([`keep_share`]); each line
@@ -57,7 +58,17 @@ pub enum Backpressure {
 /// Moments held for one worker before they are handed on together.
 const BATCH: usize = 128;
 
-/// Routes moments to workers by connection.
+/// Moments a worker may have waiting (held and queued) for an exchange starting now to go to it
+/// rather than to the next worker: under this, the first worker takes every exchange and the
+/// others sleep, which at low rates saves their wake-ups and keeps one worker's caches warm;
+/// past it, exchanges spill over to the next.
+const SPILL: usize = 64;
+
+/// How often the routes of exchanges that never finished are swept.
+const ROUTE_SWEEP: Duration = Duration::from_secs(60);
+
+/// Routes moments to workers by exchange: an exchange goes to the first worker with fewer than
+/// [`SPILL`] moments waiting (else to the one with the fewest), and its later moments follow it.
 ///
 /// Moments are held per worker and handed on together, as one message, when
 /// [`Dispatcher::flush`] is called (the capture loop does at the end of each drain of the ring
@@ -70,6 +81,9 @@ pub struct Dispatcher {
     backpressure: Backpressure,
     capacity: usize,
     stats: Arc<PackStageStats>,
+    /// The worker of each exchange in flight, and when its request came.
+    routes: HashMap<ExchangeKey, (usize, Instant)>,
+    last_sweep: Instant,
 }
 
 /// One worker's queue: batches of moments, bounded by the moments they hold.
@@ -82,8 +96,7 @@ struct Queue {
 impl Dispatcher {
     /// Holds a moment for its connection's worker (see [`Dispatcher`]).
     pub fn dispatch(&mut self, moment: Moment) {
-        let n = self.queues.len().max(1) as u64;
-        let i = usize::try_from(moment.key().conn % n).unwrap_or(0);
+        let i = self.route(&moment);
         let Some(pending) = self.pending.get_mut(i) else {
             return;
         };
@@ -93,11 +106,51 @@ impl Dispatcher {
         }
     }
 
+    /// The worker for `moment`: chosen for a request, its exchange's for the rest. A moment of an
+    /// exchange whose request was never seen goes by its connection (the worker drops it).
+    fn route(&mut self, moment: &Moment) -> usize {
+        let key = moment.key();
+        let by_connection = || {
+            let n = self.queues.len().max(1) as u64;
+            usize::try_from(key.conn % n).unwrap_or(0)
+        };
+        match moment {
+            Moment::Request { .. } => {
+                let i = self.least_busy();
+                self.routes.insert(key, (i, Instant::now()));
+                i
+            }
+            Moment::ResponseHead { .. } | Moment::ResponseBody { .. } => {
+                self.routes.get(&key).map_or_else(by_connection, |r| r.0)
+            }
+            Moment::Complete { .. } | Moment::Incomplete { .. } => {
+                self.routes.remove(&key).map_or_else(by_connection, |r| r.0)
+            }
+        }
+    }
+
+    /// The first worker with fewer than [`SPILL`] moments waiting, else the one with the fewest.
+    fn least_busy(&self) -> usize {
+        let waiting =
+            |i: usize| self.queues[i].queued.load(Ordering::Relaxed) + self.pending[i].len();
+        let n = self.queues.len().min(self.pending.len());
+        (0..n)
+            .find(|&i| waiting(i) < SPILL)
+            .or_else(|| (0..n).min_by_key(|&i| waiting(i)))
+            .unwrap_or(0)
+    }
+
     /// Hands every held moment to its worker's queue; when that queue is full, drops and counts
     /// it or waits, as the backpressure says.
     pub fn flush(&mut self) {
         for i in 0..self.queues.len() {
             self.flush_worker(i);
+        }
+        if self.last_sweep.elapsed() > ROUTE_SWEEP {
+            // Exchanges that never finished (their worker forgets them after the same time).
+            self.routes
+                .retain(|_, (_, since)| since.elapsed() < IN_FLIGHT_TTL);
+            self.last_sweep = Instant::now();
         }
     }
 
@@ -574,6 +627,8 @@ pub fn start(
             backpressure: options.backpressure,
             capacity,
             stats: Arc::clone(stats),
+            routes: HashMap::new(),
+            last_sweep: Instant::now(),
         },
         handles,
     ))
@@ -633,12 +688,111 @@ mod tests {
         atomic::{AtomicUsize, Ordering},
     };
 
-    use super::{Backpressure, Dispatcher, PackStageStats, Queue, keep_share, lower_priority};
+    use std::{collections::HashMap, time::Instant};
+
+    use super::{
+        Backpressure, Dispatcher, PackStageStats, Queue, SPILL, keep_share, lower_priority,
+    };
     use crate::flows::{ExchangeKey, Moment};
 
     fn body(id: u64) -> Moment {
         Moment::ResponseBody {
             key: ExchangeKey { conn: 0, id },
+            data: bytes::Bytes::from_static(b"x"),
+        }
+    }
+
+    fn request(conn: u64, id: u64) -> Moment {
+        use taskless_http::{Body, Headers, Request, RequestHead, Text, Version};
+        Moment::Request {
+            key: ExchangeKey { conn, id },
+            request: Arc::new(Request {
+                head: RequestHead {
+                    method: Text::from("GET"),
+                    target: Text::from("/"),
+                    authority: None,
+                    scheme: None,
+                    version: Version::Http11,
+                    headers: Headers::default(),
+                    partial: false,
+                },
+                body: Body {
+                    data: bytes::Bytes::new(),
+                    total_len: 0,
+                    truncated: false,
+                },
+                trailers: Headers::default(),
+                start_ns: 0,
+                end_ns: 0,
+            }),
+            identity: Arc::new(crate::flows::Identity::default()),
+        }
+    }
+
+    fn incomplete(conn: u64, id: u64) -> Moment {
+        Moment::Incomplete {
+            key: ExchangeKey { conn, id },
+            had_request: true,
+            response: None,
+            identity: Arc::new(crate::flows::Identity::default()),
+            upgraded: false,
+        }
+    }
+
+    #[test]
+    fn exchanges_go_to_the_first_worker_until_it_is_behind_and_their_moments_follow_them() {
+        let queued: Vec<_> = (0..2).map(|_| Arc::new(AtomicUsize::new(0))).collect();
+        let (queues, _rxs): (Vec<_>, Vec<_>) = queued
+            .iter()
+            .map(|q| {
+                let (tx, rx) = crossbeam_channel::bounded(64);
+                (
+                    Queue {
+                        tx,
+                        queued: Arc::clone(q),
+                    },
+                    rx,
+                )
+            })
+            .unzip();
+        let mut d = Dispatcher {
+            queues,
+            pending: vec![Vec::new(), Vec::new()],
+            backpressure: Backpressure::Drop,
+            capacity: 4096,
+            stats: Arc::new(PackStageStats::default()),
+            routes: HashMap::new(),
+            last_sweep: Instant::now(),
+        };
+        // Quiet: every exchange, whatever its connection, goes to the first worker.
+        for conn in 0..3 {
+            d.dispatch(request(conn, 1));
+        }
+        d.dispatch(body_of(1, 1));
+        assert_eq!((d.pending[0].len(), d.pending[1].len()), (4, 0));
+        // The first worker is behind: a new exchange goes to the second, and stays there.
+        queued[0].store(SPILL, Ordering::Relaxed);
+        d.dispatch(request(0, 2));
+        d.dispatch(body_of(0, 2));
+        assert_eq!((d.pending[0].len(), d.pending[1].len()), (4, 2));
+        // The first worker caught up: the exchanges already on the second finish there.
+        queued[0].store(0, Ordering::Relaxed);
+        d.dispatch(body_of(0, 2));
+        d.dispatch(incomplete(0, 2));
+        assert_eq!((d.pending[0].len(), d.pending[1].len()), (4, 4));
+        d.dispatch(incomplete(1, 1));
+        assert_eq!(d.pending[0].len(), 5);
+        assert_eq!(d.routes.len(), 2, "finished exchanges are forgotten");
+        // Both behind: the one with less waiting.
+        queued[0].store(SPILL + 10, Ordering::Relaxed);
+        queued[1].store(SPILL, Ordering::Relaxed);
+        d.dispatch(request(5, 1));
+        assert_eq!(d.pending[1].len(), 5);
+    }
+
+    fn body_of(conn: u64, id: u64) -> Moment {
+        Moment::ResponseBody {
+            key: ExchangeKey { conn, id },
             data: bytes::Bytes::from_static(b"x"),
         }
     }
@@ -657,6 +811,8 @@ mod tests {
             backpressure: Backpressure::Drop,
             capacity: 4,
             stats: Arc::clone(&stats),
+            routes: HashMap::new(),
+            last_sweep: Instant::now(),
         };
         for id in 0..3 {
             d.dispatch(body(id));
