@@ -94,7 +94,7 @@ struct Queue {
 }
 
 impl Dispatcher {
-    /// Holds a moment for its connection's worker (see [`Dispatcher`]).
+    /// Holds a moment for its exchange's worker (see [`Dispatcher`]).
     pub fn dispatch(&mut self, moment: Moment) {
         let i = self.route(&moment);
         let Some(pending) = self.pending.get_mut(i) else {
