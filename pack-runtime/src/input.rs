@@ -99,8 +99,11 @@ impl<'a> BodyJson<'a> {
         // keys included, decoded and checked; every number read; nesting counted against the
         // same limit), without building anything. A body a parse refuses although it is
         // well-formed (too deep, a number out of an f64's range) goes through `body_value`,
-        // which turns it into text or its complete members.
-        if serde_json::from_slice::<Parses>(body).is_ok() {
+        // which turns it into text or its complete members. The body is checked as UTF-8 in
+        // one pass first (which a parse from bytes does string by string, slower); a body that
+        // is not UTF-8 is no JSON a parse accepts either.
+        if std::str::from_utf8(body).is_ok_and(|text| serde_json::from_str::<Parses>(text).is_ok())
+        {
             BodyJson::Json(body.trim_ascii())
         } else {
             BodyJson::Value(body_value(body))
