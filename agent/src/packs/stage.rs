@@ -683,24 +683,19 @@ pub fn log_pack_stats(packs: &PackSet, all: bool) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
+    use std::{
+        collections::HashMap,
+        sync::{
+            Arc,
+            atomic::{AtomicUsize, Ordering},
+        },
+        time::Instant,
     };
-
-    use std::{collections::HashMap, time::Instant};
 
     use super::{
         Backpressure, Dispatcher, PackStageStats, Queue, SPILL, keep_share, lower_priority,
     };
     use crate::flows::{ExchangeKey, Moment};
-
-    fn body(id: u64) -> Moment {
-        Moment::ResponseBody {
-            key: ExchangeKey { conn: 0, id },
-            data: bytes::Bytes::from_static(b"x"),
-        }
-    }
 
     fn request(conn: u64, id: u64) -> Moment {
         use taskless_http::{Body, Headers, Request, RequestHead, Text, Version};
@@ -768,16 +763,16 @@ mod tests {
         for conn in 0..3 {
             d.dispatch(request(conn, 1));
         }
-        d.dispatch(body_of(1, 1));
+        d.dispatch(body(1, 1));
         assert_eq!((d.pending[0].len(), d.pending[1].len()), (4, 0));
         // The first worker is behind: a new exchange goes to the second, and stays there.
         queued[0].store(SPILL, Ordering::Relaxed);
         d.dispatch(request(0, 2));
-        d.dispatch(body_of(0, 2));
+        d.dispatch(body(0, 2));
         assert_eq!((d.pending[0].len(), d.pending[1].len()), (4, 2));
         // The first worker caught up: the exchanges already on the second finish there.
         queued[0].store(0, Ordering::Relaxed);
-        d.dispatch(body_of(0, 2));
+        d.dispatch(body(0, 2));
         d.dispatch(incomplete(0, 2));
         assert_eq!((d.pending[0].len(), d.pending[1].len()), (4, 4));
         d.dispatch(incomplete(1, 1));
@@ -790,7 +785,7 @@ mod tests {
         assert_eq!(d.pending[1].len(), 5);
     }
 
-    fn body_of(conn: u64, id: u64) -> Moment {
+    fn body(conn: u64, id: u64) -> Moment {
         Moment::ResponseBody {
             key: ExchangeKey { conn, id },
             data: bytes::Bytes::from_static(b"x"),
@@ -815,14 +810,14 @@ mod tests {
             last_sweep: Instant::now(),
         };
         for id in 0..3 {
-            d.dispatch(body(id));
+            d.dispatch(body(0, id));
         }
         assert!(rx.is_empty(), "held until the flush");
         d.flush();
         assert_eq!(rx.len(), 1, "one message for the three moments");
         assert_eq!(queued.load(Ordering::Relaxed), 3);
         for id in 3..6 {
-            d.dispatch(body(id));
+            d.dispatch(body(0, id));
         }
         d.flush();
         // One more fitted; two were dropped and counted.

@@ -139,52 +139,24 @@ impl<'a> Reader<'a> {
         self.skip_ws();
         let bytes = self.bytes;
         let start = self.at;
-        if matches!(bytes.get(start), Some(b'{' | b'[')) {
-            let end = crate::skip::container_end(bytes, start)
-                .ok_or_else(|| self.error("unterminated value"))?;
-            self.at = end;
-            return Ok(&bytes[start..end]);
-        }
-        let mut i = start;
-        let mut depth = 0usize;
-        loop {
-            let Some(&c) = bytes.get(i) else {
-                if depth == 0 && i > start {
-                    break;
-                }
-                return Err(self.error("unterminated value"));
-            };
-            match c {
-                b'"' => {
-                    i = string_end(bytes, i + 1)
-                        .ok_or_else(|| self.error("unterminated string"))?;
-                    if depth == 0 {
-                        break;
-                    }
-                }
-                b'{' | b'[' => {
-                    depth += 1;
-                    i += 1;
-                }
-                b'}' | b']' => {
-                    if depth == 0 {
-                        break;
-                    }
-                    depth -= 1;
-                    i += 1;
-                    if depth == 0 {
-                        break;
-                    }
-                }
-                b',' | b':' | b' ' | b'\n' | b'\r' | b'\t' if depth == 0 => break,
-                _ => i += 1,
+        let end = match bytes.get(start) {
+            None => return Err(self.error("unterminated value")),
+            Some(b'{' | b'[') => crate::skip::container_end(bytes, start)
+                .ok_or_else(|| self.error("unterminated value"))?,
+            Some(b'"') => {
+                string_end(bytes, start + 1).ok_or_else(|| self.error("unterminated string"))?
             }
-        }
-        if i == start {
+            // A number, `true`, `false` or `null`: up to the next delimiter.
+            Some(_) => bytes[start..]
+                .iter()
+                .position(|c| matches!(c, b',' | b':' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t'))
+                .map_or(bytes.len(), |n| start + n),
+        };
+        if end == start {
             return Err(self.error("expected a value"));
         }
-        self.at = i;
-        Ok(&bytes[start..i])
+        self.at = end;
+        Ok(&bytes[start..end])
     }
 
     /// The next value, parsed.

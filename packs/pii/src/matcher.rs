@@ -160,9 +160,10 @@ impl Group {
         let min_len = patterns
             .iter()
             .map(|p| {
+                // A pattern that can match nothing never matches, however long the text; one
+                // that does not parse (patterns are checked before) is assumed to need none.
                 syntax::parse_with(p, &syntax_config())
                     .ok()
-                    // A pattern that matches nothing needs no text: it never matches.
                     .map_or(0, |hir| {
                         hir.properties().minimum_len().unwrap_or(usize::MAX)
                     })
