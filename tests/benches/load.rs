@@ -4,12 +4,19 @@
 //! by step, while a freshly started agent watches it: first with no packs (the capture path
 //! alone), then with every shipped pack. For each step it prints the rate wrk achieved, whether
 //! every request wrk completed came out as one line with every loss counter at zero, and the
-//! agent's CPU time per exchange (user + system, from `/proc/PID/stat`, over the load window),
-//! and how many exchanges had a pack shed (`shed`: their line came out without that pack).
+//! agent's CPU time per exchange (user + system, from `/proc/PID/stat`, from just before wrk's
+//! first request until the agent has written its last line), and how many exchanges had a pack
+//! shed (`shed`: their line came out without that pack). The agent's CPU while it waits,
+//! attached, for the first request is printed on its own ("idle"), as a share of a CPU: it is
+//! what the agent costs a process that makes no calls, and it is not in the figure per exchange.
 //! The highest step with nothing lost is the loss-free rate on this machine. Figures only: on a
 //! shared machine they vary from run to run, so nothing here is asserted beyond the run working.
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use taskless_e2e::harness::{Agent, TempDir, TestApi, packs_dir, require_root, wrk_requests};
 
@@ -18,8 +25,23 @@ const CONNECTIONS: u32 = 8;
 /// after the agent is attached.
 const HOLD_S: u32 = 8;
 const LOAD_S: u32 = 5;
-/// Requests per second to aim for; 0 means as fast as wrk can.
+/// Requests per second to aim for; 0 means as fast as wrk can. `TASKLESS_LOAD_RATES` (e.g.
+/// `500,0`) runs other steps instead.
 const RATES: [u32; 5] = [500, 1_000, 2_000, 4_000, 0];
+
+fn rates() -> Vec<u32> {
+    match std::env::var("TASKLESS_LOAD_RATES") {
+        Ok(list) => list
+            .split(',')
+            .map(|r| {
+                r.trim()
+                    .parse()
+                    .unwrap_or_else(|_| panic!("TASKLESS_LOAD_RATES: {r:?} is not a rate"))
+            })
+            .collect(),
+        Err(_) => RATES.to_vec(),
+    }
+}
 
 /// The agent's user + system CPU time so far, in seconds.
 fn cpu_seconds(pid: u32) -> f64 {
@@ -46,6 +68,8 @@ struct Step {
     /// but not every pack ran on them.
     shed: u64,
     cpu_s: f64,
+    /// The agent's CPU, as a share of one, between ready and the window's start.
+    idle: f64,
 }
 
 fn step(api: &TestApi, dir: &Path, packs: &Path, rate: u32) -> Step {
@@ -74,6 +98,7 @@ fn step(api: &TestApi, dir: &Path, packs: &Path, rate: u32) -> Step {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("wrk");
+    let spawned = Instant::now();
     std::thread::sleep(Duration::from_millis(300));
     let pid = wrk.id().to_string();
     let mut agent = Agent::start(&[
@@ -88,7 +113,18 @@ fn step(api: &TestApi, dir: &Path, packs: &Path, rate: u32) -> Step {
     agent
         .wait_for_log("ready", Duration::from_secs(u64::from(HOLD_S) - 1))
         .expect("agent ready before wrk starts sending");
+    let (ready_at, cpu_ready) = (Instant::now(), cpu_seconds(agent.pid()));
+    // wrk's script counts its hold from a whole second (`os.time`), so the first request comes
+    // between HOLD_S - 1 and HOLD_S seconds after it started: the window opens just before.
+    let opens = spawned + Duration::from_secs(u64::from(HOLD_S) - 1) - Duration::from_millis(200);
+    std::thread::sleep(opens.saturating_duration_since(Instant::now()));
     let cpu_before = cpu_seconds(agent.pid());
+    let waited = ready_at.elapsed().as_secs_f64();
+    let idle = if waited > 0.5 {
+        (cpu_before - cpu_ready) / waited
+    } else {
+        f64::NAN
+    };
     let wrk_out = wrk.wait_with_output().expect("wrk finishes");
     let text = String::from_utf8_lossy(&wrk_out.stdout).into_owned();
     agent
@@ -119,6 +155,7 @@ fn step(api: &TestApi, dir: &Path, packs: &Path, rate: u32) -> Step {
         lost: missing + counted,
         shed: out.counter("shed"),
         cpu_s,
+        idle,
     }
 }
 
@@ -129,6 +166,7 @@ fn main() {
     let none = dir.path().join("no-packs");
     std::fs::create_dir(&none).expect("packs dir");
     let all = packs_dir();
+    let rates = rates();
     println!(
         "load: wrk, {CONNECTIONS} kept-alive connections, {LOAD_S} s per step, agent: {}",
         taskless_e2e::harness::agent_bin().display()
@@ -136,11 +174,11 @@ fn main() {
     for (name, packs) in [("no packs", none.as_path()), ("all packs", all.as_path())] {
         println!("\n{name} ({})", packs.display());
         println!(
-            "  {:>10} {:>10} {:>10} {:>8} {:>8} {:>12} {:>14}",
-            "aimed/s", "achieved/s", "lines", "lost", "shed", "agent CPU", "CPU/exchange"
+            "  {:>10} {:>10} {:>10} {:>8} {:>8} {:>12} {:>14} {:>8}",
+            "aimed/s", "achieved/s", "lines", "lost", "shed", "agent CPU", "CPU/exchange", "idle"
         );
         let mut best = 0.0f64;
-        for rate in RATES {
+        for &rate in &rates {
             let s = step(&api, dir.path(), packs, rate);
             #[allow(clippy::cast_precision_loss)]
             let achieved = s.requests as f64 / f64::from(LOAD_S);
@@ -156,12 +194,13 @@ fn main() {
                 rate.to_string()
             };
             println!(
-                "  {aimed:>10} {achieved:>10.0} {:>10} {:>8} {:>8} {:>11.0}% {:>11.1} µs",
+                "  {aimed:>10} {achieved:>10.0} {:>10} {:>8} {:>8} {:>11.0}% {:>11.1} µs {:>7.2}%",
                 s.lines,
                 s.lost,
                 s.shed,
                 s.cpu_s * 100.0 / f64::from(LOAD_S),
-                per
+                per,
+                s.idle * 100.0
             );
             if s.lost == 0 {
                 best = best.max(achieved);
