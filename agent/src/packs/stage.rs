@@ -58,10 +58,10 @@ pub enum Backpressure {
 /// Moments held for one worker before they are handed on together.
 const BATCH: usize = 128;
 
-/// Moments a worker may have waiting (held and queued) for an exchange starting now to go to it
-/// rather than to the next worker: under this, the first worker takes every exchange and the
-/// others sleep, which at low rates saves their wake-ups and keeps one worker's caches warm;
-/// past it, exchanges spill over to the next.
+/// Moments a worker may have queued (handed on and not yet taken) for an exchange starting now
+/// to go to it rather than to the next worker: under this, the first worker takes every
+/// exchange and the others sleep, which at low rates saves their wake-ups and keeps one
+/// worker's caches warm; past it, exchanges spill over to the next.
 const SPILL: usize = 64;
 
 /// How often the routes of exchanges that never finished are swept.
@@ -72,7 +72,7 @@ const ROUTE_SWEEP: Duration = Duration::from_secs(60);
 ///
 /// Moments are held per worker and handed on together, as one message, when
 /// [`Dispatcher::flush`] is called (the capture loop does at the end of each drain of the ring
-/// buffer: every 10 ms while records come) or when [`BATCH`] are waiting; dropping the
+/// buffer: every 10 to 40 ms while records come) or when [`BATCH`] are waiting; dropping the
 /// dispatcher hands on the rest. A worker wakes once per batch, not once per moment: at low
 /// rates waking a thread costs more than what it then does (a context switch, cold caches).
 pub struct Dispatcher {
@@ -129,14 +129,16 @@ impl Dispatcher {
         }
     }
 
-    /// The first worker with fewer than [`SPILL`] moments waiting, else the one with the fewest.
+    /// The first worker with fewer than [`SPILL`] moments handed to it and not yet taken, else
+    /// the one with the fewest moments waiting, held ones included. What is held for a worker is
+    /// this drain's batch, not a sign it is behind: a drain at a low rate brings a batch larger
+    /// than [`SPILL`], and it should still go to one worker.
     fn least_busy(&self) -> usize {
-        let waiting =
-            |i: usize| self.queues[i].queued.load(Ordering::Relaxed) + self.pending[i].len();
+        let queued = |i: usize| self.queues[i].queued.load(Ordering::Relaxed);
         let n = self.queues.len().min(self.pending.len());
         (0..n)
-            .find(|&i| waiting(i) < SPILL)
-            .or_else(|| (0..n).min_by_key(|&i| waiting(i)))
+            .find(|&i| queued(i) < SPILL)
+            .or_else(|| (0..n).min_by_key(|&i| queued(i) + self.pending[i].len()))
             .unwrap_or(0)
     }
 
@@ -765,6 +767,13 @@ mod tests {
         }
         d.dispatch(body(1, 1));
         assert_eq!((d.pending[0].len(), d.pending[1].len()), (4, 0));
+        // A drain's batch larger than SPILL, held and not yet handed on, is not a worker behind.
+        for conn in 10..10 + SPILL as u64 {
+            d.dispatch(request(conn, 1));
+        }
+        assert_eq!((d.pending[0].len(), d.pending[1].len()), (4 + SPILL, 0));
+        d.pending[0].truncate(4);
+        d.routes.retain(|k, _| k.conn < 10);
         // The first worker is behind: a new exchange goes to the second, and stays there.
         queued[0].store(SPILL, Ordering::Relaxed);
         d.dispatch(request(0, 2));
