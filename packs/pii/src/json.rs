@@ -125,9 +125,12 @@ impl<'de> Visitor<'de> for Node<'_, '_, '_, '_, 'de> {
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
-        // The same text a parsed `serde_json::Value` gives.
-        let text = serde_json::Number::from_f64(v).map(|n| n.to_string());
-        self.number(text.as_deref().unwrap_or_default());
+        // The same text a parsed `serde_json::Value` gives, written on the stack.
+        let mut text = FloatText::default();
+        if let Some(n) = serde_json::Number::from_f64(v) {
+            let _ = fmt::Write::write_fmt(&mut text, format_args!("{n}"));
+        }
+        self.number(text.as_str());
         Ok(())
     }
 
@@ -207,6 +210,32 @@ impl<'de> Visitor<'de> for Key {
 }
 
 /// `v` in decimal, with a minus sign when `negative`, written at the end of `buf`.
+/// A float's text, as `serde_json` writes it: at most 24 bytes (`-1.2345678901234567e-308`),
+/// so 32 always hold it. Text that would not fit is cut (never, for a finite float).
+#[derive(Default)]
+struct FloatText {
+    buf: [u8; 32],
+    len: usize,
+}
+
+impl FloatText {
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+}
+
+impl fmt::Write for FloatText {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len + s.len();
+        let Some(to) = self.buf.get_mut(self.len..end) else {
+            return Err(fmt::Error);
+        };
+        to.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
 fn decimal(negative: bool, mut v: u64, buf: &mut [u8; 21]) -> &str {
     let mut at = buf.len();
     loop {
@@ -252,6 +281,28 @@ mod tests {
         );
         assert!(!walked(r#"{"email": "a@b.co"}"#).truncated);
         assert!(walked(r#"{"a": 1} x"#).truncated, "trailing text");
+    }
+
+    #[test]
+    fn floats_are_written_as_a_parsed_value_writes_them() {
+        for v in [
+            0.0,
+            -0.0,
+            0.5,
+            0.53,
+            1e15,
+            1e16,
+            -1.234_567_890_123_456_7e-308,
+            f64::MAX,
+            f64::MIN,
+            f64::MIN_POSITIVE,
+            5e-324,
+        ] {
+            let mut text = FloatText::default();
+            let n = serde_json::Number::from_f64(v).expect("finite");
+            fmt::Write::write_fmt(&mut text, format_args!("{n}")).expect("fits");
+            assert_eq!(text.as_str(), n.to_string());
+        }
     }
 
     #[test]

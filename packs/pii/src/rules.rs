@@ -193,6 +193,9 @@ pub struct Compiled {
     pub values: Vec<Group>,
     /// The fewest bytes a value matching any of `values` holds (`usize::MAX` without any).
     pub min_value_len: usize,
+    /// When every value group looks only at clusters of digits ([`Window::Digits`]): the
+    /// fewest digits a matching value holds. A value with fewer digits cannot match.
+    pub min_value_digits: Option<usize>,
 }
 
 /// Most field names whose result is remembered across calls.
@@ -209,6 +212,19 @@ pub struct Rules {
     names_seen: RefCell<FastMap<Box<str>, u16>>,
     /// [`Rules::fitting`] for the lengths of short values, which are most values.
     fitting_short: [u16; 64],
+    /// See [`Rules::digits_only`].
+    digits_only: u16,
+    /// [`Rules::wanting_more_digits`] for up to 31 digits.
+    wanting_more_digits: [u16; 32],
+}
+
+/// The categories that look only at clusters of digits and need more than `digits` of them.
+fn wanting_more_digits(categories: &[Compiled], digits: usize) -> u16 {
+    categories
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.min_value_digits.is_some_and(|need| need > digits))
+        .fold(0, |mask, (i, _)| mask | (1 << i))
 }
 
 /// The categories with a value pattern whose matches can fit in `len` bytes.
@@ -253,6 +269,20 @@ impl Rules {
         }
     }
 
+    /// The categories (bit `i` for `categories[i]`) that look only at clusters of digits.
+    pub fn digits_only(&self) -> u16 {
+        self.digits_only
+    }
+
+    /// The categories that look only at clusters of digits and need more than `digits` of
+    /// them: a value holding `digits` digits cannot match them.
+    pub fn wanting_more_digits(&self, digits: usize) -> u16 {
+        match self.wanting_more_digits.get(digits) {
+            Some(mask) => *mask,
+            None => wanting_more_digits(&self.categories, digits),
+        }
+    }
+
     /// True when header `name` is expected to carry a credential.
     pub fn is_credential_header(&self, name: &str) -> bool {
         self.credential_headers
@@ -294,6 +324,11 @@ pub fn compile(config: &Config<'_>) -> Rules {
                     .map(Group::min_len)
                     .min()
                     .unwrap_or(usize::MAX),
+                min_value_digits: values
+                    .iter()
+                    .map(Group::min_digits)
+                    .collect::<Option<Vec<usize>>>()
+                    .and_then(|d| d.into_iter().min()),
                 values,
             }
         })
@@ -305,11 +340,19 @@ pub fn compile(config: &Config<'_>) -> Rules {
         .map(str::to_ascii_lowercase)
         .collect();
     let fitting_short = std::array::from_fn(|len| fitting(&categories, len));
+    let digits_only = categories
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.min_value_digits.is_some())
+        .fold(0, |mask, (i, _)| mask | (1 << i));
+    let wanting_more_digits = std::array::from_fn(|d| wanting_more_digits(&categories, d));
     Rules {
         categories,
         credential_headers,
         names_seen: RefCell::new(FastMap::default()),
         fitting_short,
+        digits_only,
+        wanting_more_digits,
     }
 }
 
@@ -351,4 +394,43 @@ pub fn compiled(configuration: &Settings) -> Rc<Rules> {
         *cache = Some((configuration.clone(), rules.clone()));
         rules
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bit(key: &str) -> u16 {
+        1 << CATEGORIES
+            .iter()
+            .position(|c| c.key == key)
+            .expect("a category")
+    }
+
+    #[test]
+    fn a_value_with_too_few_digits_rules_out_the_categories_that_look_only_at_digits() {
+        let rules = compile(&Config::new(&Map::new()));
+        let digits = bit("phone") | bit("identification") | bit("creditcard") | bit("ip");
+        assert_eq!(rules.digits_only(), digits);
+        assert_eq!(rules.wanting_more_digits(0), digits);
+        assert_eq!(rules.wanting_more_digits(3), digits);
+        // An IPv4 address holds 4 digits at least, a phone number 8, an SSN 9, a card 15.
+        assert_eq!(rules.wanting_more_digits(4), digits & !bit("ip"));
+        assert_eq!(
+            rules.wanting_more_digits(8),
+            bit("identification") | bit("creditcard")
+        );
+        assert_eq!(rules.wanting_more_digits(9), bit("creditcard"));
+        assert_eq!(rules.wanting_more_digits(15), 0);
+        assert_eq!(rules.wanting_more_digits(100), 0);
+        // A configured pattern that is not a default runs over the whole value: no count of
+        // digits rules a value out for it.
+        let config = serde_json::json!({
+            "identificationValues": [r"\b\d{3}-\d{2}-\d{4}\b", "[A-Z]{2}[0-9]{6}"]
+        });
+        let config = config.as_object().expect("an object");
+        let rules = compile(&Config::new(config));
+        assert_eq!(rules.wanting_more_digits(0) & bit("identification"), 0);
+        assert_ne!(rules.wanting_more_digits(0) & bit("ip"), 0);
+    }
 }

@@ -4,7 +4,7 @@ use std::borrow::Cow;
 
 use taskless_pack_kit::{FastSet, Headers, percent_decode};
 
-use crate::matcher::Facts;
+use crate::matcher::{Facts, count_digits};
 use crate::rules::{CREDENTIAL, Rules};
 
 /// Most distinct field names remembered as already checked in one message part.
@@ -174,6 +174,17 @@ impl<'r, 'f, 'n> Scan<'r, 'f, 'n> {
         // Only the categories with a pattern whose matches fit in the value.
         let pending = self.values_pending & !skip & self.rules.fitting(value.len());
         if value.is_empty() || pending == 0 {
+            return;
+        }
+        // Most values hold too few digits for the categories that look only at digits (phone
+        // numbers, ids, cards, IPv4 addresses): a cheap count rules those out, and often the
+        // value with them, before the full pass.
+        let pending = if pending & self.rules.digits_only() == 0 {
+            pending
+        } else {
+            pending & !self.rules.wanting_more_digits(count_digits(value))
+        };
+        if pending == 0 {
             return;
         }
         self.facts.learn(value);
