@@ -2,8 +2,9 @@
 //!
 //! The eBPF programs submit without waking the reader (a wakeup per record would multiply the
 //! cost of every TLS call), so this thread polls the ring on a timer (10 to 40 ms, longer the
-//! fewer records come: [`next_wait`]) as well as on the kernel's occasional forced wakeups. It never blocks on what comes after it: the consumer is
-//! a plain callback on this thread that must itself be non-blocking.
+//! fewer records come: [`next_wait`]) as well as on the kernel's occasional forced wakeups. It
+//! never blocks on what comes after it: the consumer is a plain callback on this thread that
+//! must itself be non-blocking.
 
 use std::{
     os::fd::AsRawFd as _,
