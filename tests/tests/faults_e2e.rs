@@ -382,6 +382,10 @@ fn a_killed_agent_leaves_the_program_unharmed_and_nothing_attached_and_a_new_one
     let packs = core_only(dir.path());
     let mut client = LoadClient::start(&api, 3, 0.0, 0);
     let pid = client.pid().to_string();
+    // The client calls as fast as it can, and a debug agent's nice-10 pack worker can fall
+    // behind it for a moment and shed core on a few exchanges (their lines say so, without
+    // core's status). This test checks pairing after a kill, not shedding (packs_e2e does), so
+    // the worker's queue is made large enough never to reach a quarter full here.
     let args = [
         "--pid",
         &pid,
@@ -389,6 +393,8 @@ fn a_killed_agent_leaves_the_program_unharmed_and_nothing_attached_and_a_new_one
         &packs.display().to_string(),
         "--stats-interval",
         "0",
+        "--queue",
+        "65536",
     ];
     client.send("go");
     client.drain(Duration::from_millis(500));
