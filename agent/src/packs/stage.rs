@@ -72,7 +72,7 @@ const ROUTE_SWEEP: Duration = Duration::from_secs(60);
 ///
 /// Moments are held per worker and handed on together, as one message, when
 /// [`Dispatcher::flush`] is called (the capture loop does at the end of each drain of the ring
-/// buffer: every 10 to 40 ms while records come) or when [`BATCH`] are waiting; dropping the
+/// buffer: every 10 ms while records come) or when [`BATCH`] are waiting; dropping the
 /// dispatcher hands on the rest. A worker wakes once per batch, not once per moment: at low
 /// rates waking a thread costs more than what it then does (a context switch, cold caches).
 pub struct Dispatcher {
