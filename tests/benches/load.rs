@@ -68,8 +68,9 @@ struct Step {
     /// but not every pack ran on them.
     shed: u64,
     cpu_s: f64,
-    /// The agent's CPU, as a share of one, between ready and the window's start.
-    idle: f64,
+    /// The agent's CPU, as a share of one, between ready and the window's start; `None` when
+    /// the agent was ready too late to tell.
+    idle: Option<f64>,
 }
 
 fn step(api: &TestApi, dir: &Path, packs: &Path, rate: u32) -> Step {
@@ -120,11 +121,7 @@ fn step(api: &TestApi, dir: &Path, packs: &Path, rate: u32) -> Step {
     std::thread::sleep(opens.saturating_duration_since(Instant::now()));
     let cpu_before = cpu_seconds(agent.pid());
     let waited = ready_at.elapsed().as_secs_f64();
-    let idle = if waited > 0.5 {
-        (cpu_before - cpu_ready) / waited
-    } else {
-        f64::NAN
-    };
+    let idle = (waited > 0.5).then(|| (cpu_before - cpu_ready) / waited);
     let wrk_out = wrk.wait_with_output().expect("wrk finishes");
     let text = String::from_utf8_lossy(&wrk_out.stdout).into_owned();
     agent
@@ -194,13 +191,14 @@ fn main() {
                 rate.to_string()
             };
             println!(
-                "  {aimed:>10} {achieved:>10.0} {:>10} {:>8} {:>8} {:>11.0}% {:>11.1} µs {:>7.2}%",
+                "  {aimed:>10} {achieved:>10.0} {:>10} {:>8} {:>8} {:>11.0}% {:>11.1} µs {:>8}",
                 s.lines,
                 s.lost,
                 s.shed,
                 s.cpu_s * 100.0 / f64::from(LOAD_S),
                 per,
-                s.idle * 100.0
+                s.idle
+                    .map_or_else(|| "-".to_owned(), |i| format!("{:.2}%", i * 100.0))
             );
             if s.lost == 0 {
                 best = best.max(achieved);

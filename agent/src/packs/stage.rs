@@ -68,7 +68,8 @@ const SPILL: usize = 64;
 const ROUTE_SWEEP: Duration = Duration::from_secs(60);
 
 /// Routes moments to workers by exchange: an exchange goes to the first worker with fewer than
-/// [`SPILL`] moments waiting (else to the one with the fewest), and its later moments follow it.
+/// [`SPILL`] moments queued (else to the one with the fewest waiting, held ones included), and
+/// its later moments follow it.
 ///
 /// Moments are held per worker and handed on together, as one message, when
 /// [`Dispatcher::flush`] is called (the capture loop does at the end of each drain of the ring

@@ -211,7 +211,8 @@ impl<'de> Visitor<'de> for Key {
 
 /// `v` in decimal, with a minus sign when `negative`, written at the end of `buf`.
 /// A float's text, as `serde_json` writes it: at most 24 bytes (`-1.2345678901234567e-308`),
-/// so 32 always hold it. Text that would not fit is cut (never, for a finite float).
+/// so 32 always hold it. A piece that would not fit is refused and left out (never happens:
+/// `serde_json` writes a finite float's text in one piece, and a non-finite one is no number).
 #[derive(Default)]
 struct FloatText {
     buf: [u8; 32],
