@@ -420,6 +420,14 @@ pub struct PackArgs {
     #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u8).range(0..=19))]
     pub pack_nice: u8,
 
+    /// Most CPU the pack workers take together, in CPUs, averaged over about a second (0.5:
+    /// half of one CPU). While they spend more, they skip their costliest packs for the
+    /// exchanges they take (named in each line's `skipped`; counted in `shed_budget`), the more
+    /// the further over they are, until they are back under it. 0: no budget (the workers take
+    /// any CPU the programs leave). Default: 5% of the machine's CPUs, at least a quarter of one.
+    #[arg(long, value_name = "CPUS", default_value_t = default_pack_cpu(), value_parser = parse_cpus)]
+    pub pack_cpu: f64,
+
     /// Events queued for each pack worker. From a quarter full on, a worker skips its costliest
     /// packs for the exchanges it takes next (each line lists them in `skipped`); only a full
     /// queue drops events (counted), so a slow pack never stalls capture (`replay` waits
@@ -493,12 +501,32 @@ impl PackArgs {
             max_body: self.max_body,
             workers: self.workers,
             nice: self.pack_nice,
+            cpu_budget: self.pack_cpu,
             queue: self.queue,
             timeout: Duration::from_millis(self.pack_timeout_ms),
             memory_mib: self.pack_memory_mib,
             state_dir: self.state_dir.clone(),
         }
     }
+}
+
+/// A CPU budget: a finite number of CPUs, 0 or more.
+fn parse_cpus(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!(
+            "`{s}` is not a number of CPUs (0 or more, e.g. 0.5)"
+        )),
+    }
+}
+
+/// 5% of the machine's CPUs, at least a quarter of one, in hundredths.
+fn default_pack_cpu() -> f64 {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    // A machine's CPUs are far fewer than 2^52.
+    #[allow(clippy::cast_precision_loss)]
+    let share = (cpus as f64 * 5.0).round() / 100.0;
+    share.max(0.25)
 }
 
 fn default_workers() -> usize {

@@ -25,6 +25,8 @@ pub struct PackConfig {
     /// The pack workers' nice value (0 to 19): how far behind the watched programs they come
     /// when both want a CPU.
     pub nice: u8,
+    /// The CPU the pack workers may take together, in CPUs (0: no budget).
+    pub cpu_budget: f64,
     /// Moments queued for each pack worker.
     pub queue: usize,
     /// Time limit of one hook call.

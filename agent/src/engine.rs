@@ -64,6 +64,7 @@ impl Engine {
                 nice: config.nice,
                 queue: config.queue,
                 backpressure,
+                cpu_budget: config.cpu_budget,
                 clock,
             },
             sinks.sender(),

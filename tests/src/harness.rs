@@ -251,15 +251,20 @@ impl Agent {
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
         // These tests check what the agent reports, not how fast packs run on a loaded test
-        // machine: a capture run gets a generous per-call pack limit unless the test sets one.
+        // machine: a capture run gets a generous per-call pack limit and no CPU budget for its
+        // packs (the development build's host work is several times the release build's, and
+        // the tests' clients run flat out) unless the test sets them.
         let capture_run = args
             .first()
             .is_some_and(|a| a.as_ref().to_string_lossy().starts_with("--"));
-        let set = args.iter().any(|a| a.as_ref() == "--pack-timeout-ms");
+        let set = |name: &str| args.iter().any(|a| a.as_ref() == name);
         let mut cmd = Command::new(agent_bin());
         cmd.args(args).envs(env.iter().copied());
-        if capture_run && !set {
+        if capture_run && !set("--pack-timeout-ms") {
             cmd.args(["--pack-timeout-ms", "2000"]);
+        }
+        if capture_run && !set("--pack-cpu") {
+            cmd.args(["--pack-cpu", "0"]);
         }
         cmd.env("TASKLESS_LOG", "info,taskless_agent=debug");
         Self::start_command(cmd)

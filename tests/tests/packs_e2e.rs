@@ -288,6 +288,9 @@ fn a_slow_pack_is_shed_and_every_exchange_keeps_its_core_dimensions() {
         // full, where every pack, core too, would be shed.
         "--queue",
         "2048",
+        // No CPU budget: this test is about the queue (the next one is about the budget).
+        "--pack-cpu",
+        "0",
         "--metrics-addr",
         "127.0.0.1:0",
     ])
@@ -353,6 +356,7 @@ fn a_slow_pack_is_shed_and_every_exchange_keeps_its_core_dimensions() {
     assert!(ran > 0, "the slow pack never ran");
     assert_eq!(out.counter("dropped_jobs"), 0, "{}", out.stderr);
     assert_eq!(out.counter("shed"), shed as u64, "{}", out.stderr);
+    assert_eq!(out.counter("shed_budget"), 0, "{}", out.stderr);
     #[allow(clippy::cast_precision_loss)] // a few hundred
     let shed_f = shed as f64;
     assert_eq!(
@@ -378,6 +382,136 @@ fn a_slow_pack_is_shed_and_every_exchange_keeps_its_core_dimensions() {
         "the slow pack's stats count its sheds:\n{}",
         out.stderr
     );
+}
+
+/// For each line read from stdin, as many `GET /v1/customers/cus_<i>` back to back as the line
+/// says, then "done".
+const ROUNDS: &str = r#"
+import http.client, ssl, sys
+port, ca = int(sys.argv[1]), sys.argv[2]
+conn = http.client.HTTPSConnection("localhost", port, context=ssl.create_default_context(cafile=ca))
+conn.request("GET", "/v1/customers/cus_warm"); conn.getresponse().read()
+print("ready", flush=True)
+i = 0
+for line in sys.stdin:
+    for _ in range(int(line)):
+        conn.request("GET", "/v1/customers/cus_%d" % i); i += 1
+        r = conn.getresponse(); r.read(); assert r.status == 200
+    print("done", flush=True)
+"#;
+
+#[test]
+fn a_spent_cpu_budget_sheds_the_costliest_pack_until_time_pays_it_back() {
+    require_root();
+    const BURST: usize = 100;
+    let api = TestApi::start().expect("test API");
+    let dir = TempDir::new("packs-budget").expect("tempdir");
+    let packs = dir.path().join("packs");
+    core_pack_into(&packs);
+    // 20 ms of busy work an exchange: the budget below pays for five of them a second.
+    let slow = support::module(&[
+        (
+            "pre",
+            support::Behavior::SpinMs(10, r#"{"capture":{"pre":1}}"#.into()),
+        ),
+        (
+            "post",
+            support::Behavior::SpinMs(10, r#"{"capture":{"post":1}}"#.into()),
+        ),
+    ]);
+    support::write_pack(
+        &packs,
+        "slow@1.0.0",
+        &support::manifest("slow", None),
+        &support::config(),
+        &slow,
+    );
+    let script = dir.path().join("client.py");
+    std::fs::write(&script, ROUNDS).expect("script");
+    let (mut py, mut py_out) = ready_client(
+        &script,
+        &[
+            api.server.addr.port().to_string(),
+            api.server.ca_file.display().to_string(),
+        ],
+    );
+    let pid = py.0.id().to_string();
+    let packs_arg = packs.display().to_string();
+    let mut agent = Agent::start(&[
+        "--pid",
+        &pid,
+        "--packs",
+        &packs_arg,
+        "--workers",
+        "1",
+        // A queue the burst never fills a quarter of: whatever is shed, the budget sheds.
+        "--queue",
+        "65536",
+        // A tenth of a CPU: a full bucket holds 100 ms, five exchanges of the slow pack.
+        "--pack-cpu",
+        "0.1",
+    ])
+    .expect("agent");
+    agent
+        .wait_for_log("ready", Duration::from_secs(60))
+        .expect("agent ready");
+    let mut round = |n: usize| {
+        writeln!(py.0.stdin.as_mut().expect("stdin"), "{n}").expect("go");
+        let mut done = String::new();
+        py_out.read_line(&mut done).expect("client output");
+        assert_eq!(done.trim(), "done", "client failed");
+    };
+    let mut seen = Vec::new();
+    round(BURST);
+    agent
+        .wait_for_lines(BURST, Duration::from_secs(60), &mut seen)
+        .expect("a line for every exchange of the burst");
+    // The debt is at most two full buckets (200 ms), paid back at 100 ms a second.
+    std::thread::sleep(Duration::from_millis(3500));
+    round(1);
+    agent
+        .wait_for_lines(BURST + 1, Duration::from_secs(60), &mut seen)
+        .expect("a line for the exchange after the pause");
+    drop(py);
+    let out = agent.stop(seen).expect("agent stops");
+
+    assert_eq!(out.lines.len(), BURST + 1, "{:#?}", out.lines);
+    let ran_slow =
+        |l: &serde_json::Value| dimensions(l).get("slow/post").map(String::as_str) == Some("1");
+    for line in &out.lines {
+        let d = dimensions(line);
+        assert_eq!(
+            d.get("core/status").map(String::as_str),
+            Some("200"),
+            "{line}"
+        );
+        let skipped = line["skipped"].as_array().cloned().unwrap_or_default();
+        assert!(
+            skipped.iter().all(|p| p == "slow"),
+            "only the slow pack is shed: {line}"
+        );
+    }
+    let (burst, after) = out.lines.split_at(BURST);
+    let shed = burst
+        .iter()
+        .filter(|l| l["skipped"] == serde_json::json!(["slow"]))
+        .count();
+    let ran = burst.iter().filter(|l| ran_slow(l)).count();
+    // Without a budget the slow pack runs on all of them (the queue stays short of a quarter).
+    assert!(ran > 0, "the slow pack ran on none: the bucket starts full");
+    assert!(
+        ran < BURST / 2,
+        "the slow pack ran on {ran} of {BURST}: 2 s of CPU against a budget of 0.1"
+    );
+    assert!(shed > BURST / 2, "shed on {shed} of {BURST}");
+    assert!(
+        ran_slow(&after[0]) && after[0].get("skipped").is_none(),
+        "after the pause the slow pack runs again: {}",
+        after[0]
+    );
+    assert_eq!(out.counter("dropped_jobs"), 0, "{}", out.stderr);
+    assert_eq!(out.counter("shed"), shed as u64, "{}", out.stderr);
+    assert_eq!(out.counter("shed_budget"), shed as u64, "{}", out.stderr);
 }
 
 /// Makes one `GET /v1/customers/cus_<i>` per line read from stdin, printing "done" after each.

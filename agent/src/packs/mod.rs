@@ -6,6 +6,7 @@
 //! ([`PackRequest`]). Gives: a [`FinishedExchange`] per exchange to the sinks. The packs
 //! directory is watched while the agent runs ([`watch`]): packs reload without a restart.
 
+mod budget;
 mod finished;
 mod input;
 mod load;

@@ -6,7 +6,8 @@
 //! A worker that falls behind sheds packs, never exchanges: the fuller its queue, the more of
 //! the costliest packs it skips for the exchanges it takes next ([`keep_share`]); each line
 //! names the packs skipped for it. Only when a queue is full anyway is a moment dropped and
-//! counted: capture never waits for packs (replay waits instead).
+//! counted: capture never waits for packs (replay waits instead). The workers also share a CPU
+//! budget ([`CpuBudget`], `--pack-cpu`): while it is spent they shed the same way.
 
 use std::{
     collections::HashMap,
@@ -22,6 +23,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use taskless_http::Response;
 use taskless_pack_runtime::{OutputLine, PackSet, ResponseView, Session, Worker};
 
+use super::budget::{CpuBudget, thread_cpu};
 use super::{FinishedExchange, LivePacks, PackRequest};
 use crate::{
     clock::Clock,
@@ -41,8 +43,11 @@ crate::stats::counters! {
         /// Exchanges forgotten by a worker after waiting too long for their response.
         expired,
         /// Exchanges on which at least one pack was skipped because its worker was behind
-        /// (each pack's own count is in its stats line).
+        /// or the packs' CPU budget was spent (each pack's own count is in its stats line).
         shed,
+        /// Of `shed`, the exchanges on which the CPU budget (`--pack-cpu`) asked for more to
+        /// be skipped than the queue did.
+        shed_budget,
     }
 }
 
@@ -227,6 +232,36 @@ struct InFlight {
     status: Option<u16>,
     headers: Vec<(String, String)>,
     since: Instant,
+    /// A pack was skipped for it because the CPU budget was spent.
+    over_budget: bool,
+}
+
+/// What an exchange keeps of its packs' cost when a moment of it is taken: the lower of what
+/// the worker's queue ([`keep_share`]) and the CPU budget ([`CpuBudget::keep_share`]) allow.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Keep {
+    share: Option<f64>,
+    /// The budget asked for more to be skipped than the queue.
+    by_budget: bool,
+}
+
+impl Keep {
+    fn new(queue: Option<f64>, budget: Option<f64>) -> Self {
+        match (queue, budget) {
+            (q, None) => Self {
+                share: q,
+                by_budget: false,
+            },
+            (Some(q), Some(b)) if q <= b => Self {
+                share: Some(q),
+                by_budget: false,
+            },
+            (_, Some(b)) => Self {
+                share: Some(b),
+                by_budget: true,
+            },
+        }
+    }
 }
 
 /// The share of the packs' cost an exchange keeps when its worker's queue holds `backlog` of
@@ -261,10 +296,15 @@ struct WorkerLoop {
     /// the queue is empty (or [`DONE_BATCH`] are waiting): the sinks wake once per batch.
     done: Vec<FinishedExchange>,
     stats: Arc<PackStageStats>,
+    /// The CPU budget the workers share, when there is one (watching with `--pack-cpu`).
+    budget: Option<Arc<CpuBudget>>,
 }
 
 /// Finished exchanges held by a worker before it hands them to the sinks.
 const DONE_BATCH: usize = 64;
+
+/// Moments a worker takes between charges of the CPU budget within one batch.
+const CHARGE_EVERY: usize = 16;
 
 /// The worker that runs the packs of `generation`: the current one, or an earlier one kept for
 /// the exchanges begun on it.
@@ -314,8 +354,8 @@ impl WorkerLoop {
         self.old
             .retain(|(g, _)| in_flight.values().any(|f| f.generation == *g));
     }
-    /// Handles one moment; `keep` is what [`keep_share`] says for the queue behind it.
-    fn handle(&mut self, moment: Moment, keep: Option<f64>) {
+    /// Handles one moment; `keep` is what the queue behind it and the CPU budget allow.
+    fn handle(&mut self, moment: Moment, keep: Keep) {
         match moment {
             Moment::Request {
                 key,
@@ -324,7 +364,9 @@ impl WorkerLoop {
             } => {
                 self.refresh();
                 let request = PackRequest::new(&request, identity.role, &self.clock);
-                let session = Session::start_shedding(&mut self.worker, &request.view(), keep);
+                let session =
+                    Session::start_shedding(&mut self.worker, &request.view(), keep.share);
+                let over_budget = keep.by_budget && !session.skipped().is_empty();
                 self.in_flight.insert(
                     key,
                     InFlight {
@@ -335,6 +377,7 @@ impl WorkerLoop {
                         status: None,
                         headers: Vec::new(),
                         since: Instant::now(),
+                        over_budget,
                     },
                 );
             }
@@ -365,8 +408,9 @@ impl WorkerLoop {
                     self.generation,
                     f.generation,
                 );
-                if let Some(keep) = keep {
-                    f.session.shed(worker, &f.request.view(), keep);
+                if let Some(share) = keep.share {
+                    f.over_budget |=
+                        f.session.shed(worker, &f.request.view(), share) > 0 && keep.by_budget;
                 }
                 f.session.chunk(worker, &f.request.view(), &response, &data);
             }
@@ -379,14 +423,15 @@ impl WorkerLoop {
                     self.stats.orphan_jobs.fetch_add(1, Ordering::Relaxed);
                     return;
                 };
-                if let Some(keep) = keep {
+                if let Some(share) = keep.share {
                     let worker = worker_of(
                         &mut self.worker,
                         &mut self.old,
                         self.generation,
                         f.generation,
                     );
-                    f.session.shed(worker, &f.request.view(), keep);
+                    f.over_budget |=
+                        f.session.shed(worker, &f.request.view(), share) > 0 && keep.by_budget;
                 }
                 self.finish(f, &exchange.response, identity, true);
                 self.retire();
@@ -442,6 +487,9 @@ impl WorkerLoop {
         );
         let line = f.session.finish(worker, &f.request.view(), &response);
         let partial = f.request.partial || resp.head.partial;
+        if f.over_budget {
+            self.stats.shed_budget.fetch_add(1, Ordering::Relaxed);
+        }
         self.emit(
             line,
             identity,
@@ -491,6 +539,9 @@ impl WorkerLoop {
     fn abandon(&mut self, f: InFlight) {
         let line = f.session.into_line();
         let partial = f.request.partial;
+        if f.over_budget {
+            self.stats.shed_budget.fetch_add(1, Ordering::Relaxed);
+        }
         self.emit(line, f.identity, &f.request, f.status, false, partial);
     }
 
@@ -516,21 +567,41 @@ impl WorkerLoop {
         shed: bool,
     ) {
         let mut last_expire = Instant::now();
+        let budget = self.budget.clone();
         loop {
             match rx.recv_timeout(Duration::from_secs(1)) {
                 Ok(batch) => {
-                    for moment in batch {
+                    // What this thread spends on moments is taken out of the budget after
+                    // every few moments (reading the thread's clock is a system call).
+                    let mut started = budget.as_ref().map(|b| {
+                        b.charge(Duration::ZERO, Instant::now());
+                        thread_cpu()
+                    });
+                    for (i, moment) in batch.into_iter().enumerate() {
                         // The moments behind this one, in this batch and the queue.
                         let backlog = queued.fetch_sub(1, Ordering::AcqRel).saturating_sub(1);
                         let keep = if shed {
-                            keep_share(backlog, capacity)
+                            Keep::new(
+                                keep_share(backlog, capacity),
+                                budget.as_ref().and_then(|b| b.keep_share()),
+                            )
                         } else {
-                            None
+                            Keep::default()
                         };
                         self.handle(moment, keep);
                         if self.done.len() >= DONE_BATCH {
                             self.hand_on();
                         }
+                        if let (Some(b), Some(since)) = (&budget, started.as_mut())
+                            && i % CHARGE_EVERY == CHARGE_EVERY - 1
+                        {
+                            let now = thread_cpu();
+                            b.charge(now.saturating_sub(*since), Instant::now());
+                            *since = now;
+                        }
+                    }
+                    if let (Some(b), Some(since)) = (&budget, started) {
+                        b.charge(thread_cpu().saturating_sub(since), Instant::now());
                     }
                 }
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
@@ -573,6 +644,9 @@ pub struct StageOptions {
     pub queue: usize,
     /// Drop or wait when a queue is full.
     pub backpressure: Backpressure,
+    /// The CPU the workers may take together, in CPUs (0: no budget); only while watching
+    /// (with [`Backpressure::Drop`]): replay skips no pack.
+    pub cpu_budget: f64,
     /// Turns exchange timestamps into Unix time (a recording's stored offset when replaying).
     pub clock: Clock,
 }
@@ -593,6 +667,10 @@ pub fn start(
     let capacity = options.queue.max(1);
     let shed = options.backpressure == Backpressure::Drop;
     let nice = options.nice;
+    let budget = shed
+        .then(|| CpuBudget::new(options.cpu_budget, Instant::now()))
+        .flatten()
+        .map(Arc::new);
     for i in 0..options.workers.max(1) {
         // Every batch holds a moment at least, so `capacity` batches can hold every moment
         // the queue allows.
@@ -609,6 +687,7 @@ pub fn start(
             out: out.clone(),
             done: Vec::new(),
             stats: Arc::clone(stats),
+            budget: budget.clone(),
         };
         let handle = std::thread::Builder::new()
             .name(format!("packs-{i}"))
@@ -696,7 +775,7 @@ mod tests {
     };
 
     use super::{
-        Backpressure, Dispatcher, PackStageStats, Queue, SPILL, keep_share, lower_priority,
+        Backpressure, Dispatcher, Keep, PackStageStats, Queue, SPILL, keep_share, lower_priority,
     };
     use crate::flows::{ExchangeKey, Moment};
 
@@ -880,6 +959,21 @@ mod tests {
         .join()
         .expect("thread");
         assert_eq!(nicer, before.max(12));
+    }
+
+    #[test]
+    fn an_exchange_keeps_the_lower_share_of_queue_and_budget_and_knows_which_asked() {
+        let keep = |q, b| {
+            let k = Keep::new(q, b);
+            (k.share, k.by_budget)
+        };
+        assert_eq!(keep(None, None), (None, false));
+        assert_eq!(keep(Some(0.5), None), (Some(0.5), false));
+        assert_eq!(keep(None, Some(0.5)), (Some(0.5), true));
+        assert_eq!(keep(Some(0.25), Some(0.5)), (Some(0.25), false));
+        assert_eq!(keep(Some(0.5), Some(0.25)), (Some(0.25), true));
+        // Both the same: the queue would have shed it anyway.
+        assert_eq!(keep(Some(0.5), Some(0.5)), (Some(0.5), false));
     }
 
     #[test]
