@@ -424,7 +424,8 @@ pub struct PackArgs {
     /// half of one CPU). While they spend more, they skip their costliest packs for the
     /// exchanges they take (named in each line's `skipped`; counted in `shed_budget`), the more
     /// the further over they are, until they are back under it. 0: no budget (the workers take
-    /// any CPU the programs leave). Default: 5% of the machine's CPUs, at least a quarter of one.
+    /// any CPU the programs leave; `replay` has none). Default: 5% of the machine's CPUs, at
+    /// least a quarter of one.
     #[arg(long, value_name = "CPUS", default_value_t = default_pack_cpu(), value_parser = parse_cpus)]
     pub pack_cpu: f64,
 

@@ -309,3 +309,17 @@ fn help_and_usage_errors_stay_claps() {
     let e = parse_from(["taskless-agent", "--all", "--pid", "1"], &no_env).expect_err("conflict");
     assert!(matches!(e, SettingsError::Clap(_)), "{e}");
 }
+
+#[test]
+fn the_packs_cpu_budget_is_a_number_of_cpus_from_any_layer() {
+    let f = ConfigFile::new("all = true\npack_cpu = 1.5\n");
+    assert!((parse_with(&[&f.arg()], &no_env).run.pack.pack_cpu - 1.5).abs() < f64::EPSILON);
+    let env = env_of(&[("TASKLESS_PACK_CPU", "0")]);
+    assert!(parse_with(&[&f.arg()], &env).run.pack.pack_cpu.abs() < f64::EPSILON);
+    // The default: 5% of the machine's CPUs, at least a quarter of one.
+    assert!(parse_with(&["--all"], &no_env).run.pack.pack_cpu >= 0.25);
+    for bad in ["-1", "NaN", "inf", "half"] {
+        let e = error_with(&["--all", &format!("--pack-cpu={bad}")], &no_env);
+        assert!(e.contains("is not a number of CPUs"), "{bad}: {e}");
+    }
+}
