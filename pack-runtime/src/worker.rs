@@ -37,6 +37,9 @@ pub struct Worker {
     /// (0 until the pack is first called). What [`Session::shed`](crate::Session::shed) ranks
     /// packs by.
     costs: Vec<u64>,
+    /// Wall time spent running packs (building their inputs, calling them, reading their
+    /// outputs) since [`Worker::take_busy`] last took it.
+    busy: Duration,
 }
 
 impl std::fmt::Debug for Worker {
@@ -73,7 +76,14 @@ impl Worker {
             slots,
             buf: Vec::with_capacity(4096),
             costs,
+            busy: Duration::ZERO,
         }
+    }
+
+    /// The wall time this worker spent running packs since the last call (at first, since it
+    /// was made): what shedding packs can save, unlike the caller's own work around them.
+    pub fn take_busy(&mut self) -> Duration {
+        std::mem::take(&mut self.busy)
     }
 
     /// How long one call of pack number `index` takes on this worker: a moving average over
@@ -201,10 +211,12 @@ impl Worker {
                 && !state.is_shed(i)
                 && d.domains.matches(request.domain)
         });
+        let started = Instant::now();
         let body = match response.body {
             Some(b) if needs_body => Some(BodyJson::new(b)),
             _ => None,
         };
+        self.busy += started.elapsed();
         self.run(
             state,
             Hook {
@@ -218,6 +230,7 @@ impl Worker {
     }
 
     fn run(&mut self, state: &mut RequestState, hook: Hook<'_>) {
+        let started = Instant::now();
         // Checked once per hook, and only when a pack that may see bodies is called.
         let mut request_body: Option<Option<BodyJson<'_>>> = None;
         for index in 0..self.slots.len() {
@@ -256,6 +269,7 @@ impl Worker {
                 }
             }
         }
+        self.busy += started.elapsed();
     }
 
     /// Makes one call; `None` when the pack failed (already counted and logged).

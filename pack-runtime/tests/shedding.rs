@@ -152,3 +152,23 @@ fn each_pack_reports_its_time_per_call() {
     assert!(cheap.p50 < t.p50, "{cheap:?} vs {t:?}");
     assert_eq!(stats[index(&set, "elsewhere")].call_time, None);
 }
+
+#[test]
+fn a_worker_counts_the_time_its_packs_take_and_none_for_packs_it_skips() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let set = packs(root.path());
+    let mut worker = set.worker().expect("worker");
+    let ex = Exchange::new("api.stripe.com", "/v1/charges");
+    // Instances are made on first use: warm them, then start counting.
+    exchange(&mut worker, &ex, None);
+    worker.take_busy();
+    exchange(&mut worker, &ex, None);
+    let busy = worker.take_busy();
+    // `slow` spins 5 ms in each of its two hooks.
+    assert!(busy >= Duration::from_millis(10), "{busy:?}");
+    assert_eq!(worker.take_busy(), Duration::ZERO, "taken");
+    // Every pack skipped: nothing is run, so next to nothing is counted.
+    exchange(&mut worker, &ex, Some(0.0));
+    let busy = worker.take_busy();
+    assert!(busy < Duration::from_millis(5), "{busy:?}");
+}

@@ -1,7 +1,9 @@
 //! The pack workers' CPU budget (`--pack-cpu`): a token bucket of CPU time that the workers
 //! share. It fills at the budget's rate (0.5: half a second of CPU per second of wall time), up
-//! to one second's worth; each worker takes out the CPU time its own thread spent on moments
-//! (`CLOCK_THREAD_CPUTIME_ID`). While the bucket is in debt, the workers skip their costliest
+//! to one second's worth; each worker takes out the CPU time its own thread spent running packs
+//! (`CLOCK_THREAD_CPUTIME_ID`, split by the share of the wall time the packs took: the work
+//! around them, which shedding cannot save, is not charged). While the bucket is in debt, the
+//! workers skip their costliest
 //! packs for the exchanges they take, the more the deeper the debt ([`CpuBudget::keep_share`]),
 //! just as a worker behind on its queue does: a pack is shed, never an exchange.
 //!

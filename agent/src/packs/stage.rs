@@ -298,6 +298,8 @@ struct WorkerLoop {
     stats: Arc<PackStageStats>,
     /// The CPU budget the workers share, when there is one (watching with `--pack-cpu`).
     budget: Option<Arc<CpuBudget>>,
+    /// Time spent running packs on workers retired since the budget was last charged.
+    busy_retired: Duration,
 }
 
 /// Finished exchanges held by a worker before it hands them to the sinks.
@@ -351,8 +353,40 @@ impl WorkerLoop {
             return;
         }
         let in_flight = &self.in_flight;
-        self.old
-            .retain(|(g, _)| in_flight.values().any(|f| f.generation == *g));
+        let busy_retired = &mut self.busy_retired;
+        self.old.retain_mut(|(g, w)| {
+            let keep = in_flight.values().any(|f| f.generation == *g);
+            if !keep {
+                *busy_retired += w.take_busy();
+            }
+            keep
+        });
+    }
+
+    /// The wall time spent running packs, on every worker, since the last call.
+    fn take_busy(&mut self) -> Duration {
+        let mut busy = self.worker.take_busy() + std::mem::take(&mut self.busy_retired);
+        for (_, w) in &mut self.old {
+            busy += w.take_busy();
+        }
+        busy
+    }
+
+    /// Takes out of the budget the share of this thread's CPU time since `since` (CPU time,
+    /// instant) that went to running packs: the thread's CPU time, split by how much of the
+    /// wall time the packs took. The work around the packs (building requests, handing lines
+    /// on) is not charged: shedding packs cannot save it.
+    fn charge(&mut self, budget: &CpuBudget, since: &mut (Duration, Instant)) {
+        let (cpu, now) = (thread_cpu(), Instant::now());
+        let wall = now.saturating_duration_since(since.1);
+        let busy = self.take_busy();
+        let share = if wall.is_zero() {
+            0.0
+        } else {
+            (busy.as_secs_f64() / wall.as_secs_f64()).min(1.0)
+        };
+        budget.charge(cpu.saturating_sub(since.0).mul_f64(share), now);
+        *since = (cpu, now);
     }
     /// Handles one moment; `keep` is what the queue behind it and the CPU budget allow.
     fn handle(&mut self, moment: Moment, keep: Keep) {
@@ -571,11 +605,13 @@ impl WorkerLoop {
         loop {
             match rx.recv_timeout(Duration::from_secs(1)) {
                 Ok(batch) => {
-                    // What this thread spends on moments is taken out of the budget after
+                    // What this thread spends on packs is taken out of the budget after
                     // every few moments (reading the thread's clock is a system call).
                     let mut started = budget.as_ref().map(|b| {
-                        b.charge(Duration::ZERO, Instant::now());
-                        thread_cpu()
+                        let now = Instant::now();
+                        b.charge(Duration::ZERO, now);
+                        self.take_busy();
+                        (thread_cpu(), now)
                     });
                     for (i, moment) in batch.into_iter().enumerate() {
                         // The moments behind this one, in this batch and the queue.
@@ -595,13 +631,11 @@ impl WorkerLoop {
                         if let (Some(b), Some(since)) = (&budget, started.as_mut())
                             && i % CHARGE_EVERY == CHARGE_EVERY - 1
                         {
-                            let now = thread_cpu();
-                            b.charge(now.saturating_sub(*since), Instant::now());
-                            *since = now;
+                            self.charge(b, since);
                         }
                     }
-                    if let (Some(b), Some(since)) = (&budget, started) {
-                        b.charge(thread_cpu().saturating_sub(since), Instant::now());
+                    if let (Some(b), Some(since)) = (&budget, started.as_mut()) {
+                        self.charge(b, since);
                     }
                 }
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
@@ -688,6 +722,7 @@ pub fn start(
             done: Vec::new(),
             stats: Arc::clone(stats),
             budget: budget.clone(),
+            busy_retired: Duration::ZERO,
         };
         let handle = std::thread::Builder::new()
             .name(format!("packs-{i}"))
