@@ -10,6 +10,22 @@ use crate::rules::{CREDENTIAL, Rules};
 /// Most distinct field names remembered as already checked in one message part.
 const MAX_NAMES_SEEN: usize = 4_096;
 
+/// Short field names checked last in one message part, remembered to skip them when they come
+/// again.
+const RECENT_NAMES: usize = 8;
+
+/// A field name of at most 16 bytes as two words and its length: equal keys, equal names.
+type NameKey = (u64, u64, usize);
+
+fn name_key(name: &str) -> Option<NameKey> {
+    let bytes = name.as_bytes();
+    let mut words = [0u8; 16];
+    words.get_mut(..bytes.len())?.copy_from_slice(bytes);
+    let (low, high) = words.split_at(8);
+    let word = |w: &[u8]| w.try_into().map_or(0, u64::from_le_bytes);
+    Some((word(low), word(high), bytes.len()))
+}
+
 /// Where a match was found: `send` (request) or `receive` (response).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -119,6 +135,11 @@ pub struct Scan<'r, 'f, 'n> {
     /// Names already checked in this part, when the budget could run out: a name repeated
     /// (arrays of objects repeat the same keys thousands of times) is paid for once.
     names_seen: Option<FastSet<Cow<'n, str>>>,
+    /// The last [`RECENT_NAMES`] short names checked in this part (the first `recent_len`),
+    /// replaced in turn: the objects of an array repeat the same few keys, and comparing a
+    /// few words is cheaper than hashing each name to look it up.
+    recent: [NameKey; RECENT_NAMES],
+    recent_len: usize,
     facts: Facts,
 }
 
@@ -144,6 +165,8 @@ impl<'r, 'f, 'n> Scan<'r, 'f, 'n> {
             fields_pending: fields_pending & !found.0,
             flags,
             names_seen,
+            recent: [(0, 0, 0); RECENT_NAMES],
+            recent_len: 0,
             facts: Facts::default(),
         }
     }
@@ -151,6 +174,15 @@ impl<'r, 'f, 'n> Scan<'r, 'f, 'n> {
     /// Checks a field name (only call it when the field carries a value), within the budget; a
     /// name already checked in this part costs nothing. Categories in `skip` are not flagged.
     pub fn name(&mut self, name: Cow<'n, str>, skip: u16) {
+        // A name checked in this part already: checking it again would flag nothing new (and
+        // `skip` depends on the name alone).
+        if let Some(key) = (self.part == Part::Body).then(|| name_key(&name)).flatten() {
+            if self.recent[..self.recent_len.min(RECENT_NAMES)].contains(&key) {
+                return;
+            }
+            self.recent[self.recent_len % RECENT_NAMES] = key;
+            self.recent_len += 1;
+        }
         if let Some(seen) = self.names_seen.as_mut() {
             if seen.contains(name.as_ref()) {
                 return;
