@@ -291,6 +291,49 @@ mod tests {
     use super::*;
 
     #[test]
+    fn short_names_have_keys_that_are_equal_only_for_equal_names() {
+        let names = [
+            "",
+            "a",
+            "a\0",
+            "email",
+            "emails",
+            "customer_email_x",
+            "customer_email_y",
+        ];
+        for a in names {
+            for b in names {
+                assert_eq!(name_key(a) == name_key(b), a == b, "{a:?} {b:?}");
+            }
+        }
+        assert_eq!(name_key("customer_email_xy"), None, "17 bytes");
+    }
+
+    #[test]
+    fn a_body_name_comes_again_after_eight_others_and_is_still_checked() {
+        let rules = crate::rules::compile(&taskless_pack_kit::Config::new(&serde_json::Map::new()));
+        let email = crate::rules::CATEGORIES
+            .iter()
+            .position(|c| c.key == "email")
+            .expect("email");
+        let mut flags = Flags::with_budget(1 << 20, 100);
+        let mut s = Scan::new(&rules, Part::Body, &mut flags);
+        for name in ["a", "b", "c", "d", "e", "f", "g", "h", "a", "i"] {
+            s.name(Cow::Borrowed(name), 0);
+        }
+        assert_eq!(s.flags.fields[Part::Body as usize], 0);
+        // Longer than a key holds: checked the usual way.
+        s.name(Cow::Borrowed("the_customers_email_address"), 0);
+        assert_eq!(s.flags.fields[Part::Body as usize], 1 << email);
+        let mut flags = Flags::with_budget(1 << 20, 100);
+        let mut s = Scan::new(&rules, Part::Body, &mut flags);
+        for name in ["a", "b", "c", "d", "e", "f", "g", "h", "i", "email"] {
+            s.name(Cow::Borrowed(name), 0);
+        }
+        assert_eq!(s.flags.fields[Part::Body as usize], 1 << email);
+    }
+
+    #[test]
     fn the_budget_cuts_values_at_a_character_boundary() {
         let mut flags = Flags::with_budget(5, 100);
         assert_eq!(flags.take("abc"), "abc");
