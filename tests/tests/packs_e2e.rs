@@ -238,15 +238,10 @@ fn sample(metrics: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-#[test]
-fn a_slow_pack_is_shed_and_every_exchange_keeps_its_core_dimensions() {
-    require_root();
-    const EXCHANGES: usize = 300;
-    let api = TestApi::start().expect("test API");
-    let dir = TempDir::new("packs-shed").expect("tempdir");
-    let packs = dir.path().join("packs");
-    core_pack_into(&packs);
-    // 10 ms of busy work in each hook: 20 ms an exchange, far slower than the client's pace.
+/// The built `core` pack and `slow@1.0.0`, a test pack that spends 10 ms of busy work in each
+/// of its `pre` and `post` (capturing `pre` and `post`), into `packs`.
+fn core_and_slow_packs_into(packs: &std::path::Path) {
+    core_pack_into(packs);
     let slow = support::module(&[
         (
             "pre",
@@ -258,12 +253,23 @@ fn a_slow_pack_is_shed_and_every_exchange_keeps_its_core_dimensions() {
         ),
     ]);
     support::write_pack(
-        &packs,
+        packs,
         "slow@1.0.0",
         &support::manifest("slow", None),
         &support::config(),
         &slow,
     );
+}
+
+#[test]
+fn a_slow_pack_is_shed_and_every_exchange_keeps_its_core_dimensions() {
+    require_root();
+    const EXCHANGES: usize = 300;
+    let api = TestApi::start().expect("test API");
+    let dir = TempDir::new("packs-shed").expect("tempdir");
+    let packs = dir.path().join("packs");
+    // 20 ms an exchange, far slower than the client's pace.
+    core_and_slow_packs_into(&packs);
     let script = dir.path().join("client.py");
     std::fs::write(&script, MANY).expect("script");
     let (mut py, mut py_out) = ready_client(
@@ -407,25 +413,8 @@ fn a_spent_cpu_budget_sheds_the_costliest_pack_until_time_pays_it_back() {
     let api = TestApi::start().expect("test API");
     let dir = TempDir::new("packs-budget").expect("tempdir");
     let packs = dir.path().join("packs");
-    core_pack_into(&packs);
     // 20 ms of busy work an exchange: the budget below pays for five of them a second.
-    let slow = support::module(&[
-        (
-            "pre",
-            support::Behavior::SpinMs(10, r#"{"capture":{"pre":1}}"#.into()),
-        ),
-        (
-            "post",
-            support::Behavior::SpinMs(10, r#"{"capture":{"post":1}}"#.into()),
-        ),
-    ]);
-    support::write_pack(
-        &packs,
-        "slow@1.0.0",
-        &support::manifest("slow", None),
-        &support::config(),
-        &slow,
-    );
+    core_and_slow_packs_into(&packs);
     let script = dir.path().join("client.py");
     std::fs::write(&script, ROUNDS).expect("script");
     let (mut py, mut py_out) = ready_client(
