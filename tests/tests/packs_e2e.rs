@@ -261,6 +261,24 @@ fn core_and_slow_packs_into(packs: &std::path::Path) {
     );
 }
 
+/// Every line has `core`'s status (200) and path, and names no skipped pack but `slow`.
+fn each_keeps_core_and_sheds_only_slow(lines: &[serde_json::Value]) {
+    for line in lines {
+        let d = dimensions(line);
+        assert_eq!(
+            d.get("core/status").map(String::as_str),
+            Some("200"),
+            "{line}"
+        );
+        assert!(d.contains_key("core/path"), "{line}");
+        let skipped = line["skipped"].as_array().cloned().unwrap_or_default();
+        assert!(
+            skipped.iter().all(|p| p == "slow"),
+            "only the slow pack is shed: {line}"
+        );
+    }
+}
+
 #[test]
 fn a_slow_pack_is_shed_and_every_exchange_keeps_its_core_dimensions() {
     require_root();
@@ -334,20 +352,7 @@ fn a_slow_pack_is_shed_and_every_exchange_keeps_its_core_dimensions() {
     let out = agent.stop(seen).expect("agent stops");
 
     assert_eq!(out.lines.len(), EXCHANGES, "{:#?}", out.lines);
-    for line in &out.lines {
-        let d = dimensions(line);
-        assert_eq!(
-            d.get("core/status").map(String::as_str),
-            Some("200"),
-            "{line}"
-        );
-        assert!(d.contains_key("core/path"), "{line}");
-        let skipped = line["skipped"].as_array().cloned().unwrap_or_default();
-        assert!(
-            skipped.iter().all(|p| p == "slow"),
-            "only the slow pack is shed: {line}"
-        );
-    }
+    each_keeps_core_and_sheds_only_slow(&out.lines);
     let shed = out
         .lines
         .iter()
@@ -467,19 +472,7 @@ fn a_spent_cpu_budget_sheds_the_costliest_pack_until_time_pays_it_back() {
     assert_eq!(out.lines.len(), BURST + 1, "{:#?}", out.lines);
     let ran_slow =
         |l: &serde_json::Value| dimensions(l).get("slow/post").map(String::as_str) == Some("1");
-    for line in &out.lines {
-        let d = dimensions(line);
-        assert_eq!(
-            d.get("core/status").map(String::as_str),
-            Some("200"),
-            "{line}"
-        );
-        let skipped = line["skipped"].as_array().cloned().unwrap_or_default();
-        assert!(
-            skipped.iter().all(|p| p == "slow"),
-            "only the slow pack is shed: {line}"
-        );
-    }
+    each_keeps_core_and_sheds_only_slow(&out.lines);
     let (burst, after) = out.lines.split_at(BURST);
     let shed = burst
         .iter()

@@ -238,7 +238,7 @@ struct InFlight {
 
 /// What an exchange keeps of its packs' cost when a moment of it is taken: the lower of what
 /// the worker's queue ([`keep_share`]) and the CPU budget ([`CpuBudget::keep_share`]) allow.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default)]
 struct Keep {
     share: Option<f64>,
     /// The budget asked for more to be skipped than the queue.
